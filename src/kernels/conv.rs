@@ -1,0 +1,337 @@
+//! 2-D convolution with bias and activation fused: geometry, weights, and the GEMM
+//! paths (1x1 layers straight on the input, others through im2col tiles small enough
+//! to stay in cache). Depthwise layers go to `depthwise`.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{bias_act, depthwise, Act, Pad};
+
+/// Shape of a convolution layer (torch semantics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub in_ch: usize,
+    pub out_ch: usize,
+    /// (height, width)
+    pub kernel: (usize, usize),
+    /// (vertical, horizontal)
+    pub stride: (usize, usize),
+    pub pad: Pad,
+    /// (vertical, horizontal)
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    /// Output size for an `h` x `w` input; 0 on an axis where the (dilated) kernel
+    /// does not fit in the padded input.
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        let axis = |len: usize, before: usize, after: usize, k: usize, s: usize, d: usize| {
+            let span = d * (k.max(1) - 1) + 1;
+            match (len + before + after).checked_sub(span) {
+                Some(room) => room / s.max(1) + 1,
+                None => 0,
+            }
+        };
+        let p = self.pad;
+        (
+            axis(
+                h,
+                p.top,
+                p.bottom,
+                self.kernel.0,
+                self.stride.0,
+                self.dilation.0,
+            ),
+            axis(
+                w,
+                p.left,
+                p.right,
+                self.kernel.1,
+                self.stride.1,
+                self.dilation.1,
+            ),
+        )
+    }
+
+    /// Weights per output channel: `in_ch / groups * kh * kw`.
+    pub fn weights_per_output(&self) -> usize {
+        self.in_ch / self.groups * self.kernel.0 * self.kernel.1
+    }
+
+    /// One filter per channel, each seeing only its own channel.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.in_ch && self.out_ch == self.in_ch
+    }
+
+    /// 1x1, stride 1, no padding: the input plane is already the GEMM operand.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == (1, 1) && self.stride == (1, 1) && self.pad == Pad::default()
+    }
+}
+
+/// A convolution layer ready to run: geometry, weights, bias, activation.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    geom: ConvGeom,
+    /// `[out_ch, in_ch/groups, kh, kw]`, which is also the GEMM's left operand per group.
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    act: Act,
+}
+
+impl Conv2d {
+    /// `weight`: `[out_ch, in_ch/groups, kh, kw]` row-major; `bias`: `[out_ch]`
+    /// (BatchNorm already folded in by the caller).
+    ///
+    /// # Panics
+    /// If the geometry is inconsistent (zero sizes, channels not divisible by
+    /// `groups`) or the weight/bias lengths do not match it. Callers loading
+    /// user files check shapes first and report errors.
+    pub fn new(geom: ConvGeom, weight: Vec<f32>, bias: Option<Vec<f32>>, act: Act) -> Conv2d {
+        let g = &geom;
+        assert!(
+            g.groups > 0 && g.in_ch % g.groups == 0 && g.out_ch % g.groups == 0,
+            "conv: {} in / {} out channels not divisible into {} groups",
+            g.in_ch,
+            g.out_ch,
+            g.groups
+        );
+        assert!(
+            g.kernel.0 > 0 && g.kernel.1 > 0 && g.stride.0 > 0 && g.stride.1 > 0,
+            "conv: zero kernel or stride in {g:?}"
+        );
+        assert!(
+            g.dilation.0 > 0 && g.dilation.1 > 0,
+            "conv: zero dilation in {g:?}"
+        );
+        assert_eq!(
+            weight.len(),
+            g.out_ch * g.weights_per_output(),
+            "conv: weight length does not match {g:?}"
+        );
+        if let Some(b) = &bias {
+            assert_eq!(b.len(), g.out_ch, "conv: bias length does not match out_ch");
+        }
+        Conv2d {
+            geom,
+            weight,
+            bias,
+            act,
+        }
+    }
+
+    pub fn geom(&self) -> &ConvGeom {
+        &self.geom
+    }
+
+    /// The weights as given to `new`: `[out_ch, in_ch/groups, kh, kw]`.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    pub fn act(&self) -> Act {
+        self.act
+    }
+
+    /// Bias of output channel `o` (0 without bias).
+    #[inline]
+    pub(crate) fn bias_of(&self, o: usize) -> f32 {
+        self.bias.as_ref().map_or(0.0, |b| b[o])
+    }
+
+    /// Whether the epilogue pass does anything.
+    fn has_epilogue(&self) -> bool {
+        self.bias.is_some() || self.act != Act::None
+    }
+
+    /// `x`: `[n, in_ch, h, w]` -> `[n, out_ch, oh, ow]`, bias and activation applied.
+    ///
+    /// # Panics
+    /// If `x.len() != n * in_ch * h * w`.
+    pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let g = &self.geom;
+        assert_eq!(
+            x.len(),
+            n * g.in_ch * h * w,
+            "conv: input has {} numbers, expected {n} x {} x {h} x {w}",
+            x.len(),
+            g.in_ch
+        );
+        let (oh, ow) = g.out_hw(h, w);
+        let mut out = vec![0f32; n * g.out_ch * oh * ow];
+        if out.is_empty() {
+            return out;
+        }
+        if g.is_depthwise() {
+            depthwise::forward(self, x, n, h, w, oh, ow, &mut out);
+            return out;
+        }
+        let in_img = g.in_ch * h * w;
+        let out_img = g.out_ch * oh * ow;
+        let threads = rayon::current_num_threads();
+        if n >= threads || threads == 1 {
+            // One image per task, each GEMM single-threaded: no synchronisation inside.
+            out.par_chunks_mut(out_img)
+                .zip(x.par_chunks(in_img))
+                .with_max_len(1)
+                .for_each_init(Vec::new, |col, (o, xi)| {
+                    self.gemm_image(xi, h, w, oh, ow, o, col, Parallelism::None)
+                });
+        } else {
+            let mut col = Vec::new();
+            for (o, xi) in out.chunks_mut(out_img).zip(x.chunks(in_img)) {
+                self.gemm_image(xi, h, w, oh, ow, o, &mut col, Parallelism::Rayon(threads));
+            }
+        }
+        out
+    }
+
+    /// One image through GEMM, group by group and column tile by column tile.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_image(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        out: &mut [f32],
+        col: &mut Vec<f32>,
+        par: Parallelism,
+    ) {
+        let g = &self.geom;
+        let icg = g.in_ch / g.groups;
+        let ocg = g.out_ch / g.groups;
+        let k = g.weights_per_output();
+        let p = oh * ow;
+        let pointwise = g.is_pointwise();
+        let tile = if pointwise { p } else { tile_cols(k, p) };
+        for gi in 0..g.groups {
+            let xg = &x[gi * icg * h * w..][..icg * h * w];
+            let wg = &self.weight[gi * ocg * k..][..ocg * k];
+            let mut p0 = 0;
+            while p0 < p {
+                let t = tile.min(p - p0);
+                let (rhs, rhs_rs) = if pointwise {
+                    (xg[p0..].as_ptr(), p)
+                } else {
+                    im2col(xg, h, w, g, ow, p0, t, col);
+                    (col.as_ptr(), t)
+                };
+                let dst = &mut out[gi * ocg * p + p0..];
+                assert!(dst.len() >= (ocg - 1) * p + t);
+                // SAFETY: dst holds ocg rows of stride p with t columns each (checked
+                // above); wg is ocg x k row-major; rhs is k rows of stride rhs_rs with
+                // t columns (the input plane or the filled im2col tile).
+                unsafe {
+                    gemm::gemm(
+                        ocg,
+                        t,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        p as isize,
+                        false,
+                        wg.as_ptr(),
+                        1,
+                        k as isize,
+                        rhs,
+                        1,
+                        rhs_rs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
+                if self.has_epilogue() {
+                    for r in 0..ocg {
+                        bias_act(&mut dst[r * p..][..t], self.bias_of(gi * ocg + r), self.act);
+                    }
+                }
+                p0 += t;
+            }
+        }
+    }
+}
+
+/// Output columns per im2col tile: enough for GEMM to run at speed, few enough that
+/// the tile (k rows) stays in L2.
+fn tile_cols(k: usize, p: usize) -> usize {
+    const TILE_FLOATS: usize = 96 * 1024;
+    let t = (TILE_FLOATS / k.max(1)).max(64) / 16 * 16;
+    t.min(p)
+}
+
+/// Fills `col` (k rows x t columns) with the input values each output pixel
+/// `p0..p0+t` of `ow`-wide rows multiplies with weight k, zeros where the window
+/// hangs over the padding.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    g: &ConvGeom,
+    ow: usize,
+    p0: usize,
+    t: usize,
+    col: &mut Vec<f32>,
+) {
+    let icg = g.in_ch / g.groups;
+    let (kh, kw) = g.kernel;
+    let (sy, sx) = g.stride;
+    let (dy, dx) = g.dilation;
+    let (pt, pl) = (g.pad.top, g.pad.left);
+    col.clear();
+    col.resize(icg * kh * kw * t, 0.0);
+    for c in 0..icg {
+        let plane = &x[c * h * w..][..h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut col[((c * kh + ky) * kw + kx) * t..][..t];
+                // Output columns ox whose input column ox*sx + kx*dx - pl is inside [0, w).
+                let shift = kx * dx;
+                let lo = pl.saturating_sub(shift).div_ceil(sx);
+                let hi = (w + pl).saturating_sub(shift).div_ceil(sx);
+                let mut j = 0;
+                let mut pix = p0;
+                while j < t {
+                    let oy = pix / ow;
+                    let ox0 = pix % ow;
+                    let len = (ow - ox0).min(t - j);
+                    let seg = &mut row[j..j + len];
+                    let iy = (oy * sy + ky * dy) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        seg.fill(0.0);
+                    } else {
+                        let src = &plane[iy as usize * w..][..w];
+                        let a = lo.clamp(ox0, ox0 + len);
+                        let b = hi.clamp(a, ox0 + len);
+                        seg[..a - ox0].fill(0.0);
+                        seg[b - ox0..].fill(0.0);
+                        let inner = &mut seg[a - ox0..b - ox0];
+                        if !inner.is_empty() {
+                            let first = a * sx + shift - pl;
+                            if sx == 1 {
+                                inner.copy_from_slice(&src[first..first + inner.len()]);
+                            } else {
+                                for (i, v) in inner.iter_mut().enumerate() {
+                                    *v = src[first + i * sx];
+                                }
+                            }
+                        }
+                    }
+                    j += len;
+                    pix += len;
+                }
+            }
+        }
+    }
+}

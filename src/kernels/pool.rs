@@ -1,0 +1,131 @@
+//! Max pooling and adaptive average pooling (torch semantics), one plane per task.
+
+use rayon::prelude::*;
+
+use super::Pad;
+
+/// Max pooling over `[n, c, h, w]`; returns the output and its height and width.
+///
+/// Padded cells never win (they count as -inf); NaN propagates like in torch.
+/// With `ceil_mode` the output size rounds up, but a window must start inside the
+/// input or its top/left padding (torch's rule).
+#[allow(clippy::too_many_arguments)]
+pub fn max_pool2d(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad,
+    ceil_mode: bool,
+) -> (Vec<f32>, usize, usize) {
+    assert_eq!(
+        x.len(),
+        n * c * h * w,
+        "max_pool2d: input length does not match {n}x{c}x{h}x{w}"
+    );
+    let oh = pooled_len(h, pad.top, pad.bottom, kernel.0, stride.0, ceil_mode);
+    let ow = pooled_len(w, pad.left, pad.right, kernel.1, stride.1, ceil_mode);
+    let mut out = vec![0f32; n * c * oh * ow];
+    if out.is_empty() {
+        return (out, oh, ow);
+    }
+    let (kh, kw) = kernel;
+    let (sy, sx) = stride;
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(o, xp)| {
+            for oy in 0..oh {
+                // Window rows clipped to the input: [y0, y1).
+                let top = (oy * sy) as isize - pad.top as isize;
+                let y0 = top.max(0) as usize;
+                let y1 = ((top + kh as isize).max(0) as usize).min(h);
+                for ox in 0..ow {
+                    let left = (ox * sx) as isize - pad.left as isize;
+                    let x0 = left.max(0) as usize;
+                    let x1 = ((left + kw as isize).max(0) as usize).min(w);
+                    let mut m = f32::NEG_INFINITY;
+                    for y in y0..y1 {
+                        for &v in &xp[y * w + x0..y * w + x1.max(x0)] {
+                            if v > m || v.is_nan() {
+                                m = v;
+                            }
+                        }
+                    }
+                    o[oy * ow + ox] = m;
+                }
+            }
+        });
+    (out, oh, ow)
+}
+
+/// Pooled length of one axis, torch's formula (without dilation).
+fn pooled_len(
+    len: usize,
+    before: usize,
+    after: usize,
+    k: usize,
+    s: usize,
+    ceil_mode: bool,
+) -> usize {
+    let padded = len + before + after;
+    if k == 0 || s == 0 || padded < k {
+        return 0;
+    }
+    let room = padded - k;
+    let mut out = if ceil_mode {
+        room.div_ceil(s)
+    } else {
+        room / s
+    } + 1;
+    if ceil_mode && (out - 1) * s >= len + before {
+        out -= 1;
+    }
+    out
+}
+
+/// Adaptive average pooling of `[n, c, h, w]` to `[n, c, oh, ow]`: output cell i
+/// averages input rows `floor(i*h/oh) .. ceil((i+1)*h/oh)` (and likewise columns),
+/// which also covers upsampling (h < oh).
+pub fn adaptive_avg_pool2d(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
+    assert_eq!(
+        x.len(),
+        n * c * h * w,
+        "adaptive_avg_pool2d: input length does not match {n}x{c}x{h}x{w}"
+    );
+    let mut out = vec![0f32; n * c * oh * ow];
+    if out.is_empty() {
+        return out;
+    }
+    if h == 0 || w == 0 {
+        out.fill(f32::NAN);
+        return out;
+    }
+    let span = |i: usize, len: usize, olen: usize| (i * len / olen, ((i + 1) * len).div_ceil(olen));
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(o, xp)| {
+            for oy in 0..oh {
+                let (y0, y1) = span(oy, h, oh);
+                for ox in 0..ow {
+                    let (x0, x1) = span(ox, w, ow);
+                    let mut sum = 0f32;
+                    for y in y0..y1 {
+                        sum += xp[y * w + x0..y * w + x1].iter().sum::<f32>();
+                    }
+                    o[oy * ow + ox] = sum / ((y1 - y0) * (x1 - x0)) as f32;
+                }
+            }
+        });
+    out
+}

@@ -1,0 +1,653 @@
+//! Every kernel against a plainly written f64 reference over many random shapes.
+
+use super::*;
+
+/// Small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in lo..=hi.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.f()).collect()
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.range(0, xs.len() - 1)]
+    }
+}
+
+fn act_ref(v: f64, act: Act) -> f64 {
+    match act {
+        Act::None => v,
+        Act::Relu => v.max(0.0),
+        Act::Relu6 => v.clamp(0.0, 6.0),
+    }
+}
+
+/// Asserts `got` matches `want` within 1e-4 relative to the magnitude of the terms
+/// that were summed (`scale`, one per element).
+fn assert_close(got: &[f32], want: &[f64], scale: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = 1e-4 * s.max(1.0);
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{what}: element {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
+
+/// Convolution by definition: six nested loops per output element, in f64.
+/// Returns the result and, per element, the sum of |terms| for the tolerance.
+fn conv_ref(
+    g: &ConvGeom,
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = g.out_hw(h, w);
+    let icg = g.in_ch / g.groups;
+    let ocg = g.out_ch / g.groups;
+    let (kh, kw) = g.kernel;
+    let mut out = Vec::new();
+    let mut scale = Vec::new();
+    for b in 0..n {
+        for o in 0..g.out_ch {
+            let grp = o / ocg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |b| b[o] as f64);
+                    let mut mag = s.abs();
+                    for ci in 0..icg {
+                        let c = grp * icg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize
+                                    - g.pad.top as isize;
+                                let ix = (ox * g.stride.1 + kx * g.dilation.1) as isize
+                                    - g.pad.left as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * g.in_ch + c) * h + iy as usize) * w + ix as usize]
+                                    as f64;
+                                let wv = wt[((o * icg + ci) * kh + ky) * kw + kx] as f64;
+                                s += xv * wv;
+                                mag += (xv * wv).abs();
+                            }
+                        }
+                    }
+                    out.push(act_ref(s, act));
+                    scale.push(mag);
+                }
+            }
+        }
+    }
+    (out, scale)
+}
+
+fn check_conv(rng: &mut Rng, g: ConvGeom, n: usize, h: usize, w: usize, act: Act, with_bias: bool) {
+    let wt = rng.vec(g.out_ch * g.weights_per_output());
+    // Scale some weights up so Relu6 clamps at 6 as well as at 0.
+    let wt: Vec<f32> = wt.iter().map(|v| v * 3.0).collect();
+    let bias = with_bias.then(|| rng.vec(g.out_ch));
+    let x = rng.vec(n * g.in_ch * h * w);
+    let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+    let got = conv.forward(&x, n, h, w);
+    let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+    assert_close(
+        &got,
+        &want,
+        &scale,
+        &format!("conv {g:?} n={n} {h}x{w} {act:?} bias={with_bias}"),
+    );
+}
+
+fn geom(
+    in_ch: usize,
+    out_ch: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pad: Pad,
+    d: (usize, usize),
+    groups: usize,
+) -> ConvGeom {
+    ConvGeom {
+        in_ch,
+        out_ch,
+        kernel: k,
+        stride: s,
+        pad,
+        dilation: d,
+        groups,
+    }
+}
+
+#[test]
+fn out_hw_follows_the_floor_formula() {
+    // 224 + 3 + 3 - 7 = 223; 223 / 2 + 1 = 112 (ResNet stem).
+    let g = geom(3, 64, (7, 7), (2, 2), Pad::same(3), (1, 1), 1);
+    assert_eq!(g.out_hw(224, 224), (112, 112));
+    // TF SAME stride 2 k3: pads (0, 1): 225 - 3 = 222; 111 + 1 = 112.
+    let g = geom(3, 32, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 1);
+    assert_eq!(g.out_hw(224, 224), (112, 112));
+    // Dilation 2, k3 spans 5: 7 - 5 = 2 -> 3.
+    let g = geom(1, 1, (3, 3), (1, 1), Pad::default(), (2, 2), 1);
+    assert_eq!(g.out_hw(7, 7), (3, 3));
+    // Kernel wider than the padded input: empty.
+    let g = geom(1, 1, (5, 5), (1, 1), Pad::same(1), (1, 1), 1);
+    assert_eq!(g.out_hw(2, 2), (0, 0));
+}
+
+#[test]
+fn conv_hand_computed_example() {
+    // 1 channel 3x3 input 1..9, 2x2 kernel of ones, stride 1, no pad: sums of 2x2 windows.
+    let g = geom(1, 1, (2, 2), (1, 1), Pad::default(), (1, 1), 1);
+    let conv = Conv2d::new(g, vec![1.0; 4], Some(vec![0.5]), Act::None);
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    assert_eq!(conv.forward(&x, 1, 3, 3), vec![12.5, 16.5, 24.5, 28.5]);
+}
+
+#[test]
+fn conv_matches_reference_on_fixed_edge_cases() {
+    let mut rng = Rng(7);
+    let p = |t, l, b, r| Pad {
+        top: t,
+        left: l,
+        bottom: b,
+        right: r,
+    };
+    let cases = [
+        // 1x1 pointwise, odd sizes, batch 3.
+        (
+            geom(5, 7, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+            3,
+            7,
+            5,
+        ),
+        // 1x1 with stride 2 (ResNet downsample) and with padding.
+        (
+            geom(4, 6, (1, 1), (2, 2), Pad::default(), (1, 1), 1),
+            1,
+            13,
+            13,
+        ),
+        (geom(4, 6, (1, 1), (1, 1), Pad::same(1), (1, 1), 1), 1, 5, 4),
+        // TF SAME stride 2 asymmetric pads, 3x3 and 5x5, depthwise.
+        (
+            geom(8, 8, (3, 3), (2, 2), p(0, 0, 1, 1), (1, 1), 8),
+            3,
+            13,
+            13,
+        ),
+        (
+            geom(8, 8, (5, 5), (2, 2), p(1, 1, 2, 2), (1, 1), 8),
+            1,
+            14,
+            9,
+        ),
+        // Kernel larger than the input, saved by padding.
+        (geom(3, 4, (7, 7), (1, 1), Pad::same(3), (1, 1), 1), 1, 3, 2),
+        (geom(3, 3, (7, 7), (1, 1), Pad::same(3), (1, 1), 3), 2, 3, 2),
+        // Dilation 3 with stride 3, grouped.
+        (
+            geom(6, 4, (3, 3), (3, 3), Pad::same(2), (3, 3), 2),
+            1,
+            17,
+            11,
+        ),
+        // AlexNet-like stem: 11x11 stride 4 pad 2.
+        (
+            geom(3, 8, (11, 11), (4, 4), Pad::same(2), (1, 1), 1),
+            2,
+            31,
+            27,
+        ),
+        // Depthwise with channel multiplier (groups = in_ch < out_ch): grouped path.
+        (geom(3, 6, (3, 3), (1, 1), Pad::same(1), (1, 1), 3), 1, 6, 7),
+        // Stride larger than the kernel.
+        (
+            geom(2, 3, (2, 2), (4, 3), p(1, 0, 0, 2), (1, 1), 1),
+            1,
+            9,
+            10,
+        ),
+    ];
+    for (g, n, h, w) in cases {
+        for act in [Act::None, Act::Relu, Act::Relu6] {
+            check_conv(&mut rng, g.clone(), n, h, w, act, true);
+        }
+        check_conv(&mut rng, g, n, h, w, Act::None, false);
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_random_shapes() {
+    let mut rng = Rng(0x5eed);
+    for _ in 0..300 {
+        let kind = rng.range(0, 3);
+        let k = (rng.range(1, 5), rng.range(1, 5));
+        let s = (rng.range(1, 4), rng.range(1, 4));
+        let d = (rng.range(1, 3), rng.range(1, 3));
+        let pad = Pad {
+            top: rng.range(0, 3),
+            left: rng.range(0, 3),
+            bottom: rng.range(0, 3),
+            right: rng.range(0, 3),
+        };
+        let (in_ch, out_ch, groups) = match kind {
+            0 => (rng.range(1, 9), rng.range(1, 9), 1),
+            1 => {
+                let g = 2;
+                (g * rng.range(1, 4), g * rng.range(1, 4), g)
+            }
+            2 => {
+                let c = rng.range(1, 12);
+                (c, c, c)
+            }
+            _ => (rng.range(1, 6), rng.range(1, 9), 1),
+        };
+        let k = if kind == 3 { (1, 1) } else { k };
+        let g = geom(in_ch, out_ch, k, s, pad, d, groups);
+        let h = rng.range(1, 15);
+        let w = rng.range(1, 15);
+        let n = rng.pick(&[1, 1, 3]);
+        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+        let bias = rng.range(0, 3) > 0;
+        check_conv(&mut rng, g, n, h, w, act, bias);
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_shapes_spanning_several_tiles() {
+    // Big enough that im2col is split into column tiles and the batch spread over threads.
+    let mut rng = Rng(42);
+    check_conv(
+        &mut rng,
+        geom(64, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+        3,
+        37,
+        29,
+        Act::Relu,
+        true,
+    );
+    check_conv(
+        &mut rng,
+        geom(3, 8, (7, 7), (2, 2), Pad::same(3), (1, 1), 1),
+        1,
+        61,
+        67,
+        Act::None,
+        true,
+    );
+    check_conv(
+        &mut rng,
+        geom(24, 24, (5, 5), (1, 1), Pad::same(2), (1, 1), 24),
+        1,
+        56,
+        56,
+        Act::Relu6,
+        true,
+    );
+    check_conv(
+        &mut rng,
+        geom(40, 48, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+        3,
+        28,
+        28,
+        Act::Relu6,
+        true,
+    );
+}
+
+fn max_pool_ref(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pad: Pad,
+    oh: usize,
+    ow: usize,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    for p in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = f64::NEG_INFINITY;
+                for ky in 0..k.0 {
+                    for kx in 0..k.1 {
+                        let iy = (oy * s.0 + ky) as isize - pad.top as isize;
+                        let ix = (ox * s.1 + kx) as isize - pad.left as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            m = m.max(x[(p * h + iy as usize) * w + ix as usize] as f64);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn max_pool_output_sizes_follow_torch() {
+    let x = vec![0.0; 112 * 112];
+    // ResNet: k3 s2 p1 on 112 -> 56.
+    assert_eq!(
+        max_pool2d(&x, 1, 1, 112, 112, (3, 3), (2, 2), Pad::same(1), false).1,
+        56
+    );
+    let x = vec![0.0; 55 * 55];
+    // AlexNet: k3 s2 on 55 -> 27; ceil mode gives the same here (52/2 exact).
+    assert_eq!(
+        max_pool2d(&x, 1, 1, 55, 55, (3, 3), (2, 2), Pad::default(), false).1,
+        27
+    );
+    assert_eq!(
+        max_pool2d(&x, 1, 1, 55, 55, (3, 3), (2, 2), Pad::default(), true).1,
+        27
+    );
+    // 6 wide, k2 s2: floor 3; ceil also 3. 7 wide: floor 3, ceil 4.
+    let x = vec![0.0; 7];
+    assert_eq!(
+        max_pool2d(&x, 1, 1, 1, 7, (1, 2), (1, 2), Pad::default(), false).2,
+        3
+    );
+    assert_eq!(
+        max_pool2d(&x, 1, 1, 1, 7, (1, 2), (1, 2), Pad::default(), true).2,
+        4
+    );
+    // torch drops a ceil-mode window that would start in the right padding:
+    // w 5, k 2, s 2, pad 1: (5+2-2)/2 = 2.5 -> 4 by ceil, but window 3 starts at 6-1 = 5 >= 5+1? no:
+    // (4-1)*2 = 6 >= 5 + 1 -> drop to 3.
+    let x = vec![0.0; 5];
+    assert_eq!(
+        max_pool2d(
+            &x,
+            1,
+            1,
+            1,
+            5,
+            (1, 2),
+            (1, 2),
+            Pad {
+                top: 0,
+                left: 1,
+                bottom: 0,
+                right: 1
+            },
+            true
+        )
+        .2,
+        3
+    );
+}
+
+#[test]
+fn max_pool_matches_reference() {
+    let mut rng = Rng(99);
+    for _ in 0..200 {
+        let k = (rng.range(1, 4), rng.range(1, 4));
+        let s = (rng.range(1, 3), rng.range(1, 3));
+        let pad = Pad {
+            top: rng.range(0, k.0 / 2),
+            left: rng.range(0, k.1 / 2),
+            bottom: rng.range(0, k.0 / 2),
+            right: rng.range(0, k.1 / 2),
+        };
+        let (n, c, h, w) = (
+            rng.range(1, 3),
+            rng.range(1, 4),
+            rng.range(1, 12),
+            rng.range(1, 12),
+        );
+        let ceil = rng.range(0, 1) == 1;
+        // All-negative inputs: padding must not win with 0.
+        let x: Vec<f32> = rng.vec(n * c * h * w).iter().map(|v| v - 2.0).collect();
+        let (got, oh, ow) = max_pool2d(&x, n, c, h, w, k, s, pad, ceil);
+        let want = max_pool_ref(&x, n, c, h, w, k, s, pad, oh, ow);
+        assert_close(
+            &got,
+            &want,
+            &vec![1.0; want.len()],
+            &format!("max_pool k{k:?} s{s:?} {pad:?} ceil={ceil} {h}x{w}"),
+        );
+    }
+}
+
+#[test]
+fn adaptive_avg_pool_matches_reference_down_and_up() {
+    let mut rng = Rng(3);
+    for (h, w, oh, ow) in [
+        (7, 7, 1, 1),
+        (13, 13, 6, 6),
+        (5, 7, 3, 2),
+        (2, 3, 6, 6),
+        (1, 1, 4, 3),
+        (6, 6, 6, 6),
+        (10, 3, 4, 5),
+    ] {
+        let (n, c) = (2, 3);
+        let x = rng.vec(n * c * h * w);
+        let got = adaptive_avg_pool2d(&x, n, c, h, w, oh, ow);
+        let mut want = Vec::new();
+        for p in 0..n * c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (y0, y1) = ((i * h) as f64 / oh as f64, ((i + 1) * h) as f64 / oh as f64);
+                    let (x0, x1) = ((j * w) as f64 / ow as f64, ((j + 1) * w) as f64 / ow as f64);
+                    let (y0, y1, x0, x1) = (
+                        y0.floor() as usize,
+                        y1.ceil() as usize,
+                        x0.floor() as usize,
+                        x1.ceil() as usize,
+                    );
+                    let mut s = 0.0;
+                    for y in y0..y1 {
+                        for xx in x0..x1 {
+                            s += x[(p * h + y) * w + xx] as f64;
+                        }
+                    }
+                    want.push(s / ((y1 - y0) * (x1 - x0)) as f64);
+                }
+            }
+        }
+        assert_close(
+            &got,
+            &want,
+            &vec![1.0; want.len()],
+            &format!("adaptive {h}x{w} -> {oh}x{ow}"),
+        );
+    }
+    // Hand-computed: 1x4 row [1, 2, 3, 4] to 1x2 -> [1.5, 3.5]; to 1x3 -> [1.5, 2.5, 3.5].
+    assert_eq!(
+        adaptive_avg_pool2d(&[1.0, 2.0, 3.0, 4.0], 1, 1, 1, 4, 1, 2),
+        vec![1.5, 3.5]
+    );
+    assert_eq!(
+        adaptive_avg_pool2d(&[1.0, 2.0, 3.0, 4.0], 1, 1, 1, 4, 1, 3),
+        vec![1.5, 2.5, 3.5]
+    );
+}
+
+#[test]
+fn linear_matches_reference() {
+    let mut rng = Rng(11);
+    for (n, inf, outf) in [(1, 1, 1), (1, 1280, 1000), (3, 17, 5), (16, 64, 33)] {
+        for act in [Act::None, Act::Relu, Act::Relu6] {
+            let wt: Vec<f32> = rng.vec(outf * inf).iter().map(|v| v * 4.0).collect();
+            let b = rng.vec(outf);
+            let x = rng.vec(n * inf);
+            let lin = Linear::new(wt.clone(), Some(b.clone()), act);
+            assert_eq!((lin.in_features(), lin.out_features()), (inf, outf));
+            let got = lin.forward(&x, n);
+            let mut want = Vec::new();
+            let mut scale = Vec::new();
+            for i in 0..n {
+                for o in 0..outf {
+                    let terms = (0..inf).map(|k| x[i * inf + k] as f64 * wt[o * inf + k] as f64);
+                    want.push(act_ref(b[o] as f64 + terms.clone().sum::<f64>(), act));
+                    scale.push(terms.map(f64::abs).sum::<f64>());
+                }
+            }
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                &format!("linear {n}x{inf}->{outf} {act:?}"),
+            );
+        }
+    }
+    let lin = Linear::with_shape(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], None, Act::None, 3, 2);
+    assert_eq!(lin.forward(&[1.0, 0.0, -1.0], 1), vec![-2.0, -2.0]);
+}
+
+#[test]
+fn activations_and_residual_add() {
+    let mut x = vec![-1.0, 0.5, 7.0];
+    apply_act(&mut x, Act::Relu6);
+    assert_eq!(x, vec![0.0, 0.5, 6.0]);
+    let mut x = vec![-1.0, 0.5, 7.0];
+    apply_act(&mut x, Act::Relu);
+    assert_eq!(x, vec![0.0, 0.5, 7.0]);
+    let mut acc = vec![1.0, -3.0, 5.0];
+    add_act(&mut acc, &[2.0, 1.0, 2.0], Act::Relu6);
+    assert_eq!(acc, vec![3.0, 0.0, 6.0]);
+    let mut acc = vec![1.0, -3.0];
+    add_act(&mut acc, &[2.0, 1.0], Act::None);
+    assert_eq!(acc, vec![3.0, -2.0]);
+}
+
+#[test]
+fn channel_peaks_hand_cases() {
+    let nan = f32::NAN;
+    let planes: Vec<Vec<f32>> = vec![
+        vec![1.0, 3.0, 2.0, 3.0],    // tie -> first index 1
+        vec![nan, nan, nan, nan],    // all NaN -> NaN at 0
+        vec![-5.0, -2.0, nan, -3.0], // all negative with a NaN -> -2 at 1
+        vec![nan, -7.0, nan, -7.5],  // NaN first -> -7 at 1
+        vec![f32::NEG_INFINITY; 4],  // -inf plane -> -inf at 0
+    ];
+    let x: Vec<f32> = planes.concat();
+    let (v, i) = channel_peaks(&x, 1, 5, 4);
+    assert_eq!(v[0], 3.0);
+    assert!(v[1].is_nan());
+    assert_eq!(&v[2..], &[-2.0, -7.0, f32::NEG_INFINITY]);
+    assert_eq!(i, vec![1, 0, 1, 1, 0]);
+}
+
+#[test]
+fn channel_peaks_match_reference_on_random_planes() {
+    let mut rng = Rng(5);
+    for (n, c, hw) in [
+        (1, 1, 1),
+        (2, 3, 7 * 5),
+        (3, 16, 56 * 56),
+        (1, 40, 33),
+        (2, 5, 1000),
+    ] {
+        let mut x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| v - 0.5).collect();
+        // Sprinkle NaNs, repeated maxima and one all-NaN plane.
+        for _ in 0..(x.len() / 10) {
+            let i = rng.range(0, x.len() - 1);
+            x[i] = f32::NAN;
+        }
+        for _ in 0..(x.len() / 20) {
+            let i = rng.range(0, x.len() - 1);
+            x[i] = 0.5;
+        }
+        if n * c > 1 {
+            x[hw..2 * hw].fill(f32::NAN);
+        }
+        let (v, i) = channel_peaks(&x, n, c, hw);
+        for p in 0..n * c {
+            let plane = &x[p * hw..(p + 1) * hw];
+            let mut best: Option<(f32, usize)> = None;
+            for (j, &val) in plane.iter().enumerate() {
+                if !val.is_nan() && best.is_none_or(|(b, _)| val > b) {
+                    best = Some((val, j));
+                }
+            }
+            match best {
+                Some((bv, bj)) => {
+                    assert_eq!((v[p], i[p] as usize), (bv, bj), "plane {p} of {n}x{c}x{hw}")
+                }
+                None => assert!(v[p].is_nan() && i[p] == 0, "all-NaN plane {p}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn single_thread_pool_gives_the_same_results() {
+    // Batch smaller than the pool takes the threaded-GEMM path; batch >= 1 thread the per-image path.
+    let mut rng = Rng(17);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        check_conv(
+            &mut rng,
+            geom(16, 8, (3, 3), (2, 2), Pad::same(1), (1, 1), 1),
+            1,
+            20,
+            20,
+            Act::Relu,
+            true,
+        );
+        check_conv(
+            &mut rng,
+            geom(8, 8, (3, 3), (1, 1), Pad::same(1), (1, 1), 8),
+            2,
+            20,
+            20,
+            Act::Relu6,
+            true,
+        );
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        check_conv(
+            &mut rng,
+            geom(16, 8, (3, 3), (2, 2), Pad::same(1), (1, 1), 1),
+            1,
+            20,
+            20,
+            Act::Relu,
+            true,
+        );
+        check_conv(
+            &mut rng,
+            geom(16, 8, (3, 3), (2, 2), Pad::same(1), (1, 1), 1),
+            4,
+            20,
+            20,
+            Act::Relu,
+            true,
+        );
+    });
+}
