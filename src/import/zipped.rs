@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 pub fn read(data: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| format!("damaged zip archive (truncated?): {e}"))?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(data))
+        .map_err(|e| format!("damaged zip archive (truncated?): {e}"))?;
     let pkl = zip
         .file_names()
         .filter(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
