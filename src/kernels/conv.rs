@@ -154,6 +154,19 @@ impl Conv2d {
     /// # Panics
     /// If `x.len() != n * in_ch * h * w`.
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let (oh, ow) = self.geom.out_hw(h, w);
+        let mut out = vec![0f32; n * self.geom.out_ch * oh * ow];
+        self.forward_into(x, n, h, w, &mut out);
+        out
+    }
+
+    /// Like [`Conv2d::forward`] into a caller's buffer of `n * out_ch * oh * ow`
+    /// (every element is overwritten). Reusing buffers avoids the page faults of
+    /// fresh large allocations, which cost as much as a fast layer.
+    ///
+    /// # Panics
+    /// If `x` or `out` has the wrong length.
+    pub fn forward_into(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
         let g = &self.geom;
         assert_eq!(
             x.len(),
@@ -163,13 +176,18 @@ impl Conv2d {
             g.in_ch
         );
         let (oh, ow) = g.out_hw(h, w);
-        let mut out = vec![0f32; n * g.out_ch * oh * ow];
+        assert_eq!(
+            out.len(),
+            n * g.out_ch * oh * ow,
+            "conv: output buffer length does not match {n} x {} x {oh} x {ow}",
+            g.out_ch
+        );
         if out.is_empty() {
-            return out;
+            return;
         }
         if g.is_depthwise() {
-            depthwise::forward(self, x, n, h, w, oh, ow, &mut out);
-            return out;
+            depthwise::forward(self, x, n, h, w, oh, ow, out);
+            return;
         }
         let in_img = g.in_ch * h * w;
         let out_img = g.out_ch * oh * ow;
@@ -188,7 +206,6 @@ impl Conv2d {
                 self.gemm_image(xi, h, w, oh, ow, o, &mut col, Parallelism::Rayon(threads));
             }
         }
-        out
     }
 
     /// One image through GEMM, group by group and column tile by column tile.
@@ -210,7 +227,7 @@ impl Conv2d {
         let k = g.weights_per_output();
         let p = oh * ow;
         let pointwise = g.is_pointwise();
-        let tile = if pointwise { p } else { tile_cols(k, p) };
+        let tile = tile_cols(if pointwise { 0 } else { k }, ocg, p);
         for gi in 0..g.groups {
             let xg = &x[gi * icg * h * w..][..icg * h * w];
             let wg = &self.weight[gi * ocg * k..][..ocg * k];
@@ -262,11 +279,12 @@ impl Conv2d {
     }
 }
 
-/// Output columns per im2col tile: enough for GEMM to run at speed, few enough that
-/// the tile (k rows) stays in L2.
-fn tile_cols(k: usize, p: usize) -> usize {
+/// Output columns per tile: enough for GEMM to run at speed, few enough that the
+/// im2col tile (`k` rows, 0 when there is none) and the output tile (`m` rows) stay
+/// in L2 for the epilogue.
+fn tile_cols(k: usize, m: usize, p: usize) -> usize {
     const TILE_FLOATS: usize = 96 * 1024;
-    let t = (TILE_FLOATS / k.max(1)).max(64) / 16 * 16;
+    let t = (TILE_FLOATS / (k + m).max(1)).max(128) / 16 * 16;
     t.min(p)
 }
 

@@ -1,14 +1,20 @@
 //! Direct depthwise convolution (one filter per channel).
 //!
-//! Each plane is first copied into a zero-padded buffer whose columns are split by
-//! phase modulo the horizontal stride: column `j*sx + q` goes to phase `q`, slot `j`.
-//! Then every kernel tap reads a contiguous run of that buffer for any stride or
-//! dilation, and the inner loops are plain multiply-adds over rows that vectorise.
+//! Each plane is first copied into a zero-padded buffer split by phase modulo the
+//! stride on both axes: padded pixel (r, c) = (r'*sy + qy, j*sx + qx) goes to block
+//! (qy, qx), row r', column j, every row `len` wide. In that layout output pixel
+//! (oy, ox), stored at `oy*len + ox`, reads tap (ky, kx) at a fixed offset from the
+//! same index, for any stride and dilation. So the whole plane is one flat loop of
+//! shifted multiply-adds over contiguous memory, which vectorises well even for
+//! 7x7 planes; the few extra columns per row (`len - ow`) are computed and dropped.
 
 use rayon::prelude::*;
 
 use super::simd::{madd, multiversion};
 use super::{bias_act, Conv2d};
+
+/// Output pixels per accumulator block (one AVX-512 register).
+const BLOCK: usize = 16;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
@@ -24,69 +30,160 @@ pub(super) fn forward(
     let g = conv.geom();
     let c = g.in_ch;
     let (kh, kw) = g.kernel;
-    let taps = kh * kw;
+    let (sy, sx) = g.stride;
+    let (dy, dx) = g.dilation;
     debug_assert_eq!(out.len(), n * c * oh * ow);
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (i, o)| {
+    // Padded rows/columns the output reads, per phase.
+    let rows = (oh - 1) + (kh - 1) * dy / sy + 1;
+    let len = (ow - 1) + (kw - 1) * dx / sx + 1;
+    let layout = Layout {
+        h,
+        w,
+        pad_top: g.pad.top,
+        pad_left: g.pad.left,
+        sy,
+        sx,
+        rows,
+        len,
+    };
+    // Flat offset of every tap from the output index.
+    let offsets: Vec<usize> = (0..kh * kw)
+        .map(|t| {
+            let (oy, ox) = ((t / kw) * dy, (t % kw) * dx);
+            ((oy % sy * sx + ox % sx) * rows + oy / sy) * len + ox / sx
+        })
+        .collect();
+    let flat = oh * len;
+    // The last tap reads up to one row plus one rounded-up block past the last phase block.
+    let buf_len = sy * sx * rows * len + len + BLOCK;
+    let taps = Taps {
+        offsets: &offsets,
+        buf_len,
+        acc_len: flat.next_multiple_of(BLOCK),
+    };
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, acc), (i, o)| {
             let ch = i % c;
-            let geo = Geometry {
-                h,
-                w,
-                kernel: g.kernel,
-                stride: g.stride,
-                dilation: g.dilation,
-                pad_top: g.pad.top,
-                pad_left: g.pad.left,
-                oh,
-                ow,
-            };
-            plane(
-                &x[i * h * w..][..h * w],
-                &conv.weight()[ch * taps..][..taps],
-                &geo,
-                o,
-                buf,
-            );
+            let wk = &conv.weight()[ch * kh * kw..][..kh * kw];
+            plane(&x[i * h * w..][..h * w], wk, &layout, &taps, buf, acc);
+            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
+                orow.copy_from_slice(&acc[oy * len..][..ow]);
+            }
             bias_act(o, conv.bias_of(ch), conv.act());
-        });
+        },
+    );
 }
 
-/// Everything about one plane's convolution except the data.
-struct Geometry {
+/// Where the phase-split padded plane comes from.
+struct Layout {
     h: usize,
     w: usize,
-    kernel: (usize, usize),
-    stride: (usize, usize),
-    dilation: (usize, usize),
     pad_top: usize,
     pad_left: usize,
-    oh: usize,
-    ow: usize,
+    sy: usize,
+    sx: usize,
+    /// Rows per phase block.
+    rows: usize,
+    /// Columns per row.
+    len: usize,
+}
+
+/// The kernel taps as flat offsets, and the scratch sizes they need.
+struct Taps<'a> {
+    offsets: &'a [usize],
+    buf_len: usize,
+    acc_len: usize,
 }
 
 multiversion! {
-    /// One plane: `out` (oh x ow) = sum over taps of weight x shifted input.
-    fn plane(x: &[f32], wk: &[f32], g: &Geometry, out: &mut [f32], buf: &mut Vec<f32>) {
-        let (kh, kw) = g.kernel;
-        let (sy, sx) = g.stride;
-        let (dy, dx) = g.dilation;
-        let (oh, ow) = (g.oh, g.ow);
-        // Padded rows and per-phase row length that the output actually reads.
-        let rows = (oh - 1) * sy + (kh - 1) * dy + 1;
-        let len = (ow - 1) + (kw - 1) * dx / sx + 1;
-        fill_phased(x, g.h, g.w, g.pad_top, g.pad_left, sx, rows, len, buf);
-        for oy in 0..oh {
-            let orow = &mut out[oy * ow..][..ow];
-            orow.fill(0.0);
-            for ky in 0..kh {
-                let r = oy * sy + ky * dy;
-                for kx in 0..kw {
-                    let off = kx * dx;
-                    let src = &buf[(r * sx + off % sx) * len + off / sx..][..ow];
-                    let wv = wk[ky * kw + kx];
-                    for (o, s) in orow.iter_mut().zip(src) {
-                        *o = madd::<FMA>(wv, *s, *o);
+    /// One plane: fill the phase-split buffer, then `acc[i] = sum_t wk[t] * buf[offsets[t] + i]`.
+    fn plane(x: &[f32], wk: &[f32], l: &Layout, taps: &Taps, buf: &mut Vec<f32>, acc: &mut Vec<f32>) {
+        // Stale contents past the filled rows only feed outputs that are dropped.
+        if buf.len() < taps.buf_len {
+            buf.resize(taps.buf_len, 0.0);
+        }
+        if acc.len() < taps.acc_len {
+            acc.resize(taps.acc_len, 0.0);
+        }
+        fill_phased(x, l, buf);
+        let acc = &mut acc[..taps.acc_len];
+        match wk.len() {
+            9 => taps_fixed::<FMA, 9>(buf, wk, taps.offsets, acc),
+            25 => taps_fixed::<FMA, 25>(buf, wk, taps.offsets, acc),
+            _ => taps_any::<FMA>(buf, wk, taps.offsets, acc),
+        }
+    }
+}
+
+/// Writes the phase-split padded copy of plane `x`, zeros included, into `buf`.
+#[inline(always)]
+fn fill_phased(x: &[f32], l: &Layout, buf: &mut [f32]) {
+    for qy in 0..l.sy {
+        for r in 0..l.rows {
+            let block_row = |qx: usize| ((qy * l.sx + qx) * l.rows + r) * l.len;
+            let Some(iy) = (r * l.sy + qy)
+                .checked_sub(l.pad_top)
+                .filter(|&iy| iy < l.h)
+            else {
+                for qx in 0..l.sx {
+                    buf[block_row(qx)..][..l.len].fill(0.0);
+                }
+                continue;
+            };
+            let src = &x[iy * l.w..][..l.w];
+            if l.sx == 2 {
+                // Split even and odd input columns in one pass that vectorises.
+                let (a, b) = buf.split_at_mut(block_row(1));
+                let (d0, d1) = (&mut a[block_row(0)..][..l.len], &mut b[..l.len]);
+                // Input column 2m lands in phase pl % 2 at slot m + pl / 2, column 2m+1
+                // in the other phase at slot m + (pl + 1) / 2.
+                let pl = l.pad_left;
+                let (de, dd) = if pl % 2 == 0 { (d0, d1) } else { (d1, d0) };
+                let (se, so) = (pl / 2, pl.div_ceil(2));
+                de.fill(0.0);
+                dd.fill(0.0);
+                let pairs = (l.w / 2)
+                    .min(l.len.saturating_sub(se))
+                    .min(l.len.saturating_sub(so));
+                for ((e, o), p) in de[se..se + pairs]
+                    .iter_mut()
+                    .zip(&mut dd[so..so + pairs])
+                    .zip(src.chunks_exact(2))
+                {
+                    *e = p[0];
+                    *o = p[1];
+                }
+                // Columns past the full pairs (odd width, or clipped by len).
+                for ix in 2 * pairs..l.w {
+                    let (d, slot) = if ix % 2 == 0 {
+                        (&mut *de, se + ix / 2)
+                    } else {
+                        (&mut *dd, so + ix / 2)
+                    };
+                    if slot < l.len {
+                        d[slot] = src[ix];
+                    }
+                }
+                continue;
+            }
+            for qx in 0..l.sx {
+                let dst = &mut buf[block_row(qx)..][..l.len];
+                let (lo, hi) = phase_span(l, qx);
+                dst[..lo].fill(0.0);
+                dst[hi.max(lo)..].fill(0.0);
+                if lo >= hi {
+                    continue;
+                }
+                let first = lo * l.sx + qx - l.pad_left;
+                if l.sx == 1 {
+                    dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                } else {
+                    for (d, s) in dst[lo..hi]
+                        .iter_mut()
+                        .zip(src[first..].iter().step_by(l.sx))
+                    {
+                        *d = *s;
                     }
                 }
             }
@@ -94,36 +191,66 @@ multiversion! {
     }
 }
 
-/// Writes the zero-padded, phase-split copy of plane `x` into `buf`:
-/// `buf[(r * sx + q) * len + j]` = input row `r - pt`, column `j*sx + q - pl`.
-#[allow(clippy::too_many_arguments)]
+/// Slots `lo..hi` of phase `qx` whose input column `j*sx + qx - pad_left` lies in [0, w).
 #[inline(always)]
-fn fill_phased(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    pt: usize,
-    pl: usize,
-    sx: usize,
-    rows: usize,
-    len: usize,
-    buf: &mut Vec<f32>,
+fn phase_span(l: &Layout, qx: usize) -> (usize, usize) {
+    let lo = l.pad_left.saturating_sub(qx).div_ceil(l.sx).min(l.len);
+    let hi = (l.w + l.pad_left)
+        .saturating_sub(qx)
+        .div_ceil(l.sx)
+        .min(l.len);
+    (lo, hi)
+}
+
+/// `acc[i] = sum_t wk[t] * buf[offsets[t] + i]` with the T taps unrolled; blocks of
+/// `WIDE` outputs keep several independent accumulator registers in flight (one
+/// chain of dependent multiply-adds would wait on latency), the rest goes by `BLOCK`.
+#[inline(always)]
+fn taps_fixed<const FMA: bool, const T: usize>(
+    buf: &[f32],
+    wk: &[f32],
+    offsets: &[usize],
+    acc: &mut [f32],
 ) {
-    buf.clear();
-    buf.resize(rows * sx * len, 0.0);
-    for r in 0..rows {
-        let Some(iy) = r.checked_sub(pt).filter(|&iy| iy < h) else {
-            continue;
-        };
-        let src = &x[iy * w..][..w];
-        for q in 0..sx {
-            let dst = &mut buf[(r * sx + q) * len..][..len];
-            // Slots j with input column j*sx + q - pl inside [0, w).
-            let lo = pl.saturating_sub(q).div_ceil(sx);
-            let hi = (w + pl).saturating_sub(q).div_ceil(sx).min(len);
-            for j in lo..hi {
-                dst[j] = src[j * sx + q - pl];
-            }
+    const WIDE: usize = 4 * BLOCK;
+    let wk: &[f32; T] = wk.try_into().unwrap();
+    let n = acc.len();
+    // Each tap's source cut to exactly acc's length: the loop needs no bounds checks.
+    let srcs: [&[f32]; T] = std::array::from_fn(|t| &buf[offsets[t]..offsets[t] + n]);
+    let wide_end = n / WIDE * WIDE;
+    for b in (0..wide_end).step_by(WIDE) {
+        taps_block::<FMA, T, WIDE>(&srcs, wk, b, acc);
+    }
+    for b in (wide_end..n).step_by(BLOCK) {
+        taps_block::<FMA, T, BLOCK>(&srcs, wk, b, acc);
+    }
+}
+
+#[inline(always)]
+fn taps_block<const FMA: bool, const T: usize, const B: usize>(
+    srcs: &[&[f32]; T],
+    wk: &[f32; T],
+    b: usize,
+    acc: &mut [f32],
+) {
+    let mut a = [0f32; B];
+    for t in 0..T {
+        let s: &[f32; B] = srcs[t][b..b + B].try_into().unwrap();
+        for l in 0..B {
+            a[l] = madd::<FMA>(wk[t], s[l], a[l]);
+        }
+    }
+    acc[b..b + B].copy_from_slice(&a);
+}
+
+/// Any number of taps: one pass over the plane per tap.
+#[inline(always)]
+fn taps_any<const FMA: bool>(buf: &[f32], wk: &[f32], offsets: &[usize], acc: &mut [f32]) {
+    acc.fill(0.0);
+    let n = acc.len();
+    for (&o, &wv) in offsets.iter().zip(wk) {
+        for (a, s) in acc.iter_mut().zip(&buf[o..o + n]) {
+            *a = madd::<FMA>(wv, *s, *a);
         }
     }
 }

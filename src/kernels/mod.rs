@@ -67,12 +67,14 @@ pub(crate) fn relu6(v: f32) -> f32 {
     }
 }
 
-/// `v + bias` then `act` over a slice: the epilogue every kernel ends with.
-#[inline(always)]
-pub(crate) fn bias_act(x: &mut [f32], bias: f32, act: Act) {
-    match act {
-        Act::None => x.iter_mut().for_each(|v| *v += bias),
-        Act::Relu => x.iter_mut().for_each(|v| *v = relu(*v + bias)),
-        Act::Relu6 => x.iter_mut().for_each(|v| *v = relu6(*v + bias)),
+simd::multiversion! {
+    /// `v + bias` then `act` over a slice: the epilogue every kernel ends with.
+    pub(crate) fn bias_act(x: &mut [f32], bias: f32, act: Act) {
+        let _ = FMA;
+        match act {
+            Act::None => x.iter_mut().for_each(|v| *v += bias),
+            Act::Relu => x.iter_mut().for_each(|v| *v = relu(*v + bias)),
+            Act::Relu6 => x.iter_mut().for_each(|v| *v = relu6(*v + bias)),
+        }
     }
 }

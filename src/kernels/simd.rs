@@ -47,32 +47,37 @@ pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 
 /// Defines `fn name(args) -> ret` whose body is compiled for AVX-512, AVX2+FMA and
 /// baseline x86-64, dispatched at run time. Inside the body the const `FMA` says
-/// whether fused multiply-add is available (use it through `madd::<FMA>`).
+/// whether fused multiply-add is available (use it through `madd::<FMA>`). One
+/// `const N: usize` generic parameter may be given.
 macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<const $cg:ident : usize>)? ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<const $cg: usize>)? ($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn body<const FMA: bool>($($arg: $ty),*) $(-> $ret)? $body
+            fn body<const FMA: bool $(, const $cg: usize)?>($($arg: $ty),*) $(-> $ret)? $body
 
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
+                unsafe fn v4 $(<const $cg: usize>)? ($($arg: $ty),*) $(-> $ret)? {
+                    body::<true $(, $cg)?>($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { body::<true>($($arg),*) }
+                unsafe fn v3 $(<const $cg: usize>)? ($($arg: $ty),*) $(-> $ret)? {
+                    body::<true $(, $cg)?>($($arg),*)
+                }
                 match $crate::kernels::simd::isa() {
                     // SAFETY: isa() checked that the CPU has these features.
-                    $crate::kernels::simd::Isa::Avx512 => return unsafe { v4($($arg),*) },
-                    $crate::kernels::simd::Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    $crate::kernels::simd::Isa::Avx512 => return unsafe { v4::<$($cg)?>($($arg),*) },
+                    $crate::kernels::simd::Isa::Avx2 => return unsafe { v3::<$($cg)?>($($arg),*) },
                     $crate::kernels::simd::Isa::Base => {}
                 }
             }
-            body::<false>($($arg),*)
+            body::<false $(, $cg)?>($($arg),*)
         }
     };
 }
