@@ -1,0 +1,281 @@
+//! Parity of the torchvision architectures (AlexNet, VGG-16, ResNet-18/50) with real
+//! PyTorch. `scripts/make-torchvision-refs.py` set every tensor of torchvision's models
+//! from a closed formula, ran them in eval mode and stored taps, logits, the state_dict
+//! listing and the output shapes at 224 in `tests/fixtures/torchvision/`. Here the same
+//! formula builds the weights, our executor runs the same input, and the numbers must agree.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use neurodex::arch::{self, Arch};
+use neurodex::model::Network;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torchvision")
+        .join(name)
+}
+
+fn read(name: &str) -> String {
+    let path = fixture(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Weight gain per model, as in the script's `GAINS`.
+fn gain(model: &str) -> f64 {
+    match model {
+        "alexnet" | "vgg16" => 2.45,
+        _ => 2.0,
+    }
+}
+
+/// n values in [-1, 1): splitmix64 of (k * golden + h * c1), the top 53 bits as a fraction.
+fn uniform(n: usize, h: u64) -> impl Iterator<Item = f64> {
+    let seed = h.wrapping_mul(0xBF58476D1CE4E5B9);
+    (0..n as u64).map(move |k| {
+        let mut x = k.wrapping_mul(0x9E3779B97F4A7C15).wrapping_add(seed);
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xBF58476D1CE4E5B9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94D049BB133111EB);
+        x ^= x >> 31;
+        (x >> 11) as f64 * (2.0 / (1u64 << 53) as f64) - 1.0
+    })
+}
+
+/// The script's `formula`: the value of tensor `name`, by its kind (from the name and rank).
+fn formula(name: &str, shape: &[usize], gain: f64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let h: u64 = name.bytes().map(u64::from).sum();
+    let leaf = name.rsplit('.').next().unwrap();
+    let u = uniform(n, h);
+    let v: Vec<f64> = match leaf {
+        "weight" if shape.len() >= 2 => {
+            let fan_in: usize = shape[1..].iter().product();
+            let scale = gain / (fan_in as f64).sqrt();
+            u.map(|u| u * scale).collect()
+        }
+        "weight" => u.map(|u| 1.0 + 0.1 * u).collect(),
+        "bias" | "running_mean" => u.map(|u| 0.1 * u).collect(),
+        "running_var" => u.map(|u| 1.0 + 0.2 * u.abs()).collect(),
+        _ => panic!("no formula for {name}"),
+    };
+    v.into_iter().map(|v| v as f32).collect()
+}
+
+fn formula_input(side: usize) -> Vec<f32> {
+    (0..3 * side * side)
+        .map(|k| (0.8 * (0.013 * k as f64).sin()) as f32)
+        .collect()
+}
+
+fn network(arch: Arch) -> Network {
+    let g = gain(&arch.name);
+    let tensors: HashMap<String, Tensor> = arch
+        .parameters()
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = Tensor::from_vec(formula(&name, &shape, g), shape.as_slice(), &Device::Cpu)
+                .unwrap();
+            (name, t)
+        })
+        .collect();
+    Network::from_tensors(arch, &tensors).expect("formula weights fit the architecture")
+}
+
+/// Largest |a - b| over the largest |b|.
+fn rel_err(ours: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(ours.len(), reference.len());
+    let scale = reference
+        .iter()
+        .fold(1e-6f64, |m, &v| m.max(v.abs() as f64));
+    let diff = ours
+        .iter()
+        .zip(reference)
+        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    diff / scale
+}
+
+/// Measured: about 1.2e-6 on every model (f32 sums in another order than PyTorch's).
+const TOLERANCE: f64 = 2e-5;
+
+fn parity(model: &str) {
+    let reference =
+        candle_core::safetensors::load(fixture(&format!("{model}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let get = |name: &str| -> (Vec<usize>, Vec<f32>) {
+        let t = &reference[name];
+        (
+            t.dims().to_vec(),
+            t.flatten_all().unwrap().to_vec1().unwrap(),
+        )
+    };
+
+    // The stored input rows pin the input formula and the side.
+    let (dims, rows) = get("input");
+    let side = dims[2];
+    let input = formula_input(side);
+    for c in 0..3 {
+        let ours = &input[c * side * side..c * side * side + 2 * side];
+        let theirs = &rows[c * 2 * side..(c + 1) * 2 * side];
+        assert!(
+            rel_err(ours, theirs) < 1e-6,
+            "{model}: input formula differs from the script's"
+        );
+    }
+
+    let arch = arch::by_name(model).unwrap();
+    let net = network(arch.clone());
+    let mut names: Vec<&str> = reference
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| !k.ends_with(".mean") && *k != "input")
+        .collect();
+    names.sort();
+    let taps: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            arch.find(n)
+                .unwrap_or_else(|| panic!("{model}: no node {n}"))
+        })
+        .collect();
+    let acts = net.forward_hw(&input, 1, side, side, &taps).unwrap();
+
+    let mut worst = 0f64;
+    for (name, act) in names.iter().zip(&acts) {
+        let (dims, theirs) = get(name);
+        if *name == "logits" {
+            assert_eq!([act.c, act.h, act.w], [1000, 1, 1]);
+            let e = rel_err(&act.data, &theirs);
+            assert!(e < TOLERANCE, "{model} logits: relative error {e:.2e}");
+            worst = worst.max(e);
+            continue;
+        }
+        // A stored tap is the first channels of [C, H, W] plus every channel's mean.
+        let (_, means) = get(&format!("{name}.mean"));
+        assert_eq!(
+            [act.c, act.h, act.w],
+            [means.len(), dims[1], dims[2]],
+            "{model} {name}: shape"
+        );
+        let e = rel_err(&act.data[..theirs.len()], &theirs);
+        assert!(
+            e < TOLERANCE,
+            "{model} {name}: relative error {e:.2e} on the first {} channels",
+            dims[0]
+        );
+        let hw = act.h * act.w;
+        let ours: Vec<f32> = act
+            .data
+            .chunks(hw)
+            .map(|ch| (ch.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+            .collect();
+        let m = rel_err(&ours, &means);
+        assert!(
+            m < TOLERANCE,
+            "{model} {name}: relative error {m:.2e} on the channel means"
+        );
+        worst = worst.max(e).max(m);
+    }
+    eprintln!(
+        "{model} at {side}x{side}: {} taps, worst relative error {worst:.2e}",
+        names.len()
+    );
+}
+
+#[test]
+fn alexnet_matches_pytorch() {
+    parity("alexnet");
+}
+
+#[test]
+fn vgg16_matches_pytorch() {
+    parity("vgg16");
+}
+
+#[test]
+fn resnet18_matches_pytorch() {
+    parity("resnet18");
+}
+
+#[test]
+fn resnet50_matches_pytorch() {
+    parity("resnet50");
+}
+
+/// `arch.parameters()` lists torchvision's state_dict, in order, without the unused
+/// BatchNorm `num_batches_tracked` counters.
+#[test]
+fn parameters_are_torchvisions_state_dict() {
+    for model in ["alexnet", "vgg16", "resnet18", "resnet50"] {
+        let listing = read(&format!("{model}_state_dict.txt"));
+        let expected: Vec<(String, Vec<usize>)> = listing
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("num_batches_tracked"))
+            .map(|l| {
+                let (name, shape) = l.split_once(' ').unwrap();
+                (
+                    name.to_string(),
+                    shape.split('x').map(|d| d.parse().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            arch::by_name(model).unwrap().parameters(),
+            expected,
+            "{model}"
+        );
+    }
+}
+
+/// At 224x224 every node has torchvision's output shape, and every tap is named after a
+/// torchvision module (the listing has one line per conv, pool, block and linear).
+#[test]
+fn output_shapes_at_224_match_torchvision() {
+    for model in ["alexnet", "vgg16", "resnet18", "resnet50"] {
+        let arch = arch::by_name(model).unwrap();
+        let shapes = arch.output_shapes();
+        let listing = read(&format!("{model}_shapes224.txt"));
+        let mut listed = Vec::new();
+        for line in listing.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let i = arch
+                .find(f[0])
+                .unwrap_or_else(|| panic!("{model}: no node {}", f[0]));
+            let want: Vec<usize> = f[1..].iter().map(|d| d.parse().unwrap()).collect();
+            assert_eq!(shapes[i].to_vec(), want, "{model} {}", f[0]);
+            listed.push(f[0]);
+        }
+        for i in arch.taps() {
+            let name = &arch.nodes[i].name;
+            assert!(
+                listed.contains(&name.as_str()),
+                "{model}: tap {name} is not a torchvision module"
+            );
+        }
+    }
+    // Two figures quoted in the docs.
+    let a = arch::by_name("alexnet").unwrap();
+    assert_eq!(a.output_shapes()[a.find("conv5").unwrap()], [256, 13, 13]);
+    let r = arch::by_name("resnet50").unwrap();
+    assert_eq!(r.output_shapes()[r.find("layer4").unwrap()], [2048, 7, 7]);
+}
+
+/// A checkpoint of another architecture is refused with a reason, not a panic.
+#[test]
+fn resnet18_weights_do_not_fit_resnet50() {
+    let r18 = arch::by_name("resnet18").unwrap();
+    let tensors: HashMap<String, Tensor> = r18
+        .parameters()
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = Tensor::zeros(shape.as_slice(), candle_core::DType::F32, &Device::Cpu).unwrap();
+            (name, t)
+        })
+        .collect();
+    let err = Network::from_tensors(arch::by_name("resnet50").unwrap(), &tensors)
+        .err()
+        .expect("refused");
+    assert!(matches!(err, neurodex::Error::Weights { .. }), "{err}");
+}
