@@ -1,0 +1,171 @@
+//! `neurodex index DIR --db FILE`: crawl a directory into an index database.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use rayon::prelude::*;
+
+use crate::index::{self, Options, Summary};
+use crate::model::{Network, DEFAULT_MODEL};
+use crate::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory of images (walked recursively; symbolic links followed)
+    pub dir: PathBuf,
+    /// Index database (created if missing; a rerun indexes only new or changed files)
+    #[arg(long, required_unless_present = "forward_only")]
+    pub db: Option<PathBuf>,
+    /// Architecture (default: the database's, else efficientnet-lite0)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weights file (safetensors or torch .pth); default: the embedded weights
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Layers to index, comma-separated, or `all` (default: the model's spread of layers)
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// Images per forward pass
+    #[arg(long, default_value_t = index::DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Worker threads (default: one per core)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Images kept per unit in the exact top-K table (fixed when the database is created)
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Refuse images above this many megapixels (checked before decoding)
+    #[arg(long, default_value_t = (crate::preprocess::DEFAULT_MAX_PIXELS / 1_000_000) as f64)]
+    pub max_megapixels: f64,
+    /// No progress bar or summary
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Benchmark: decode up to N images first, then time only the forward passes
+    #[arg(long, hide = true, value_name = "N")]
+    pub forward_only: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .context("cannot set up the thread pool")?;
+    }
+    if let Some(n) = args.forward_only {
+        return forward_only(&args, n);
+    }
+    let db = args.db.clone().expect("clap requires --db");
+    let mut store = Store::open(&db)?;
+    let model = match (&args.model, store.run_info_opt()?) {
+        (Some(m), _) => m.clone(),
+        (None, Some(run)) => run.model,
+        (None, None) => DEFAULT_MODEL.to_string(),
+    };
+    let net = Network::open(&model, args.weights.as_deref())?;
+    let opts = Options {
+        root: args.dir.clone(),
+        layers: args.layers.clone(),
+        batch: args.batch,
+        top_k: args.top_k,
+        max_pixels: (args.max_megapixels * 1e6) as u64,
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let summary = index::run(&net, &mut store, &opts)?;
+    if !args.quiet {
+        print_summary(&summary);
+    }
+    Ok(if summary.failed_total > 0 {
+        ExitCode::from(super::EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(s: &Summary) {
+    let rate = if s.seconds > 0.0 {
+        s.indexed as f64 / s.seconds
+    } else {
+        0.0
+    };
+    eprintln!(
+        "indexed {} images in {:.1} s ({rate:.1} images/s); {} unchanged, {} changed, {} removed, {} non-image names ignored",
+        s.indexed, s.seconds, s.unchanged, s.changed, s.removed, s.ignored
+    );
+    if s.failed > 0 {
+        let mut kinds = s.failed_by_kind.clone();
+        kinds.sort_by_key(|(k, _)| index::kind_order(k));
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        eprintln!("failed: {} ({})", s.failed, kinds.join(", "));
+        for (path, kind, reason) in &s.failures {
+            eprintln!("  {path}: {kind}: {reason}");
+        }
+        if s.failed as usize > s.failures.len() {
+            eprintln!(
+                "  ... and {} more (see `neurodex stats`)",
+                s.failed as usize - s.failures.len()
+            );
+        }
+    }
+    if s.unchanged_failed > 0 {
+        eprintln!(
+            "{} unchanged files failed in an earlier run and were not retried",
+            s.unchanged_failed
+        );
+    }
+}
+
+/// Forward passes alone on pre-decoded images, for comparison with the pipeline.
+fn forward_only(args: &Args, limit: usize) -> anyhow::Result<ExitCode> {
+    let net = Network::open(
+        args.model.as_deref().unwrap_or(DEFAULT_MODEL),
+        args.weights.as_deref(),
+    )?;
+    let taps: Vec<usize> = match &args.layers {
+        Some(l) if l.len() == 1 && l[0] == "all" => net.arch.taps(),
+        Some(l) => l
+            .iter()
+            .map(|n| net.arch.resolve(n))
+            .collect::<crate::Result<_>>()?,
+        None => net
+            .arch
+            .default_layers
+            .iter()
+            .map(|n| net.arch.resolve(n))
+            .collect::<crate::Result<_>>()?,
+    };
+    let files: Vec<(PathBuf, u64)> = crate::crawl::walk(&args.dir)
+        .filter_map(|e| match e.what {
+            crate::crawl::Found::File { size, .. } => Some((e.abs, size)),
+            _ => None,
+        })
+        .take(limit)
+        .collect();
+    let max_pixels = (args.max_megapixels * 1e6) as u64;
+    let inputs: Vec<Vec<f32>> = files
+        .par_iter()
+        .filter_map(|(p, size)| {
+            crate::crawl::load(p, *size, &net.arch.recipe, max_pixels)
+                .ok()
+                .map(|l| l.input)
+        })
+        .collect();
+    let batch = args.batch.max(1);
+    let start = Instant::now();
+    for chunk in inputs.chunks(batch) {
+        let x: Vec<f32> = chunk.concat();
+        let acts = net.forward_raw(&x, chunk.len(), &taps)?;
+        std::hint::black_box(acts);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "forward-only: {} images in {secs:.2} s = {:.2} images/s (batch {batch}, {} threads)",
+        inputs.len(),
+        inputs.len() as f64 / secs,
+        rayon::current_num_threads()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,66 @@
+//! `neurodex stats --db F`: what an index holds and what failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::query;
+use crate::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub db: PathBuf,
+    /// How many failed inputs to list
+    #[arg(long, default_value_t = 20)]
+    pub failures: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = Store::open_readonly(&args.db)?;
+    let o = query::overview(&store, args.failures)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&o)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "database   {} ({:.1} MB, schema {})",
+        o.db.display(),
+        o.db_bytes as f64 / 1e6,
+        o.schema_version
+    );
+    println!(
+        "model      {} (weights {})",
+        o.model,
+        &o.weights_id[..o.weights_id.len().min(16)]
+    );
+    println!("directory  {}", o.root.display());
+    println!(
+        "images     {} indexed, {} failed, {} removed",
+        o.images_ok, o.images_failed, o.images_removed
+    );
+    println!(
+        "top-K      {} per unit; runs: {} ({} unfinished)",
+        o.top_k, o.sessions, o.sessions_unfinished
+    );
+    println!("layers");
+    for l in &o.layers {
+        println!(
+            "  {:<16} {:>5} units  {:>3}x{:<3}  field {}x{}",
+            l.name, l.units, l.height, l.width, l.field[0], l.field[1]
+        );
+    }
+    if !o.failures.is_empty() {
+        let kinds: Vec<String> = o
+            .failed_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("failed     {}", kinds.join(", "));
+        for (path, kind, reason) in &o.failures {
+            println!("  {path}: {kind}: {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

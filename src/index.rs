@@ -1,0 +1,655 @@
+//! The indexing pipeline: walk -> decode (rayon, one batch ahead) -> forward ->
+//! per-unit peaks -> one SQLite transaction per batch.
+//!
+//! Three threads: the walker decides what needs indexing (new, changed, restored
+//! files) from the database; the decoder loads and prepares a batch in parallel while
+//! the main thread runs the network on the previous one and commits it. Every batch's
+//! writes (image rows, peaks, top-K changes, statistics) are one transaction, so a
+//! killed run loses at most the batch in flight and the rerun ends where an
+//! uninterrupted run would. Batches hold `batch` successfully decoded images, so their
+//! boundaries do not depend on where a run was interrupted.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use rusqlite::params;
+
+use crate::crawl::{self, Entry, FailKind, Failure, Found, Loaded};
+use crate::model::Network;
+use crate::peaks::{self, Peak};
+use crate::store::{self, Ctx, Hit, LayerInfo, Offer, RunInfo, Store, TopK, UnitStats};
+use crate::{Error, Result};
+
+pub const DEFAULT_TOP_K: usize = 100;
+pub const DEFAULT_BATCH: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub root: PathBuf,
+    /// Layer names; `None` = the database's layers, or the model's defaults for a new
+    /// database; `["all"]` = every tap.
+    pub layers: Option<Vec<String>>,
+    pub batch: usize,
+    /// `None` = the database's K, or `DEFAULT_TOP_K`.
+    pub top_k: Option<usize>,
+    pub max_pixels: u64,
+    pub progress: bool,
+}
+
+/// What one `index` run did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub indexed: u64,
+    /// Inputs that failed in this run.
+    pub failed: u64,
+    /// Unchanged files already in the index (indexed or failed before).
+    pub unchanged: u64,
+    /// ... of which had failed before and still do.
+    pub unchanged_failed: u64,
+    /// Files indexed before whose content changed (re-indexed).
+    pub changed: u64,
+    pub removed: u64,
+    /// Files skipped because their names do not look like images.
+    pub ignored: u64,
+    /// Failures of this run by kind.
+    pub failed_by_kind: Vec<(String, u64)>,
+    /// The first failures of this run: (path, kind, reason).
+    pub failures: Vec<(String, String, String)>,
+    /// Failed inputs now recorded in the database (this run's and earlier ones').
+    pub failed_total: u64,
+    pub seconds: f64,
+}
+
+/// Failures kept for the end-of-run summary (all are in the database).
+const KEEP_FAILURES: usize = 50;
+
+/// Work for the decoder, from the walker.
+enum Work {
+    /// Decode and index; `prev` is the row of a file seen before, with whether it
+    /// was indexed successfully then.
+    Index {
+        entry: Entry,
+        size: u64,
+        mtime_ns: i64,
+        prev: Option<(i64, bool)>,
+    },
+    /// Record a failure found by the walk.
+    Fail {
+        entry: Entry,
+        failure: Failure,
+        prev: Option<(i64, bool)>,
+    },
+    /// Content unchanged, new modification time.
+    Touch { id: i64, mtime_ns: i64 },
+}
+
+/// A unit of commit: up to `batch` decoded images plus the failures met meanwhile.
+#[derive(Default)]
+struct Batch {
+    ok: Vec<(Entry, u64, i64, Option<(i64, bool)>, Loaded)>,
+    failed: Vec<(
+        Entry,
+        Option<u64>,
+        Option<i64>,
+        Option<(i64, bool)>,
+        Failure,
+    )>,
+    touched: Vec<(i64, i64)>,
+}
+
+struct WalkReport {
+    seen: Vec<u64>,
+    unchanged: u64,
+    unchanged_failed: u64,
+    ignored: u64,
+}
+
+fn rel_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Resolves the layers to index for a new database.
+fn choose_layers(net: &Network, names: Option<&[String]>) -> Result<Vec<LayerInfo>> {
+    let arch = &net.arch;
+    let nodes: Vec<usize> = match names {
+        Some([one]) if one == "all" => arch.taps(),
+        Some(names) => names
+            .iter()
+            .map(|n| arch.resolve(n.trim()))
+            .collect::<Result<_>>()?,
+        None => arch
+            .default_layers
+            .iter()
+            .map(|n| arch.resolve(n))
+            .collect::<Result<_>>()?,
+    };
+    let mut nodes = nodes;
+    nodes.sort_unstable();
+    nodes.dedup();
+    let shapes = arch.output_shapes();
+    let fields = crate::receptive::fields(arch);
+    Ok(nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| LayerInfo {
+            id: i as i64,
+            name: arch.nodes[n].name.clone(),
+            node: n,
+            channels: shapes[n][0],
+            height: shapes[n][1],
+            width: shapes[n][2],
+            field: fields[n],
+        })
+        .collect())
+}
+
+fn recipe_json(net: &Network) -> String {
+    serde_json::to_string(&net.arch.recipe).expect("recipe serialises")
+}
+
+/// Checks that this run matches the database's, or describes a new one.
+fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) -> Result<RunInfo> {
+    let bad = |reason: String| Error::Store {
+        path: store.path().to_path_buf(),
+        reason,
+    };
+    if let Some(run) = store.run_info_opt()? {
+        let mut why = Vec::new();
+        if run.model != net.arch.name {
+            why.push(format!("model {} (asked: {})", run.model, net.arch.name));
+        }
+        if run.weights_id != net.weights_id() {
+            why.push(format!(
+                "weights {} (given: {})",
+                short(&run.weights_id),
+                short(net.weights_id())
+            ));
+        }
+        if run.root != root {
+            why.push(format!(
+                "directory {} (asked: {})",
+                run.root.display(),
+                root.display()
+            ));
+        }
+        if run.recipe != recipe_json(net) {
+            why.push("a different preprocessing recipe".into());
+        }
+        if let Some(k) = opts.top_k {
+            if k != run.top_k {
+                why.push(format!("--top-k {} (asked: {k})", run.top_k));
+            }
+        }
+        if let Some(names) = &opts.layers {
+            let want: Vec<String> = choose_layers(net, Some(names))?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            if want != run.layers {
+                why.push(format!(
+                    "layers {} (asked: {})",
+                    run.layers.join(","),
+                    want.join(",")
+                ));
+            }
+        }
+        if !why.is_empty() {
+            return Err(bad(format!(
+                "this database indexes {}; index into a new --db instead",
+                why.join(", ")
+            )));
+        }
+        return Ok(run);
+    }
+    let layers = choose_layers(net, opts.layers.as_deref())?;
+    let run = RunInfo {
+        model: net.arch.name.clone(),
+        weights_id: net.weights_id().to_string(),
+        root: root.to_path_buf(),
+        recipe: recipe_json(net),
+        max_pixels: opts.max_pixels,
+        top_k: opts.top_k.unwrap_or(DEFAULT_TOP_K),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_at: store::unix_now(),
+        layers: layers.iter().map(|l| l.name.clone()).collect(),
+        needs_rebuild: false,
+    };
+    store.create_run(&run, &layers)?;
+    Ok(run)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Indexes `opts.root` into `store` with `net`.
+pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
+    if !root.is_dir() {
+        return Err(Error::Other(format!("{}: not a directory", root.display())));
+    }
+    let batch = opts.batch.max(1);
+    let run = prepare_run(net, store, opts, &root)?;
+    let layers = store.layers()?;
+    let taps: Vec<usize> = layers.iter().map(|l| l.node).collect();
+    let mut stats = store.load_stats(&layers)?;
+    let mut tops = store.load_top(&layers, run.top_k)?;
+    let max_id_at_start = store.max_image_id()?;
+    store
+        .conn()
+        .execute(
+            "INSERT INTO session (tool_version, started_at) VALUES (?1, ?2)",
+            params![env!("CARGO_PKG_VERSION"), store::unix_now()],
+        )
+        .ctx(store.conn())?;
+    let session = store.conn().last_insert_rowid();
+
+    let pb = if opts.progress {
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar}] {pos}/{len} images, {per_sec}, ETA {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut summary = Summary::default();
+    let recipe = net.arch.recipe.clone();
+    let max_pixels = opts.max_pixels;
+    let db_path = store.path().to_path_buf();
+
+    let result: Result<WalkReport> = std::thread::scope(|s| {
+        let (work_tx, work_rx) = sync_channel::<Work>(batch * 4);
+        let (batch_tx, batch_rx) = sync_channel::<Batch>(1);
+        let walker = {
+            let root = root.clone();
+            let pb = pb.clone();
+            let db_path = db_path.clone();
+            s.spawn(move || walker(&root, &db_path, max_id_at_start, work_tx, &pb))
+        };
+        let decoder = s.spawn(move || decoder(work_rx, batch_tx, batch, &recipe, max_pixels));
+        let committed = consume(
+            net,
+            store,
+            &layers,
+            &taps,
+            &mut stats,
+            &mut tops,
+            batch_rx,
+            &pb,
+            &mut summary,
+        );
+        // On error the receivers are gone: the other threads stop at their next send.
+        let walked = walker.join().expect("walker thread");
+        decoder.join().expect("decoder thread");
+        committed?;
+        walked
+    });
+    let report = result?;
+    pb.finish_and_clear();
+    summary.unchanged = report.unchanged;
+    summary.unchanged_failed = report.unchanged_failed;
+    summary.ignored = report.ignored;
+
+    // Rows of files that were not met this time.
+    {
+        let tx = store.begin()?;
+        let gone: Vec<(i64, String)> = {
+            let mut st = tx
+                .prepare("SELECT id, status FROM image WHERE id <= ?1 AND status != 'removed'")
+                .ctx(&tx)?;
+            let rows = st
+                .query_map([max_id_at_start], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx(&tx)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .ctx(&tx)?
+                .into_iter()
+                .filter(|(id, _)| !bit(&report.seen, *id))
+                .collect()
+        };
+        for (id, status) in &gone {
+            store::mark_removed(&tx, *id)?;
+            if status == "ok" {
+                store::set_needs_rebuild(&tx, true)?;
+            }
+        }
+        summary.removed = gone.len() as u64;
+        tx.commit().ctx(store.conn())?;
+    }
+    if store.run_info()?.needs_rebuild {
+        store.rebuild()?;
+    }
+    summary.failed_total = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM image WHERE status = 'failed'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .ctx(store.conn())? as u64;
+    summary.seconds = start.elapsed().as_secs_f64();
+    store
+        .conn()
+        .execute(
+            "UPDATE session SET finished_at = ?2, indexed = ?3, failed = ?4, skipped = ?5,
+                                removed = ?6 WHERE id = ?1",
+            params![
+                session,
+                store::unix_now(),
+                summary.indexed as i64,
+                summary.failed as i64,
+                summary.unchanged as i64,
+                summary.removed as i64
+            ],
+        )
+        .ctx(store.conn())?;
+    Ok(summary)
+}
+
+fn bit(bits: &[u64], id: i64) -> bool {
+    let i = id as usize;
+    bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+}
+
+fn set_bit(bits: &mut [u64], id: i64) {
+    let i = id as usize;
+    if let Some(w) = bits.get_mut(i / 64) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+/// Walks the root and sends what needs doing; returns which known rows it met.
+fn walker(
+    root: &Path,
+    db: &Path,
+    max_id: i64,
+    tx: SyncSender<Work>,
+    pb: &ProgressBar,
+) -> Result<WalkReport> {
+    let store = Store::open_readonly(db)?;
+    let mut report = WalkReport {
+        seen: vec![0u64; max_id as usize / 64 + 1],
+        unchanged: 0,
+        unchanged_failed: 0,
+        ignored: 0,
+    };
+    let mut walk = crawl::walk(root);
+    for entry in walk.by_ref() {
+        let known = store.find_image(&store::path_bytes(&entry.rel))?;
+        if let Some(k) = &known {
+            set_bit(&mut report.seen, k.id);
+        }
+        let prev = known.as_ref().map(|k| (k.id, k.status == "ok"));
+        let work = match entry.what.clone() {
+            Found::Problem(failure) => Work::Fail {
+                entry,
+                failure,
+                prev,
+            },
+            Found::File { size, mtime_ns } => {
+                let mut work = Work::Index {
+                    entry,
+                    size,
+                    mtime_ns,
+                    prev,
+                };
+                if let Some(k) = known.filter(|k| k.status != "removed") {
+                    if k.size == Some(size) {
+                        let same = k.mtime_ns == Some(mtime_ns)
+                            || match (&k.sha256, &work) {
+                                // Same size, new time: the content decides.
+                                (Some(h), Work::Index { entry, .. }) => {
+                                    crawl::sha256_file(&entry.abs).ok().as_ref() == Some(h)
+                                }
+                                _ => false,
+                            };
+                        if same {
+                            report.unchanged += 1;
+                            report.unchanged_failed += (k.status == "failed") as u64;
+                            if k.mtime_ns == Some(mtime_ns) {
+                                continue;
+                            }
+                            work = Work::Touch { id: k.id, mtime_ns };
+                        }
+                    }
+                }
+                work
+            }
+        };
+        if !matches!(work, Work::Touch { .. }) {
+            pb.inc_length(1);
+        }
+        if tx.send(work).is_err() {
+            break;
+        }
+    }
+    report.ignored = walk.ignored;
+    Ok(report)
+}
+
+/// Groups work into batches of `batch` decoded images, decoding each group in parallel.
+fn decoder(
+    rx: Receiver<Work>,
+    tx: SyncSender<Batch>,
+    batch: usize,
+    recipe: &crate::arch::Recipe,
+    max_pixels: u64,
+) {
+    let mut done = false;
+    while !done {
+        let mut b = Batch::default();
+        while b.ok.len() < batch && !done {
+            let mut todo = Vec::new();
+            while todo.len() + b.ok.len() < batch {
+                match rx.recv() {
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(Work::Touch { id, mtime_ns }) => b.touched.push((id, mtime_ns)),
+                    Ok(Work::Fail {
+                        entry,
+                        failure,
+                        prev,
+                    }) => b.failed.push((entry, None, None, prev, failure)),
+                    Ok(Work::Index {
+                        entry,
+                        size,
+                        mtime_ns,
+                        prev,
+                    }) => todo.push((entry, size, mtime_ns, prev)),
+                }
+            }
+            let loaded: Vec<_> = todo
+                .into_par_iter()
+                .map(|(entry, size, mtime_ns, prev)| {
+                    let r = crawl::load(&entry.abs, size, recipe, max_pixels);
+                    (entry, size, mtime_ns, prev, r)
+                })
+                .collect();
+            for (entry, size, mtime_ns, prev, r) in loaded {
+                match r {
+                    Ok(l) => b.ok.push((entry, size, mtime_ns, prev, l)),
+                    Err(f) => b.failed.push((entry, Some(size), Some(mtime_ns), prev, f)),
+                }
+            }
+        }
+        if b.ok.is_empty() && b.failed.is_empty() && b.touched.is_empty() {
+            break;
+        }
+        if tx.send(b).is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs the network on each batch and commits it.
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    net: &Network,
+    store: &mut Store,
+    layers: &[LayerInfo],
+    taps: &[usize],
+    stats: &mut [Vec<UnitStats>],
+    tops: &mut [Vec<TopK>],
+    rx: Receiver<Batch>,
+    pb: &ProgressBar,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut by_kind: Vec<(String, u64)> = Vec::new();
+    for b in rx {
+        let n = b.ok.len();
+        // peaks[layer][image][unit]
+        let peaks: Vec<Vec<Vec<Peak>>> = if n > 0 {
+            let mut input = Vec::with_capacity(n * b.ok[0].4.input.len());
+            for item in &b.ok {
+                input.extend_from_slice(&item.4.input);
+            }
+            let acts = net.forward_raw(&input, n, taps)?;
+            drop(input);
+            acts.iter()
+                .map(peaks::of_activation)
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        commit(store, layers, stats, tops, &b, &peaks)?;
+        summary.indexed += n as u64;
+        summary.changed +=
+            b.ok.iter()
+                .filter(|i| matches!(i.3, Some((_, true))))
+                .count() as u64;
+        summary.failed += b.failed.len() as u64;
+        for (entry, _, _, _, f) in &b.failed {
+            match by_kind.iter_mut().find(|(k, _)| k == f.kind.as_str()) {
+                Some((_, c)) => *c += 1,
+                None => by_kind.push((f.kind.as_str().to_string(), 1)),
+            }
+            if summary.failures.len() < KEEP_FAILURES {
+                summary.failures.push((
+                    rel_text(&entry.rel),
+                    f.kind.as_str().to_string(),
+                    f.reason.clone(),
+                ));
+            }
+        }
+        pb.inc((n + b.failed.len()) as u64);
+    }
+    summary.failed_by_kind = by_kind;
+    Ok(())
+}
+
+/// One batch, one transaction.
+fn commit(
+    store: &mut Store,
+    layers: &[LayerInfo],
+    stats: &mut [Vec<UnitStats>],
+    tops: &mut [Vec<TopK>],
+    b: &Batch,
+    peaks: &[Vec<Vec<Peak>>],
+) -> Result<()> {
+    let tx = store.begin()?;
+    for &(id, mtime_ns) in &b.touched {
+        store::touch_image(&tx, id, mtime_ns)?;
+    }
+    // A file indexed before whose content changed: its old contribution goes.
+    let forget = |id: Option<(i64, bool)>| -> Result<()> {
+        if let Some((id, true)) = id {
+            store::drop_image_data(&tx, id)?;
+            store::set_needs_rebuild(&tx, true)?;
+        }
+        Ok(())
+    };
+    for (entry, size, mtime_ns, prev, f) in &b.failed {
+        forget(*prev)?;
+        let raw = store::path_bytes(&entry.rel);
+        let path = rel_text(&entry.rel);
+        store::upsert_image(
+            &tx,
+            &store::ImageRecord {
+                path_raw: &raw,
+                path: &path,
+                size: *size,
+                mtime_ns: *mtime_ns,
+                sha256: None,
+                width: None,
+                height: None,
+                transform: None,
+                status: "failed",
+                error_kind: Some(f.kind.as_str()),
+                error: Some(&f.reason),
+            },
+        )?;
+    }
+    let mut ids = Vec::with_capacity(b.ok.len());
+    for (entry, size, mtime_ns, prev, l) in &b.ok {
+        forget(*prev)?;
+        let raw = store::path_bytes(&entry.rel);
+        let path = rel_text(&entry.rel);
+        let transform = serde_json::to_string(&l.transform).expect("transform serialises");
+        let id = store::upsert_image(
+            &tx,
+            &store::ImageRecord {
+                path_raw: &raw,
+                path: &path,
+                size: Some(*size),
+                mtime_ns: Some(*mtime_ns),
+                sha256: Some(&l.sha256),
+                width: Some(l.width),
+                height: Some(l.height),
+                transform: Some(&transform),
+                status: "ok",
+                error_kind: None,
+                error: None,
+            },
+        )?;
+        ids.push(id);
+    }
+    if !ids.is_empty() {
+        for (li, layer) in layers.iter().enumerate() {
+            for (i, &id) in ids.iter().enumerate() {
+                let p = &peaks[li][i];
+                store::put_peaks(&tx, id, layer.id, p)?;
+                for (u, peak) in p.iter().enumerate() {
+                    stats[li][u].add(peak.value);
+                    match tops[li][u].offer(Hit::new(peak, id)) {
+                        Offer::Rejected => {}
+                        Offer::Added => store::insert_hit(&tx, layer.id, u, &Hit::new(peak, id))?,
+                        Offer::Replaced(old) => {
+                            store::delete_hit(&tx, layer.id, u, old.image_id)?;
+                            store::insert_hit(&tx, layer.id, u, &Hit::new(peak, id))?;
+                        }
+                    }
+                }
+            }
+            for (u, s) in stats[li].iter().enumerate() {
+                store::write_stats(&tx, layer.id, u, s)?;
+            }
+        }
+    }
+    tx.commit().ctx(store.conn())
+}
+
+/// Reasons in the order they are most worth reading.
+pub fn kind_order(k: &str) -> usize {
+    [
+        FailKind::Walk,
+        FailKind::Unreadable,
+        FailKind::Empty,
+        FailKind::NotImage,
+        FailKind::TooLarge,
+        FailKind::Decode,
+    ]
+    .iter()
+    .position(|f| f.as_str() == k)
+    .unwrap_or(usize::MAX)
+}

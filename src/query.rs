@@ -1,0 +1,491 @@
+//! Questions asked of an index: a unit's top images (with the receptive-field box in
+//! original-image pixels), a layer's units by statistic, the units an image excites
+//! most, and an overview. All read-only; they work while `index` is writing.
+
+use std::path::PathBuf;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::preprocess::Transform;
+use crate::store::{self, Ctx, LayerInfo, Store, UnitStats};
+use crate::{Error, Result};
+
+/// One of a unit's top images.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopHit {
+    /// 1-based rank.
+    pub rank: usize,
+    pub image_id: i64,
+    /// Relative to the indexed directory, as found there (lossy UTF-8 for display).
+    pub path: String,
+    /// The file on disk (root joined with the exact relative path).
+    pub abs_path: PathBuf,
+    pub value: f32,
+    /// Peak position in the layer's feature map.
+    pub y: usize,
+    pub x: usize,
+    /// Receptive field of (y, x) in original-image pixels, clipped to the image:
+    /// `[x0, y0, x1, y1]`, end exclusive.
+    pub box_orig: [u32; 4],
+    /// The same, unclipped (may extend past the image).
+    pub box_exact: [f64; 4],
+    /// How far the field reaches past the left, top, right, bottom borders, in
+    /// original pixels.
+    pub spill: [f64; 4],
+    pub transform: Transform,
+}
+
+/// Finds an indexed layer by name, or by an alias the model knows (`conv5`, `logits`).
+pub fn layer(store: &Store, name: &str) -> Result<LayerInfo> {
+    let layers = store.layers()?;
+    if let Some(l) = layers.iter().find(|l| l.name == name) {
+        return Ok(l.clone());
+    }
+    let info = store.run_info()?;
+    if let Ok(arch) = crate::arch::by_name(&info.model) {
+        if let Some(node) = arch.find(name) {
+            if let Some(l) = layers.iter().find(|l| l.node == node) {
+                return Ok(l.clone());
+            }
+        }
+    }
+    Err(Error::Store {
+        path: store.path().to_path_buf(),
+        reason: format!(
+            "layer {name:?} is not indexed here; indexed layers: {}",
+            layers
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+fn check_unit(store: &Store, l: &LayerInfo, unit: usize) -> Result<()> {
+    if unit >= l.channels {
+        return Err(Error::Store {
+            path: store.path().to_path_buf(),
+            reason: format!(
+                "layer {} has {} units (0..{}); there is no unit {unit}",
+                l.name,
+                l.channels,
+                l.channels - 1
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The `k` images that excite `unit` of `layer` most, best first (at most the
+/// index's top-K). One entry per image; ties go to the earlier-indexed image.
+pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec<TopHit>> {
+    let l = layer(store, layer_name)?;
+    check_unit(store, &l, unit)?;
+    let root = store.run_info()?.root;
+    let conn = store.conn();
+    let mut st = conn
+        .prepare_cached(
+            "SELECT t.image_id, t.value, t.y, t.x, i.path, i.path_raw, i.transform
+             FROM top_hit t JOIN image i ON i.id = t.image_id
+             WHERE t.layer_id = ?1 AND t.unit = ?2
+             ORDER BY t.value DESC, t.image_id LIMIT ?3",
+        )
+        .ctx(conn)?;
+    let rows = st
+        .query_map(params![l.id, unit as i64, k as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .ctx(conn)?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let (image_id, value, y, x, path, raw, transform) = row.ctx(conn)?;
+        let transform: Transform = transform
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| Error::Store {
+                path: store.path().to_path_buf(),
+                reason: format!("image {path}: missing or corrupt transform"),
+            })?;
+        let (y, x) = (y as usize, x as usize);
+        let mapped = transform.box_to_original(l.field.unit_box(y, x));
+        out.push(TopHit {
+            rank: i + 1,
+            image_id,
+            abs_path: root.join(store::bytes_path(&raw)),
+            path,
+            value: value as f32,
+            y,
+            x,
+            box_orig: mapped.clipped,
+            box_exact: mapped.exact,
+            spill: mapped.spill,
+            transform,
+        });
+    }
+    Ok(out)
+}
+
+/// A unit with its statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitSummary {
+    pub unit: usize,
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    /// Approximate median and 99th percentile of the per-image peaks.
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    /// Fraction of images on which the unit's peak is <= 0.
+    pub sparsity: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    Max,
+    Mean,
+    Sparsity,
+    Unit,
+}
+
+fn summarize(unit: usize, s: &UnitStats) -> UnitSummary {
+    let fin = |v: f64| v.is_finite().then_some(v);
+    UnitSummary {
+        unit,
+        count: s.count,
+        mean: s.mean(),
+        std: s.std(),
+        max: fin(s.max),
+        min: fin(s.min),
+        p50: s.quantile(0.5),
+        p99: s.quantile(0.99),
+        sparsity: s.sparsity(),
+    }
+}
+
+/// Statistics of every unit of a layer; `sort` puts the largest first (unit order
+/// for `Unit`). Units with no data go last.
+pub fn units(
+    store: &Store,
+    layer_name: &str,
+    sort: SortBy,
+) -> Result<(LayerInfo, Vec<UnitSummary>)> {
+    let l = layer(store, layer_name)?;
+    let conn = store.conn();
+    let mut st = conn
+        .prepare_cached(
+            "SELECT layer_id, unit, count, nan, sum, sum_sq, min, max, positive, hist
+             FROM unit_stats WHERE layer_id = ?1 ORDER BY unit",
+        )
+        .ctx(conn)?;
+    let rows = st
+        .query_map([l.id], |r| Ok((r.get::<_, i64>(1)?, store::read_stats(r)?)))
+        .ctx(conn)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (u, s) = row.ctx(conn)?;
+        out.push(summarize(u as usize, &s));
+    }
+    let key = |u: &UnitSummary| match sort {
+        SortBy::Max => u.max,
+        SortBy::Mean => u.mean,
+        SortBy::Sparsity => u.sparsity,
+        SortBy::Unit => Some(-(u.unit as f64)),
+    };
+    out.sort_by(|a, b| match (key(a), key(b)) {
+        (Some(x), Some(y)) => y.total_cmp(&x).then(a.unit.cmp(&b.unit)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.unit.cmp(&b.unit),
+    });
+    Ok((l, out))
+}
+
+/// How strongly one image drives one unit.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageUnit {
+    pub layer: String,
+    pub unit: usize,
+    pub value: f32,
+    pub y: usize,
+    pub x: usize,
+    /// `value` over the unit's highest peak on any indexed image.
+    pub relative: f64,
+    /// Rank of this image in the unit's top-K, when it is in it.
+    pub top_rank: Option<usize>,
+}
+
+/// An indexed image and the units it excites most.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageReport {
+    pub path: String,
+    pub image_id: i64,
+    pub status: String,
+    pub error: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub units: Vec<ImageUnit>,
+}
+
+/// Looks an image up by its path relative to the root, or by any path to the file
+/// under the root (absolute or relative to the current directory).
+pub fn find_image(store: &Store, path: &std::path::Path) -> Result<i64> {
+    if let Some(id) = store.image_id(&store::path_bytes(path))? {
+        return Ok(id);
+    }
+    let root = store.run_info()?.root;
+    if let Ok(abs) = std::fs::canonicalize(path) {
+        if let Ok(rel) = abs.strip_prefix(&root) {
+            if let Some(id) = store.image_id(&store::path_bytes(rel))? {
+                return Ok(id);
+            }
+        }
+    }
+    Err(Error::Store {
+        path: store.path().to_path_buf(),
+        reason: format!(
+            "{} is not in the index (give its path relative to {})",
+            path.display(),
+            root.display()
+        ),
+    })
+}
+
+/// The `n` units of each layer (or of `only`) that `path` drives closest to their
+/// collection-wide maximum.
+pub fn image(
+    store: &Store,
+    path: &std::path::Path,
+    only: Option<&str>,
+    n: usize,
+) -> Result<ImageReport> {
+    let id = find_image(store, path)?;
+    let conn = store.conn();
+    let (rel, status, error, width, height): (
+        String,
+        String,
+        Option<String>,
+        Option<u32>,
+        Option<u32>,
+    ) = conn
+        .query_row(
+            "SELECT path, status, error, width, height FROM image WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .ctx(conn)?;
+    let layers = match only {
+        Some(name) => vec![layer(store, name)?],
+        None => store.layers()?,
+    };
+    let mut units = Vec::new();
+    for l in &layers {
+        let Some(peaks) = store::get_peaks(conn, id, l.id)? else {
+            continue;
+        };
+        let maxes: Vec<Option<f64>> = {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT unit, max FROM unit_stats WHERE layer_id = ?1 ORDER BY unit",
+                )
+                .ctx(conn)?;
+            let rows = st
+                .query_map([l.id], |r| r.get::<_, Option<f64>>(1))
+                .ctx(conn)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(conn)?
+        };
+        let mut mine: Vec<ImageUnit> = peaks
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.value.is_nan())
+            .map(|(u, p)| {
+                let max = maxes.get(u).copied().flatten().unwrap_or(0.0);
+                let relative = if max > 0.0 { p.value as f64 / max } else { 0.0 };
+                ImageUnit {
+                    layer: l.name.clone(),
+                    unit: u,
+                    value: p.value,
+                    y: p.y as usize,
+                    x: p.x as usize,
+                    relative,
+                    top_rank: None,
+                }
+            })
+            .collect();
+        mine.sort_by(|a, b| b.relative.total_cmp(&a.relative).then(a.unit.cmp(&b.unit)));
+        mine.truncate(n);
+        for u in &mut mine {
+            u.top_rank = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM top_hit WHERE layer_id = ?1 AND unit = ?2
+                       AND (value > ?3 OR (value = ?3 AND image_id < ?4))",
+                )
+                .ctx(conn)?
+                .query_row(params![l.id, u.unit as i64, u.value as f64, id], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .ctx(conn)
+                .map(|better| better as usize + 1)?
+                .into();
+            let in_top: bool = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM top_hit WHERE layer_id = ?1 AND unit = ?2 AND image_id = ?3",
+                )
+                .ctx(conn)?
+                .query_row(params![l.id, u.unit as i64, id], |r| r.get::<_, i64>(0))
+                .ctx(conn)?
+                > 0;
+            if !in_top {
+                u.top_rank = None;
+            }
+        }
+        units.extend(mine);
+    }
+    Ok(ImageReport {
+        path: rel,
+        image_id: id,
+        status,
+        error,
+        width,
+        height,
+        units,
+    })
+}
+
+/// Overview of a database.
+#[derive(Clone, Debug, Serialize)]
+pub struct Overview {
+    pub db: PathBuf,
+    pub model: String,
+    pub weights_id: String,
+    pub root: PathBuf,
+    pub tool_version: String,
+    pub top_k: usize,
+    pub max_pixels: u64,
+    pub schema_version: i64,
+    pub images_ok: u64,
+    pub images_failed: u64,
+    pub images_removed: u64,
+    /// Failed inputs by kind.
+    pub failed_by_kind: Vec<(String, u64)>,
+    /// Some failed inputs: (path, kind, reason).
+    pub failures: Vec<(String, String, String)>,
+    pub layers: Vec<LayerOverview>,
+    pub sessions: u64,
+    /// Sessions that did not finish (killed, or running now).
+    pub sessions_unfinished: u64,
+    pub db_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerOverview {
+    pub name: String,
+    pub units: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Receptive field side (y, x) in network-input pixels.
+    pub field: [i64; 2],
+}
+
+pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
+    let info = store.run_info()?;
+    let conn = store.conn();
+    let count = |status: &str| -> Result<u64> {
+        conn.query_row(
+            "SELECT count(*) FROM image WHERE status = ?1",
+            [status],
+            |r| r.get::<_, i64>(0),
+        )
+        .ctx(conn)
+        .map(|v| v as u64)
+    };
+    let mut by_kind = Vec::new();
+    {
+        let mut st = conn
+            .prepare(
+                "SELECT error_kind, count(*) FROM image WHERE status = 'failed'
+                 GROUP BY error_kind ORDER BY count(*) DESC, error_kind",
+            )
+            .ctx(conn)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, i64>(1)? as u64,
+                ))
+            })
+            .ctx(conn)?;
+        for r in rows {
+            by_kind.push(r.ctx(conn)?);
+        }
+    }
+    let mut failures = Vec::new();
+    {
+        let mut st = conn
+            .prepare(
+                "SELECT path, coalesce(error_kind, ''), coalesce(error, '') FROM image
+                 WHERE status = 'failed' ORDER BY path LIMIT ?1",
+            )
+            .ctx(conn)?;
+        let rows = st
+            .query_map([max_failures as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .ctx(conn)?;
+        for r in rows {
+            failures.push(r.ctx(conn)?);
+        }
+    }
+    let (sessions, unfinished): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) - count(finished_at) FROM session",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ctx(conn)?;
+    let page = |p: &str| -> Result<u64> {
+        conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
+            .ctx(conn)
+            .map(|v| v as u64)
+    };
+    Ok(Overview {
+        db: store.path().to_path_buf(),
+        model: info.model,
+        weights_id: info.weights_id,
+        root: info.root,
+        tool_version: info.tool_version,
+        top_k: info.top_k,
+        max_pixels: info.max_pixels,
+        schema_version: store.schema_version()?,
+        images_ok: count("ok")?,
+        images_failed: count("failed")?,
+        images_removed: count("removed")?,
+        failed_by_kind: by_kind,
+        failures,
+        layers: store
+            .layers()?
+            .into_iter()
+            .map(|l| LayerOverview {
+                name: l.name,
+                units: l.channels,
+                height: l.height,
+                width: l.width,
+                field: l.field.size,
+            })
+            .collect(),
+        sessions: sessions as u64,
+        sessions_unfinished: unfinished as u64,
+        db_bytes: page("page_count")? * page("page_size")?,
+    })
+}
