@@ -8,6 +8,7 @@ pub mod font;
 pub mod grid;
 pub mod maps;
 pub mod tile;
+pub mod top;
 
 use std::path::Path;
 
