@@ -179,10 +179,10 @@ fn main() {
                 }
                 Op::Add { act } => {
                     let y = random(x.len(), 3);
+                    let mut acc = x.clone();
                     other_s += time(args.reps, || {
-                        let mut acc = x.clone();
                         kernels::add_act(&mut acc, &y, *act);
-                        std::hint::black_box(acc);
+                        std::hint::black_box(&acc);
                     })
                 }
                 Op::Linear {

@@ -5,6 +5,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::depthwise::{fill_phased_dispatch, Layout};
 use super::{bias_act, depthwise, Act, Pad};
 
 /// Shape of a convolution layer (torch semantics).
@@ -155,7 +156,7 @@ impl Conv2d {
     /// If `x.len() != n * in_ch * h * w`.
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let (oh, ow) = self.geom.out_hw(h, w);
-        let mut out = vec![0f32; n * self.geom.out_ch * oh * ow];
+        let mut out = super::alloc_output(n * self.geom.out_ch * oh * ow);
         self.forward_into(x, n, h, w, &mut out);
         out
     }
@@ -197,13 +198,22 @@ impl Conv2d {
             out.par_chunks_mut(out_img)
                 .zip(x.par_chunks(in_img))
                 .with_max_len(1)
-                .for_each_init(Vec::new, |col, (o, xi)| {
-                    self.gemm_image(xi, h, w, oh, ow, o, col, Parallelism::None)
+                .for_each_init(Default::default, |scratch, (o, xi)| {
+                    self.gemm_image(xi, h, w, oh, ow, o, scratch, Parallelism::None)
                 });
         } else {
-            let mut col = Vec::new();
+            let mut scratch = Default::default();
             for (o, xi) in out.chunks_mut(out_img).zip(x.chunks(in_img)) {
-                self.gemm_image(xi, h, w, oh, ow, o, &mut col, Parallelism::Rayon(threads));
+                self.gemm_image(
+                    xi,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    o,
+                    &mut scratch,
+                    Parallelism::Rayon(threads),
+                );
             }
         }
     }
@@ -218,7 +228,7 @@ impl Conv2d {
         oh: usize,
         ow: usize,
         out: &mut [f32],
-        col: &mut Vec<f32>,
+        (col, padded): &mut (Vec<f32>, Vec<f32>),
         par: Parallelism,
     ) {
         let g = &self.geom;
@@ -228,16 +238,39 @@ impl Conv2d {
         let p = oh * ow;
         let pointwise = g.is_pointwise();
         let tile = tile_cols(if pointwise { 0 } else { k }, ocg, p);
+        let (kh, kw) = g.kernel;
+        let (sy, sx) = g.stride;
+        let (dy, dx) = g.dilation;
+        // Padded, column-phase-split copy of each input plane (see `depthwise`): every
+        // im2col segment is then one contiguous in-bounds copy.
+        let layout = Layout {
+            h,
+            w,
+            pad_top: g.pad.top,
+            pad_left: g.pad.left,
+            sy: 1,
+            sx,
+            rows: (oh - 1) * sy + (kh - 1) * dy + 1,
+            len: (ow - 1) + (kw - 1) * dx / sx + 1,
+            ow,
+        };
+        let plane = sx * layout.rows * layout.len;
         for gi in 0..g.groups {
             let xg = &x[gi * icg * h * w..][..icg * h * w];
             let wg = &self.weight[gi * ocg * k..][..ocg * k];
+            if !pointwise {
+                padded.resize(icg * plane, 0.0);
+                for (c, dst) in padded.chunks_exact_mut(plane).enumerate() {
+                    fill_phased_dispatch(&xg[c * h * w..][..h * w], &layout, dst);
+                }
+            }
             let mut p0 = 0;
             while p0 < p {
                 let t = tile.min(p - p0);
                 let (rhs, rhs_rs) = if pointwise {
                     (xg[p0..].as_ptr(), p)
                 } else {
-                    im2col(xg, h, w, g, ow, p0, t, col);
+                    im2col(padded, &layout, g, oh, p0, t, col);
                     (col.as_ptr(), t)
                 };
                 let dst = &mut out[gi * ocg * p + p0..];
@@ -288,64 +321,41 @@ fn tile_cols(k: usize, m: usize, p: usize) -> usize {
     t.min(p)
 }
 
-/// Fills `col` (k rows x t columns) with the input values each output pixel
-/// `p0..p0+t` of `ow`-wide rows multiplies with weight k, zeros where the window
-/// hangs over the padding.
-#[allow(clippy::too_many_arguments)]
+/// Fills `col` (k rows x t columns) with the input values that output pixels
+/// `p0..p0+t` multiply with each weight, reading the padded phase-split planes
+/// `padded` (one per input channel of the group, laid out as `l` says).
 fn im2col(
-    x: &[f32],
-    h: usize,
-    w: usize,
+    padded: &[f32],
+    l: &Layout,
     g: &ConvGeom,
-    ow: usize,
+    oh: usize,
     p0: usize,
     t: usize,
     col: &mut Vec<f32>,
 ) {
     let icg = g.in_ch / g.groups;
     let (kh, kw) = g.kernel;
-    let (sy, sx) = g.stride;
+    let (sy, sx) = (g.stride.0, l.sx);
     let (dy, dx) = g.dilation;
-    let (pt, pl) = (g.pad.top, g.pad.left);
-    col.clear();
+    let ow = l.ow;
+    debug_assert!(p0 + t <= oh * ow);
+    let plane = sx * l.rows * l.len;
     col.resize(icg * kh * kw * t, 0.0);
     for c in 0..icg {
-        let plane = &x[c * h * w..][..h * w];
+        let src = &padded[c * plane..][..plane];
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = &mut col[((c * kh + ky) * kw + kx) * t..][..t];
-                // Output columns ox whose input column ox*sx + kx*dx - pl is inside [0, w).
                 let shift = kx * dx;
-                let lo = pl.saturating_sub(shift).div_ceil(sx);
-                let hi = (w + pl).saturating_sub(shift).div_ceil(sx);
+                // Phase block and first slot this tap reads.
+                let base = (shift % sx) * l.rows * l.len + shift / sx;
                 let mut j = 0;
                 let mut pix = p0;
                 while j < t {
-                    let oy = pix / ow;
-                    let ox0 = pix % ow;
+                    let (oy, ox0) = (pix / ow, pix % ow);
                     let len = (ow - ox0).min(t - j);
-                    let seg = &mut row[j..j + len];
-                    let iy = (oy * sy + ky * dy) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        seg.fill(0.0);
-                    } else {
-                        let src = &plane[iy as usize * w..][..w];
-                        let a = lo.clamp(ox0, ox0 + len);
-                        let b = hi.clamp(a, ox0 + len);
-                        seg[..a - ox0].fill(0.0);
-                        seg[b - ox0..].fill(0.0);
-                        let inner = &mut seg[a - ox0..b - ox0];
-                        if !inner.is_empty() {
-                            let first = a * sx + shift - pl;
-                            if sx == 1 {
-                                inner.copy_from_slice(&src[first..first + inner.len()]);
-                            } else {
-                                for (i, v) in inner.iter_mut().enumerate() {
-                                    *v = src[first + i * sx];
-                                }
-                            }
-                        }
-                    }
+                    let start = base + (oy * sy + ky * dy) * l.len + ox0;
+                    row[j..j + len].copy_from_slice(&src[start..start + len]);
                     j += len;
                     pix += len;
                 }

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::simd::{madd, multiversion};
-use super::{bias_act, Conv2d};
+use super::{act_bounds, clamp, Act, Conv2d};
 
 /// Output pixels per accumulator block (one AVX-512 register).
 const BLOCK: usize = 16;
@@ -45,6 +45,7 @@ pub(super) fn forward(
         sx,
         rows,
         len,
+        ow,
     };
     // Flat offset of every tap from the output index.
     let offsets: Vec<usize> = (0..kh * kw)
@@ -66,27 +67,35 @@ pub(super) fn forward(
         |(buf, acc), (i, o)| {
             let ch = i % c;
             let wk = &conv.weight()[ch * kh * kw..][..kh * kw];
-            plane(&x[i * h * w..][..h * w], wk, &layout, &taps, buf, acc);
-            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
-                orow.copy_from_slice(&acc[oy * len..][..ow]);
-            }
-            bias_act(o, conv.bias_of(ch), conv.act());
+            let epilogue = (conv.bias_of(ch), conv.act());
+            plane(
+                &x[i * h * w..][..h * w],
+                wk,
+                &layout,
+                &taps,
+                epilogue,
+                buf,
+                acc,
+                o,
+            );
         },
     );
 }
 
 /// Where the phase-split padded plane comes from.
-struct Layout {
-    h: usize,
-    w: usize,
-    pad_top: usize,
-    pad_left: usize,
-    sy: usize,
-    sx: usize,
+pub(super) struct Layout {
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) pad_top: usize,
+    pub(super) pad_left: usize,
+    pub(super) sy: usize,
+    pub(super) sx: usize,
     /// Rows per phase block.
-    rows: usize,
+    pub(super) rows: usize,
     /// Columns per row.
-    len: usize,
+    pub(super) len: usize,
+    /// Output width (the first `ow` of every `len` computed columns are kept).
+    pub(super) ow: usize,
 }
 
 /// The kernel taps as flat offsets, and the scratch sizes they need.
@@ -97,8 +106,18 @@ struct Taps<'a> {
 }
 
 multiversion! {
-    /// One plane: fill the phase-split buffer, then `acc[i] = sum_t wk[t] * buf[offsets[t] + i]`.
-    fn plane(x: &[f32], wk: &[f32], l: &Layout, taps: &Taps, buf: &mut Vec<f32>, acc: &mut Vec<f32>) {
+    /// One plane: fill the phase-split buffer, `acc[i] = sum_t wk[t] * buf[offsets[t] + i]`,
+    /// then `out` = act(acc + bias) without the extra columns.
+    fn plane(
+        x: &[f32],
+        wk: &[f32],
+        l: &Layout,
+        taps: &Taps,
+        epilogue: (f32, Act),
+        buf: &mut Vec<f32>,
+        acc: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
         // Stale contents past the filled rows only feed outputs that are dropped.
         if buf.len() < taps.buf_len {
             buf.resize(taps.buf_len, 0.0);
@@ -109,10 +128,21 @@ multiversion! {
         fill_phased(x, l, buf);
         let acc = &mut acc[..taps.acc_len];
         match wk.len() {
-            9 => taps_fixed::<FMA, 9>(buf, wk, taps.offsets, acc),
-            25 => taps_fixed::<FMA, 25>(buf, wk, taps.offsets, acc),
-            _ => taps_any::<FMA>(buf, wk, taps.offsets, acc),
+            9 => taps_fixed::<FMA, 9>(buf, wk, taps.offsets, epilogue, acc),
+            25 => taps_fixed::<FMA, 25>(buf, wk, taps.offsets, epilogue, acc),
+            _ => taps_any::<FMA>(buf, wk, taps.offsets, epilogue, acc),
         }
+        for (orow, arow) in out.chunks_exact_mut(l.ow).zip(acc.chunks(l.len)) {
+            orow.copy_from_slice(&arow[..l.ow]);
+        }
+    }
+}
+
+multiversion! {
+    /// `fill_phased` for callers outside a multiversioned function.
+    pub(super) fn fill_phased_dispatch(x: &[f32], l: &Layout, buf: &mut [f32]) {
+        let _ = FMA;
+        fill_phased(x, l, buf)
     }
 }
 
@@ -210,19 +240,21 @@ fn taps_fixed<const FMA: bool, const T: usize>(
     buf: &[f32],
     wk: &[f32],
     offsets: &[usize],
+    (bias, act): (f32, Act),
     acc: &mut [f32],
 ) {
     const WIDE: usize = 4 * BLOCK;
+    let (lo, hi) = act_bounds(act);
     let wk: &[f32; T] = wk.try_into().unwrap();
     let n = acc.len();
     // Each tap's source cut to exactly acc's length: the loop needs no bounds checks.
     let srcs: [&[f32]; T] = std::array::from_fn(|t| &buf[offsets[t]..offsets[t] + n]);
     let wide_end = n / WIDE * WIDE;
     for b in (0..wide_end).step_by(WIDE) {
-        taps_block::<FMA, T, WIDE>(&srcs, wk, b, acc);
+        taps_block::<FMA, T, WIDE>(&srcs, wk, b, (bias, lo, hi), acc);
     }
     for b in (wide_end..n).step_by(BLOCK) {
-        taps_block::<FMA, T, BLOCK>(&srcs, wk, b, acc);
+        taps_block::<FMA, T, BLOCK>(&srcs, wk, b, (bias, lo, hi), acc);
     }
 }
 
@@ -231,26 +263,38 @@ fn taps_block<const FMA: bool, const T: usize, const B: usize>(
     srcs: &[&[f32]; T],
     wk: &[f32; T],
     b: usize,
+    (bias, lo, hi): (f32, f32, f32),
     acc: &mut [f32],
 ) {
-    let mut a = [0f32; B];
+    let mut a = [bias; B];
     for t in 0..T {
         let s: &[f32; B] = srcs[t][b..b + B].try_into().unwrap();
         for l in 0..B {
             a[l] = madd::<FMA>(wk[t], s[l], a[l]);
         }
     }
+    for l in 0..B {
+        a[l] = clamp(a[l], lo, hi);
+    }
     acc[b..b + B].copy_from_slice(&a);
 }
 
 /// Any number of taps: one pass over the plane per tap.
 #[inline(always)]
-fn taps_any<const FMA: bool>(buf: &[f32], wk: &[f32], offsets: &[usize], acc: &mut [f32]) {
-    acc.fill(0.0);
+fn taps_any<const FMA: bool>(
+    buf: &[f32],
+    wk: &[f32],
+    offsets: &[usize],
+    (bias, act): (f32, Act),
+    acc: &mut [f32],
+) {
+    acc.fill(bias);
     let n = acc.len();
     for (&o, &wv) in offsets.iter().zip(wk) {
         for (a, s) in acc.iter_mut().zip(&buf[o..o + n]) {
             *a = madd::<FMA>(wv, *s, *a);
         }
     }
+    let (lo, hi) = act_bounds(act);
+    acc.iter_mut().for_each(|v| *v = clamp(*v, lo, hi));
 }

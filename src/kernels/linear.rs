@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use super::{relu, relu6, Act};
+use super::{add_act, apply_act, Act};
 
 /// `y = act(x W^T + b)` with `W` stored `[out, in]` as in torch.
 #[derive(Clone, Debug)]
@@ -114,16 +114,11 @@ impl Linear {
                 Parallelism::Rayon(rayon::current_num_threads()),
             );
         }
-        for row in out.chunks_mut(self.out_f) {
-            match &self.bias {
-                Some(b) => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-                None => {}
-            }
-            match self.act {
-                Act::None => {}
-                Act::Relu => row.iter_mut().for_each(|v| *v = relu(*v)),
-                Act::Relu6 => row.iter_mut().for_each(|v| *v = relu6(*v)),
-            }
+        match &self.bias {
+            Some(b) => out
+                .chunks_mut(self.out_f)
+                .for_each(|row| add_act(row, b, self.act)),
+            None => apply_act(&mut out, self.act),
         }
         out
     }

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::simd::multiversion;
 use super::Pad;
 
 /// Max pooling over `[n, c, h, w]`; returns the output and its height and width.
@@ -28,37 +29,78 @@ pub fn max_pool2d(
     );
     let oh = pooled_len(h, pad.top, pad.bottom, kernel.0, stride.0, ceil_mode);
     let ow = pooled_len(w, pad.left, pad.right, kernel.1, stride.1, ceil_mode);
-    let mut out = vec![0f32; n * c * oh * ow];
+    let mut out = super::alloc_output(n * c * oh * ow);
     if out.is_empty() {
         return (out, oh, ow);
     }
-    let (kh, kw) = kernel;
-    let (sy, sx) = stride;
+    let geo = PoolGeom {
+        h,
+        w,
+        kernel,
+        stride,
+        pad,
+        oh,
+        ow,
+    };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
-        .for_each(|(o, xp)| {
-            for oy in 0..oh {
-                // Window rows clipped to the input: [y0, y1).
-                let top = (oy * sy) as isize - pad.top as isize;
-                let y0 = top.max(0) as usize;
-                let y1 = ((top + kh as isize).max(0) as usize).min(h);
-                for ox in 0..ow {
-                    let left = (ox * sx) as isize - pad.left as isize;
-                    let x0 = left.max(0) as usize;
-                    let x1 = ((left + kw as isize).max(0) as usize).min(w);
-                    let mut m = f32::NEG_INFINITY;
-                    for y in y0..y1 {
-                        for &v in &xp[y * w + x0..y * w + x1.max(x0)] {
-                            if v > m || v.is_nan() {
-                                m = v;
-                            }
-                        }
-                    }
-                    o[oy * ow + ox] = m;
+        .for_each_init(Vec::new, |row, (o, xp)| max_plane(xp, &geo, o, row));
+    (out, oh, ow)
+}
+
+struct PoolGeom {
+    h: usize,
+    w: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad,
+    oh: usize,
+    ow: usize,
+}
+
+/// Larger of two values, NaN winning (torch's max pooling propagates NaN).
+#[inline(always)]
+fn max_nan(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
+multiversion! {
+    /// One plane, separably: the max over the window's rows, a whole row at a time
+    /// (vectorised), then over the window's columns.
+    fn max_plane(x: &[f32], g: &PoolGeom, out: &mut [f32], row: &mut Vec<f32>) {
+        let _ = FMA;
+        let (kh, kw) = g.kernel;
+        let (sy, sx) = g.stride;
+        let w = g.w;
+        row.resize(w, 0.0);
+        for oy in 0..g.oh {
+            // Window rows clipped to the input: [y0, y1).
+            let top = (oy * sy) as isize - g.pad.top as isize;
+            let y0 = top.max(0) as usize;
+            let y1 = ((top + kh as isize).max(0) as usize).min(g.h);
+            let orow = &mut out[oy * g.ow..][..g.ow];
+            if y0 >= y1 {
+                orow.fill(f32::NEG_INFINITY);
+                continue;
+            }
+            row.copy_from_slice(&x[y0 * w..][..w]);
+            for y in y0 + 1..y1 {
+                for (m, &v) in row.iter_mut().zip(&x[y * w..][..w]) {
+                    *m = max_nan(*m, v);
                 }
             }
-        });
-    (out, oh, ow)
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let left = (ox * sx) as isize - g.pad.left as isize;
+                let x0 = left.max(0) as usize;
+                let x1 = ((left + kw as isize).max(0) as usize).min(w);
+                *o = row[x0..x1.max(x0)].iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v));
+            }
+        }
+    }
 }
 
 /// Pooled length of one axis, torch's formula (without dilation).

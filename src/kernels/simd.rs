@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {
     Base,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -14,7 +14,19 @@ pub(crate) enum Isa {
     Avx512,
 }
 
+/// Tests force a lower ISA to exercise every compiled variant on one machine.
+#[cfg(test)]
+pub(crate) static FORCE: std::sync::Mutex<Option<Isa>> = std::sync::Mutex::new(None);
+
 pub(crate) fn isa() -> Isa {
+    #[cfg(test)]
+    if let Some(forced) = *FORCE.lock().unwrap() {
+        return forced.min(detected());
+    }
+    detected()
+}
+
+fn detected() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

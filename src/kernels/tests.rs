@@ -651,3 +651,83 @@ fn single_thread_pool_gives_the_same_results() {
         );
     });
 }
+
+#[test]
+fn max_pool_propagates_nan_and_ignores_padding() {
+    // 1x4 row, k 1x2 s 1x2 pad left 1: windows [pad, 0], [1, 2], [3, pad].
+    let x = [-3.0, f32::NAN, -1.0, -2.0];
+    let pad = Pad {
+        top: 0,
+        left: 1,
+        bottom: 0,
+        right: 1,
+    };
+    let (y, oh, ow) = max_pool2d(&x, 1, 1, 1, 4, (1, 2), (1, 2), pad, false);
+    assert_eq!((oh, ow), (1, 3));
+    assert_eq!(y[0], -3.0);
+    assert!(y[1].is_nan());
+    assert_eq!(y[2], -2.0);
+}
+
+#[test]
+fn every_instruction_set_variant_matches_the_reference() {
+    // The hand-vectorised loops are compiled for AVX-512, AVX2+FMA and baseline
+    // x86-64; force each one this machine can run (others tests may run meanwhile
+    // on the forced variant too, which must be just as correct).
+    use super::simd::{Isa, FORCE};
+    for isa in [Isa::Base, Isa::Avx2, Isa::Avx512] {
+        *FORCE.lock().unwrap() = Some(isa);
+        let mut rng = Rng(1234);
+        for (g, n, h, w) in [
+            (
+                geom(8, 8, (3, 3), (1, 1), Pad::same(1), (1, 1), 8),
+                2,
+                13,
+                11,
+            ),
+            (
+                geom(6, 6, (5, 5), (2, 2), Pad::asym(1, 2), (1, 1), 6),
+                1,
+                15,
+                16,
+            ),
+            (geom(4, 4, (2, 3), (1, 2), Pad::same(1), (2, 1), 4), 1, 9, 8),
+            (
+                geom(5, 7, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 1),
+                2,
+                11,
+                12,
+            ),
+            (
+                geom(5, 7, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+                1,
+                6,
+                6,
+            ),
+        ] {
+            for act in [Act::None, Act::Relu6] {
+                check_conv(&mut rng, g.clone(), n, h, w, act, true);
+            }
+        }
+        let x: Vec<f32> = rng.vec(3 * 100).iter().map(|v| v - 3.0).collect();
+        let (v, i) = channel_peaks(&x, 1, 3, 100);
+        for p in 0..3 {
+            let plane = &x[p * 100..(p + 1) * 100];
+            let best = plane.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!((v[p], plane[i[p] as usize]), (best, best), "{isa:?}");
+        }
+        let (y, _, _) = max_pool2d(&x, 1, 3, 10, 10, (3, 3), (2, 2), Pad::same(1), false);
+        assert_eq!(y[0], plane_max(&x, 10, 0..2, 0..2), "{isa:?}");
+    }
+    *FORCE.lock().unwrap() = None;
+}
+
+fn plane_max(x: &[f32], w: usize, ys: std::ops::Range<usize>, xs: std::ops::Range<usize>) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for y in ys {
+        for xx in xs.clone() {
+            m = m.max(x[y * w + xx]);
+        }
+    }
+    m
+}
