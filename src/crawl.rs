@@ -157,10 +157,13 @@ impl Iterator for Walk {
                         continue;
                     };
                     let reason = match (err.loop_ancestor(), err.io_error()) {
-                        (Some(a), _) => format!(
-                            "symbolic link loop (points back to {})",
-                            self.rel(a).display()
-                        ),
+                        (Some(a), _) => match self.rel(a) {
+                            r if r.as_os_str().is_empty() => {
+                                "symbolic link loop (points back to the indexed directory)"
+                                    .to_string()
+                            }
+                            r => format!("symbolic link loop (points back to {})", r.display()),
+                        },
                         (None, Some(io)) if io.kind() == std::io::ErrorKind::NotFound => {
                             "dangling symbolic link".to_string()
                         }
@@ -284,7 +287,7 @@ mod tests {
         #[cfg(unix)]
         want.push((
             "sub/loop".to_string(),
-            "walk: symbolic link loop (points back to )".to_string(),
+            "walk: symbolic link loop (points back to the indexed directory)".to_string(),
         ));
         assert_eq!(got, want);
         assert_eq!(w.ignored, 1);

@@ -1,0 +1,490 @@
+//! `neurodex index` end to end: the stored peaks against a naive per-image forward,
+//! bad inputs, reruns (unchanged, changed, removed files) and a killed-and-resumed
+//! run against an uninterrupted one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use neurodex::model::Network;
+use neurodex::query;
+use neurodex::store::Store;
+
+fn neurodex() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neurodex"))
+}
+
+/// The committed demo photos (or NEURODEX_DEMO_IMAGES).
+fn demo_dir() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images");
+    if repo.is_dir() {
+        return repo;
+    }
+    PathBuf::from(std::env::var("NEURODEX_DEMO_IMAGES").expect("datasets/demo/images is missing"))
+}
+
+/// The `n` smallest demo photos (fast to decode), by name.
+fn demo_images(n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(demo_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .collect();
+    files.sort();
+    let mut out: Vec<PathBuf> = files.into_iter().take(n).map(|(_, p)| p).collect();
+    out.sort();
+    out
+}
+
+fn copy_into(dir: &Path, files: &[PathBuf]) {
+    for f in files {
+        std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+fn index(dir: &Path, db: &Path, extra: &[&str]) -> (i32, String) {
+    let out = neurodex()
+        .arg("index")
+        .arg(dir)
+        .arg("--db")
+        .arg(db)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Everything a query can see, keyed by path (not by row id): per-unit top-K and
+/// statistics, and per-image status.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    images: BTreeMap<String, String>,
+    top: Vec<(i64, i64, String, u32, i64, i64)>,
+    stats: Vec<(i64, i64, i64, i64, u64, u64, Option<f64>, i64, Vec<u8>)>,
+}
+
+fn snapshot(db: &Path) -> Snapshot {
+    let s = Store::open_readonly(db).unwrap();
+    let c = s.conn();
+    let images = c
+        .prepare("SELECT path, status FROM image")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let top = c
+        .prepare(
+            "SELECT t.layer_id, t.unit, i.path, t.value, t.y, t.x FROM top_hit t
+             JOIN image i ON i.id = t.image_id ORDER BY t.layer_id, t.unit, t.value DESC, i.path",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                // exact float bits
+                (r.get::<_, f64>(3)? as f32).to_bits(),
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let stats = c
+        .prepare(
+            "SELECT layer_id, unit, count, nan, sum, sum_sq, max, positive, hist
+             FROM unit_stats ORDER BY layer_id, unit",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get::<_, f64>(4)?.to_bits(),
+                r.get::<_, f64>(5)?.to_bits(),
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    Snapshot { images, top, stats }
+}
+
+fn count_ok(db: &Path) -> i64 {
+    // The database may not exist yet, or be mid-creation.
+    Store::open_readonly(db)
+        .ok()
+        .and_then(|s| {
+            s.conn()
+                .query_row("SELECT count(*) FROM image WHERE status = 'ok'", [], |r| {
+                    r.get(0)
+                })
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The stored peak of every unit equals a plain maximum over the feature map computed
+/// one image at a time, and `top` orders images by it with a box from the unit's
+/// receptive field mapped through the crop.
+#[test]
+fn stored_peaks_and_top_lists_match_a_naive_per_image_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    let files = demo_images(6);
+    copy_into(&imgs, &files);
+    let db = dir.path().join("i.db");
+    let (code, err) = index(
+        &imgs,
+        &db,
+        &["--batch", "4", "--layers", "stem,blocks.4,head"],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let net = Network::embedded_default().unwrap();
+    let stem = net.arch.find("stem").unwrap();
+    let b4 = net.arch.find("blocks.4").unwrap();
+    // Naive reference: per image, batch of one, argmax by a plain scan.
+    let mut naive: Vec<(String, Vec<Vec<(f32, usize, usize)>>)> = Vec::new();
+    for f in &files {
+        let img = neurodex::preprocess::open_image(f, u64::MAX).unwrap();
+        let (x, _) = neurodex::preprocess::prepare(&img, &net.arch.recipe);
+        let acts = net.forward_raw(&x, 1, &[stem, b4]).unwrap();
+        let per_layer = acts
+            .iter()
+            .map(|a| {
+                (0..a.c)
+                    .map(|c| {
+                        let plane = &a.data[c * a.h * a.w..(c + 1) * a.h * a.w];
+                        let mut best = (f32::NEG_INFINITY, 0, 0);
+                        for (i, &v) in plane.iter().enumerate() {
+                            if v > best.0 {
+                                best = (v, i / a.w, i % a.w);
+                            }
+                        }
+                        best
+                    })
+                    .collect()
+            })
+            .collect();
+        naive.push((
+            f.file_name().unwrap().to_string_lossy().into_owned(),
+            per_layer,
+        ));
+    }
+
+    let store = Store::open_readonly(&db).unwrap();
+    for (li, layer) in ["stem", "blocks.4"].iter().enumerate() {
+        for unit in [0usize, 5, 17] {
+            let hits = query::top(&store, layer, unit, 9).unwrap();
+            assert_eq!(hits.len(), files.len(), "one entry per image");
+            let mut want: Vec<(f32, &str)> = naive
+                .iter()
+                .map(|(p, l)| (l[li][unit].0, p.as_str()))
+                .collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0));
+            for (h, (v, _)) in hits.iter().zip(&want) {
+                assert!(
+                    (h.value - v).abs() <= 1e-4 * v.abs().max(1.0),
+                    "{layer}/{unit}: {} vs {v}",
+                    h.value
+                );
+                let (_, layers) = naive.iter().find(|(p, _)| *p == h.path).unwrap();
+                let (nv, ny, nx) = layers[li][unit];
+                assert!((h.value - nv).abs() <= 1e-4 * nv.abs().max(1.0));
+                // Position: equal unless the map has (near-)ties at the max.
+                if (h.y, h.x) != (ny, nx) {
+                    assert!(
+                        (h.value - nv).abs() < 1e-3,
+                        "{layer}/{unit} {}: position",
+                        h.path
+                    );
+                }
+                assert!(h.abs_path.is_file());
+            }
+        }
+    }
+
+    // Stem unit (y, x): field 3x3, jump 2, offset 0 -> input [2x, 2y, 2x+3, 2y+3],
+    // then through the centre crop: orig = crop0 + v * side / 224.
+    for h in query::top(&store, "stem", 3, 3).unwrap() {
+        let t = &h.transform;
+        let s = t.crop[2] / 224.0;
+        let x0 = t.crop[0] + (2 * h.x) as f64 * s;
+        let y0 = t.crop[1] + (2 * h.y) as f64 * s;
+        let x1 = t.crop[0] + (2 * h.x + 3) as f64 * s;
+        let y1 = t.crop[1] + (2 * h.y + 3) as f64 * s;
+        let want = [
+            x0.floor().max(0.0) as u32,
+            y0.floor().max(0.0) as u32,
+            (x1.ceil() as u32).min(t.orig_w),
+            (y1.ceil() as u32).min(t.orig_h),
+        ];
+        assert_eq!(h.box_orig, want, "{}", h.path);
+    }
+
+    // The CLI's JSON shape.
+    let out = neurodex()
+        .args(["top", "--db"])
+        .arg(&db)
+        .args(["--layer", "head", "--unit", "11", "-k", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["layer"], "head");
+    assert_eq!(v["unit"], 11);
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for im in images {
+        assert!(im["path"].as_str().unwrap().ends_with(".jpg"));
+        assert!(im["value"].is_number() && im["y"].is_number() && im["x"].is_number());
+        assert_eq!(im["box"].as_array().unwrap().len(), 4);
+    }
+    assert!(images[0]["value"].as_f64() >= images[1]["value"].as_f64());
+}
+
+/// A minimal BMP header claiming `w` x `h` 24-bit pixels, with no pixel data.
+fn bmp_header(w: u32, h: u32) -> Vec<u8> {
+    let row = (w * 3).div_ceil(4) * 4;
+    let size = 54 + row as u64 * h as u64;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&(size.min(u32::MAX as u64) as u32).to_le_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 24]);
+    b
+}
+
+#[test]
+fn bad_inputs_are_recorded_with_a_reason_and_do_not_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("in");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let good = demo_images(2);
+    copy_into(&root, &good);
+    std::fs::write(root.join("empty.jpg"), b"").unwrap();
+    std::fs::write(root.join("text.jpg"), b"this is not a picture\n").unwrap();
+    std::fs::write(
+        root.join("notes.txt"),
+        b"ignored: not named like an image\n",
+    )
+    .unwrap();
+    // A real PNG, cut in half.
+    let noise = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8])
+    });
+    let png = root.join("whole.png");
+    noise.save(&png).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    std::fs::write(root.join("truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let mut corrupt = bytes.clone();
+    for b in &mut corrupt[40..] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(root.join("corrupt.png"), &corrupt).unwrap();
+    // 12000 x 12000 = 144 MP, over the 100 MP default: refused from the header (54 bytes).
+    std::fs::write(root.join("huge.bmp"), bmp_header(12000, 12000)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::os::unix::fs::symlink("..", root.join("sub/loop")).unwrap();
+        std::os::unix::fs::symlink("nowhere.jpg", root.join("dangling.jpg")).unwrap();
+        // A good image under a name that is not UTF-8.
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.jpg");
+        std::fs::copy(&good[0], root.join(name)).unwrap();
+    }
+    let db = dir.path().join("bad.db");
+    let (code, err) = index(&root, &db, &["--batch", "2"]);
+    assert_eq!(code, 1, "some inputs failed: {err}");
+    assert!(err.contains("failed:"), "{err}");
+
+    let store = Store::open_readonly(&db).unwrap();
+    let rows: BTreeMap<String, (String, Option<String>, Option<String>)> = store
+        .conn()
+        .prepare("SELECT path, status, error_kind, error FROM image")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let kind = |p: &str| -> (String, Option<String>) {
+        let (s, k, e) = rows
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} not recorded: {rows:?}"));
+        assert!(
+            s == "ok" || e.as_deref().is_some_and(|e| !e.is_empty()),
+            "{p}: no reason"
+        );
+        (s.clone(), k.clone())
+    };
+    let failed = |k: &str| ("failed".to_string(), Some(k.to_string()));
+    assert_eq!(kind("empty.jpg"), failed("empty"));
+    assert_eq!(kind("text.jpg"), failed("not_image"));
+    assert_eq!(kind("truncated.png"), failed("decode"));
+    assert_eq!(kind("corrupt.png"), failed("decode"));
+    assert_eq!(kind("huge.bmp"), failed("too_large"));
+    assert_eq!(kind("whole.png").0, "ok");
+    for g in &good {
+        assert_eq!(kind(&g.file_name().unwrap().to_string_lossy()).0, "ok");
+    }
+    assert!(!rows.contains_key("notes.txt"));
+    #[cfg(unix)]
+    {
+        assert_eq!(kind("sub/loop"), failed("walk"));
+        assert_eq!(kind("dangling.jpg"), failed("walk"));
+        assert_eq!(kind("caf\u{fffd}.jpg").0, "ok");
+        let hit = query::top(&store, "stem", 0, 100)
+            .unwrap()
+            .into_iter()
+            .find(|h| h.path == "caf\u{fffd}.jpg")
+            .expect("non-UTF-8 name indexed");
+        assert!(hit.abs_path.is_file(), "the exact name is kept");
+    }
+
+    // `stats` lists the failures; a rerun retries nothing and still reports them.
+    let o = query::overview(&store, 100).unwrap();
+    assert_eq!(o.images_failed as usize, o.failures.len());
+    let (code, err) = index(&root, &db, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("indexed 0 images"), "{err}");
+}
+
+#[test]
+fn reruns_index_only_new_and_changed_files_and_mark_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("in");
+    std::fs::create_dir(&root).unwrap();
+    let files = demo_images(6);
+    copy_into(&root, &files[..4]);
+    let db = dir.path().join("r.db");
+    let args = ["--batch", "3", "--layers", "stem,blocks.7"];
+    assert_eq!(index(&root, &db, &args).0, 0);
+
+    let (code, err) = index(&root, &db, &[]);
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("indexed 0 images") && err.contains("4 unchanged"),
+        "{err}"
+    );
+
+    // New time, same bytes: the hash says unchanged.
+    let f0 = root.join(files[0].file_name().unwrap());
+    let t = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&f0)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let (_, err) = index(&root, &db, &[]);
+    assert!(
+        err.contains("indexed 0 images") && err.contains("4 unchanged"),
+        "{err}"
+    );
+
+    // Replace one file's content, delete another, add a new one.
+    let f1 = root.join(files[1].file_name().unwrap());
+    std::fs::copy(&files[5], &f1).unwrap();
+    std::fs::remove_file(root.join(files[2].file_name().unwrap())).unwrap();
+    copy_into(&root, &files[4..5]);
+    let (code, err) = index(&root, &db, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("indexed 2 images") && err.contains("1 changed") && err.contains("1 removed"),
+        "{err}"
+    );
+    let s = snapshot(&db);
+    let removed = files[2].file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(s.images[&removed], "removed");
+
+    // The result equals indexing the directory as it is now from scratch.
+    let fresh = dir.path().join("fresh.db");
+    assert_eq!(index(&root, &fresh, &args).0, 0);
+    let f = snapshot(&fresh);
+    assert_eq!(s.top, f.top);
+    assert_eq!(s.stats, f.stats);
+
+    // A database made for other layers or another directory is refused.
+    let (code, err) = index(&root, &db, &["--layers", "head"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("layers"), "{err}");
+    let (code, err) = index(dir.path(), &db, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("directory"), "{err}");
+}
+
+/// `kill -9` twice during a run, then a rerun: the index equals an uninterrupted
+/// run's, unit by unit, to the bit.
+#[test]
+fn a_killed_run_resumes_to_the_same_index_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("in");
+    std::fs::create_dir(&root).unwrap();
+    let files = demo_images(24);
+    copy_into(&root, &files);
+    let args = ["--batch", "2", "--quiet"];
+
+    let whole = dir.path().join("whole.db");
+    assert_eq!(index(&root, &whole, &args).0, 0);
+    let want = snapshot(&whole);
+    assert_eq!(want.images.len(), files.len());
+
+    let db = dir.path().join("killed.db");
+    for stop_at in [2, 10] {
+        let mut child = neurodex()
+            .arg("index")
+            .arg(&root)
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Read (WAL) while it writes; kill as soon as enough batches are in.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while count_ok(&db) < stop_at {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before the kill"
+            );
+            assert!(Instant::now() < deadline, "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let done = count_ok(&db);
+        assert!(
+            done < files.len() as i64,
+            "the run was not interrupted ({done} indexed)"
+        );
+    }
+    let (code, err) = index(&root, &db, &args);
+    assert_eq!(code, 0, "{err}");
+    let got = snapshot(&db);
+    assert_eq!(got.images, want.images);
+    assert_eq!(got.top, want.top);
+    assert_eq!(got.stats, want.stats);
+    let o = query::overview(&Store::open_readonly(&db).unwrap(), 0).unwrap();
+    assert_eq!((o.sessions, o.sessions_unfinished), (3, 2));
+}
