@@ -80,6 +80,17 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[0]
 }
 
+/// Adds a node's time and work to its kind's total.
+fn tally(by_kind: &mut Vec<(String, f64, f64)>, kind: &str, t: f64, flops: f64) {
+    match by_kind.iter_mut().find(|k| k.0 == kind) {
+        Some(k) => {
+            k.1 += t;
+            k.2 += flops;
+        }
+        None => by_kind.push((kind.to_string(), t, flops)),
+    }
+}
+
 fn main() {
     let args = parse_args();
     let n = args.batch;
@@ -139,13 +150,7 @@ fn main() {
                     });
                     conv_s += t;
                     flops += f;
-                    match by_kind.iter_mut().find(|k| k.0 == kind) {
-                        Some(k) => {
-                            k.1 += t;
-                            k.2 += f;
-                        }
-                        None => by_kind.push((kind.clone(), t, f)),
-                    }
+                    tally(&mut by_kind, &kind, t, f);
                     if args.layers {
                         println!(
                             "  {:<24} {:<16} {:>7.2} {:>7.1}  {} s{}",
@@ -164,26 +169,32 @@ fn main() {
                     pad,
                     ceil_mode,
                 } => {
-                    other_s += time(args.reps, || {
+                    let t = time(args.reps, || {
                         std::hint::black_box(kernels::max_pool2d(
                             &x, n, c, h, w, *kernel, *stride, *pad, *ceil_mode,
                         ));
-                    })
+                    });
+                    other_s += t;
+                    tally(&mut by_kind, "max_pool", t, 0.0);
                 }
                 Op::AdaptiveAvgPool { out } => {
-                    other_s += time(args.reps, || {
+                    let t = time(args.reps, || {
                         std::hint::black_box(kernels::adaptive_avg_pool2d(
                             &x, n, c, h, w, out.0, out.1,
                         ));
-                    })
+                    });
+                    other_s += t;
+                    tally(&mut by_kind, "avg_pool", t, 0.0);
                 }
                 Op::Add { act } => {
                     let y = random(x.len(), 3);
                     let mut acc = x.clone();
-                    other_s += time(args.reps, || {
+                    let t = time(args.reps, || {
                         kernels::add_act(&mut acc, &y, *act);
                         std::hint::black_box(&acc);
-                    })
+                    });
+                    other_s += t;
+                    tally(&mut by_kind, "add", t, 0.0);
                 }
                 Op::Linear {
                     in_f, out_f, act, ..
@@ -195,6 +206,7 @@ fn main() {
                     });
                     other_s += t;
                     flops += 2.0 * (n * in_f * out_f) as f64;
+                    tally(&mut by_kind, "linear", t, 2.0 * (n * in_f * out_f) as f64);
                 }
                 Op::Input | Op::Flatten => {}
             }
