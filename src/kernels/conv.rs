@@ -316,8 +316,10 @@ impl Conv2d {
 /// im2col tile (`k` rows, 0 when there is none) and the output tile (`m` rows) stay
 /// in L2 for the epilogue.
 fn tile_cols(k: usize, m: usize, p: usize) -> usize {
-    const TILE_FLOATS: usize = 96 * 1024;
-    let t = (TILE_FLOATS / (k + m).max(1)).max(128) / 16 * 16;
+    const TILE_FLOATS: usize = 192 * 1024;
+    // A multiple of 64 rows of the (transposed) GEMM: the AVX-512 micro-kernel's
+    // height, so no tile ends in a slow narrow remainder.
+    let t = (TILE_FLOATS / (k + m).max(1)).max(128) / 64 * 64;
     t.min(p)
 }
 
