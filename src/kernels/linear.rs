@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use super::{add_act, apply_act, Act};
+use super::{add_act_chunk, apply_act, Act};
 
 /// `y = act(x W^T + b)` with `W` stored `[out, in]` as in torch.
 #[derive(Clone, Debug)]
@@ -117,7 +117,7 @@ impl Linear {
         match &self.bias {
             Some(b) => out
                 .chunks_mut(self.out_f)
-                .for_each(|row| add_act(row, b, self.act)),
+                .for_each(|row| add_act_chunk(row, b, self.act)),
             None => apply_act(&mut out, self.act),
         }
         out

@@ -17,30 +17,38 @@ mod simd;
 mod tests;
 
 pub use crate::arch::spec::{Act, Pad};
+
 pub use conv::{Conv2d, ConvGeom};
 pub use linear::Linear;
 pub use peaks::channel_peaks;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
+use rayon::prelude::*;
 
-simd::multiversion! {
-    /// Applies `act` to every element in place.
-    pub fn apply_act(x: &mut [f32], act: Act) {
-        let _ = FMA;
-        if act != Act::None {
-            let (lo, hi) = act_bounds(act);
-            x.iter_mut().for_each(|v| *v = clamp(*v, lo, hi));
-        }
+/// Elements per parallel task in the elementwise passes.
+const ELEMENTWISE_CHUNK: usize = 64 * 1024;
+
+/// Applies `act` to every element in place.
+pub fn apply_act(x: &mut [f32], act: Act) {
+    if act != Act::None {
+        x.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .for_each(|c| bias_act(c, 0.0, act));
     }
 }
 
+/// Residual connection: `acc += other`, then `act`, in one pass.
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn add_act(acc: &mut [f32], other: &[f32], act: Act) {
+    assert_eq!(acc.len(), other.len(), "add_act: operands differ in length");
+    acc.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(other.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(a, b)| add_act_chunk(a, b, act));
+}
+
 simd::multiversion! {
-    /// Residual connection: `acc += other`, then `act`, in one pass.
-    ///
-    /// # Panics
-    /// If the slices differ in length.
-    pub fn add_act(acc: &mut [f32], other: &[f32], act: Act) {
+    pub(crate) fn add_act_chunk(acc: &mut [f32], other: &[f32], act: Act) {
         let _ = FMA;
-        assert_eq!(acc.len(), other.len(), "add_act: operands differ in length");
         let (lo, hi) = act_bounds(act);
         acc.iter_mut().zip(other).for_each(|(a, b)| *a = clamp(*a + b, lo, hi));
     }

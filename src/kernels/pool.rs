@@ -44,7 +44,9 @@ pub fn max_pool2d(
     };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
-        .for_each_init(Vec::new, |row, (o, xp)| max_plane(xp, &geo, o, row));
+        .for_each_init(Default::default, |scratch, (o, xp)| {
+            max_plane(xp, &geo, o, scratch)
+        });
     (out, oh, ow)
 }
 
@@ -71,12 +73,19 @@ fn max_nan(m: f32, v: f32) -> f32 {
 multiversion! {
     /// One plane, separably: the max over the window's rows, a whole row at a time
     /// (vectorised), then over the window's columns.
-    fn max_plane(x: &[f32], g: &PoolGeom, out: &mut [f32], row: &mut Vec<f32>) {
+    fn max_plane(x: &[f32], g: &PoolGeom, out: &mut [f32], scratch: &mut (Vec<f32>, Vec<f32>)) {
         let _ = FMA;
+        let (row, split) = scratch;
         let (kh, kw) = g.kernel;
         let (sy, sx) = g.stride;
-        let w = g.w;
-        row.resize(w, 0.0);
+        let (w, pl) = (g.w, g.pad.left);
+        // The row of column maxima with -inf padding on both sides, so that every
+        // output's window is a plain in-bounds run.
+        // Slots per phase that the windows read.
+        let span = g.ow + (kw - 1) / sx;
+        row.clear();
+        row.resize((pl + w).max(span * sx) + kw, f32::NEG_INFINITY);
+        split.resize(span * sx, 0.0);
         for oy in 0..g.oh {
             // Window rows clipped to the input: [y0, y1).
             let top = (oy * sy) as isize - g.pad.top as isize;
@@ -87,18 +96,49 @@ multiversion! {
                 orow.fill(f32::NEG_INFINITY);
                 continue;
             }
-            row.copy_from_slice(&x[y0 * w..][..w]);
+            let mid = &mut row[pl..pl + w];
+            mid.copy_from_slice(&x[y0 * w..][..w]);
             for y in y0 + 1..y1 {
-                for (m, &v) in row.iter_mut().zip(&x[y * w..][..w]) {
+                for (m, &v) in mid.iter_mut().zip(&x[y * w..][..w]) {
                     *m = max_nan(*m, v);
                 }
             }
-            for (ox, o) in orow.iter_mut().enumerate() {
-                let left = (ox * sx) as isize - g.pad.left as isize;
-                let x0 = left.max(0) as usize;
-                let x1 = ((left + kw as isize).max(0) as usize).min(w);
-                *o = row[x0..x1.max(x0)].iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v));
+            // Columns: split the row by phase modulo the stride, so that window
+            // column kx of every output is one contiguous run, then take running maxima.
+            let phases: &[f32] = if sx == 1 {
+                row
+            } else {
+                split_phases(row, sx, span, split);
+                split
+            };
+            for kx in 0..kw {
+                let src = &phases[(kx % sx) * span + kx / sx..][..g.ow];
+                if kx == 0 {
+                    orow.copy_from_slice(src);
+                } else {
+                    for (o, &v) in orow.iter_mut().zip(src) {
+                        *o = max_nan(*o, v);
+                    }
+                }
             }
+        }
+    }
+}
+
+/// `split[q * span + j] = row[j * sx + q]` for every phase q < sx and slot j < span.
+#[inline(always)]
+fn split_phases(row: &[f32], sx: usize, span: usize, split: &mut [f32]) {
+    if sx == 2 {
+        let (even, odd) = split.split_at_mut(span);
+        for ((e, o), pair) in even.iter_mut().zip(odd).zip(row.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        return;
+    }
+    for (q, dst) in split.chunks_exact_mut(span).enumerate() {
+        for (d, s) in dst.iter_mut().zip(row[q..].iter().step_by(sx)) {
+            *d = *s;
         }
     }
 }
