@@ -1,0 +1,141 @@
+//! Architectures as data: every layer states its kind, kernel, stride, padding,
+//! dilation, groups, channels and activation. The forward pass (`model`) and the
+//! receptive-field computation (`receptive`) both read only this description.
+
+use serde::Serialize;
+
+/// Activation applied after a layer (fused into it at run time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+}
+
+/// Padding per side, in input pixels. TF "SAME" padding is asymmetric
+/// (e.g. stride-2 k3 pads 0 on top/left and 1 on bottom/right).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pad {
+    pub top: usize,
+    pub left: usize,
+    pub bottom: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    pub const fn same(p: usize) -> Pad {
+        Pad {
+            top: p,
+            left: p,
+            bottom: p,
+            right: p,
+        }
+    }
+    /// (before, after) on both axes.
+    pub const fn asym(before: usize, after: usize) -> Pad {
+        Pad {
+            top: before,
+            left: before,
+            bottom: after,
+            right: after,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Op {
+    /// The network input, always node 0.
+    Input,
+    /// 2-D convolution. `weight` is the tensor-name prefix (`<weight>.weight`,
+    /// `<weight>.bias` when `bias`); `bn` the prefix of a following BatchNorm
+    /// (`.weight .bias .running_mean .running_var`), folded in at load time.
+    Conv {
+        weight: String,
+        bn: Option<String>,
+        bn_eps: f32,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: Pad,
+        dilation: (usize, usize),
+        groups: usize,
+        bias: bool,
+        act: Act,
+    },
+    /// Max pooling; padded cells never win (they count as -inf).
+    MaxPool {
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: Pad,
+        ceil_mode: bool,
+    },
+    /// torch-style adaptive average pooling to a fixed output size ((1,1) = global).
+    AdaptiveAvgPool { out: (usize, usize) },
+    /// Elementwise sum of the inputs (residual connection), then `act`.
+    Add { act: Act },
+    /// [N,C,H,W] -> [N, C*H*W].
+    Flatten,
+    /// Fully connected layer: `<weight>.weight` [out,in], `<weight>.bias` [out].
+    Linear {
+        weight: String,
+        in_f: usize,
+        out_f: usize,
+        act: Act,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Node {
+    /// Stable name users type (`blocks.4`, `features.10`, `layer3.1`).
+    pub name: String,
+    /// Other accepted names (`conv5` for AlexNet's `features.10`).
+    pub aliases: Vec<String>,
+    pub op: Op,
+    /// Indices of earlier nodes this one reads.
+    pub inputs: Vec<usize>,
+    /// Whether users may ask for this node's output.
+    pub tap: bool,
+}
+
+/// How an image becomes the network input.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recipe {
+    /// Network input side (square).
+    pub size: u32,
+    /// Centre crop: this fraction of the short side is kept, then resized to `size`.
+    pub crop_fraction: f64,
+    pub filter: Filter,
+    /// x = (pixel/255 - mean[c]) / std[c] with pixel in 0..=255 scaled as below.
+    pub norm: Norm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    Bicubic,
+    Bilinear,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Norm {
+    /// x = (pixel - sub) / div, pixel in 0..=255 (EfficientNet-Lite: 127, 128).
+    Affine { sub: f32, div: f32 },
+    /// x = (pixel/255 - mean) / std (torchvision ImageNet models).
+    MeanStd { mean: [f32; 3], std: [f32; 3] },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Arch {
+    pub name: String,
+    pub description: String,
+    pub recipe: Recipe,
+    pub nodes: Vec<Node>,
+    /// Layers indexed when the user names none.
+    pub default_layers: Vec<String>,
+    /// Number of output classes of the final layer (ImageNet: 1000).
+    pub classes: usize,
+}

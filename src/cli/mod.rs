@@ -1,0 +1,77 @@
+//! The command line: one file per subcommand, each with its own `Args` and `run`.
+//!
+//! Exit codes: 0 success, 1 the work ran but some inputs failed (e.g. images that
+//! could not be decoded), 2 usage or fatal errors (bad model file, unreadable database).
+
+use std::process::ExitCode;
+
+pub mod filters;
+pub mod gallery;
+pub mod image;
+pub mod index;
+pub mod maps;
+pub mod stats;
+pub mod top;
+pub mod units;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "neurodex",
+    version,
+    about = "See what every unit of a convolutional network has learned",
+    long_about = "neurodex pushes an image collection through a pretrained CNN, records every \
+channel's peak activation and where it occurs, and shows which images excite each unit most, \
+cropped at the unit's receptive field."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Index the images under a directory: every unit's peak on every image
+    Index(index::Args),
+    /// The images that excite a unit most
+    Top(top::Args),
+    /// A layer's units by statistic
+    Units(units::Args),
+    /// The units an image excites most
+    Image(image::Args),
+    /// What an index holds and what failed
+    Stats(stats::Args),
+    /// Every channel of a layer on one image, as a picture
+    Maps(maps::Args),
+    /// A convolution layer's filters, as a picture
+    Filters(filters::Args),
+    /// A static HTML gallery of every indexed unit's top images
+    Gallery(gallery::Args),
+}
+
+/// Exit status for "ran, but some inputs failed".
+pub const EXIT_PARTIAL: u8 = 1;
+/// Exit status for usage and fatal errors.
+pub const EXIT_FATAL: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Index(a) => index::run(a),
+        Command::Top(a) => top::run(a),
+        Command::Units(a) => units::run(a),
+        Command::Image(a) => image::run(a),
+        Command::Stats(a) => stats::run(a),
+        Command::Maps(a) => maps::run(a),
+        Command::Filters(a) => filters::run(a),
+        Command::Gallery(a) => gallery::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! neurodex: index what every unit of a convolutional network responds to, and show it.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//! `crawl` (walk + decode) -> `preprocess` (invertible crop/resize) -> `model` (batched
+//! forward with named taps, over `kernels`) -> `peaks` (per-channel max and location) ->
+//! `store` (SQLite) -> `query` -> `render` / `gallery` / `serve`.
+//! Architectures are described as data in `arch`; `receptive` derives receptive fields
+//! from that description.
+
+pub mod arch;
+pub mod cli;
+pub mod crawl;
+pub mod error;
+pub mod import;
+pub mod index;
+pub mod kernels;
+pub mod model;
+pub mod peaks;
+pub mod preprocess;
+pub mod query;
+pub mod receptive;
+pub mod render;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,431 @@
+//! A network ready to run: an `Arch` whose layers are bound to weights (BatchNorm
+//! folded into the preceding conv at load time), executed layer by layer on the
+//! hand-written `kernels`. The forward pass returns only the taps asked for and stops
+//! at the deepest one; buffers are freed as soon as no later layer reads them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use crate::arch::{self, Act, Arch, Op};
+use crate::kernels::{self, Conv2d, ConvGeom, Linear};
+use crate::{Error, Result};
+
+/// The embedded default weights (EfficientNet-Lite0, imported by `scripts/fetch-model.sh`).
+static LITE0_WEIGHTS: &[u8] = include_bytes!("../models/efficientnet-lite0.safetensors");
+pub const DEFAULT_MODEL: &str = "efficientnet-lite0";
+
+static CLASSES: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+/// ImageNet-1k class name of index `class` (0..1000).
+pub fn imagenet_label(class: usize) -> &'static str {
+    let classes =
+        CLASSES.get_or_init(|| include_str!("arch/imagenet_classes.txt").lines().collect());
+    classes.get(class).copied().unwrap_or("?")
+}
+
+/// One layer's output for a batch, `[n, c, h, w]` row-major.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+impl Activation {
+    /// The `[c, h, w]` block of image `i`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let len = self.c * self.h * self.w;
+        &self.data[i * len..(i + 1) * len]
+    }
+}
+
+enum Layer {
+    Input,
+    Conv(Conv2d),
+    MaxPool {
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: arch::Pad,
+        ceil_mode: bool,
+    },
+    AdaptiveAvgPool(usize, usize),
+    Add(Act),
+    Flatten,
+    Linear(Linear),
+}
+
+pub struct Network {
+    pub arch: Arch,
+    layers: Vec<Layer>,
+    weights_id: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Network {
+    /// `--model NAME [--weights FILE]`: the file when given, else the embedded default
+    /// weights of that architecture (only efficientnet-lite0 ships with weights).
+    pub fn open(model: &str, weights: Option<&Path>) -> Result<Network> {
+        let arch = arch::by_name(model)?;
+        match weights {
+            Some(path) => Network::load(arch, path),
+            None if model == DEFAULT_MODEL => Network::embedded_default(),
+            None => Err(Error::Weights {
+                model: model.to_string(),
+                reason: "no weights are embedded for this architecture; pass --weights FILE \
+                         (a torchvision .pth or a safetensors file; `neurodex import` converts)"
+                    .into(),
+            }),
+        }
+    }
+
+    pub fn embedded_default() -> Result<Network> {
+        let tensors = candle_core::safetensors::load_buffer(LITE0_WEIGHTS, &Device::Cpu)?;
+        let mut net = Network::from_tensors(arch::by_name(DEFAULT_MODEL)?, &tensors)?;
+        net.weights_id = sha256_hex(LITE0_WEIGHTS);
+        Ok(net)
+    }
+
+    /// Loads a safetensors or PyTorch checkpoint (legacy or zip) for `arch`.
+    pub fn load(arch: Arch, path: &Path) -> Result<Network> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let tensors: HashMap<String, Tensor> =
+            match candle_core::safetensors::load_buffer(&bytes, &Device::Cpu) {
+                Ok(t) => t,
+                Err(_) => crate::import::read_checkpoint(path)?.into_iter().collect(),
+            };
+        let model = arch.name.clone();
+        let mut net = Network::from_tensors(arch, &tensors).map_err(|e| match e {
+            Error::Weights { reason, .. } => Error::Weights {
+                model: format!("{model} ({})", path.display()),
+                reason,
+            },
+            e => e,
+        })?;
+        net.weights_id = sha256_hex(&bytes);
+        Ok(net)
+    }
+
+    /// Binds `arch` to named tensors, checking every name and shape first.
+    pub fn from_tensors(arch: Arch, tensors: &HashMap<String, Tensor>) -> Result<Network> {
+        let bad = |reason: String| Error::Weights {
+            model: arch.name.clone(),
+            reason,
+        };
+        let mut missing = Vec::new();
+        for (name, shape) in arch.parameters() {
+            match tensors.get(&name) {
+                None => missing.push(name),
+                Some(t) if t.dims() != shape.as_slice() => {
+                    return Err(bad(format!(
+                        "tensor {name} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        shape
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if !missing.is_empty() {
+            let n = missing.len();
+            missing.truncate(5);
+            return Err(bad(format!(
+                "{n} expected tensors are missing, e.g. {} (is this the right architecture?)",
+                missing.join(", ")
+            )));
+        }
+        let get = |name: &str| -> Result<Vec<f32>> {
+            Ok(tensors[name]
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        let mut layers = Vec::with_capacity(arch.nodes.len());
+        for node in &arch.nodes {
+            layers.push(match &node.op {
+                Op::Input => Layer::Input,
+                Op::Conv {
+                    weight,
+                    bn,
+                    bn_eps,
+                    in_ch,
+                    out_ch,
+                    kernel,
+                    stride,
+                    pad,
+                    dilation,
+                    groups,
+                    bias,
+                    act,
+                } => {
+                    let mut w = get(&format!("{weight}.weight"))?;
+                    let mut b = if *bias {
+                        get(&format!("{weight}.bias"))?
+                    } else {
+                        vec![0.0; *out_ch]
+                    };
+                    if let Some(bn) = bn {
+                        fold_batch_norm(
+                            &mut w,
+                            &mut b,
+                            &get(&format!("{bn}.weight"))?,
+                            &get(&format!("{bn}.bias"))?,
+                            &get(&format!("{bn}.running_mean"))?,
+                            &get(&format!("{bn}.running_var"))?,
+                            *bn_eps,
+                        );
+                    }
+                    let geom = ConvGeom {
+                        in_ch: *in_ch,
+                        out_ch: *out_ch,
+                        kernel: *kernel,
+                        stride: *stride,
+                        pad: *pad,
+                        dilation: *dilation,
+                        groups: *groups,
+                    };
+                    let has_bias = *bias || bn.is_some();
+                    Layer::Conv(Conv2d::new(geom, w, has_bias.then_some(b), *act))
+                }
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    pad,
+                    ceil_mode,
+                } => Layer::MaxPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                    pad: *pad,
+                    ceil_mode: *ceil_mode,
+                },
+                Op::AdaptiveAvgPool { out } => Layer::AdaptiveAvgPool(out.0, out.1),
+                Op::Add { act } => Layer::Add(*act),
+                Op::Flatten => Layer::Flatten,
+                Op::Linear { weight, act, .. } => Layer::Linear(Linear::new(
+                    get(&format!("{weight}.weight"))?,
+                    Some(get(&format!("{weight}.bias"))?),
+                    *act,
+                )),
+            });
+        }
+        Ok(Network {
+            arch,
+            layers,
+            weights_id: String::new(),
+        })
+    }
+
+    /// sha256 of the weights file (or of the embedded weights).
+    pub fn weights_id(&self) -> &str {
+        &self.weights_id
+    }
+
+    /// Conv weights of node `i` after BatchNorm folding, `[out, in/groups, kh, kw]`,
+    /// with the geometry; `None` for other layers.
+    pub fn conv_weights(&self, i: usize) -> Option<(&ConvGeom, &[f32])> {
+        match self.layers.get(i)? {
+            Layer::Conv(c) => Some((c.geom(), c.weight())),
+            _ => None,
+        }
+    }
+
+    /// Forward on `n` images of the recipe's size, CHW each, concatenated.
+    pub fn forward_raw(&self, input: &[f32], n: usize, taps: &[usize]) -> Result<Vec<Activation>> {
+        let s = self.arch.recipe.size as usize;
+        self.forward_hw(input, n, s, s, taps)
+    }
+
+    /// Forward on `n` images of `h` x `w`; returns the outputs of nodes `taps`, in
+    /// that order, computing nothing past the deepest of them.
+    pub fn forward_hw(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> Result<Vec<Activation>> {
+        if input.len() != n * 3 * h * w {
+            return Err(Error::Shape(format!(
+                "input has {} numbers, expected {n} x 3 x {h} x {w}",
+                input.len()
+            )));
+        }
+        let Some(&last) = taps.iter().max() else {
+            return Ok(vec![]);
+        };
+        if last >= self.layers.len() {
+            return Err(Error::Shape(format!("no node {last}")));
+        }
+        let shapes = self.arch.shapes_for(h, w);
+        if let Some(i) = (0..=last).find(|&i| shapes[i].iter().any(|&d| d == 0)) {
+            return Err(Error::Shape(format!(
+                "a {h}x{w} input is too small for {}: layer {} would be empty",
+                self.arch.name, self.arch.nodes[i].name
+            )));
+        }
+        // How many more times each buffer will be read; requested taps count once each.
+        let mut uses = vec![0usize; last + 1];
+        for node in &self.arch.nodes[..=last] {
+            for &i in &node.inputs {
+                uses[i] += 1;
+            }
+        }
+        for &t in taps {
+            uses[t] += 1;
+        }
+        let mut bufs: Vec<Option<Vec<f32>>> = vec![None; last + 1];
+        bufs[0] = Some(input.to_vec());
+        for i in 1..=last {
+            let node = &self.arch.nodes[i];
+            let src = node.inputs[0];
+            let [c, ih, iw] = shapes[src];
+            let x = bufs[src].as_deref().expect("input computed");
+            let out = match &self.layers[i] {
+                Layer::Input => unreachable!("input is node 0"),
+                Layer::Conv(conv) => conv.forward(x, n, ih, iw),
+                Layer::MaxPool {
+                    kernel,
+                    stride,
+                    pad,
+                    ceil_mode,
+                } => kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
+                Layer::AdaptiveAvgPool(oh, ow) => {
+                    kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow)
+                }
+                Layer::Add(act) => {
+                    let mut acc = if uses[src] == 1 {
+                        bufs[src].take().unwrap()
+                    } else {
+                        x.to_vec()
+                    };
+                    for &other in &node.inputs[1..] {
+                        let y = bufs[other].as_deref().expect("input computed");
+                        if y.len() != acc.len() {
+                            return Err(Error::Shape(format!(
+                                "{}: summed shapes differ",
+                                node.name
+                            )));
+                        }
+                        kernels::add_act(&mut acc, y, Act::None);
+                    }
+                    kernels::apply_act(&mut acc, *act);
+                    acc
+                }
+                Layer::Flatten => {
+                    if uses[src] == 1 {
+                        bufs[src].take().unwrap()
+                    } else {
+                        x.to_vec()
+                    }
+                }
+                Layer::Linear(lin) => lin.forward(x, n),
+            };
+            debug_assert_eq!(
+                out.len(),
+                n * shapes[i].iter().product::<usize>(),
+                "{}",
+                node.name
+            );
+            for &j in &node.inputs {
+                uses[j] = uses[j].saturating_sub(1);
+                if uses[j] == 0 {
+                    bufs[j] = None;
+                }
+            }
+            bufs[i] = Some(out);
+        }
+        Ok(taps
+            .iter()
+            .map(|&t| {
+                let [c, h, w] = shapes[t];
+                uses[t] -= 1;
+                let data = if uses[t] == 0 {
+                    bufs[t].take()
+                } else {
+                    bufs[t].clone()
+                };
+                Activation {
+                    n,
+                    c,
+                    h,
+                    w,
+                    data: data.expect("tap computed"),
+                }
+            })
+            .collect())
+    }
+
+    /// The same through candle tensors: `input` [N, 3, H, W] f32 -> one [N, C, H, W]
+    /// tensor per named tap.
+    pub fn forward(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>> {
+        let (n, c, h, w) = input.dims4()?;
+        if c != 3 {
+            return Err(Error::Shape(format!("input has {c} channels, expected 3")));
+        }
+        let idx = taps
+            .iter()
+            .map(|t| self.arch.resolve(t))
+            .collect::<Result<Vec<_>>>()?;
+        let x = input
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        self.forward_hw(&x, n, h, w, &idx)?
+            .into_iter()
+            .map(|a| {
+                Ok(Tensor::from_vec(
+                    a.data,
+                    (a.n, a.c, a.h, a.w),
+                    &Device::Cpu,
+                )?)
+            })
+            .collect()
+    }
+
+    /// Class probabilities (softmax of the last layer) for `n` prepared images.
+    pub fn classify(&self, input: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+        let last = self.arch.nodes.len() - 1;
+        let logits = self.forward_raw(input, n, &[last])?.pop().expect("one tap");
+        Ok(logits.data.chunks(logits.c).map(softmax).collect())
+    }
+}
+
+/// Folds an inference-mode BatchNorm into the conv before it:
+/// y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta.
+fn fold_batch_norm(
+    w: &mut [f32],
+    b: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) {
+    let per_out = w.len() / b.len();
+    for o in 0..b.len() {
+        let scale = gamma[o] as f64 / (var[o] as f64 + eps as f64).sqrt();
+        for v in &mut w[o * per_out..(o + 1) * per_out] {
+            *v = (*v as f64 * scale) as f32;
+        }
+        b[o] = ((b[o] as f64 - mean[o] as f64) * scale + beta[o] as f64) as f32;
+    }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|&e| (e / sum) as f32).collect()
+}
