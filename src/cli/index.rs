@@ -95,6 +95,10 @@ fn print_summary(s: &Summary) {
         "indexed {} images in {:.1} s ({rate:.1} images/s); {} unchanged, {} changed, {} removed, {} non-image names ignored",
         s.indexed, s.seconds, s.unchanged, s.changed, s.removed, s.ignored
     );
+    eprintln!(
+        "time: forward {:.1} s, database writes {:.1} s, waiting for decoding {:.1} s",
+        s.forward_seconds, s.write_seconds, s.wait_seconds
+    );
     if s.failed > 0 {
         let mut kinds = s.failed_by_kind.clone();
         kinds.sort_by_key(|(k, _)| index::kind_order(k));
@@ -145,6 +149,7 @@ fn forward_only(args: &Args, limit: usize) -> anyhow::Result<ExitCode> {
         .take(limit)
         .collect();
     let max_pixels = (args.max_megapixels * 1e6) as u64;
+    let t = Instant::now();
     let inputs: Vec<Vec<f32>> = files
         .par_iter()
         .filter_map(|(p, size)| {
@@ -153,6 +158,12 @@ fn forward_only(args: &Args, limit: usize) -> anyhow::Result<ExitCode> {
                 .map(|l| l.input)
         })
         .collect();
+    println!(
+        "decode+prepare alone: {} images in {:.2} s = {:.2} images/s",
+        inputs.len(),
+        t.elapsed().as_secs_f64(),
+        inputs.len() as f64 / t.elapsed().as_secs_f64()
+    );
     let batch = args.batch.max(1);
     let start = Instant::now();
     for chunk in inputs.chunks(batch) {

@@ -5,11 +5,15 @@
 
 use std::process::ExitCode;
 
+pub mod classify;
 pub mod filters;
 pub mod gallery;
 pub mod image;
+pub mod import;
 pub mod index;
+pub mod layers;
 pub mod maps;
+pub mod models;
 pub mod stats;
 pub mod top;
 pub mod units;
@@ -32,6 +36,14 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// The built-in architectures
+    Models(models::Args),
+    /// A model's layers: output shape and receptive field
+    Layers(layers::Args),
+    /// Top ImageNet classes for images
+    Classify(classify::Args),
+    /// Convert a PyTorch checkpoint to safetensors
+    Import(import::Args),
     /// Index the images under a directory: every unit's peak on every image
     Index(index::Args),
     /// The images that excite a unit most
@@ -58,6 +70,10 @@ pub const EXIT_FATAL: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Models(a) => models::run(a),
+        Command::Layers(a) => layers::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Import(a) => import::run(a),
         Command::Index(a) => index::run(a),
         Command::Top(a) => top::run(a),
         Command::Units(a) => units::run(a),

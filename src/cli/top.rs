@@ -22,6 +22,8 @@ pub struct Args {
     /// One JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub grid: crate::render::top::GridArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -64,5 +66,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    crate::render::top::write_top_grid(&store, &args.layer, args.unit, &hits, &args.grid)
 }

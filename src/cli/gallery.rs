@@ -1,0 +1,70 @@
+//! `neurodex gallery --db F -o DIR`: a static HTML gallery of an index.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::gallery::{self, Options};
+use crate::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Index database
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Output directory (created; files of an earlier gallery there are overwritten)
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Top images per unit
+    #[arg(short, default_value_t = 9)]
+    pub k: usize,
+    /// Tile side in pixels
+    #[arg(long, default_value_t = 112)]
+    pub tile: u32,
+    /// Only these layers, comma-separated (default: every indexed layer)
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// No activation heat maps (skips re-running the top images through the network)
+    #[arg(long)]
+    pub no_heat: bool,
+    /// Weights, when the index was built with a weights file
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// No summary on stderr
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let store = Store::open_readonly(&args.db)?;
+    let opts = Options {
+        out: args.output.clone(),
+        k: args.k,
+        tile: args.tile.clamp(32, 512),
+        heat: !args.no_heat,
+        weights: args.weights.clone(),
+        layers: args.layers.clone(),
+    };
+    let s = gallery::build(&store, &opts)?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !args.quiet {
+        eprintln!(
+            "wrote {}/index.html: {} layers, {} units, {} pages, {} tiles from {} images in {:.1} s",
+            args.output.display(),
+            s.layers,
+            s.units,
+            s.pages,
+            s.tiles,
+            s.images,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if s.missing_images > 0 {
+        ExitCode::from(crate::cli::EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
