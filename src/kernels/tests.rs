@@ -493,7 +493,15 @@ fn adaptive_avg_pool_matches_reference_down_and_up() {
 #[test]
 fn linear_matches_reference() {
     let mut rng = Rng(11);
-    for (n, inf, outf) in [(1, 1, 1), (1, 1280, 1000), (3, 17, 5), (16, 64, 33)] {
+    // Batches up to 4 take the streaming kernel, larger ones GEMM.
+    for (n, inf, outf) in [
+        (1, 1, 1),
+        (1, 1280, 1000),
+        (3, 17, 5),
+        (16, 64, 33),
+        (7, 100, 70),
+        (70, 20, 9),
+    ] {
         for act in [Act::None, Act::Relu, Act::Relu6] {
             let wt: Vec<f32> = rng.vec(outf * inf).iter().map(|v| v * 4.0).collect();
             let b = rng.vec(outf);
@@ -715,6 +723,15 @@ fn every_instruction_set_variant_matches_the_reference() {
             let plane = &x[p * 100..(p + 1) * 100];
             let best = plane.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!((v[p], plane[i[p] as usize]), (best, best), "{isa:?}");
+        }
+        let lin = Linear::with_shape(x[..5 * 21].to_vec(), None, Act::None, 21, 5);
+        let y = lin.forward(&x[..3 * 21], 3);
+        for (i, &v) in y.iter().enumerate() {
+            let (b, o) = (i / 5, i % 5);
+            let want: f64 = (0..21)
+                .map(|k| x[b * 21 + k] as f64 * x[o * 21 + k] as f64)
+                .sum();
+            assert!((v as f64 - want).abs() < 1e-3, "{isa:?} linear {i}");
         }
         let (y, _, _) = max_pool2d(&x, 1, 3, 10, 10, (3, 3), (2, 2), Pad::same(1), false);
         assert_eq!(y[0], plane_max(&x, 10, 0..2, 0..2), "{isa:?}");
