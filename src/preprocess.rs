@@ -112,8 +112,11 @@ pub fn open_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
 /// The network input for `img` per `recipe` (CHW f32, `3*size*size`) and its transform.
 pub fn prepare(img: &RgbImage, recipe: &Recipe) -> (Vec<f32>, Transform) {
     let (w, h) = img.dimensions();
+    // Whole pixels, rounded half to even, as the reference (PIL crop, Python round) does.
     let side = recipe.crop_fraction * w.min(h) as f64;
-    let crop = [(w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side];
+    let (x0, y0) = (((w as f64 - side) / 2.0).round_ties_even(), ((h as f64 - side) / 2.0).round_ties_even());
+    let side = side.round_ties_even().max(1.0);
+    let crop = [x0, y0, side, side];
     let size = recipe.size as usize;
     let pixels = resample(img, crop, size, recipe.filter);
     let mut out = vec![0f32; 3 * size * size];
@@ -278,8 +281,8 @@ mod tests {
         assert!(x[..plane].iter().all(|&v| v == 1.0));
         assert!(x[plane..2 * plane].iter().all(|&v| v == 0.0));
         assert!(x[2 * plane..].iter().all(|&v| v == -127.0 / 128.0));
-        // 87.5% of the short side (200) = 175, centred in 300 x 200.
-        assert_eq!(t.crop, [62.5, 12.5, 175.0, 175.0]);
+        // 87.5% of the short side (200) = 175, centred in 300 x 200 at (62.5, 12.5), rounded half to even.
+        assert_eq!(t.crop, [62.0, 12.0, 175.0, 175.0]);
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The embedded EfficientNet-Lite0 reproduces onnxruntime's activations.
+//!
+//! `fixtures/efficientnet_lite0_reference.safetensors` holds, for two photos, the exact
+//! preprocessed input and the outputs of several stages and the logits, computed with
+//! onnxruntime from the same checkpoint. Our forward must match every stage within 2e-4
+//! (max abs) and the logits within 1e-4.
+
+use candle_core::{Device, Tensor};
+use neurodex::model::Network;
+
+const STAGES: [&str; 9] = [
+    "stem",
+    "blocks.0",
+    "blocks.2",
+    "blocks.4",
+    "blocks.7",
+    "blocks.10",
+    "blocks.14",
+    "blocks.15",
+    "head",
+];
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn stages_and_logits_match_onnxruntime() {
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let net = Network::embedded_default().unwrap();
+    for photo in ["chelsea", "astronaut"] {
+        let input = &refs[&format!("{photo}.input")];
+        let mut taps: Vec<&str> = STAGES.to_vec();
+        taps.push("logits");
+        let outs = net.forward(input, &taps).unwrap();
+        for (name, out) in STAGES.iter().zip(&outs) {
+            let want = &refs[&format!("{photo}.{name}")];
+            let d = max_abs_diff(out, want);
+            assert!(d <= 2e-4, "{photo} {name}: max abs diff {d}");
+        }
+        let logits = outs.last().unwrap().reshape((1, 1000)).unwrap();
+        let d = max_abs_diff(&logits, &refs[&format!("{photo}.logits")]);
+        assert!(d <= 1e-4, "{photo} logits: max abs diff {d}");
+    }
+}
+
+#[test]
+fn batches_give_the_same_answer_as_single_images() {
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let net = Network::embedded_default().unwrap();
+    let batch = Tensor::cat(&[&refs["chelsea.input"], &refs["astronaut.input"]], 0).unwrap();
+    let both = net.forward(&batch, &["blocks.4", "logits"]).unwrap();
+    for (i, photo) in ["chelsea", "astronaut"].iter().enumerate() {
+        let want = &refs[&format!("{photo}.blocks.4")];
+        let d = max_abs_diff(&both[0].narrow(0, i, 1).unwrap(), want);
+        assert!(d <= 2e-4, "{photo} blocks.4 in a batch of 2: {d}");
+    }
+}
+
+#[test]
+fn forward_stops_at_the_deepest_tap_and_returns_taps_in_the_order_asked() {
+    let net = Network::embedded_default().unwrap();
+    let x = Tensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let outs = net.forward(&x, &["blocks.2", "stem"]).unwrap();
+    assert_eq!(outs[0].dims(), &[1, 24, 56, 56]);
+    assert_eq!(outs[1].dims(), &[1, 32, 112, 112]);
+    let err = net.forward(&x, &["blocks.99"]).unwrap_err().to_string();
+    assert!(err.contains("blocks.99"), "{err}");
+}
+
+/// Our decode + centre crop + bicubic + (x-127)/128 agrees with the reference input,
+/// made with PIL from the original PNGs; the demo copies are JPEGs, so allow their
+/// compression noise on average, and check that no pixel is off by more than a few levels.
+#[test]
+fn preprocessing_matches_the_reference_input() {
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let net = Network::embedded_default().unwrap();
+    for (photo, file) in [
+        ("chelsea", "animals__chelsea.jpg"),
+        ("astronaut", "people__astronaut.jpg"),
+    ] {
+        let img = neurodex::preprocess::open_image(
+            std::path::Path::new(&format!("datasets/demo/images/{file}")),
+            neurodex::preprocess::DEFAULT_MAX_PIXELS,
+        )
+        .unwrap();
+        let (x, t) = neurodex::preprocess::prepare(&img, &net.arch.recipe);
+        let want = refs[&format!("{photo}.input")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let diffs: Vec<f32> = x
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() * 128.0)
+            .collect();
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        let mut sorted = diffs.clone();
+        sorted.sort_by(f32::total_cmp);
+        let p99 = sorted[sorted.len() * 99 / 100];
+        eprintln!(
+            "{photo}: mean {mean:.3} levels, p99 {p99:.1}, crop {:?}",
+            t.crop
+        );
+        assert!(mean < 3.0, "{photo}: mean abs diff {mean} grey levels");
+        assert!(
+            p99 < 12.0,
+            "{photo}: 99th percentile diff {p99} grey levels"
+        );
+    }
+}
