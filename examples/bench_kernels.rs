@@ -80,6 +80,41 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[0]
 }
 
+/// GFLOP/s of one 1024 x 1024 x 1024 single-precision GEMM on all threads.
+fn gemm_speed(reps: usize) -> f64 {
+    let d = 1024;
+    let a = random(d * d, 1);
+    let b = random(d * d, 2);
+    let mut c = vec![0f32; d * d];
+    let t = time(reps, || {
+        // SAFETY: three d x d row-major matrices.
+        unsafe {
+            gemm::gemm(
+                d,
+                d,
+                d,
+                c.as_mut_ptr(),
+                1,
+                d as isize,
+                false,
+                a.as_ptr(),
+                1,
+                d as isize,
+                b.as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            )
+        }
+    });
+    2.0 * (d * d * d) as f64 / t / 1e9
+}
+
 /// Adds a node's time and work to its kind's total.
 fn tally(by_kind: &mut Vec<(String, f64, f64)>, kind: &str, t: f64, flops: f64) {
     match by_kind.iter_mut().find(|k| k.0 == kind) {
@@ -99,6 +134,8 @@ fn main() {
         rayon::current_num_threads(),
         args.reps
     );
+    // The machine may be shared: a plain GEMM's speed now is the yardstick.
+    println!("plain 1024^3 GEMM: {:.1} GFLOP/s", gemm_speed(args.reps));
     for name in &args.models {
         let arch = arch::by_name(name).expect("known model");
         let shapes = arch.output_shapes();
@@ -212,13 +249,16 @@ fn main() {
             }
         }
         let total = conv_s + other_s;
+        let yardstick = gemm_speed(args.reps);
         println!(
-            "\n{name} batch {n}: {:.1} ms ({:.1} img/s), conv {:.1} ms, other {:.1} ms, {:.1} GFLOP/s overall",
+            "\n{name} batch {n}: {:.1} ms ({:.1} img/s), conv {:.1} ms, other {:.1} ms, \
+             {:.1} GFLOP/s overall ({:.0}% of a plain GEMM's {yardstick:.0} GFLOP/s right after)",
             total * 1e3,
             n as f64 / total,
             conv_s * 1e3,
             other_s * 1e3,
-            flops / total / 1e9
+            flops / total / 1e9,
+            100.0 * flops / total / 1e9 / yardstick
         );
         for (kind, t, f) in &by_kind {
             println!(
