@@ -92,7 +92,7 @@ impl Conv2d {
     pub fn new(geom: ConvGeom, weight: Vec<f32>, bias: Option<Vec<f32>>, act: Act) -> Conv2d {
         let g = &geom;
         assert!(
-            g.groups > 0 && g.in_ch % g.groups == 0 && g.out_ch % g.groups == 0,
+            g.groups > 0 && g.in_ch.is_multiple_of(g.groups) && g.out_ch.is_multiple_of(g.groups),
             "conv: {} in / {} out channels not divisible into {} groups",
             g.in_ch,
             g.out_ch,

@@ -169,7 +169,11 @@ fn fill_phased(x: &[f32], l: &Layout, buf: &mut [f32]) {
                 // Input column 2m lands in phase pl % 2 at slot m + pl / 2, column 2m+1
                 // in the other phase at slot m + (pl + 1) / 2.
                 let pl = l.pad_left;
-                let (de, dd) = if pl % 2 == 0 { (d0, d1) } else { (d1, d0) };
+                let (de, dd) = if pl.is_multiple_of(2) {
+                    (d0, d1)
+                } else {
+                    (d1, d0)
+                };
                 let (se, so) = (pl / 2, pl.div_ceil(2));
                 de.fill(0.0);
                 dd.fill(0.0);
@@ -185,14 +189,14 @@ fn fill_phased(x: &[f32], l: &Layout, buf: &mut [f32]) {
                     *o = p[1];
                 }
                 // Columns past the full pairs (odd width, or clipped by len).
-                for ix in 2 * pairs..l.w {
+                for (ix, &v) in src.iter().enumerate().skip(2 * pairs) {
                     let (d, slot) = if ix % 2 == 0 {
                         (&mut *de, se + ix / 2)
                     } else {
                         (&mut *dd, so + ix / 2)
                     };
                     if slot < l.len {
-                        d[slot] = src[ix];
+                        d[slot] = v;
                     }
                 }
                 continue;
@@ -273,8 +277,8 @@ fn taps_block<const FMA: bool, const T: usize, const B: usize>(
             a[l] = madd::<FMA>(wk[t], s[l], a[l]);
         }
     }
-    for l in 0..B {
-        a[l] = clamp(a[l], lo, hi);
+    for v in a.iter_mut() {
+        *v = clamp(*v, lo, hi);
     }
     acc[b..b + B].copy_from_slice(&a);
 }

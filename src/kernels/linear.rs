@@ -30,7 +30,7 @@ impl Linear {
             .map(Vec::len)
             .expect("Linear::new needs the bias to know the shape; use with_shape");
         assert!(
-            out_f > 0 && weight.len() % out_f == 0,
+            out_f > 0 && weight.len().is_multiple_of(out_f),
             "linear: weight length not a multiple of the bias length"
         );
         let in_f = weight.len() / out_f;

@@ -1,5 +1,8 @@
 //! Every kernel against a plainly written f64 reference over many random shapes.
 
+// The references spell out every dimension on purpose.
+#![allow(clippy::too_many_arguments)]
+
 use super::*;
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
