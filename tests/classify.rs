@@ -90,3 +90,28 @@ fn an_architecture_without_weights_asks_for_them() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--weights"));
 }
+
+#[test]
+fn a_wrong_weights_file_is_a_clear_error() {
+    // A photo, then a real checkpoint of another shape (a tiny state dict from the import fixtures).
+    let tiny = std::fs::read_dir("tests/fixtures/import")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .expect("a safetensors fixture");
+    for (weights, expect) in [
+        (std::path::PathBuf::from("datasets/demo/images/objects__coffee.jpg"), "JPEG"),
+        (tiny.clone(), "missing"),
+    ] {
+        let out = neurodex()
+            .args(["classify", "--weights"])
+            .arg(&weights)
+            .arg("datasets/demo/images/objects__coffee.jpg")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", weights.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let name = weights.file_name().unwrap().to_string_lossy();
+        assert!(err.contains(&*name) && err.contains(expect), "{err}");
+    }
+}
