@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let title = format!("{name} - {} {}x{}x{}", args.layer, act.c, act.h, act.w);
+    let title = format!("{name} {} {}x{}x{}", args.layer, act.c, act.h, act.w);
     let sheet = maps::channel_grid(act.image(0), act.c, act.h, act.w, &title, args.unit);
     let out = match args.unit {
         None => sheet,

@@ -36,9 +36,9 @@ pub fn render_map(map: UnitMap, range: (f32, f32), cmap: Colormap, zoom: u32) ->
     })
 }
 
-/// Zoom that makes a `h` x `w` map about 28 pixels or more on its long side.
+/// Zoom that makes a `h` x `w` map about 48 pixels or more on its long side.
 fn zoom_for(h: usize, w: usize) -> u32 {
-    (28 / h.max(w).max(1) as u32).max(1)
+    (48 / h.max(w).max(1) as u32).max(1)
 }
 
 /// The grid of all `c` channels of a `[c, h, w]` output, gray on the layer's range.
@@ -71,7 +71,7 @@ pub fn channel_grid(
             t
         })
         .collect();
-    let title = format!("{title}  (shared scale {:.3} .. {:.3})", range.0, range.1);
+    let title = format!("{title}, scale {:.2}..{:.2}", range.0, range.1);
     grid::compose(Some(&title), &tiles, w as u32 * z, h as u32 * z)
 }
 
@@ -113,8 +113,8 @@ mod tests {
         let (h, w) = (2, 2);
         let data = [0.0, 1.0, 0.0, 0.0, 4.0, 0.0, 0.0, 2.0];
         let img = channel_grid(&data, 2, h, w, "t", None);
-        let z = zoom_for(h, w); // 14
-        let title = "t  (shared scale 0.000 .. 4.000)";
+        let z = zoom_for(h, w);
+        let title = "t, scale 0.00..4.00";
         let s = Sheet::new(2, 2 * z, 2 * z, Some(title), true);
         assert_eq!(img.dimensions(), (s.width, s.height));
         let px = |cell: usize, cy: u32, cx: u32| {
@@ -131,8 +131,9 @@ mod tests {
     fn the_chosen_unit_is_framed() {
         let data = vec![1.0f32; 4 * 7 * 7];
         let img = channel_grid(&data, 4, 7, 7, "t", Some(3));
-        let title = "t  (shared scale 1.000 .. 1.000)";
-        let s = Sheet::new(4, 28, 28, Some(title), true);
+        let title = "t, scale 1.00..1.00";
+        let z = 7 * zoom_for(7, 7);
+        let s = Sheet::new(4, z, z, Some(title), true);
         let (x, y) = s.cell_origin(3);
         assert_eq!(*img.get_pixel(x - 1, y + 5), HIGHLIGHT);
         let (x, y) = s.cell_origin(2);

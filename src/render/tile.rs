@@ -95,6 +95,77 @@ pub fn sample_region(img: &RgbImage, r: [f64; 4], out_w: u32, out_h: u32) -> Rgb
     out
 }
 
+/// An image with successively halved copies, so that shrinking a large region to a
+/// small tile reads a few pixels per output pixel instead of the whole region.
+pub struct Pyramid {
+    levels: Vec<RgbImage>,
+}
+
+impl Pyramid {
+    /// Halves (2x2 means) until the short side would drop below 64 pixels.
+    pub fn new(img: RgbImage) -> Pyramid {
+        let mut levels = vec![img];
+        loop {
+            let last = levels.last().unwrap();
+            let (w, h) = (last.width() / 2, last.height() / 2);
+            if w.min(h) < 64 {
+                break;
+            }
+            let half = RgbImage::from_fn(w, h, |x, y| {
+                let mut acc = [0u32; 3];
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let p = last.get_pixel(2 * x + dx, 2 * y + dy).0;
+                    for c in 0..3 {
+                        acc[c] += p[c] as u32;
+                    }
+                }
+                Rgb(acc.map(|a| ((a + 2) / 4) as u8))
+            });
+            levels.push(half);
+        }
+        Pyramid { levels }
+    }
+
+    pub fn original(&self) -> &RgbImage {
+        &self.levels[0]
+    }
+
+    /// `sample_region` on the original, read from the smallest level that still has
+    /// at least one pixel per output pixel.
+    pub fn sample(&self, r: [f64; 4], out_w: u32, out_h: u32) -> RgbImage {
+        let step = ((r[2] - r[0]) / out_w as f64).min((r[3] - r[1]) / out_h as f64);
+        let mut k = 0;
+        while k + 1 < self.levels.len() && (1u64 << (k + 1)) as f64 <= step {
+            k += 1;
+        }
+        let (l, o) = (&self.levels[k], &self.levels[0]);
+        let (sx, sy) = (
+            l.width() as f64 / o.width() as f64,
+            l.height() as f64 / o.height() as f64,
+        );
+        sample_region(
+            l,
+            [r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy],
+            out_w,
+            out_h,
+        )
+    }
+
+    /// `crop_padded` through the pyramid.
+    pub fn crop(&self, exact: [f64; 4], max_w: u32, max_h: u32) -> RgbImage {
+        let (w, h) = fit(exact[2] - exact[0], exact[3] - exact[1], max_w, max_h);
+        self.sample(exact, w, h)
+    }
+
+    /// `whole` through the pyramid.
+    pub fn whole(&self, max_w: u32, max_h: u32) -> (RgbImage, f64) {
+        let o = &self.levels[0];
+        let (iw, ih) = (o.width() as f64, o.height() as f64);
+        let (w, h) = fit(iw, ih, max_w, max_h);
+        (self.sample([0.0, 0.0, iw, ih], w, h), w as f64 / iw)
+    }
+}
+
 /// The receptive-field box `exact` ([x0, y0, x1, y1], original pixels, unclipped)
 /// scaled to fit `max_w` x `max_h`, keeping its aspect; the part of the field outside
 /// the image is padded with hatching, so the image content keeps its true position.
@@ -184,7 +255,20 @@ pub fn heat(
     max_w: u32,
     max_h: u32,
 ) -> RgbImage {
-    let (mut out, s) = whole(img, max_w, max_h);
+    let (out, s) = whole(img, max_w, max_h);
+    heat_on(out, s, t, field, map, range, cmap)
+}
+
+/// `heat` over `base`, the whole image already scaled by `s`.
+pub fn heat_on(
+    mut out: RgbImage,
+    s: f64,
+    t: &Transform,
+    field: &Field,
+    map: UnitMap,
+    range: (f32, f32),
+    cmap: Colormap,
+) -> RgbImage {
     let size = t.size as f64;
     let centre = |a: usize| field.offset[a] as f64 + field.size[a] as f64 / 2.0;
     let (cy, cx) = (centre(0), centre(1));
@@ -246,6 +330,25 @@ mod tests {
             if !outside {
                 // Enlarged 2x by repeating pixels: output (x, y) is source (x/2-10, y/2-20).
                 assert_eq!(p, img.get_pixel(x / 2 - 10, y / 2 - 20));
+            }
+        }
+    }
+
+    #[test]
+    fn pyramid_agrees_with_direct_sampling_on_smooth_images() {
+        let img = RgbImage::from_fn(1000, 600, |x, y| Rgb([(x / 4) as u8, (y / 3) as u8, 50]));
+        let p = Pyramid::new(img.clone());
+        for r in [[0.0, 0.0, 1000.0, 600.0], [-100.0, 300.0, 500.0, 900.0]] {
+            let a = sample_region(&img, r, 60, 60);
+            let b = p.sample(r, 60, 60);
+            for (pa, pb) in a.pixels().zip(b.pixels()) {
+                assert_eq!(is_padding(*pa), is_padding(*pb));
+                for c in 0..3 {
+                    assert!(
+                        (pa.0[c] as i32 - pb.0[c] as i32).abs() <= 2,
+                        "{pa:?} {pb:?}"
+                    );
+                }
             }
         }
     }

@@ -2,16 +2,19 @@
 //! image with the field outlined, or the whole image under the unit's activation map
 //! (recomputed by running the image through the network again).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
+use rayon::prelude::*;
 
 use super::colormap::Colormap;
 use super::grid::{self, Tile};
 use super::tile::{self, UnitMap};
 use crate::model::Network;
 use crate::preprocess::{self, Transform};
+use crate::query::{self, TopHit};
 use crate::receptive::Field;
+use crate::store::Store;
 use crate::Result;
 
 /// How each top image is shown.
@@ -148,6 +151,125 @@ pub fn recompute_maps(
         }
     }
     Ok(warnings)
+}
+
+/// Shots for `hits`, decoding the images in parallel; a file that cannot be read any
+/// more gives a shot without image and a warning.
+pub fn shots_from_hits(hits: &[TopHit], max_pixels: u64) -> (Vec<Shot>, Vec<String>) {
+    let loaded: Vec<(Shot, Option<String>)> = hits
+        .par_iter()
+        .map(|h| {
+            let (image, warn) = match preprocess::open_image(&h.abs_path, max_pixels) {
+                Ok(img) => (Some(img), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let shot = Shot {
+                path: h.abs_path.clone(),
+                image,
+                transform: h.transform.clone(),
+                value: h.value,
+                y: h.y,
+                x: h.x,
+                map: None,
+            };
+            (shot, warn)
+        })
+        .collect();
+    let warnings = loaded.iter().filter_map(|(_, w)| w.clone()).collect();
+    (loaded.into_iter().map(|(s, _)| s).collect(), warnings)
+}
+
+/// The network an index was built with: its model, with `weights` or the embedded
+/// ones; a warning when the weights differ from those indexed.
+pub fn index_network(store: &Store, weights: Option<&Path>) -> Result<(Network, Option<String>)> {
+    let run = store.run_info()?;
+    let net = Network::open(&run.model, weights)?;
+    let warn = (net.weights_id() != run.weights_id).then(|| {
+        format!(
+            "weights {} differ from the indexed ones ({}); heat maps may not match the index",
+            &net.weights_id()[..12.min(net.weights_id().len())],
+            &run.weights_id[..12.min(run.weights_id.len())]
+        )
+    });
+    Ok((net, warn))
+}
+
+/// `neurodex top ... -o FILE --mode M`: the sheet of a unit's `hits`, and warnings
+/// (missing images, recomputed peaks that disagree with the index).
+pub fn render_hits(
+    store: &Store,
+    layer: &str,
+    unit: usize,
+    hits: &[TopHit],
+    mode: Mode,
+    weights: Option<&Path>,
+    side: u32,
+) -> Result<(RgbImage, Vec<String>)> {
+    let l = query::layer(store, layer)?;
+    let run = store.run_info()?;
+    let (mut shots, mut warnings) = shots_from_hits(hits, run.max_pixels);
+    if mode == Mode::Heat {
+        let (net, warn) = index_network(store, weights)?;
+        warnings.extend(warn);
+        warnings.extend(recompute_maps(&net, l.node, unit, &mut shots)?);
+    }
+    let geo = LayerGeometry {
+        field: l.field,
+        map_hw: (l.height, l.width),
+    };
+    let mode_name = format!("{mode:?}").to_lowercase();
+    let title = format!("{} unit {unit} - top {} ({mode_name})", l.name, hits.len());
+    Ok((top_grid(&title, &shots, &geo, mode, side), warnings))
+}
+
+/// The `-o/--mode/--weights` options `neurodex top` takes to draw its grid.
+#[derive(clap::Args, Debug, Default)]
+pub struct GridArgs {
+    /// Also draw the top images as a grid, to this PNG file
+    #[arg(short = 'o', long = "output", value_name = "PNG")]
+    pub output: Option<PathBuf>,
+    /// How each image is drawn in the grid
+    #[arg(long, value_enum, default_value_t = Mode::Crop)]
+    pub mode: Mode,
+    /// Weights for --mode heat, when the index was built with a weights file
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Tile side in pixels
+    #[arg(long, default_value_t = 160)]
+    pub tile: u32,
+}
+
+/// Draws the grid when `-o` was given; warnings go to stderr. Exit status 1 when
+/// some images could not be drawn or disagree with the index.
+pub fn write_top_grid(
+    store: &Store,
+    layer: &str,
+    unit: usize,
+    hits: &[TopHit],
+    args: &GridArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let Some(out) = &args.output else {
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let (img, warnings) = render_hits(
+        store,
+        layer,
+        unit,
+        hits,
+        args.mode,
+        args.weights.as_deref(),
+        args.tile.clamp(16, 1024),
+    )?;
+    super::save_png(&img, out)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("wrote {} ({}x{})", out.display(), img.width(), img.height());
+    Ok(if warnings.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(crate::cli::EXIT_PARTIAL)
+    })
 }
 
 /// Equal within 1e-3 relative (absolute near 0).

@@ -1,0 +1,345 @@
+//! The static gallery and the picture-writing commands, end to end through the
+//! `neurodex` binary on a small synthetic collection: every page's links and images
+//! resolve, pictures decode with the expected layout, missing images degrade to a
+//! placeholder, and (when Chromium is present, always under CI) a real browser loads it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::{Rgb, RgbImage};
+
+const BIN: &str = env!("CARGO_BIN_EXE_neurodex");
+
+/// Small deterministic pictures: coloured rectangles and stripes on gradients.
+fn make_images(dir: &Path, n: u32) {
+    let mut seed = 12345u32;
+    let mut rnd = move |m: u32| {
+        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+        (seed >> 8) % m
+    };
+    for i in 0..n {
+        let (w, h) = (160 + rnd(120), 120 + rnd(100));
+        let (rx, ry, rw, rh) = (rnd(w / 2), rnd(h / 2), 20 + rnd(w / 2), 20 + rnd(h / 2));
+        let col = [rnd(256) as u8, rnd(256) as u8, rnd(256) as u8];
+        let stripes = 3 + rnd(10);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            if (rx..rx + rw).contains(&x) && (ry..ry + rh).contains(&y) {
+                Rgb(col)
+            } else if (x / stripes) % 2 == 0 && i % 2 == 0 {
+                Rgb([240, 240, 240])
+            } else {
+                Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90])
+            }
+        });
+        let ext = if i % 3 == 0 { "jpg" } else { "png" };
+        img.save(dir.join(format!("img{i:02}.{ext}"))).unwrap();
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().expect("run neurodex");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    images: PathBuf,
+    db: PathBuf,
+    root: PathBuf,
+}
+
+/// Indexes `n` synthetic images on two layers.
+fn fixture(n: u32) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("photos");
+    std::fs::create_dir(&images).unwrap();
+    make_images(&images, n);
+    let db = tmp.path().join("ix.db");
+    let (code, text) = run(&[
+        "index",
+        images.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--layers",
+        "stem,blocks.4",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    Fixture {
+        root: tmp.path().to_path_buf(),
+        _tmp: tmp,
+        images,
+        db,
+    }
+}
+
+/// Values of `attr="..."` in `html`.
+fn attrs<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
+    let key = format!("{attr}=\"");
+    html.match_indices(&key)
+        .map(|(i, _)| {
+            let rest = &html[i + key.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn html_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.unwrap();
+        if e.path().extension().is_some_and(|x| x == "html") {
+            out.push(e.path().to_path_buf());
+        }
+    }
+    out
+}
+
+/// Whether a picture has any variation (a blank tile is one flat colour).
+fn varied(img: &RgbImage) -> bool {
+    let first = img.get_pixel(0, 0);
+    img.pixels().any(|p| p != first)
+}
+
+fn build_gallery(f: &Fixture) -> (PathBuf, i32, String) {
+    let out = f.root.join("gallery");
+    let (code, text) = run(&[
+        "gallery",
+        "--db",
+        f.db.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    (out, code, text)
+}
+
+#[test]
+fn every_link_and_image_of_the_gallery_resolves() {
+    let f = fixture(7);
+    let (out, code, text) = build_gallery(&f);
+    assert_eq!(code, 0, "{text}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gallery.json")).unwrap()).unwrap();
+    let layers = index["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["name"], "stem");
+    // One index page, one page per layer, one per unit (stem 32 + blocks.4 40).
+    let pages = html_files(&out);
+    assert_eq!(pages.len(), 1 + 2 + 32 + 40);
+    let mut images = 0;
+    for page in &pages {
+        let html = std::fs::read_to_string(page).unwrap();
+        let dir = page.parent().unwrap();
+        for link in attrs(&html, "href").into_iter().chain(attrs(&html, "src")) {
+            assert!(!link.contains("://") && !link.starts_with('/'), "{link}");
+            let file = percent_decode(link.split('#').next().unwrap());
+            let target = dir.join(&file);
+            assert!(target.is_file(), "{}: broken link {link}", page.display());
+        }
+        for src in attrs(&html, "src") {
+            let img = image::open(dir.join(percent_decode(src)))
+                .unwrap()
+                .to_rgb8();
+            assert!(img.width() > 0 && img.height() > 0);
+            images += 1;
+        }
+    }
+    assert!(images > 72 * 7, "{images}");
+    // A unit page: 7 images -> 7 crops + 7 heat maps, the neighbours linked.
+    let unit = std::fs::read_to_string(out.join("units/blocks.4/0.html")).unwrap();
+    assert_eq!(attrs(&unit, "src").len(), 14);
+    assert!(unit.contains("href=\"1.html\""));
+    assert!(!unit.contains("href=\"-1.html\""));
+    let last = std::fs::read_to_string(out.join("units/blocks.4/39.html")).unwrap();
+    assert!(last.contains("href=\"38.html\"") && !last.contains("40.html"));
+    // Its JSON beside it.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("units/blocks.4/0.json")).unwrap())
+            .unwrap();
+    let top = j["top"].as_array().unwrap();
+    assert_eq!(top.len(), 7);
+    let values: Vec<f64> = top.iter().map(|t| t["value"].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+    // Heat tiles are pictures, not flat fills; the stem's filters are drawn in colour.
+    let heat = image::open(out.join(top[0]["heat"].as_str().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    assert!(varied(&heat));
+    assert!(out.join("f/stem/0.png").is_file());
+    assert!(
+        !out.join("f/blocks.4").exists(),
+        "blocks.4 is a residual sum: no filter"
+    );
+}
+
+#[test]
+fn a_vanished_image_becomes_a_placeholder_and_exit_status_1() {
+    let f = fixture(5);
+    std::fs::remove_file(f.images.join("img01.png")).unwrap();
+    let (out, code, text) = build_gallery(&f);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("could not be read"), "{text}");
+    // No page refers to a tile that was not written.
+    for page in html_files(&out) {
+        let html = std::fs::read_to_string(&page).unwrap();
+        for src in attrs(&html, "src") {
+            assert!(page.parent().unwrap().join(percent_decode(src)).is_file());
+        }
+    }
+    let j = std::fs::read_to_string(out.join("layers/stem.json")).unwrap();
+    assert!(j.contains("\"crop\":null"));
+}
+
+#[test]
+fn top_grid_maps_and_filters_pngs_have_the_expected_layout() {
+    let f = fixture(9);
+    let db = f.db.to_str().unwrap();
+    for mode in ["crop", "box", "heat"] {
+        let png = f.root.join(format!("top_{mode}.png"));
+        let (code, text) = run(&[
+            "top",
+            "--db",
+            db,
+            "--layer",
+            "blocks.4",
+            "--unit",
+            "5",
+            "-o",
+            png.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--tile",
+            "140",
+        ]);
+        assert_eq!(code, 0, "{text}");
+        let img = image::open(&png).unwrap().to_rgb8();
+        // 9 tiles of 140 px in 3 x 3: 2*6 margin + 3*140 + 2*4 gaps = 440 wide;
+        // 12 + title 22 + 3*(140 + 11 label) + 2*4 = 495 high.
+        assert_eq!(img.dimensions(), (440, 495), "{mode}");
+        for i in 0..9 {
+            // The centre of every cell is drawn: not the sheet's background.
+            let (x, y) = (6 + (i % 3) * 144 + 70, 28 + (i / 3) * 155 + 70);
+            assert_ne!(
+                img.get_pixel(x, y).0,
+                [24, 24, 24],
+                "{mode}: tile {i} is blank"
+            );
+        }
+    }
+
+    // Feature maps of the stem (32 x 112 x 112) with unit 3 beside the input.
+    let any = f.images.join("img00.jpg");
+    let png = f.root.join("maps.png");
+    let (code, text) = run(&[
+        "maps",
+        any.to_str().unwrap(),
+        "--layer",
+        "stem",
+        "--unit",
+        "3",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Head: two 224 px cells side by side with labels: 12 + 224 + 11 = 247 high.
+    // Grid: 6 x 6 cells of 112 px: 12 + 6*112 + 5*4 = 704 wide,
+    // 12 + 22 title + 6*(112 + 11) + 5*4 = 792 high; 4 px between the two.
+    assert_eq!(img.dimensions(), (704, 247 + 4 + 792));
+    // Every channel is drawn (a dead one is black, not the background); most vary.
+    let mut varied_cells = 0;
+    for c in 0..32u32 {
+        let (x, y) = (6 + (c % 6) * 116, 251 + 28 + (c / 6) * 127);
+        let cell = image::imageops::crop_imm(&img, x, y, 112, 112).to_image();
+        assert_ne!(
+            cell.get_pixel(56, 56).0,
+            [24, 24, 24],
+            "channel {c} not drawn"
+        );
+        varied_cells += varied(&cell) as usize;
+    }
+    assert!(varied_cells >= 24, "{varied_cells}");
+
+    // The stem's 32 RGB 3x3 filters, 16x enlarged, 6 x 6.
+    let png = f.root.join("filters.png");
+    let (code, text) = run(&["filters", "--layer", "stem", "-o", png.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Width from the title "efficientnet-lite0 stem: 32 filters 3x3x3" (41 chars at
+    // 12 px, less 2) + margins = 502; height 12 + 22 + 6*(48 + 11) + 5*4 = 408.
+    assert_eq!(img.dimensions(), (502, 408));
+    let (code, text) = run(&[
+        "filters",
+        "--layer",
+        "blocks.4",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(text.contains("not a convolution"), "{text}");
+}
+
+/// The gallery in a real headless Chromium (tests/browser/gallery.mjs). Skipped with a
+/// notice when Chromium or the node modules are missing, unless CI is set.
+#[test]
+fn gallery_loads_in_headless_chromium() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let ready =
+        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").is_dir();
+    if !ready {
+        assert!(
+            !ci,
+            "CI is set but {chromium} or tests/browser/node_modules is missing \
+             (apt-get install -y chromium; cd tests/browser && npm ci)"
+        );
+        eprintln!(
+            "notice: skipping the browser test: needs {chromium} and `npm ci` in tests/browser"
+        );
+        return;
+    }
+    let f = fixture(6);
+    let (out, code, text) = build_gallery(&f);
+    assert_eq!(code, 0, "{text}");
+    let shots = f.root.join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    let res = Command::new("node")
+        .arg(browser_dir.join("gallery.mjs"))
+        .arg(&out)
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let log =
+        String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(summary["failures"], 0, "{log}");
+    assert!(summary["images"].as_u64().unwrap() > 0);
+    for name in ["index", "layer", "unit"] {
+        let shot = image::open(shots.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgb8();
+        assert!(shot.width() >= 1000 && varied(&shot), "{name} screenshot");
+    }
+}
