@@ -11,6 +11,7 @@ pub mod arch;
 pub mod cli;
 pub mod crawl;
 pub mod error;
+pub mod gallery;
 pub mod import;
 pub mod index;
 pub mod kernels;
