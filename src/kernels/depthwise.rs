@@ -237,8 +237,9 @@ fn phase_span(l: &Layout, qx: usize) -> (usize, usize) {
 }
 
 /// `acc[i] = sum_t wk[t] * buf[offsets[t] + i]` with the T taps unrolled; blocks of
-/// `WIDE` outputs keep several independent accumulator registers in flight (one
-/// chain of dependent multiply-adds would wait on latency), the rest goes by `BLOCK`.
+/// `WIDE` outputs keep two independent accumulator registers in flight (one chain of
+/// dependent multiply-adds would wait on latency; with more, LLVM kept them on the
+/// stack or gave up vectorising, 1.5x slower), the rest goes by `BLOCK`.
 #[inline(always)]
 fn taps_fixed<const FMA: bool, const T: usize>(
     buf: &[f32],
@@ -247,7 +248,7 @@ fn taps_fixed<const FMA: bool, const T: usize>(
     (bias, act): (f32, Act),
     acc: &mut [f32],
 ) {
-    const WIDE: usize = 4 * BLOCK;
+    const WIDE: usize = 2 * BLOCK;
     let (lo, hi) = act_bounds(act);
     let wk: &[f32; T] = wk.try_into().unwrap();
     let n = acc.len();
