@@ -73,14 +73,12 @@ CREATE TABLE unit_stats (
     PRIMARY KEY (layer_id, unit)
 ) WITHOUT ROWID;
 
--- The exact K highest peaks of each unit, one per image.
-CREATE TABLE top_hit (
-    layer_id INTEGER NOT NULL,
+-- The exact K highest peaks of each unit, one per image, best first: records of
+-- (f32 value, i64 image_id, u16 y, u16 x), little-endian. One row per unit keeps a
+-- batch's update to one write per unit and a query to one read.
+CREATE TABLE top_k (
+    layer_id INTEGER NOT NULL REFERENCES layer (id),
     unit     INTEGER NOT NULL,
-    image_id INTEGER NOT NULL REFERENCES image (id),
-    value    REAL    NOT NULL,
-    y        INTEGER NOT NULL,
-    x        INTEGER NOT NULL,
-    PRIMARY KEY (layer_id, unit, image_id)
+    hits     BLOB    NOT NULL,
+    PRIMARY KEY (layer_id, unit)
 ) WITHOUT ROWID;
-CREATE INDEX top_hit_rank ON top_hit (layer_id, unit, value DESC, image_id);

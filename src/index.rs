@@ -1,9 +1,10 @@
 //! The indexing pipeline: walk -> decode (rayon, one batch ahead) -> forward ->
 //! per-unit peaks -> one SQLite transaction per batch.
 //!
-//! Three threads: the walker decides what needs indexing (new, changed, restored
+//! Four threads: the walker decides what needs indexing (new, changed, restored
 //! files) from the database; the decoder loads and prepares a batch in parallel while
-//! the main thread runs the network on the previous one and commits it. Every batch's
+//! the main thread runs the network on the previous one; the writer commits the batch
+//! before that. Every batch's
 //! writes (image rows, peaks, top-K changes, statistics) are one transaction, so a
 //! killed run loses at most the batch in flight and the rerun ends where an
 //! uninterrupted run would. Batches hold `batch` successfully decoded images, so their
@@ -61,6 +62,11 @@ pub struct Summary {
     /// Failed inputs now recorded in the database (this run's and earlier ones').
     pub failed_total: u64,
     pub seconds: f64,
+    /// Of which: network forward and peak extraction, writing to the database, and
+    /// waiting for the decoder (the part of decoding the forward pass did not hide).
+    pub forward_seconds: f64,
+    pub write_seconds: f64,
+    pub wait_seconds: f64,
 }
 
 /// Failures kept for the end-of-run summary (all are in the database).
@@ -267,6 +273,7 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
     let max_pixels = opts.max_pixels;
     let db_path = store.path().to_path_buf();
 
+    let mut times = (0.0, 0.0);
     let result: Result<WalkReport> = std::thread::scope(|s| {
         let (work_tx, work_rx) = sync_channel::<Work>(batch * 4);
         let (batch_tx, batch_rx) = sync_channel::<Batch>(1);
@@ -277,25 +284,30 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
             s.spawn(move || walker(&root, &db_path, max_id_at_start, work_tx, &pb))
         };
         let decoder = s.spawn(move || decoder(work_rx, batch_tx, batch, &recipe, max_pixels));
-        let committed = consume(
-            net,
-            store,
-            &layers,
-            &taps,
-            &mut stats,
-            &mut tops,
-            batch_rx,
-            &pb,
-            &mut summary,
-        );
+        let (peaks_tx, peaks_rx) = sync_channel::<(Batch, BatchPeaks)>(1);
+        let writer = s.spawn(|| {
+            write_loop(
+                store,
+                &layers,
+                &mut stats,
+                &mut tops,
+                peaks_rx,
+                &pb,
+                &mut summary,
+            )
+        });
+        let forwarded = forward_loop(net, &taps, batch_rx, peaks_tx);
         // On error the receivers are gone: the other threads stop at their next send.
+        let written = writer.join().expect("writer thread");
         let walked = walker.join().expect("walker thread");
         decoder.join().expect("decoder thread");
-        committed?;
+        written?;
+        times = forwarded?;
         walked
     });
     let report = result?;
     pb.finish_and_clear();
+    (summary.forward_seconds, summary.wait_seconds) = times;
     summary.unchanged = report.unchanged;
     summary.unchanged_failed = report.unchanged_failed;
     summary.ignored = report.ignored;
@@ -492,27 +504,27 @@ fn decoder(
     }
 }
 
-/// Runs the network on each batch and commits it.
-#[allow(clippy::too_many_arguments)]
-fn consume(
+/// Peaks of a batch, `[layer][image][unit]`.
+type BatchPeaks = Vec<Vec<Vec<Peak>>>;
+
+/// Runs the network on each batch and hands it to the writer. Returns the seconds
+/// spent in the forward pass and waiting for the decoder.
+fn forward_loop(
     net: &Network,
-    store: &mut Store,
-    layers: &[LayerInfo],
     taps: &[usize],
-    stats: &mut [Vec<UnitStats>],
-    tops: &mut [Vec<TopK>],
     rx: Receiver<Batch>,
-    pb: &ProgressBar,
-    summary: &mut Summary,
-) -> Result<()> {
-    let mut by_kind: Vec<(String, u64)> = Vec::new();
-    for b in rx {
+    tx: SyncSender<(Batch, BatchPeaks)>,
+) -> Result<(f64, f64)> {
+    let (mut forward, mut wait) = (0.0, 0.0);
+    let mut waited = Instant::now();
+    for mut b in rx {
+        wait += waited.elapsed().as_secs_f64();
+        let t0 = Instant::now();
         let n = b.ok.len();
-        // peaks[layer][image][unit]
-        let peaks: Vec<Vec<Vec<Peak>>> = if n > 0 {
+        let peaks: BatchPeaks = if n > 0 {
             let mut input = Vec::with_capacity(n * b.ok[0].4.input.len());
-            for item in &b.ok {
-                input.extend_from_slice(&item.4.input);
+            for item in &mut b.ok {
+                input.extend_from_slice(&std::mem::take(&mut item.4.input));
             }
             let acts = net.forward_raw(&input, n, taps)?;
             drop(input);
@@ -522,7 +534,32 @@ fn consume(
         } else {
             Vec::new()
         };
+        forward += t0.elapsed().as_secs_f64();
+        if tx.send((b, peaks)).is_err() {
+            break; // the writer failed; it reports why
+        }
+        waited = Instant::now();
+    }
+    Ok((forward, wait))
+}
+
+/// Commits each batch, in order, while the network runs on the next.
+#[allow(clippy::too_many_arguments)]
+fn write_loop(
+    store: &mut Store,
+    layers: &[LayerInfo],
+    stats: &mut [Vec<UnitStats>],
+    tops: &mut [Vec<TopK>],
+    rx: Receiver<(Batch, BatchPeaks)>,
+    pb: &ProgressBar,
+    summary: &mut Summary,
+) -> Result<()> {
+    let mut by_kind: Vec<(String, u64)> = Vec::new();
+    for (b, peaks) in rx {
+        let t = Instant::now();
         commit(store, layers, stats, tops, &b, &peaks)?;
+        summary.write_seconds += t.elapsed().as_secs_f64();
+        let n = b.ok.len();
         summary.indexed += n as u64;
         summary.changed +=
             b.ok.iter()
@@ -617,22 +654,19 @@ fn commit(
     if !ids.is_empty() {
         for (li, layer) in layers.iter().enumerate() {
             for (i, &id) in ids.iter().enumerate() {
-                let p = &peaks[li][i];
-                store::put_peaks(&tx, id, layer.id, p)?;
-                for (u, peak) in p.iter().enumerate() {
-                    stats[li][u].add(peak.value);
-                    match tops[li][u].offer(Hit::new(peak, id)) {
-                        Offer::Rejected => {}
-                        Offer::Added => store::insert_hit(&tx, layer.id, u, &Hit::new(peak, id))?,
-                        Offer::Replaced(old) => {
-                            store::delete_hit(&tx, layer.id, u, old.image_id)?;
-                            store::insert_hit(&tx, layer.id, u, &Hit::new(peak, id))?;
-                        }
-                    }
-                }
+                store::put_peaks(&tx, id, layer.id, &peaks[li][i])?;
             }
-            for (u, s) in stats[li].iter().enumerate() {
+            for (u, (s, top)) in stats[li].iter_mut().zip(tops[li].iter_mut()).enumerate() {
+                let mut changed = false;
+                for (i, &id) in ids.iter().enumerate() {
+                    let p = &peaks[li][i][u];
+                    s.add(p.value);
+                    changed |= top.offer(Hit::new(p, id)) != Offer::Rejected;
+                }
                 store::write_stats(&tx, layer.id, u, s)?;
+                if changed {
+                    store::write_top(&tx, layer.id, u, top)?;
+                }
             }
         }
     }

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::preprocess::Transform;
@@ -85,30 +84,28 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
     check_unit(store, &l, unit)?;
     let root = store.run_info()?.root;
     let conn = store.conn();
-    let mut st = conn
-        .prepare_cached(
-            "SELECT t.image_id, t.value, t.y, t.x, i.path, i.path_raw, i.transform
-             FROM top_hit t JOIN image i ON i.id = t.image_id
-             WHERE t.layer_id = ?1 AND t.unit = ?2
-             ORDER BY t.value DESC, t.image_id LIMIT ?3",
-        )
-        .ctx(conn)?;
-    let rows = st
-        .query_map(params![l.id, unit as i64, k as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-            ))
-        })
+    let mut image = conn
+        .prepare_cached("SELECT path, path_raw, transform, status FROM image WHERE id = ?1")
         .ctx(conn)?;
     let mut out = Vec::new();
-    for (i, row) in rows.enumerate() {
-        let (image_id, value, y, x, path, raw, transform) = row.ctx(conn)?;
+    for hit in store::read_top(conn, l.id, unit)? {
+        if out.len() == k {
+            break;
+        }
+        let (path, raw, transform, status) = image
+            .query_row([hit.image_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .ctx(conn)?;
+        // Changed or vanished since: its entries go at the end of the running index.
+        if status != "ok" {
+            continue;
+        }
         let transform: Transform = transform
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
@@ -116,14 +113,14 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
                 path: store.path().to_path_buf(),
                 reason: format!("image {path}: missing or corrupt transform"),
             })?;
-        let (y, x) = (y as usize, x as usize);
+        let (y, x) = (hit.y as usize, hit.x as usize);
         let mapped = transform.box_to_original(l.field.unit_box(y, x));
         out.push(TopHit {
-            rank: i + 1,
-            image_id,
+            rank: out.len() + 1,
+            image_id: hit.image_id,
             abs_path: root.join(store::bytes_path(&raw)),
             path,
-            value: value as f32,
+            value: hit.value,
             y,
             x,
             box_orig: mapped.clipped,
@@ -326,29 +323,10 @@ pub fn image(
         mine.sort_by(|a, b| b.relative.total_cmp(&a.relative).then(a.unit.cmp(&b.unit)));
         mine.truncate(n);
         for u in &mut mine {
-            u.top_rank = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM top_hit WHERE layer_id = ?1 AND unit = ?2
-                       AND (value > ?3 OR (value = ?3 AND image_id < ?4))",
-                )
-                .ctx(conn)?
-                .query_row(params![l.id, u.unit as i64, u.value as f64, id], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .ctx(conn)
-                .map(|better| better as usize + 1)?
-                .into();
-            let in_top: bool = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM top_hit WHERE layer_id = ?1 AND unit = ?2 AND image_id = ?3",
-                )
-                .ctx(conn)?
-                .query_row(params![l.id, u.unit as i64, id], |r| r.get::<_, i64>(0))
-                .ctx(conn)?
-                > 0;
-            if !in_top {
-                u.top_rank = None;
-            }
+            u.top_rank = store::read_top(conn, l.id, u.unit)?
+                .iter()
+                .position(|h| h.image_id == id)
+                .map(|r| r + 1);
         }
         units.extend(mine);
     }

@@ -150,6 +150,12 @@ impl Store {
             .map_err(|e| err(format!("cannot use as a database: {e}")))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| err(e.to_string()))?;
+        // Every batch rewrites the same statistics and top-K pages: a larger WAL lets a
+        // checkpoint copy each of them once instead of once per batch.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(|e| err(e.to_string()))?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -408,6 +414,7 @@ impl Store {
             let empty = UnitStats::new();
             for u in 0..l.channels {
                 write_stats(&tx, l.id, u, &empty)?;
+                write_top(&tx, l.id, u, &TopK::new(run.top_k))?;
             }
         }
         tx.commit().ctx(&self.conn)
@@ -476,25 +483,17 @@ impl Store {
             .collect();
         let mut st = self
             .conn
-            .prepare("SELECT layer_id, unit, value, image_id, y, x FROM top_hit")
+            .prepare("SELECT layer_id, unit, hits FROM top_k")
             .ctx(&self.conn)?;
         let mut rows = st.query([]).ctx(&self.conn)?;
         while let Some(r) = rows.next().ctx(&self.conn)? {
-            let get = |r: &rusqlite::Row| -> rusqlite::Result<(i64, i64, Hit)> {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    Hit {
-                        value: r.get::<_, f64>(2)? as f32,
-                        image_id: r.get(3)?,
-                        y: r.get::<_, i64>(4)? as u16,
-                        x: r.get::<_, i64>(5)? as u16,
-                    },
-                ))
-            };
-            let (l, u, hit) = get(r).ctx(&self.conn)?;
+            let l: i64 = r.get(0).ctx(&self.conn)?;
+            let u: i64 = r.get(1).ctx(&self.conn)?;
+            let blob: Vec<u8> = r.get(2).ctx(&self.conn)?;
             if let Some(t) = out.get_mut(l as usize).and_then(|v| v.get_mut(u as usize)) {
-                t.offer(hit);
+                for hit in decode_hits(&blob)? {
+                    t.offer(hit);
+                }
             }
         }
         Ok(out)
@@ -540,13 +539,10 @@ impl Store {
                 }
             }
         }
-        tx.execute("DELETE FROM top_hit", []).ctx(&tx)?;
         for (l, layer) in layers.iter().enumerate() {
             for u in 0..layer.channels {
                 write_stats(&tx, layer.id, u, &stats[l][u])?;
-                for h in tops[l][u].sorted() {
-                    insert_hit(&tx, layer.id, u, &h)?;
-                }
+                write_top(&tx, layer.id, u, &tops[l][u])?;
             }
         }
         tx.execute("UPDATE run SET needs_rebuild = 0 WHERE id = 1", [])
@@ -604,13 +600,10 @@ pub fn touch_image(conn: &Connection, id: i64, mtime_ns: i64) -> Result<()> {
         .map(|_| ())
 }
 
-/// Forgets an image's peaks and top-K entries (its statistics stay until `rebuild`).
+/// Forgets an image's peaks. Its share of the statistics and top-K lists stays until
+/// `rebuild` (queries skip images that are not indexed).
 pub fn drop_image_data(conn: &Connection, id: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM peaks WHERE image_id = ?1")
-        .ctx(conn)?
-        .execute([id])
-        .ctx(conn)?;
-    conn.prepare_cached("DELETE FROM top_hit WHERE image_id = ?1")
         .ctx(conn)?
         .execute([id])
         .ctx(conn)?;
@@ -698,30 +691,58 @@ pub(crate) fn read_stats(r: &rusqlite::Row) -> rusqlite::Result<UnitStats> {
     })
 }
 
-pub fn insert_hit(conn: &Connection, layer_id: i64, unit: usize, h: &Hit) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO top_hit (layer_id, unit, image_id, value, y, x)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .ctx(conn)?
-    .execute(params![
-        layer_id,
-        unit as i64,
-        h.image_id,
-        h.value as f64,
-        h.y as i64,
-        h.x as i64
-    ])
-    .ctx(conn)
-    .map(|_| ())
-}
+/// Bytes per hit in a top-K blob.
+pub const HIT_RECORD: usize = 16;
 
-pub fn delete_hit(conn: &Connection, layer_id: i64, unit: usize, image_id: i64) -> Result<()> {
-    conn.prepare_cached("DELETE FROM top_hit WHERE layer_id = ?1 AND unit = ?2 AND image_id = ?3")
+/// Writes a unit's top-K list, best first.
+pub fn write_top(conn: &Connection, layer_id: i64, unit: usize, t: &TopK) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO top_k (layer_id, unit, hits) VALUES (?1, ?2, ?3)")
         .ctx(conn)?
-        .execute(params![layer_id, unit as i64, image_id])
+        .execute(params![layer_id, unit as i64, encode_hits(&t.sorted())])
         .ctx(conn)
         .map(|_| ())
+}
+
+/// A unit's top-K list, best first.
+pub fn read_top(conn: &Connection, layer_id: i64, unit: usize) -> Result<Vec<Hit>> {
+    let blob: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hits FROM top_k WHERE layer_id = ?1 AND unit = ?2")
+        .ctx(conn)?
+        .query_row(params![layer_id, unit as i64], |r| r.get(0))
+        .optional()
+        .ctx(conn)?;
+    blob.map(|b| decode_hits(&b))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+pub fn encode_hits(hits: &[Hit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hits.len() * HIT_RECORD);
+    for h in hits {
+        out.extend_from_slice(&h.value.to_le_bytes());
+        out.extend_from_slice(&h.image_id.to_le_bytes());
+        out.extend_from_slice(&h.y.to_le_bytes());
+        out.extend_from_slice(&h.x.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_hits(blob: &[u8]) -> Result<Vec<Hit>> {
+    if blob.len() % HIT_RECORD != 0 {
+        return Err(Error::Other(format!(
+            "corrupt top-K record: {} bytes is not a multiple of {HIT_RECORD}",
+            blob.len()
+        )));
+    }
+    Ok(blob
+        .chunks_exact(HIT_RECORD)
+        .map(|r| Hit {
+            value: f32::from_le_bytes(r[0..4].try_into().unwrap()),
+            image_id: i64::from_le_bytes(r[4..12].try_into().unwrap()),
+            y: u16::from_le_bytes([r[12], r[13]]),
+            x: u16::from_le_bytes([r[14], r[15]]),
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------
@@ -1057,6 +1078,28 @@ mod tests {
         assert_eq!(t.offer(h(2.0, 7)), Offer::Added);
         assert_eq!(t.offer(h(2.0, 9)), Offer::Rejected);
         assert_eq!(t.offer(h(2.0, 3)), Offer::Replaced(h(2.0, 7)));
+    }
+
+    #[test]
+    fn top_k_blobs_round_trip() {
+        let hits = vec![
+            Hit {
+                value: 3.5,
+                image_id: 1 << 40,
+                y: 2,
+                x: 7,
+            },
+            Hit {
+                value: -1.0,
+                image_id: 3,
+                y: 0,
+                x: 65535,
+            },
+        ];
+        let blob = encode_hits(&hits);
+        assert_eq!(blob.len(), 32);
+        assert_eq!(decode_hits(&blob).unwrap(), hits);
+        assert!(decode_hits(&blob[..15]).is_err());
     }
 
     #[test]

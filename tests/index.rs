@@ -78,26 +78,26 @@ fn snapshot(db: &Path) -> Snapshot {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let top = c
-        .prepare(
-            "SELECT t.layer_id, t.unit, i.path, t.value, t.y, t.x FROM top_hit t
-             JOIN image i ON i.id = t.image_id ORDER BY t.layer_id, t.unit, t.value DESC, i.path",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
+    let path_of = |id: i64| -> String {
+        c.query_row("SELECT path FROM image WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    let mut top = Vec::new();
+    for l in s.layers().unwrap() {
+        for u in 0..l.channels {
+            for h in neurodex::store::read_top(c, l.id, u).unwrap() {
                 // exact float bits
-                (r.get::<_, f64>(3)? as f32).to_bits(),
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+                top.push((
+                    l.id,
+                    u as i64,
+                    path_of(h.image_id),
+                    h.value.to_bits(),
+                    h.y as i64,
+                    h.x as i64,
+                ));
+            }
+        }
+    }
     let stats = c
         .prepare(
             "SELECT layer_id, unit, count, nan, sum, sum_sq, max, positive, hist
