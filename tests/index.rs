@@ -488,3 +488,91 @@ fn a_killed_run_resumes_to_the_same_index_as_an_uninterrupted_one() {
     let o = query::overview(&Store::open_readonly(&db).unwrap(), 0).unwrap();
     assert_eq!((o.sessions, o.sessions_unfinished), (3, 2));
 }
+
+/// `units`, `image` and `stats` agree with the stored peaks and top lists.
+#[test]
+fn unit_and_image_queries_agree_with_the_peaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("in");
+    std::fs::create_dir(&root).unwrap();
+    let files = demo_images(5);
+    copy_into(&root, &files);
+    let db = dir.path().join("q.db");
+    assert_eq!(index(&root, &db, &["--layers", "blocks.2,head"]).0, 0);
+    let store = Store::open_readonly(&db).unwrap();
+    let layer = query::layer(&store, "blocks.2").unwrap();
+
+    // Per unit, the peaks of all images, read back from the per-image records.
+    let mut per_unit: Vec<Vec<f32>> = vec![Vec::new(); layer.channels];
+    for f in &files {
+        let id = query::find_image(&store, Path::new(f.file_name().unwrap())).unwrap();
+        let peaks = neurodex::store::get_peaks(store.conn(), id, layer.id)
+            .unwrap()
+            .unwrap();
+        for (u, p) in peaks.iter().enumerate() {
+            per_unit[u].push(p.value);
+        }
+    }
+    let (_, units) = query::units(&store, "blocks.2", query::SortBy::Max).unwrap();
+    assert_eq!(units.len(), layer.channels);
+    for w in units.windows(2) {
+        assert!(w[0].max >= w[1].max);
+    }
+    for u in &units {
+        let v = &per_unit[u.unit];
+        let max = v.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let silent = v.iter().filter(|&&x| x <= 0.0).count() as f64 / v.len() as f64;
+        assert_eq!(u.count, 5);
+        assert_eq!(u.max, Some(max));
+        assert!((u.mean.unwrap() - mean).abs() < 1e-9);
+        assert_eq!(u.sparsity, Some(silent));
+        // The top list's first value is the unit's max.
+        let top = query::top(&store, "blocks.2", u.unit, 1).unwrap();
+        assert_eq!(top[0].value as f64, max);
+    }
+
+    // `image`: relative = value / unit max, sorted; top_rank = position in `top`.
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let r = query::image(&store, Path::new(&name), Some("blocks.2"), 4).unwrap();
+    assert_eq!(r.units.len(), 4);
+    for w in r.units.windows(2) {
+        assert!(w[0].relative >= w[1].relative);
+    }
+    for iu in &r.units {
+        let max = per_unit[iu.unit].iter().copied().fold(f32::MIN, f32::max) as f64;
+        assert!((iu.relative - iu.value as f64 / max).abs() < 1e-12);
+        let top = query::top(&store, "blocks.2", iu.unit, 100).unwrap();
+        let pos = top.iter().position(|h| h.path == name).map(|p| p + 1);
+        assert_eq!(iu.top_rank, pos);
+    }
+
+    // The CLI prints one JSON document for each.
+    for args in [
+        vec!["units", "--layer", "head", "--sort", "sparsity", "--json"],
+        vec!["image", &name, "--json"],
+        vec!["stats", "--json"],
+    ] {
+        let out = neurodex()
+            .args(&args[..1])
+            .arg("--db")
+            .arg(&db)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.is_object(), "{args:?}");
+    }
+    // Unknown layers and units are explained, not panicked on.
+    let e = query::top(&store, "blocks.99", 0, 9)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("indexed layers: blocks.2, head"), "{e}");
+    let e = query::top(&store, "head", 5000, 9).unwrap_err().to_string();
+    assert!(e.contains("1280 units"), "{e}");
+}
