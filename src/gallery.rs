@@ -137,6 +137,9 @@ fn unit_page(l: &str, unit: usize) -> String {
     format!("units/{}/{unit}.html", slug(l))
 }
 
+/// An image's file, transform and the tiles to cut from it.
+type ImageJobs = (PathBuf, Transform, Vec<Job>);
+
 /// One tile to cut from an image.
 struct Job {
     layer: usize,
@@ -197,7 +200,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     };
 
     // Jobs per image.
-    let mut per_image: BTreeMap<i64, (PathBuf, Transform, Vec<Job>)> = BTreeMap::new();
+    let mut per_image: BTreeMap<i64, ImageJobs> = BTreeMap::new();
     for (li, units) in tops.iter().enumerate() {
         for (u, hits) in units.iter().enumerate() {
             let best = hits.first().map_or(0.0, |h| h.value);
@@ -224,7 +227,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     }
 
     let taps: Vec<usize> = layers.iter().map(|l| l.node).collect();
-    let entries: Vec<(&i64, &(PathBuf, Transform, Vec<Job>))> = per_image.iter().collect();
+    let entries: Vec<(&i64, &ImageJobs)> = per_image.iter().collect();
     let mut missing: Vec<i64> = Vec::new();
     let mut mismatched = 0usize;
     let mut tiles = 0usize;
@@ -376,8 +379,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
             .as_bytes(),
     )?;
     summary.pages = 1;
-    for li in 0..layers.len() {
-        let l = &layers[li];
+    for (li, l) in layers.iter().enumerate() {
         write_file(
             &opts.out.join(layer_page(&l.name)),
             ctx.layer_html(li).as_bytes(),
@@ -520,9 +522,23 @@ impl PageCtx<'_> {
         );
         for u in 0..l.channels {
             let hits = &self.tops[li][u];
+            // A field wider than the network's input shows the whole image anyway:
+            // there the heat map says more than the crop.
             let thumbs: String = hits
                 .iter()
-                .map(|h| self.crop_img("../", l, h, "thumb"))
+                .map(|h| {
+                    let wide = l.field.size.iter().all(|&s| s >= h.transform.size as i64);
+                    if wide && self.has_heat && !self.missing.contains(&h.image_id) {
+                        format!(
+                            "<img class=\"thumb\" src=\"../{}\" alt=\"#{} {:.3}\">",
+                            url(&heat_tile(&l.name, u, h.image_id)),
+                            h.rank,
+                            h.value
+                        )
+                    } else {
+                        self.crop_img("../", l, h, "thumb")
+                    }
+                })
                 .collect();
             let best = hits
                 .first()

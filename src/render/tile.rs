@@ -22,7 +22,7 @@ pub fn is_padding(c: Rgb<u8>) -> bool {
 }
 
 fn pad_at(x: u32, y: u32) -> Rgb<u8> {
-    if ((x + y) / 4) % 2 == 0 {
+    if ((x + y) / 4).is_multiple_of(2) {
         PAD_A
     } else {
         PAD_B
@@ -240,7 +240,7 @@ pub fn to_input(t: &Transform, x: f64, y: f64) -> (f64, f64) {
     )
 }
 
-/// The whole image fitted to `max_w` x `max_h` with `map` upsampled (bilinear) and
+/// The whole image fitted to `max` (w, h) with `map` upsampled (bilinear) and
 /// colour-mapped over the part the network saw. Unit (i, j) of the map sits at the
 /// centre of its receptive field in network-input pixels, which `t` maps onto the
 /// original image; values are scaled from `range` to [0, 1]. Outside the crop the
@@ -252,10 +252,9 @@ pub fn heat(
     map: UnitMap,
     range: (f32, f32),
     cmap: Colormap,
-    max_w: u32,
-    max_h: u32,
+    max: (u32, u32),
 ) -> RgbImage {
-    let (out, s) = whole(img, max_w, max_h);
+    let (out, s) = whole(img, max.0, max.1);
     heat_on(out, s, t, field, map, range, cmap)
 }
 
@@ -406,8 +405,7 @@ mod tests {
             map,
             (0.0, 2.0),
             Colormap::Viridis,
-            400,
-            300,
+            (400, 300),
         );
         assert_eq!(h.dimensions(), (400, 300));
         let hot = Colormap::Viridis.map(1.0);

@@ -77,8 +77,7 @@ pub fn shot_tile(
             },
             range,
             Colormap::Viridis,
-            side,
-            side,
+            (side, side),
         ),
     })
 }
