@@ -69,6 +69,9 @@ pub struct Summary {
     pub wait_seconds: f64,
 }
 
+/// Most failures and touched files held back waiting for a batch of images.
+const SIDE_BATCH: usize = 256;
+
 /// Failures kept for the end-of-run summary (all are in the database).
 const KEEP_FAILURES: usize = 50;
 
@@ -462,6 +465,19 @@ fn decoder(
         while b.ok.len() < batch && !done {
             let mut todo = Vec::new();
             while todo.len() + b.ok.len() < batch {
+                // Long runs of failures or touched files go out on their own, so that
+                // they are committed (and memory stays bounded) without waiting for
+                // images; decoded images keep their batch boundaries.
+                if b.failed.len() + b.touched.len() >= SIDE_BATCH {
+                    let side = Batch {
+                        ok: Vec::new(),
+                        failed: std::mem::take(&mut b.failed),
+                        touched: std::mem::take(&mut b.touched),
+                    };
+                    if tx.send(side).is_err() {
+                        return;
+                    }
+                }
                 match rx.recv() {
                     Err(_) => {
                         done = true;

@@ -151,10 +151,11 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| err(e.to_string()))?;
         // Every batch rewrites the same statistics and top-K pages: a larger WAL lets a
-        // checkpoint copy each of them once instead of once per batch.
+        // checkpoint copy each of them once instead of once per batch. The page cache
+        // holds those hot pages (a few MB) and caps what SQLite keeps in memory.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)
             .map_err(|e| err(e.to_string()))?;
-        conn.pragma_update(None, "cache_size", -65536)
+        conn.pragma_update(None, "cache_size", -16384)
             .map_err(|e| err(e.to_string()))?;
         let mut store = Store {
             conn,
