@@ -114,7 +114,10 @@ pub fn prepare(img: &RgbImage, recipe: &Recipe) -> (Vec<f32>, Transform) {
     let (w, h) = img.dimensions();
     // Whole pixels, rounded half to even, as the reference (PIL crop, Python round) does.
     let side = recipe.crop_fraction * w.min(h) as f64;
-    let (x0, y0) = (((w as f64 - side) / 2.0).round_ties_even(), ((h as f64 - side) / 2.0).round_ties_even());
+    let (x0, y0) = (
+        ((w as f64 - side) / 2.0).round_ties_even(),
+        ((h as f64 - side) / 2.0).round_ties_even(),
+    );
     let side = side.round_ties_even().max(1.0);
     let crop = [x0, y0, side, side];
     let size = recipe.size as usize;

@@ -100,7 +100,10 @@ fn a_wrong_weights_file_is_a_clear_error() {
         .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .expect("a safetensors fixture");
     for (weights, expect) in [
-        (std::path::PathBuf::from("datasets/demo/images/objects__coffee.jpg"), "JPEG"),
+        (
+            std::path::PathBuf::from("datasets/demo/images/objects__coffee.jpg"),
+            "JPEG",
+        ),
         (tiny.clone(), "missing"),
     ] {
         let out = neurodex()

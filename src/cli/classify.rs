@@ -74,5 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed > 0 { ExitCode::from(super::EXIT_PARTIAL) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(super::EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

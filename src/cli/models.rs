@@ -40,8 +40,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string(&row)?);
         } else {
-            let weights = if row.embedded_weights { "embedded weights" } else { "bring --weights" };
-            println!("{:<20} {:>3} taps  {:<17} {}", row.name, row.taps, weights, row.description);
+            let weights = if row.embedded_weights {
+                "embedded weights"
+            } else {
+                "bring --weights"
+            };
+            println!(
+                "{:<20} {:>3} taps  {:<17} {}",
+                row.name, row.taps, weights, row.description
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
