@@ -95,17 +95,18 @@ enum Work {
     Touch { id: i64, mtime_ns: i64 },
 }
 
+/// The row a file had before (id, and whether it was indexed successfully).
+type Prev = Option<(i64, bool)>;
+/// A decoded image: entry, size, mtime, previous row, network input.
+type OkItem = (Entry, u64, i64, Prev, Loaded);
+/// A failed input: entry, size and mtime when known, previous row, reason.
+type FailedItem = (Entry, Option<u64>, Option<i64>, Prev, Failure);
+
 /// A unit of commit: up to `batch` decoded images plus the failures met meanwhile.
 #[derive(Default)]
 struct Batch {
-    ok: Vec<(Entry, u64, i64, Option<(i64, bool)>, Loaded)>,
-    failed: Vec<(
-        Entry,
-        Option<u64>,
-        Option<i64>,
-        Option<(i64, bool)>,
-        Failure,
-    )>,
+    ok: Vec<OkItem>,
+    failed: Vec<FailedItem>,
     touched: Vec<(i64, i64)>,
 }
 

@@ -58,7 +58,7 @@ pub fn encode(peaks: &[Peak]) -> Vec<u8> {
 
 /// Reads a blob written by `encode`.
 pub fn decode(blob: &[u8]) -> Result<Vec<Peak>> {
-    if blob.len() % RECORD != 0 {
+    if !blob.len().is_multiple_of(RECORD) {
         return Err(Error::Other(format!(
             "corrupt peaks record: {} bytes is not a multiple of {RECORD}",
             blob.len()

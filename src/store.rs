@@ -729,7 +729,7 @@ pub fn encode_hits(hits: &[Hit]) -> Vec<u8> {
 }
 
 pub fn decode_hits(blob: &[u8]) -> Result<Vec<Hit>> {
-    if blob.len() % HIT_RECORD != 0 {
+    if !blob.len().is_multiple_of(HIT_RECORD) {
         return Err(Error::Other(format!(
             "corrupt top-K record: {} bytes is not a multiple of {HIT_RECORD}",
             blob.len()
@@ -759,7 +759,8 @@ const MIN_EXP: i32 = -48;
 /// The histogram bin of a finite value.
 pub fn hist_bin(v: f32) -> usize {
     let a = (v as f64).abs();
-    if !(a >= (2f64).powi(MIN_EXP / STEPS as i32)) {
+    // (NaN compares false and lands here too.)
+    if a.is_nan() || a < (2f64).powi(MIN_EXP / STEPS as i32) {
         return ZERO_BIN;
     }
     let e = ((a.log2() * STEPS).floor() as i32).clamp(MIN_EXP, -MIN_EXP - 1);

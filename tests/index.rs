@@ -59,13 +59,19 @@ fn index(dir: &Path, db: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// A unit's statistics row: layer, unit, count, nan, sum bits, sum_sq bits, max,
+/// positive, histogram.
+type StatsRow = (i64, i64, i64, i64, u64, u64, Option<f64>, i64, Vec<u8>);
+/// Per image, per layer, per unit: (value, y, x).
+type NaivePeaks = Vec<(String, Vec<Vec<(f32, usize, usize)>>)>;
+
 /// Everything a query can see, keyed by path (not by row id): per-unit top-K and
 /// statistics, and per-image status.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     images: BTreeMap<String, String>,
     top: Vec<(i64, i64, String, u32, i64, i64)>,
-    stats: Vec<(i64, i64, i64, i64, u64, u64, Option<f64>, i64, Vec<u8>)>,
+    stats: Vec<StatsRow>,
 }
 
 fn snapshot(db: &Path) -> Snapshot {
@@ -159,7 +165,7 @@ fn stored_peaks_and_top_lists_match_a_naive_per_image_forward() {
     let stem = net.arch.find("stem").unwrap();
     let b4 = net.arch.find("blocks.4").unwrap();
     // Naive reference: per image, batch of one, argmax by a plain scan.
-    let mut naive: Vec<(String, Vec<Vec<(f32, usize, usize)>>)> = Vec::new();
+    let mut naive: NaivePeaks = Vec::new();
     for f in &files {
         let img = neurodex::preprocess::open_image(f, u64::MAX).unwrap();
         let (x, _) = neurodex::preprocess::prepare(&img, &net.arch.recipe);
