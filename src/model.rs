@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
@@ -64,6 +64,23 @@ pub struct Network {
     pub arch: Arch,
     layers: Vec<Layer>,
     weights_id: String,
+    /// Freed activation buffers kept for the next layer or call: fresh multi-MB
+    /// allocations cost page faults comparable to a fast layer's work.
+    pool: Mutex<Vec<Vec<f32>>>,
+}
+
+/// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
+const POOL_LIMIT: usize = 64 << 20;
+
+/// A buffer of `len` numbers, from the pool when one is large enough.
+fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let best = (0..pool.len())
+        .filter(|&i| pool[i].capacity() >= len)
+        .min_by_key(|&i| pool[i].capacity());
+    let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    v
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -223,6 +240,7 @@ impl Network {
             arch,
             layers,
             weights_id: String::new(),
+            pool: Mutex::new(Vec::new()),
         })
     }
 
@@ -248,7 +266,53 @@ impl Network {
 
     /// Forward on `n` images of `h` x `w`; returns the outputs of nodes `taps`, in
     /// that order, computing nothing past the deepest of them.
+    ///
+    /// A large batch goes through the network a few images at a time (as many as
+    /// there are threads, which the kernels run in parallel): the activations of a
+    /// few images stay in cache between layers, those of a whole batch do not.
     pub fn forward_hw(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> Result<Vec<Activation>> {
+        let micro = rayon::current_num_threads().max(1);
+        if n <= micro || input.len() != n * 3 * h * w {
+            return self.forward_chunk(input, n, h, w, taps);
+        }
+        let per_image = 3 * h * w;
+        let mut outs: Vec<Activation> = Vec::new();
+        for start in (0..n).step_by(micro) {
+            let m = micro.min(n - start);
+            let chunk = &input[start * per_image..(start + m) * per_image];
+            let part = self.forward_chunk(chunk, m, h, w, taps)?;
+            if outs.is_empty() {
+                outs = part;
+                for a in &mut outs {
+                    a.data.reserve(a.data.len() / m * (n - m));
+                }
+            } else {
+                for (acc, a) in outs.iter_mut().zip(part) {
+                    acc.data.extend_from_slice(&a.data);
+                    acc.n += a.n;
+                    self.recycle(a.data);
+                }
+            }
+        }
+        Ok(outs)
+    }
+
+    fn recycle(&self, buf: Vec<f32>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = pool.iter().map(|b| b.capacity()).sum();
+        if kept + buf.capacity() <= POOL_LIMIT {
+            pool.push(buf);
+        }
+    }
+
+    fn forward_chunk(
         &self,
         input: &[f32],
         n: usize,
@@ -285,8 +349,11 @@ impl Network {
         for &t in taps {
             uses[t] += 1;
         }
+        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
         let mut bufs: Vec<Option<Vec<f32>>> = vec![None; last + 1];
-        bufs[0] = Some(input.to_vec());
+        let mut first = take_buffer(&mut pool, input.len());
+        first.copy_from_slice(input);
+        bufs[0] = Some(first);
         for i in 1..=last {
             let node = &self.arch.nodes[i];
             let src = node.inputs[0];
@@ -294,7 +361,11 @@ impl Network {
             let x = bufs[src].as_deref().expect("input computed");
             let out = match &self.layers[i] {
                 Layer::Input => unreachable!("input is node 0"),
-                Layer::Conv(conv) => conv.forward(x, n, ih, iw),
+                Layer::Conv(conv) => {
+                    let mut out = take_buffer(&mut pool, n * shapes[i].iter().product::<usize>());
+                    conv.forward_into(x, n, ih, iw, &mut out);
+                    out
+                }
                 Layer::MaxPool {
                     kernel,
                     stride,
@@ -341,12 +412,12 @@ impl Network {
             for &j in &node.inputs {
                 uses[j] = uses[j].saturating_sub(1);
                 if uses[j] == 0 {
-                    bufs[j] = None;
+                    pool.extend(bufs[j].take());
                 }
             }
             bufs[i] = Some(out);
         }
-        Ok(taps
+        let outs = taps
             .iter()
             .map(|&t| {
                 let [c, h, w] = shapes[t];
@@ -364,7 +435,17 @@ impl Network {
                     data: data.expect("tap computed"),
                 }
             })
-            .collect())
+            .collect();
+        pool.extend(bufs.into_iter().flatten());
+        // Keep the largest buffers, within the limit, for the next call.
+        pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        let mut kept = 0;
+        pool.retain(|b| {
+            kept += b.capacity();
+            kept <= POOL_LIMIT
+        });
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        Ok(outs)
     }
 
     /// The same through candle tensors: `input` [N, 3, H, W] f32 -> one [N, C, H, W]

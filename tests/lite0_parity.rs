@@ -132,3 +132,46 @@ fn preprocessing_matches_the_reference_input() {
         );
     }
 }
+
+/// Batches larger than the thread count run a few images at a time; the concatenated
+/// taps must still hold each image's own activations, in order.
+#[test]
+fn a_batch_of_five_matches_each_image_alone() {
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let net = Network::embedded_default().unwrap();
+    let (c, a) = (&refs["chelsea.input"], &refs["astronaut.input"]);
+    let order = [c, a, a, c, a];
+    let batch = Tensor::cat(&order, 0).unwrap();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let outs = pool.install(|| net.forward(&batch, &["blocks.7", "logits"]).unwrap());
+        for (i, img) in order.iter().enumerate() {
+            let photo = if std::ptr::eq(*img, c) {
+                "chelsea"
+            } else {
+                "astronaut"
+            };
+            let d = max_abs_diff(
+                &outs[0].narrow(0, i, 1).unwrap(),
+                &refs[&format!("{photo}.blocks.7")],
+            );
+            assert!(
+                d <= 2e-4,
+                "{threads} threads, image {i} ({photo}) blocks.7: {d}"
+            );
+            let logits = outs[1].narrow(0, i, 1).unwrap().reshape((1, 1000)).unwrap();
+            let d = max_abs_diff(&logits, &refs[&format!("{photo}.logits")]);
+            assert!(
+                d <= 1e-4,
+                "{threads} threads, image {i} ({photo}) logits: {d}"
+            );
+        }
+    }
+}
