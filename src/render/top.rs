@@ -217,7 +217,12 @@ pub fn render_hits(
         map_hw: (l.height, l.width),
     };
     let mode_name = format!("{mode:?}").to_lowercase();
-    let title = format!("{} unit {unit} - top {} ({mode_name})", l.name, hits.len());
+    let title = format!(
+        "{} {} unit {unit} - top {} ({mode_name})",
+        run.model,
+        l.name,
+        hits.len()
+    );
     Ok((top_grid(&title, &shots, &geo, mode, side), warnings))
 }
 
