@@ -4,7 +4,8 @@
 # Usage: scripts/bench-index.sh IMAGES_DIR [N=200] [BATCH=16]
 #   IMAGES_DIR  a folder of photos, e.g. from /work/shared/tools/fetch-bench-images.sh
 #   N           images in the throughput sample (the first N image files, sorted)
-# Env: REPEAT=3 alternating runs of each measurement; the best of each is compared
+# Env: FULL=0 skips the full-directory memory run
+#      REPEAT=3 alternating runs of each measurement; the best of each is compared
 # Env: NEURODEX_BIN=path to a built binary (default: builds target/release/neurodex)
 #      THREADS=n (default: all cores)
 #
@@ -53,6 +54,7 @@ echo "$out" | grep '^decode'
 echo "best forward-only: $best_f images/s; best pipeline: $best_p images/s"
 awk -v f="$best_f" -v p="$best_p" 'BEGIN { printf "pipeline overhead over forward-only: %.1f%%\n", (f / p - 1) * 100 }'
 
+[ "${FULL:-1}" = 1 ] || exit 0
 total=$(find "$SRC" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' -o -iname '*.gif' -o -iname '*.bmp' \) | wc -l)
 echo "full run: $total image files under $SRC"
 /usr/bin/time -v "$BIN" index "$SRC" --db "$WORK/full.db" --batch "$BATCH" "${THREADS_ARG[@]}" 2> "$WORK/full.log" || true
