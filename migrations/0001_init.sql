@@ -14,7 +14,11 @@ CREATE TABLE run (
     created_at   INTEGER NOT NULL,  -- unix seconds
     -- 1 while images have been changed or removed since unit_stats and top_hit were
     -- last recomputed from the peaks (done at the end of `index`)
-    needs_rebuild INTEGER NOT NULL DEFAULT 0
+    needs_rebuild INTEGER NOT NULL DEFAULT 0,
+    -- unit_stats and top_k include the peaks of exactly the indexed images with
+    -- id <= derived_upto (they are saved every few batches; a resumed run replays
+    -- the later images' stored peaks in id order)
+    derived_upto INTEGER NOT NULL DEFAULT 0
 );
 
 -- Indexed layers, in network order.

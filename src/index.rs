@@ -226,6 +226,7 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
         created_at: store::unix_now(),
         layers: layers.iter().map(|l| l.name.clone()).collect(),
         needs_rebuild: false,
+        derived_upto: 0,
     };
     store.create_run(&run, &layers)?;
     Ok(run)
@@ -248,6 +249,14 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
     let taps: Vec<usize> = layers.iter().map(|l| l.node).collect();
     let mut stats = store.load_stats(&layers)?;
     let mut tops = store.load_top(&layers, run.top_k)?;
+    // Images committed after the last save of the statistics (an interrupted run).
+    let run = store.run_info()?;
+    store.replay_after(run.derived_upto, &layers, &mut stats, &mut tops)?;
+    let mut derived = Derived {
+        dirty: layers.iter().map(|l| vec![true; l.channels]).collect(),
+        stats,
+        tops,
+    };
     let max_id_at_start = store.max_image_id()?;
     store
         .conn()
@@ -289,17 +298,8 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
         };
         let decoder = s.spawn(move || decoder(work_rx, batch_tx, batch, &recipe, max_pixels));
         let (peaks_tx, peaks_rx) = sync_channel::<(Batch, BatchPeaks)>(1);
-        let writer = s.spawn(|| {
-            write_loop(
-                store,
-                &layers,
-                &mut stats,
-                &mut tops,
-                peaks_rx,
-                &pb,
-                &mut summary,
-            )
-        });
+        let writer =
+            s.spawn(|| write_loop(store, &layers, &mut derived, peaks_rx, &pb, &mut summary));
         let forwarded = forward_loop(net, &taps, batch_rx, peaks_tx);
         // On error the receivers are gone: the other threads stop at their next send.
         let written = writer.join().expect("writer thread");
@@ -565,16 +565,21 @@ fn forward_loop(
 fn write_loop(
     store: &mut Store,
     layers: &[LayerInfo],
-    stats: &mut [Vec<UnitStats>],
-    tops: &mut [Vec<TopK>],
+    d: &mut Derived,
     rx: Receiver<(Batch, BatchPeaks)>,
     pb: &ProgressBar,
     summary: &mut Summary,
 ) -> Result<()> {
     let mut by_kind: Vec<(String, u64)> = Vec::new();
+    let mut unsaved = 0;
     for (b, peaks) in rx {
         let t = Instant::now();
-        commit(store, layers, stats, tops, &b, &peaks)?;
+        unsaved += !b.ok.is_empty() as usize;
+        let flush = unsaved >= SAVE_EVERY;
+        if flush {
+            unsaved = 0;
+        }
+        commit(store, layers, d, &b, &peaks, flush)?;
         summary.write_seconds += t.elapsed().as_secs_f64();
         let n = b.ok.len();
         summary.indexed += n as u64;
@@ -598,18 +603,51 @@ fn write_loop(
         }
         pb.inc((n + b.failed.len()) as u64);
     }
+    let t = Instant::now();
+    let tx = store.begin()?;
+    d.save(&tx, layers)?;
+    tx.commit().ctx(store.conn())?;
+    summary.write_seconds += t.elapsed().as_secs_f64();
     summary.failed_by_kind = by_kind;
     Ok(())
 }
 
-/// One batch, one transaction.
+/// Statistics and top-K lists in memory; saved to the database every
+/// `SAVE_EVERY` batches and at the end, in the transaction of a batch.
+struct Derived {
+    stats: Vec<Vec<UnitStats>>,
+    tops: Vec<Vec<TopK>>,
+    /// Units whose top-K changed since the last save.
+    dirty: Vec<Vec<bool>>,
+}
+
+impl Derived {
+    fn save(&mut self, tx: &rusqlite::Connection, layers: &[LayerInfo]) -> Result<()> {
+        for (li, layer) in layers.iter().enumerate() {
+            for (u, s) in self.stats[li].iter().enumerate() {
+                store::write_stats(tx, layer.id, u, s)?;
+                if std::mem::take(&mut self.dirty[li][u]) {
+                    store::write_top(tx, layer.id, u, &self.tops[li][u])?;
+                }
+            }
+        }
+        store::set_derived_upto(tx)
+    }
+}
+
+/// Batches between saves of the statistics and top-K lists: rewriting every unit's
+/// row for each batch would cost more than the rest of the bookkeeping together.
+const SAVE_EVERY: usize = 8;
+
+/// One batch, one transaction: image rows and peaks always; statistics and top-K
+/// when `flush`. Until then a kill loses nothing: the peaks are replayed.
 fn commit(
     store: &mut Store,
     layers: &[LayerInfo],
-    stats: &mut [Vec<UnitStats>],
-    tops: &mut [Vec<TopK>],
+    d: &mut Derived,
     b: &Batch,
     peaks: &[Vec<Vec<Peak>>],
+    flush: bool,
 ) -> Result<()> {
     let tx = store.begin()?;
     for &(id, mtime_ns) in &b.touched {
@@ -668,24 +706,26 @@ fn commit(
         )?;
         ids.push(id);
     }
-    if !ids.is_empty() {
-        for (li, layer) in layers.iter().enumerate() {
+    for (li, layer) in layers.iter().enumerate() {
+        for (i, &id) in ids.iter().enumerate() {
+            store::put_peaks(&tx, id, layer.id, &peaks[li][i])?;
+        }
+        for (u, (s, top)) in d.stats[li]
+            .iter_mut()
+            .zip(d.tops[li].iter_mut())
+            .enumerate()
+        {
             for (i, &id) in ids.iter().enumerate() {
-                store::put_peaks(&tx, id, layer.id, &peaks[li][i])?;
-            }
-            for (u, (s, top)) in stats[li].iter_mut().zip(tops[li].iter_mut()).enumerate() {
-                let mut changed = false;
-                for (i, &id) in ids.iter().enumerate() {
-                    let p = &peaks[li][i][u];
-                    s.add(p.value);
-                    changed |= top.offer(Hit::new(p, id)) != Offer::Rejected;
-                }
-                store::write_stats(&tx, layer.id, u, s)?;
-                if changed {
-                    store::write_top(&tx, layer.id, u, top)?;
+                let p = &peaks[li][i][u];
+                s.add(p.value);
+                if top.offer(Hit::new(p, id)) != Offer::Rejected {
+                    d.dirty[li][u] = true;
                 }
             }
         }
+    }
+    if flush {
+        d.save(&tx, layers)?;
     }
     tx.commit().ctx(store.conn())
 }

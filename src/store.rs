@@ -65,6 +65,8 @@ pub struct RunInfo {
     pub created_at: i64,
     pub layers: Vec<String>,
     pub needs_rebuild: bool,
+    /// Statistics and top-K include exactly the indexed images with id <= this.
+    pub derived_upto: i64,
 }
 
 /// An indexed layer: its shape and receptive field.
@@ -309,7 +311,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT model, weights_id, root, recipe, max_pixels, top_k, tool_version,
-                        created_at, needs_rebuild FROM run WHERE id = 1",
+                        created_at, needs_rebuild, derived_upto FROM run WHERE id = 1",
                 [],
                 |r| {
                     Ok(RunInfo {
@@ -323,6 +325,7 @@ impl Store {
                         created_at: r.get(7)?,
                         layers: vec![],
                         needs_rebuild: r.get::<_, i64>(8)? != 0,
+                        derived_upto: r.get(9)?,
                     })
                 },
             )
@@ -500,6 +503,46 @@ impl Store {
         Ok(out)
     }
 
+    /// Adds the stored peaks of indexed images with id > `after` to `stats` and
+    /// `tops`, in id order (as the run that indexed them did). Returns how many.
+    pub fn replay_after(
+        &self,
+        after: i64,
+        layers: &[LayerInfo],
+        stats: &mut [Vec<UnitStats>],
+        tops: &mut [Vec<TopK>],
+    ) -> Result<u64> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT p.image_id, p.layer_id, p.data FROM peaks p
+                 JOIN image i ON i.id = p.image_id
+                 WHERE i.status = 'ok' AND p.image_id > ?1 ORDER BY p.image_id, p.layer_id",
+            )
+            .ctx(&self.conn)?;
+        let mut rows = st.query([after]).ctx(&self.conn)?;
+        let (mut n, mut last) = (0, None);
+        while let Some(r) = rows.next().ctx(&self.conn)? {
+            let id: i64 = r.get(0).ctx(&self.conn)?;
+            let l = r.get::<_, i64>(1).ctx(&self.conn)? as usize;
+            let blob: Vec<u8> = r.get(2).ctx(&self.conn)?;
+            if l >= layers.len() {
+                continue;
+            }
+            if last != Some(id) {
+                n += 1;
+                last = Some(id);
+            }
+            for (u, p) in peaks::decode(&blob)?.iter().enumerate() {
+                if u < stats[l].len() {
+                    stats[l][u].add(p.value);
+                    tops[l][u].offer(Hit::new(p, id));
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Recomputes every unit's statistics and top-K from the stored peaks of the
     /// images now indexed (after files changed or vanished), in one transaction.
     pub fn rebuild(&mut self) -> Result<()> {
@@ -548,6 +591,7 @@ impl Store {
         }
         tx.execute("UPDATE run SET needs_rebuild = 0 WHERE id = 1", [])
             .ctx(&tx)?;
+        set_derived_upto(&tx)?;
         tx.commit().ctx(&self.conn)
     }
 }
@@ -619,6 +663,16 @@ pub fn mark_removed(conn: &Connection, id: i64) -> Result<()> {
     )
     .ctx(conn)?
     .execute([id])
+    .ctx(conn)
+    .map(|_| ())
+}
+
+/// Records that statistics and top-K now include every image indexed so far.
+pub fn set_derived_upto(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "UPDATE run SET derived_upto = (SELECT coalesce(max(id), 0) FROM image) WHERE id = 1",
+        [],
+    )
     .ctx(conn)
     .map(|_| ())
 }
