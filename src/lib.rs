@@ -21,6 +21,7 @@ pub mod preprocess;
 pub mod query;
 pub mod receptive;
 pub mod render;
+pub mod serve;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -14,6 +14,7 @@ pub mod index;
 pub mod layers;
 pub mod maps;
 pub mod models;
+pub mod serve;
 pub mod stats;
 pub mod top;
 pub mod units;
@@ -60,6 +61,8 @@ pub enum Command {
     Filters(filters::Args),
     /// A static HTML gallery of every indexed unit's top images
     Gallery(gallery::Args),
+    /// Live explorer in the browser (webcam, video, images)
+    Serve(serve::Args),
 }
 
 /// Exit status for "ran, but some inputs failed".
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Maps(a) => maps::run(a),
         Command::Filters(a) => filters::run(a),
         Command::Gallery(a) => gallery::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,72 @@
+//! `neurodex serve [--db F] [--model M] [--addr 127.0.0.1:7878]`: the live explorer in
+//! the browser (webcam, video files, pictures, indexed images).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::model::{Network, DEFAULT_MODEL};
+use crate::serve::{self, App};
+use crate::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Index database: enables the top images of a clicked unit and the dataset picker
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Architecture (default: the database's, else efficientnet-lite0)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weights file (default: the embedded weights)
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Address to listen on; the default is reachable from this machine only
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: SocketAddr,
+    /// Largest accepted upload or frame, in MiB
+    #[arg(long, default_value_t = 16)]
+    pub max_upload_mb: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let model = match (&args.model, &args.db) {
+        (Some(m), _) => m.clone(),
+        (None, Some(db)) => Store::open_readonly(db)?.run_info()?.model,
+        (None, None) => DEFAULT_MODEL.to_string(),
+    };
+    let net = Network::open(&model, args.weights.as_deref())?;
+    if let Some(db) = &args.db {
+        let run = Store::open_readonly(db)?.run_info()?;
+        if run.model == net.arch.name && run.weights_id != net.weights_id() {
+            eprintln!(
+                "warning: {} was indexed with other weights than these; live maps and the \
+                 indexed top images may not agree",
+                db.display()
+            );
+        }
+    }
+    let mut app = App::new(net, args.db)?;
+    app.max_upload = args.max_upload_mb.max(1) << 20;
+    serve::serve(app, args.addr)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn listens_on_localhost_unless_told_otherwise() {
+        let a = Cli::parse_from(["x"]).args;
+        assert!(a.addr.ip().is_loopback());
+        assert_eq!(a.addr.to_string(), "127.0.0.1:7878");
+        let b = Cli::parse_from(["x", "--addr", "0.0.0.0:80"]).args;
+        assert!(!b.addr.ip().is_loopback());
+    }
+}

@@ -1,0 +1,251 @@
+//! One live frame: decode the bytes the page sent (JPEG from the camera canvas, or
+//! any uploaded picture), run the network once, and answer the chosen layer's maps
+//! as u8 on ONE scale shared by the whole layer, with the top-5 classes.
+//!
+//! Wire format of a reply (`application/octet-stream`): a little-endian u32 `n`,
+//! `n` bytes of JSON (`Header`), then `c * h * w` bytes, channel-major. Raw bytes
+//! rather than a PNG atlas: nothing to encode on the server, and the page draws
+//! them straight into an `ImageData`.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use image::{ImageDecoder, ImageReader, RgbImage};
+use serde::Serialize;
+
+use crate::model::{imagenet_label, Network};
+use crate::preprocess::{self, Transform};
+
+/// What the page needs to draw a reply.
+#[derive(Clone, Debug, Serialize)]
+pub struct Header {
+    pub layer: String,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// The shared scale: byte 0 is `lo`, byte 255 is `hi`.
+    pub lo: f32,
+    pub hi: f32,
+    pub top5: Vec<Guess>,
+    /// Where the network looked, in the frame's pixels.
+    pub transform: Transform,
+    /// Server-side milliseconds: decoding, the forward pass, everything.
+    pub decode_ms: f64,
+    pub forward_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Guess {
+    pub class: usize,
+    pub label: &'static str,
+    pub prob: f32,
+}
+
+/// A frame's answer: the header and the quantised maps.
+pub struct Reply {
+    pub header: Header,
+    pub maps: Vec<u8>,
+}
+
+impl Reply {
+    /// The bytes sent to the page (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(&self.header).expect("header serialises");
+        let mut out = Vec::with_capacity(4 + json.len() + self.maps.len());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&self.maps);
+        out
+    }
+}
+
+/// Decodes image bytes (format from the content) to upright RGB, refusing pictures
+/// above `max_pixels` from the header, before any pixel is decoded. The error is a
+/// sentence for the page.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
+    if bytes.is_empty() {
+        return Err("empty frame: no image bytes were sent".into());
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read the frame: {}", e.to_string().trim()))?;
+    if reader.format().is_none() {
+        return Err("the frame is not a recognised image format (JPEG, PNG, ...)".into());
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| format!("cannot decode the frame: {}", e.to_string().trim()))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels == 0 {
+        return Err("the frame has no pixels".into());
+    }
+    if pixels > max_pixels {
+        return Err(format!(
+            "the frame is {w}x{h} = {:.1} MP, above the limit of {:.1} MP",
+            pixels as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        ));
+    }
+    let orientation = decoder.orientation().ok();
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("cannot decode the frame: {}", e.to_string().trim()))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img.into_rgb8())
+}
+
+/// The layer's scale: from min(0, smallest) to the largest finite value, so that
+/// 0 stays black for ReLU layers and comparable across frames of one scene.
+pub fn scale(data: &[f32]) -> (f32, f32) {
+    let (lo, hi) = crate::render::maps::finite_range(data);
+    (lo.min(0.0), hi)
+}
+
+/// `v` on `[lo, hi]` as a byte, rounded; non-finite values and flat layers give 0.
+pub fn quantise(v: f32, lo: f32, hi: f32) -> u8 {
+    if !v.is_finite() || hi <= lo {
+        return 0;
+    }
+    (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// The `k` most probable classes of `logits`, best first (softmax in f64).
+pub fn top_classes(logits: &[f32], k: usize) -> Vec<Guess> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| exp[b].total_cmp(&exp[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|class| Guess {
+            class,
+            label: imagenet_label(class),
+            prob: (exp[class] / sum) as f32,
+        })
+        .collect()
+}
+
+/// Runs `img` through `net` once and answers node `layer`'s maps (named `name`)
+/// and, when the network ends in ImageNet classes, the top 5.
+pub fn infer(
+    net: &Network,
+    img: &RgbImage,
+    layer: usize,
+    name: &str,
+    decode_ms: f64,
+) -> crate::Result<Reply> {
+    let start = Instant::now();
+    let (x, transform) = preprocess::prepare(img, &net.arch.recipe);
+    let last = net.arch.nodes.len() - 1;
+    let mut acts = net.forward_raw(&x, 1, &[layer, last])?;
+    let logits = acts.pop().expect("two taps");
+    let act = acts.pop().expect("two taps");
+    let forward_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (lo, hi) = scale(&act.data);
+    let maps = act.data.iter().map(|&v| quantise(v, lo, hi)).collect();
+    let top5 = if net.arch.classes > 0 && logits.data.len() == net.arch.classes {
+        top_classes(&logits.data, 5)
+    } else {
+        Vec::new()
+    };
+    Ok(Reply {
+        header: Header {
+            layer: name.to_string(),
+            c: act.c,
+            h: act.h,
+            w: act.w,
+            lo,
+            hi,
+            top5,
+            transform,
+            decode_ms,
+            forward_ms,
+            total_ms: decode_ms + start.elapsed().as_secs_f64() * 1e3,
+        },
+        maps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_span_zero_to_the_layer_maximum() {
+        let data = [0.0, 1.0, 2.0, 4.0, f32::NAN];
+        let (lo, hi) = scale(&data);
+        assert_eq!((lo, hi), (0.0, 4.0));
+        let q: Vec<u8> = data.iter().map(|&v| quantise(v, lo, hi)).collect();
+        // 1/4 of 255 = 63.75 -> 64; 2/4 -> 127.5 -> 128.
+        assert_eq!(q, [0, 64, 128, 255, 0]);
+        // A layer with negative values keeps its minimum at 0.
+        assert_eq!(scale(&[-2.0, 2.0]), (-2.0, 2.0));
+        assert_eq!(quantise(0.0, -2.0, 2.0), 128);
+        // A flat layer is all zeros rather than a division by zero.
+        assert_eq!(quantise(3.0, 3.0, 3.0), 0);
+    }
+
+    #[test]
+    fn top_classes_are_softmax_ordered() {
+        // exp(0), exp(ln 3) = 3, exp(ln 6) = 6: probabilities 0.1, 0.3, 0.6.
+        let logits = [0.0, 3f32.ln(), 6f32.ln()];
+        let top = top_classes(&logits, 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].class, top[1].class), (2, 1));
+        assert!((top[0].prob - 0.6).abs() < 1e-6);
+        assert!((top[1].prob - 0.3).abs() < 1e-6);
+        assert_eq!(top[0].label, imagenet_label(2));
+    }
+
+    #[test]
+    fn reply_is_length_prefixed_json_then_maps() {
+        let r = Reply {
+            header: Header {
+                layer: "x".into(),
+                c: 1,
+                h: 1,
+                w: 2,
+                lo: 0.0,
+                hi: 1.0,
+                top5: vec![],
+                transform: Transform {
+                    orig_w: 2,
+                    orig_h: 2,
+                    crop: [0.0, 0.0, 2.0, 2.0],
+                    size: 2,
+                },
+                decode_ms: 0.0,
+                forward_ms: 0.0,
+                total_ms: 0.0,
+            },
+            maps: vec![7, 9],
+        };
+        let b = r.encode();
+        let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+        let v: serde_json::Value = serde_json::from_slice(&b[4..4 + n]).unwrap();
+        assert_eq!(v["layer"], "x");
+        assert_eq!(&b[4 + n..], &[7, 9]);
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_sentence() {
+        assert!(decode(b"", 100).unwrap_err().contains("empty"));
+        assert!(decode(b"definitely not a picture", 100)
+            .unwrap_err()
+            .contains("not a recognised image"));
+        // A PPM header announcing 5000 x 5000 pixels is refused before decoding.
+        let e = decode(b"P6\n5000 5000\n255\n\0\0\0", 1_000_000).unwrap_err();
+        assert!(e.contains("5000x5000"), "{e}");
+        let mut png = Vec::new();
+        RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]))
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode(&png, 100).unwrap().get_pixel(2, 1).0, [1, 2, 3]);
+        assert!(decode(&png[..png.len() / 2], 100).is_err());
+    }
+}

@@ -1,0 +1,286 @@
+//! The HTTP routes. Errors answer JSON `{"error": "..."}` with a 4xx status for bad
+//! requests (unknown layer, undecodable frame, unknown image) and 5xx for our faults;
+//! a failing request never takes the server down.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /`, `/page.js`, `/page.css` | the page (compiled in) |
+//! | `GET /api/layers` | model, layers (every tap), default layer, database summary |
+//! | `POST /api/frame?layer=L` | image bytes in; `frame::Reply` out; 503 `busy` while another frame runs |
+//! | `GET /api/unit/{layer}/{unit}` | `unit::UnitReport`: filter and top images with crops |
+//! | `GET /api/images?offset=&limit=` | indexed images (id, path) |
+//! | `GET /api/image/{id}` | the bytes of indexed image `id` |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{frame, unit, App};
+
+const PAGE_HTML: &str = include_str!("page.html");
+const PAGE_JS: &str = include_str!("page.js");
+const PAGE_CSS: &str = include_str!("page.css");
+
+/// The page may only load what this server serves (frames and pictures arrive as
+/// blob: and data: URLs).
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+                   connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
+                   base-uri 'none'; frame-ancestors 'none'";
+
+/// An error reply: status and a sentence.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    fn not_found(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+    fn internal(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+/// Runs blocking work (the network, SQLite, decoding) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/page.js", get(script))
+        .route("/page.css", get(style))
+        .route("/api/layers", get(layers))
+        // The frame handler enforces `max_upload` itself.
+        .route("/api/frame", post(frame).layer(DefaultBodyLimit::disable()))
+        .route("/api/unit/{layer}/{unit}", get(unit_report))
+        .route("/api/images", get(images))
+        .route("/api/image/{id}", get(image))
+        .fallback(|| async { ApiError::not_found("no such page") })
+        .with_state(app)
+}
+
+fn text(body: &'static str, mime: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    let mut r = text(PAGE_HTML, "text/html; charset=utf-8");
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+async fn script() -> Response {
+    text(PAGE_JS, "text/javascript; charset=utf-8")
+}
+
+async fn style() -> Response {
+    text(PAGE_CSS, "text/css; charset=utf-8")
+}
+
+async fn layers(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let db = app.db.clone();
+    let images = match db {
+        Some(db) => Some(blocking(move || Ok(unit::list_images(&db, 0, 0)?.0)).await?),
+        None => None,
+    };
+    Ok(Json(serde_json::json!({
+        "model": app.net.arch.name,
+        "weights_id": app.net.weights_id(),
+        "input_size": app.net.arch.recipe.size,
+        "crop_fraction": app.net.arch.recipe.crop_fraction,
+        "default": app.default_layer,
+        "db": app.db.as_ref().map(|p| p.display().to_string()),
+        "images": images,
+        "layers": app.layers,
+    })))
+}
+
+#[derive(Deserialize)]
+struct FrameQuery {
+    layer: Option<String>,
+}
+
+async fn frame(
+    State(app): State<Arc<App>>,
+    Query(q): Query<FrameQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Refuse an announced oversized upload before reading it, then cap what is read
+    // (a client may announce nothing, or lie).
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than the limit of {} bytes", app.max_upload),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > app.max_upload as u64) {
+        return Err(too_large());
+    }
+    let body: Bytes = axum::body::to_bytes(body, app.max_upload)
+        .await
+        .map_err(|_| too_large())?;
+    let name = q.layer.unwrap_or_else(|| app.default_layer.clone());
+    let layer = app
+        .layer(&name)
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "unknown layer {name:?} for {} (see /api/layers)",
+                app.net.arch.name
+            ))
+        })?
+        .clone();
+    // Busy: drop this frame now rather than queue it behind the running one.
+    let Some(slot) = app.try_slot() else {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "busy": true, "error": "busy: frame dropped" })),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(r);
+    };
+    let worker = app.clone();
+    let reply = blocking(move || {
+        let _slot = slot;
+        let start = Instant::now();
+        let img = frame::decode(&body, worker.max_frame_pixels).map_err(ApiError::bad)?;
+        let decode_ms = start.elapsed().as_secs_f64() * 1e3;
+        Ok(frame::infer(
+            &worker.net,
+            &img,
+            layer.node,
+            &layer.name,
+            decode_ms,
+        )?)
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        reply.encode(),
+    )
+        .into_response())
+}
+
+async fn unit_report(
+    State(app): State<Arc<App>>,
+    Path((name, u)): Path<(String, usize)>,
+) -> Result<Json<unit::UnitReport>, ApiError> {
+    let layer = app
+        .layer(&name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown layer {name:?}")))?
+        .clone();
+    if u >= layer.c {
+        return Err(ApiError::not_found(format!(
+            "layer {} has {} units; there is no unit {u}",
+            layer.name, layer.c
+        )));
+    }
+    let worker = app.clone();
+    let rep = blocking(move || {
+        Ok(unit::report(
+            &worker.net,
+            worker.db.as_deref(),
+            layer.node,
+            &layer.name,
+            layer.c,
+            u,
+            9,
+        )?)
+    })
+    .await?;
+    Ok(Json(rep))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn images(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(db) = app.db.clone() else {
+        return Ok(Json(serde_json::json!({ "total": 0, "images": [] })));
+    };
+    let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(500).min(5000));
+    let (total, list) = blocking(move || Ok(unit::list_images(&db, offset, limit)?)).await?;
+    Ok(Json(serde_json::json!({ "total": total, "images": list })))
+}
+
+async fn image(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let Some(db) = app.db.clone() else {
+        return Err(ApiError::not_found("no database: no images to serve"));
+    };
+    let bytes = blocking(move || {
+        let path = unit::image_file(&db, id)?
+            .ok_or_else(|| ApiError::not_found(format!("no indexed image {id}")))?;
+        std::fs::read(&path).map_err(|e| {
+            ApiError::not_found(format!("indexed image {id} cannot be read any more: {e}"))
+        })
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, unit::mime(&bytes)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,210 @@
+//! `neurodex serve`: the Deep Visualization Toolbox's live view in a browser. One page
+//! (static files compiled into the binary, no build step) sends frames from the webcam,
+//! a video file, an uploaded picture or an indexed image; the server runs the network
+//! once per frame and answers the selected layer's maps and the top-5 classes. A click
+//! on a channel asks the index for that unit's top images.
+//!
+//! One inference runs at a time: a frame that arrives while the network is busy is
+//! answered "busy" at once and dropped, never queued, so the page (which keeps one
+//! frame in flight) always gets the freshest picture through.
+//!
+//! Safe by default: binds to localhost; serves only files the database indexed, by id;
+//! limits the size of uploads and the pixel count of frames.
+
+pub mod frame;
+mod handlers;
+pub mod unit;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::Network;
+use crate::store::Store;
+use crate::{Error, Result};
+
+pub use handlers::router;
+
+/// Default largest request body (an uploaded picture or a frame).
+pub const DEFAULT_MAX_UPLOAD: usize = 16 << 20;
+/// Default largest frame, in pixels (checked from the image header).
+pub const DEFAULT_MAX_FRAME_PIXELS: u64 = 40_000_000;
+
+/// A layer the page may show.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerEntry {
+    pub name: String,
+    pub node: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Receptive field side, in network-input pixels.
+    pub field: [i64; 2],
+    /// Whether the database has this layer's top images.
+    pub indexed: bool,
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub net: Network,
+    pub db: Option<PathBuf>,
+    pub layers: Vec<LayerEntry>,
+    /// The layer the page opens on: the middle tap.
+    pub default_layer: String,
+    pub max_upload: usize,
+    pub max_frame_pixels: u64,
+    /// Set while an inference runs.
+    busy: AtomicBool,
+}
+
+/// The right to run the network, held by at most one frame; released on drop.
+pub struct Slot(Arc<App>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+impl App {
+    /// Wraps `net`; with `db`, checks that the database was built with the same
+    /// architecture and marks which layers it indexes.
+    pub fn new(net: Network, db: Option<PathBuf>) -> Result<App> {
+        let mut indexed = Vec::new();
+        if let Some(db) = &db {
+            let store = Store::open_readonly(db)?;
+            let run = store.run_info()?;
+            if run.model != net.arch.name {
+                return Err(Error::Other(format!(
+                    "{}: the database indexes {}, not {} (drop --model, or pass the same one)",
+                    db.display(),
+                    run.model,
+                    net.arch.name
+                )));
+            }
+            indexed = store.layers()?.into_iter().map(|l| l.node).collect();
+        }
+        let shapes = net.arch.output_shapes();
+        let fields = crate::receptive::fields(&net.arch);
+        let layers: Vec<LayerEntry> = net
+            .arch
+            .taps()
+            .into_iter()
+            .map(|i| LayerEntry {
+                name: net.arch.nodes[i].name.clone(),
+                node: i,
+                c: shapes[i][0],
+                h: shapes[i][1],
+                w: shapes[i][2],
+                field: fields[i].size,
+                indexed: indexed.contains(&i),
+            })
+            .collect();
+        // The middle of the model's default layers that have maps (else of all
+        // spatial taps): a mid-level grid, as the toolbox opens on.
+        let spatial = |names: &mut dyn Iterator<Item = usize>| -> Vec<&LayerEntry> {
+            names
+                .filter_map(|n| layers.iter().find(|l| l.node == n))
+                .filter(|l| l.h * l.w > 1)
+                .collect()
+        };
+        let mut spatial = spatial(
+            &mut net
+                .arch
+                .default_layers
+                .iter()
+                .filter_map(|n| net.arch.find(n)),
+        );
+        if spatial.is_empty() {
+            spatial = layers.iter().filter(|l| l.h * l.w > 1).collect();
+        }
+        let default_layer = spatial
+            .get(spatial.len() / 2)
+            .or(layers.first().as_ref())
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        Ok(App {
+            net,
+            db,
+            layers,
+            default_layer,
+            max_upload: DEFAULT_MAX_UPLOAD,
+            max_frame_pixels: DEFAULT_MAX_FRAME_PIXELS,
+            busy: AtomicBool::new(false),
+        })
+    }
+
+    /// The inference slot, or `None` when a frame is being processed.
+    pub fn try_slot(self: &Arc<App>) -> Option<Slot> {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// A layer by name or alias; only taps are offered.
+    pub fn layer(&self, name: &str) -> Option<&LayerEntry> {
+        let node = self.net.arch.find(name)?;
+        self.layers.iter().find(|l| l.node == node)
+    }
+}
+
+/// Binds `addr` and serves `app` until the process ends. Prints
+/// `listening on http://ADDR/` (the real port when `addr` asks for port 0).
+pub fn serve(app: App, addr: SocketAddr) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the server runtime: {e}")))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Other(format!("{addr}: {e}")))?;
+        if !local.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {local}, reachable from other machines: anyone who \
+                 can connect sees the indexed images"
+            );
+        }
+        eprintln!("listening on http://{local}/");
+        axum::serve(listener, router(Arc::new(app)))
+            .await
+            .map_err(|e| Error::Other(format!("server stopped: {e}")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_frame_at_a_time_and_the_slot_frees_on_drop() {
+        let app = Arc::new(App::new(Network::embedded_default().unwrap(), None).unwrap());
+        let first = app.try_slot().expect("free at start");
+        assert!(app.try_slot().is_none(), "a second frame must be refused");
+        drop(first);
+        assert!(
+            app.try_slot().is_some(),
+            "free again once the first is done"
+        );
+    }
+
+    #[test]
+    fn every_tap_is_offered_and_the_default_is_a_middle_layer() {
+        let app = App::new(Network::embedded_default().unwrap(), None).unwrap();
+        let taps = app.net.arch.taps();
+        assert_eq!(app.layers.len(), taps.len());
+        let d = app.layer(&app.default_layer).unwrap();
+        // Lite0's mid-network maps are 14x14 or 28x28, neither the stem nor the head.
+        assert!(d.h == 14 || d.h == 28, "{d:?}");
+        assert!(app.layer("logits").is_some());
+        assert!(app.layer("no-such-layer").is_none());
+    }
+}

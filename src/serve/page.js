@@ -1,0 +1,443 @@
+// neurodex live view. Sends frames to the server, one in flight at a time, and
+// draws the reply: the chosen layer's feature maps (u8, one scale for the layer) as a
+// near-square grid, the top-5 classes, and for a clicked channel its zoomed map, its
+// filter and its top-9 images from the index.
+//
+// Reply format of POST /api/frame: u32 LE n, n bytes of JSON header, c*h*w bytes.
+
+const $ = (id) => document.getElementById(id);
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+const state = {
+  layers: [],
+  layer: null,
+  source: null, // 'camera' | 'video' | 'still'
+  stream: null,
+  still: null, // Blob of the still picture
+  stillDirty: false,
+  unit: null,
+  last: null, // { header, maps } of the latest reply
+  frames: 0,
+  times: [], // arrival times of recent replies
+  geom: null, // grid geometry for click hit-testing
+};
+
+function status(msg, error = false) {
+  const s = $('status');
+  s.textContent = msg;
+  s.classList.toggle('error', error);
+}
+
+async function getJson(url) {
+  const r = await fetch(url);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || `${url}: HTTP ${r.status}`);
+  return body;
+}
+
+// ---------------------------------------------------------------- sources
+
+function stopSources() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  const v = $('video');
+  v.pause();
+  v.removeAttribute('src');
+  v.srcObject = null;
+  for (const id of ['src-camera', 'src-video', 'src-image', 'src-dataset']) {
+    const el = $(id);
+    (el.closest('label') || el).classList.remove('active');
+  }
+}
+
+function showInput(kind) {
+  $('video').classList.toggle('hidden', kind !== 'video');
+  $('still').classList.toggle('hidden', kind !== 'still');
+  $('placeholder').classList.toggle('hidden', kind !== null);
+}
+
+async function useCamera() {
+  stopSources();
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: false,
+    });
+  } catch (e) {
+    status(`camera unavailable: ${e.message || e}`, true);
+    return;
+  }
+  const v = $('video');
+  v.srcObject = state.stream;
+  await v.play().catch(() => {});
+  $('src-camera').classList.add('active');
+  state.source = 'camera';
+  showInput('video');
+  status('camera');
+  pump();
+}
+
+async function useVideoFile(file) {
+  stopSources();
+  const v = $('video');
+  v.src = URL.createObjectURL(file);
+  v.loop = true;
+  await v.play().catch((e) => status(`cannot play ${file.name}: ${e.message || e}`, true));
+  $('src-video').closest('label').classList.add('active');
+  state.source = 'video';
+  showInput('video');
+  status(file.name);
+  pump();
+}
+
+function useStill(blob, label, control) {
+  stopSources();
+  (control.closest('label') || control).classList.add('active');
+  const img = $('still');
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(blob);
+  state.source = 'still';
+  state.still = blob;
+  showInput('still');
+  status(label);
+  sendStill();
+}
+
+async function useIndexed(id, path) {
+  try {
+    const r = await fetch(`/api/image/${encodeURIComponent(id)}`);
+    if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || `HTTP ${r.status}`);
+    const sel = $('src-dataset');
+    sel.value = String(id);
+    useStill(await r.blob(), path, sel);
+  } catch (e) {
+    status(`cannot load indexed image ${path}: ${e.message}`, true);
+  }
+}
+
+// ---------------------------------------------------------------- frames
+
+// A JPEG of the current video frame, short side at most 256 px (the network crops
+// 87.5% of it to 224).
+const grabCanvas = document.createElement('canvas');
+function grab(video) {
+  const vw = video.videoWidth, vh = video.videoHeight;
+  const s = Math.min(1, 256 / Math.min(vw, vh));
+  grabCanvas.width = Math.round(vw * s);
+  grabCanvas.height = Math.round(vh * s);
+  grabCanvas.getContext('2d').drawImage(video, 0, 0, grabCanvas.width, grabCanvas.height);
+  return new Promise((ok) => grabCanvas.toBlob(ok, 'image/jpeg', 0.85));
+}
+
+// Sends one frame; resolves to 'ok', 'busy' or 'error'.
+async function send(blob) {
+  const layer = state.layer;
+  let r;
+  try {
+    r = await fetch(`/api/frame?layer=${encodeURIComponent(layer)}`, { method: 'POST', body: blob });
+  } catch (e) {
+    status(`server unreachable: ${e.message}`, true);
+    return 'error';
+  }
+  if (r.status === 503) return 'busy';
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    status(`frame refused (${r.status}): ${body.error || r.statusText}`, true);
+    return 'error';
+  }
+  const buf = await r.arrayBuffer();
+  const n = new DataView(buf).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
+  const maps = new Uint8Array(buf, 4 + n);
+  if (header.layer !== state.layer) return 'ok'; // layer changed meanwhile
+  state.last = { header, maps };
+  state.frames += 1;
+  document.body.dataset.frames = String(state.frames);
+  tick(header);
+  draw();
+  return 'ok';
+}
+
+let pumping = false;
+// The live loop: one frame in flight; a busy server drops the frame and we grab a
+// newer one instead of queueing.
+async function pump() {
+  if (pumping) return;
+  pumping = true;
+  try {
+    while (state.source === 'camera' || state.source === 'video') {
+      const v = $('video');
+      if (v.readyState < 2 || !v.videoWidth) {
+        await sleep(30);
+        continue;
+      }
+      const blob = await grab(v);
+      const res = blob ? await send(blob) : 'error';
+      if (res === 'busy') await sleep(5);
+      else if (res === 'error') await sleep(300);
+    }
+  } finally {
+    pumping = false;
+  }
+}
+
+let stillSending = false;
+async function sendStill() {
+  state.stillDirty = true;
+  if (stillSending) return;
+  stillSending = true;
+  try {
+    while (state.stillDirty && state.source === 'still') {
+      state.stillDirty = false;
+      if ((await send(state.still)) === 'busy') {
+        state.stillDirty = true;
+        await sleep(50);
+      }
+    }
+  } finally {
+    stillSending = false;
+  }
+}
+
+function tick(header) {
+  const now = performance.now();
+  state.times.push(now);
+  while (state.times.length > 2 && now - state.times[0] > 3000) state.times.shift();
+  const t = state.times;
+  const fps = t.length > 1 ? ((t.length - 1) * 1000) / (t[t.length - 1] - t[0]) : 0;
+  const live = state.source === 'camera' || state.source === 'video';
+  $('fps').textContent = `${live ? fps.toFixed(1) : '–'} fps · ${header.total_ms.toFixed(0)} ms server`;
+  document.body.dataset.fps = live ? fps.toFixed(2) : '';
+}
+
+// ---------------------------------------------------------------- drawing
+
+const atlas = document.createElement('canvas');
+const GAP = 1;
+
+function draw() {
+  const { header: h, maps } = state.last;
+  const cols = Math.ceil(Math.sqrt(h.c));
+  const rows = Math.ceil(h.c / cols);
+  const aw = cols * (h.w + GAP) + GAP, ah = rows * (h.h + GAP) + GAP;
+  if (atlas.width !== aw || atlas.height !== ah) {
+    atlas.width = aw;
+    atlas.height = ah;
+  }
+  const actx = atlas.getContext('2d');
+  const img = actx.createImageData(aw, ah);
+  const px = img.data;
+  for (let i = 0; i < px.length; i += 4) {
+    px[i] = 60; px[i + 1] = 60; px[i + 2] = 70; px[i + 3] = 255;
+  }
+  const hw = h.h * h.w;
+  for (let ch = 0; ch < h.c; ch++) {
+    const ox = GAP + (ch % cols) * (h.w + GAP), oy = GAP + Math.floor(ch / cols) * (h.h + GAP);
+    for (let y = 0; y < h.h; y++) {
+      let o = ((oy + y) * aw + ox) * 4, s = ch * hw + y * h.w;
+      for (let x = 0; x < h.w; x++, o += 4) {
+        const v = maps[s + x];
+        px[o] = v; px[o + 1] = v; px[o + 2] = v;
+      }
+    }
+  }
+  actx.putImageData(img, 0, 0);
+
+  const grid = $('grid');
+  const maxW = Math.max(320, grid.parentElement.clientWidth - 24), maxH = 760;
+  let z = Math.min(maxW / aw, maxH / ah);
+  if (z >= 1) z = Math.floor(z);
+  const dw = Math.round(aw * z), dh = Math.round(ah * z);
+  if (grid.width !== dw || grid.height !== dh) {
+    grid.width = dw;
+    grid.height = dh;
+  }
+  const g = grid.getContext('2d');
+  g.imageSmoothingEnabled = false;
+  g.drawImage(atlas, 0, 0, dw, dh);
+  state.geom = { cols, c: h.c, cw: h.w + GAP, chh: h.h + GAP, z };
+  // Where cell k is, in canvas pixels, for tests and tools: (GAP + col*cw) * z.
+  Object.assign(grid.dataset, { cols, cw: h.w + GAP, ch: h.h + GAP, z, gap: GAP, c: h.c });
+  if (state.unit !== null && state.unit < h.c) {
+    const ox = GAP + (state.unit % cols) * (h.w + GAP), oy = GAP + Math.floor(state.unit / cols) * (h.h + GAP);
+    g.strokeStyle = '#ff4040';
+    g.lineWidth = 2;
+    g.strokeRect((ox - 1) * z, (oy - 1) * z, (h.w + 2) * z, (h.h + 2) * z);
+    drawZoom(h, maps);
+  }
+  $('grid-title').textContent = `${h.layer} · ${h.c} channels of ${h.h}×${h.w}`;
+  $('grid-scale').textContent = `one scale for the layer: black ${h.lo.toFixed(2)} … white ${h.hi.toFixed(2)}; click a channel`;
+  drawTop5(h.top5);
+  drawOverlay(h.transform);
+}
+
+function drawZoom(h, maps) {
+  const c = $('zoom');
+  const small = document.createElement('canvas');
+  small.width = h.w;
+  small.height = h.h;
+  const sctx = small.getContext('2d');
+  const img = sctx.createImageData(h.w, h.h);
+  const base = state.unit * h.h * h.w, n = h.h * h.w;
+  // The channel on its own range, so its shape shows even when it is weak.
+  let lo = 255, hi = 0;
+  for (let i = 0; i < n; i++) { lo = Math.min(lo, maps[base + i]); hi = Math.max(hi, maps[base + i]); }
+  for (let i = 0; i < n; i++) {
+    const [r, g, b] = viridis(hi > lo ? (maps[base + i] - lo) / (hi - lo) : 0);
+    img.data[4 * i] = r; img.data[4 * i + 1] = g; img.data[4 * i + 2] = b; img.data[4 * i + 3] = 255;
+  }
+  sctx.putImageData(img, 0, 0);
+  const ctx = c.getContext('2d');
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(small, 0, 0, c.width, c.height);
+}
+
+// A few stops of matplotlib's viridis, linearly interpolated.
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+function viridis(t) {
+  const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x)), f = x - i;
+  return VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
+}
+
+function drawTop5(top5) {
+  const ol = $('top5');
+  ol.replaceChildren(...top5.map((g) => {
+    const li = document.createElement('li');
+    const name = document.createElement('span');
+    name.textContent = `${g.label} `;
+    const p = document.createElement('span');
+    p.className = 'p';
+    p.textContent = `${(100 * g.prob).toFixed(1)}%`;
+    const bar = document.createElement('div');
+    bar.className = 'bar';
+    bar.style.width = `${Math.max(1, 100 * g.prob)}%`;
+    li.append(name, p, bar);
+    return li;
+  }));
+}
+
+// The square the network crops, over the displayed input.
+function drawOverlay(t) {
+  const el = state.source === 'still' ? $('still') : $('video');
+  const o = $('overlay');
+  const w = el.clientWidth, h = el.clientHeight;
+  if (!w || !h) return;
+  o.width = w;
+  o.height = h;
+  const ctx = o.getContext('2d');
+  ctx.clearRect(0, 0, w, h);
+  const sx = w / t.orig_w, sy = h / t.orig_h;
+  ctx.strokeStyle = '#ffd600';
+  ctx.lineWidth = 2;
+  ctx.strokeRect(t.crop[0] * sx, t.crop[1] * sy, t.crop[2] * sx, t.crop[3] * sy);
+}
+
+// ---------------------------------------------------------------- units
+
+$('grid').addEventListener('click', (ev) => {
+  const g = state.geom;
+  if (!g) return;
+  const r = ev.target.getBoundingClientRect();
+  const x = ((ev.clientX - r.left) * ev.target.width) / r.width / g.z;
+  const y = ((ev.clientY - r.top) * ev.target.height) / r.height / g.z;
+  const col = Math.floor((x - GAP / 2) / g.cw), row = Math.floor((y - GAP / 2) / g.chh);
+  const ch = row * g.cols + col;
+  if (col < 0 || col >= g.cols || row < 0 || ch >= g.c) return;
+  selectUnit(ch);
+});
+
+let unitRequest = 0;
+async function selectUnit(u) {
+  state.unit = u;
+  const pane = $('unit-pane');
+  pane.hidden = false;
+  $('unit-title').textContent = `${state.layer} · unit ${u}`;
+  $('top9').replaceChildren();
+  $('unit-notes').textContent = 'loading…';
+  if (state.last) draw();
+  const mine = ++unitRequest;
+  let rep;
+  try {
+    rep = await getJson(`/api/unit/${encodeURIComponent(state.layer)}/${u}`);
+  } catch (e) {
+    if (mine === unitRequest) $('unit-notes').textContent = e.message;
+    return;
+  }
+  if (mine !== unitRequest) return;
+  $('filter-fig').hidden = !rep.filter;
+  if (rep.filter) $('filter').src = rep.filter;
+  $('top9').replaceChildren(...rep.top.map((t) => {
+    const fig = document.createElement('figure');
+    const img = document.createElement('img');
+    img.alt = `#${t.rank} ${t.path}`;
+    if (t.crop) img.src = t.crop;
+    const cap = document.createElement('figcaption');
+    cap.textContent = `#${t.rank} ${t.value.toFixed(2)} ${t.path}`;
+    fig.title = `${t.path}\npeak ${t.value.toFixed(3)} at (${t.y}, ${t.x}); click to use as input`;
+    fig.append(img, cap);
+    fig.addEventListener('click', () => useIndexed(t.image_id, t.path));
+    return fig;
+  }));
+  $('unit-notes').textContent = rep.notes.join(' · ');
+  pane.dataset.unit = String(u);
+}
+
+// ---------------------------------------------------------------- setup
+
+async function init() {
+  let info;
+  try {
+    info = await getJson('/api/layers');
+  } catch (e) {
+    status(`cannot reach the server: ${e.message}`, true);
+    return;
+  }
+  $('model').textContent = info.model + (info.db ? ` · ${info.images} indexed images` : ' · no database');
+  state.layers = info.layers;
+  state.layer = info.default;
+  const sel = $('layer');
+  for (const l of info.layers) {
+    const o = document.createElement('option');
+    o.value = l.name;
+    o.textContent = `${l.name}  ${l.c}×${l.h}×${l.w}${l.indexed ? '  ★' : ''}`;
+    sel.append(o);
+  }
+  sel.value = state.layer;
+  sel.title = '★: indexed in the database (top-9 available)';
+  sel.addEventListener('change', () => {
+    state.layer = sel.value;
+    state.unit = null;
+    $('unit-pane').hidden = true;
+    if (state.source === 'still') sendStill();
+  });
+  if (info.db) {
+    const list = await getJson('/api/images?limit=1000').catch(() => ({ images: [] }));
+    const ds = $('src-dataset');
+    for (const im of list.images) {
+      const o = document.createElement('option');
+      o.value = String(im.id);
+      o.textContent = im.path;
+      ds.append(o);
+    }
+    ds.disabled = list.images.length === 0;
+    ds.addEventListener('change', () => {
+      if (ds.value) useIndexed(ds.value, ds.selectedOptions[0].textContent);
+    });
+  }
+  $('src-camera').addEventListener('click', useCamera);
+  $('src-video').addEventListener('change', (e) => {
+    const f = e.target.files[0];
+    if (f) useVideoFile(f);
+    e.target.value = '';
+  });
+  $('src-image').addEventListener('change', (e) => {
+    const f = e.target.files[0];
+    if (f) useStill(f, f.name, e.target);
+    e.target.value = '';
+  });
+  showInput(null);
+  document.body.dataset.ready = '1';
+}
+
+init();

@@ -1,0 +1,253 @@
+//! What the page asks of the index: a unit's top images with receptive-field crops and
+//! its filter, the list of indexed images, and an indexed image's bytes. Images are
+//! found by database id only; the path comes from the database, never from the client.
+
+use std::path::{Component, Path, PathBuf};
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::model::Network;
+use crate::query;
+use crate::render::filters::{filter_picture, FilterShape};
+use crate::render::top::{self, LayerGeometry, Mode};
+use crate::store::{self, Store};
+use crate::{Error, Result};
+
+/// Side of a receptive-field crop tile, in pixels.
+pub const CROP_SIDE: u32 = 112;
+
+/// One of a unit's top images.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopImage {
+    pub rank: usize,
+    pub image_id: i64,
+    pub path: String,
+    pub value: f32,
+    pub y: usize,
+    pub x: usize,
+    /// Receptive field in original pixels, clipped: [x0, y0, x1, y1].
+    pub r#box: [u32; 4],
+    /// The crop as a `data:image/png;base64,...` URL (`None`: the file is unreadable).
+    pub crop: Option<String>,
+}
+
+/// `/api/unit/{layer}/{unit}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitReport {
+    pub layer: String,
+    pub unit: usize,
+    pub channels: usize,
+    /// The unit's filter as a PNG data URL, when one picture shows it (RGB or
+    /// single-input filters).
+    pub filter: Option<String>,
+    /// Whether the database indexes this layer.
+    pub indexed: bool,
+    pub top: Vec<TopImage>,
+    /// Why there are no top images, or what went wrong with some.
+    pub notes: Vec<String>,
+}
+
+/// `img` as a PNG data URL.
+pub fn png_data_url(img: &RgbImage) -> String {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("PNG encoding into memory");
+    format!("data:image/png;base64,{}", base64(&png))
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The filter picture of `unit` of node `node`, when the node is a convolution
+/// whose filters read 1 or 3 channels.
+pub fn filter(net: &Network, node: usize, unit: usize) -> Option<RgbImage> {
+    let (geom, w) = net.conv_weights(node)?;
+    if unit >= geom.out_ch {
+        return None;
+    }
+    let shape = FilterShape {
+        out: geom.out_ch,
+        inputs: geom.in_ch / geom.groups.max(1),
+        kh: geom.kernel.0,
+        kw: geom.kernel.1,
+    };
+    let zoom = (96 / shape.kh.max(shape.kw).max(1) as u32).max(1);
+    filter_picture(w, shape, unit, zoom)
+}
+
+/// The report for `unit` of the network's node `node` (called `name`), with up to
+/// `k` top images from `db`.
+pub fn report(
+    net: &Network,
+    db: Option<&Path>,
+    node: usize,
+    name: &str,
+    channels: usize,
+    unit: usize,
+    k: usize,
+) -> Result<UnitReport> {
+    let mut rep = UnitReport {
+        layer: name.to_string(),
+        unit,
+        channels,
+        filter: filter(net, node, unit).map(|f| png_data_url(&f)),
+        indexed: false,
+        top: Vec::new(),
+        notes: Vec::new(),
+    };
+    let Some(db) = db else {
+        rep.notes
+            .push("no database: start `neurodex serve --db FILE` to see top images".into());
+        return Ok(rep);
+    };
+    let store = Store::open_readonly(db)?;
+    let Some(layer) = store.layers()?.into_iter().find(|l| l.node == node) else {
+        rep.notes.push(format!(
+            "layer {name} is not indexed in {}; index it with --layers {name}",
+            db.display()
+        ));
+        return Ok(rep);
+    };
+    rep.indexed = true;
+    let hits = query::top(&store, &layer.name, unit, k)?;
+    let run = store.run_info()?;
+    let (shots, warnings) = top::shots_from_hits(&hits, run.max_pixels);
+    rep.notes.extend(warnings);
+    let geo = LayerGeometry {
+        field: layer.field,
+        map_hw: (layer.height, layer.width),
+    };
+    for (h, s) in hits.iter().zip(&shots) {
+        let crop = top::shot_tile(s, &geo, Mode::Crop, CROP_SIDE, (0.0, 1.0));
+        rep.top.push(TopImage {
+            rank: h.rank,
+            image_id: h.image_id,
+            path: h.path.clone(),
+            value: h.value,
+            y: h.y,
+            x: h.x,
+            r#box: h.box_orig,
+            crop: crop.as_ref().map(png_data_url),
+        });
+    }
+    if hits.is_empty() {
+        rep.notes
+            .push("no images recorded for this unit yet".into());
+    }
+    Ok(rep)
+}
+
+/// An indexed image, for the page's dataset picker.
+#[derive(Clone, Debug, Serialize)]
+pub struct Listed {
+    pub id: i64,
+    pub path: String,
+}
+
+/// Up to `limit` successfully indexed images from `offset`, by id.
+pub fn list_images(db: &Path, offset: usize, limit: usize) -> Result<(usize, Vec<Listed>)> {
+    let store = Store::open_readonly(db)?;
+    let conn = store.conn();
+    let err = |e: rusqlite::Error| Error::Store {
+        path: db.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let total: i64 = conn
+        .query_row("SELECT count(*) FROM image WHERE status = 'ok'", [], |r| {
+            r.get(0)
+        })
+        .map_err(err)?;
+    let mut st = conn
+        .prepare("SELECT id, path FROM image WHERE status = 'ok' ORDER BY id LIMIT ?1 OFFSET ?2")
+        .map_err(err)?;
+    let rows = st
+        .query_map([limit as i64, offset as i64], |r| {
+            Ok(Listed {
+                id: r.get(0)?,
+                path: r.get(1)?,
+            })
+        })
+        .map_err(err)?;
+    let list = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
+    Ok((total as usize, list))
+}
+
+/// The file of indexed image `id`: `None` when there is no such image, it is not
+/// indexed successfully, or its recorded path is not a plain relative path (a
+/// damaged or hand-edited database must not make the server read elsewhere).
+pub fn image_file(db: &Path, id: i64) -> Result<Option<PathBuf>> {
+    let store = Store::open_readonly(db)?;
+    let conn = store.conn();
+    let row = conn.query_row(
+        "SELECT path_raw, status FROM image WHERE id = ?1",
+        [id],
+        |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+    );
+    let (raw, status) = match row {
+        Ok(v) => v,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+        Err(e) => {
+            return Err(Error::Store {
+                path: db.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let rel = store::bytes_path(&raw);
+    let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if status != "ok" || !plain || rel.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(store.run_info()?.root.join(rel)))
+}
+
+/// MIME type of image bytes, from their content.
+pub fn mime(bytes: &[u8]) -> &'static str {
+    match image::guess_format(bytes) {
+        Ok(f) => f.to_mime_type(),
+        Err(_) => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_examples() {
+        // RFC 4648 section 10 test vectors.
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, enc) in cases {
+            assert_eq!(base64(plain.as_bytes()), enc);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
+}

@@ -1,0 +1,702 @@
+//! `neurodex serve`, end to end through the binary on a small index of demo photos:
+//! frames answer the layer's maps on one shared scale with the model's top-5 (checked
+//! against an independent in-process computation), bad frames get an error while the
+//! server keeps running, oversized uploads and every way of naming a file outside the
+//! index are refused with 4xx, a unit's top images and filter come from the index,
+//! and (when Chromium is present, always under CI) a real browser with a fake camera
+//! drives the page.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use image::{Rgb, RgbImage};
+use neurodex::model::{imagenet_label, Network};
+use neurodex::preprocess;
+
+const BIN: &str = env!("CARGO_BIN_EXE_neurodex");
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images")
+}
+
+/// The first `n` demo photos (sorted by name).
+fn demo_photos(n: usize) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(demo_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    all.sort();
+    all.truncate(n);
+    all
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    photos: PathBuf,
+    db: PathBuf,
+}
+
+/// `n` demo photos plus one broken file, indexed on stem, blocks.4 and blocks.7.
+fn fixture(n: usize) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for p in demo_photos(n) {
+        std::fs::copy(&p, photos.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(photos.join("zz_broken.jpg"), b"\xff\xd8 this is not a JPEG").unwrap();
+    let db = tmp.path().join("ix.db");
+    let out = Command::new(BIN)
+        .args([
+            "index",
+            photos.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args(["--layers", "stem,blocks.4,blocks.7", "-q"])
+        .output()
+        .unwrap();
+    // Exit 1: the broken file failed, as intended.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    Fixture { tmp, photos, db }
+}
+
+/// A running `neurodex serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                break rest.trim_end_matches('/').to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            lines.for_each(|l| eprintln!("server: {}", l.unwrap_or_default()))
+        });
+        Server { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request, written byte for byte (the path is sent exactly as given,
+/// never normalised); `declared` overrides Content-Length.
+fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    declared: Option<usize>,
+) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        declared.unwrap_or(body.len())
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    // Read the head, then exactly the body it announces: a server may keep the
+    // connection open (e.g. waiting for the rest of a refused upload).
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).expect("response head");
+        assert!(n > 0, "connection closed before a complete head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = raw[split + 4..].to_vec();
+    if let Some(len) = find("content-length") {
+        let len: usize = len.parse().unwrap();
+        while body.len() < len {
+            let n = s.read(&mut buf).expect("response body");
+            assert!(n > 0, "connection closed inside the body");
+            body.extend_from_slice(&buf[..n]);
+        }
+        body.truncate(len);
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        while !body.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).expect("response body");
+            assert!(n > 0, "connection closed inside the body");
+            body.extend_from_slice(&buf[..n]);
+        }
+        body = dechunk(&body);
+    } else {
+        s.read_to_end(&mut body).unwrap();
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    raw_request(addr, "GET", path, b"", None)
+}
+
+fn post(addr: &str, path: &str, body: &[u8]) -> Reply {
+    raw_request(addr, "POST", path, body, None)
+}
+
+/// Splits a frame reply: its JSON header and the map bytes.
+fn parse_frame(body: &[u8]) -> (serde_json::Value, &[u8]) {
+    let n = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+    (
+        serde_json::from_slice(&body[4..4 + n]).unwrap(),
+        &body[4 + n..],
+    )
+}
+
+#[test]
+fn a_frame_answers_the_layers_maps_on_one_scale_and_the_top5() {
+    let f = fixture(4);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let photo = &demo_photos(1)[0];
+    let bytes = std::fs::read(photo).unwrap();
+    let r = post(&srv.addr, "/api/frame?layer=blocks.4", &bytes);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (h, maps) = parse_frame(&r.body);
+    assert_eq!(h["layer"], "blocks.4");
+    assert_eq!(
+        (h["c"].as_u64(), h["h"].as_u64(), h["w"].as_u64()),
+        (Some(40), Some(28), Some(28))
+    );
+    assert_eq!(maps.len(), 40 * 28 * 28);
+
+    // Independently: decode with the image crate's one-shot loader, run the network
+    // in-process, scale by hand.
+    let net = Network::embedded_default().unwrap();
+    let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    let (x, _) = preprocess::prepare(&img, &net.arch.recipe);
+    let node = net.arch.resolve("blocks.4").unwrap();
+    let act = net.forward_raw(&x, 1, &[node]).unwrap().remove(0);
+    let max = act.data.iter().copied().fold(f32::MIN, f32::max);
+    let min = act.data.iter().copied().fold(f32::MAX, f32::min).min(0.0);
+    assert!((h["hi"].as_f64().unwrap() - max as f64).abs() < 1e-4);
+    assert!((h["lo"].as_f64().unwrap() - min as f64).abs() < 1e-4);
+    let mut worst = 0;
+    for (i, &v) in act.data.iter().enumerate() {
+        let want = ((v - min) / (max - min) * 255.0).round() as i32;
+        worst = worst.max((want - maps[i] as i32).abs());
+    }
+    assert!(
+        worst <= 1,
+        "maps differ from the reference by {worst} levels"
+    );
+    // The brightest byte sits where the layer's maximum is.
+    let argmax = act
+        .data
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
+    assert_eq!(maps[argmax], 255);
+
+    let probs = net.classify(&x, 1).unwrap().remove(0);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let top5 = h["top5"].as_array().unwrap();
+    assert_eq!(top5.len(), 5);
+    for (g, &c) in top5.iter().zip(&order) {
+        assert_eq!(g["class"].as_u64(), Some(c as u64));
+        assert_eq!(g["label"], imagenet_label(c));
+        assert!((g["prob"].as_f64().unwrap() - probs[c] as f64).abs() < 1e-5);
+    }
+    // Where the network looked: the centre 87.5% square of the photo.
+    let t = &h["transform"];
+    assert_eq!(t["orig_w"].as_u64(), Some(img.width() as u64));
+    let side = t["crop"][2].as_f64().unwrap();
+    assert!((side - 0.875 * img.width().min(img.height()) as f64).abs() <= 1.0);
+
+    // Without ?layer= the default (a middle layer) is used.
+    let r = post(&srv.addr, "/api/frame", &bytes);
+    let (h, _) = parse_frame(&r.body);
+    let layers = get(&srv.addr, "/api/layers").json();
+    assert_eq!(h["layer"], layers["default"]);
+}
+
+#[test]
+fn bad_frames_get_an_error_and_the_server_keeps_running() {
+    let mut srv = Server::start(&[]);
+    let good = std::fs::read(&demo_photos(1)[0]).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "garbage",
+            b"hello, not an image".to_vec(),
+            "not a recognised image",
+        ),
+        ("empty", Vec::new(), "empty"),
+        ("truncated JPEG", good[..100].to_vec(), "cannot decode"),
+        // A PPM header claiming 10000 x 10000 pixels: refused before decoding.
+        (
+            "huge header",
+            b"P6\n10000 10000\n255\n\x00\x00\x00".to_vec(),
+            "10000x10000",
+        ),
+    ];
+    for (what, body, says) in cases {
+        let r = post(&srv.addr, "/api/frame", &body);
+        assert_eq!(r.status, 400, "{what}");
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(says), "{what}: {e}");
+        assert!(srv.alive(), "{what} took the server down");
+    }
+    let r = post(&srv.addr, "/api/frame?layer=no.such.layer", &good);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no.such.layer"));
+    // Still serving real frames afterwards.
+    let r = post(&srv.addr, "/api/frame?layer=stem", &good);
+    assert_eq!(r.status, 200);
+    assert_eq!(parse_frame(&r.body).1.len(), 32 * 112 * 112);
+}
+
+#[test]
+fn oversized_uploads_are_refused() {
+    let srv = Server::start(&["--max-upload-mb", "1"]);
+    // Announced larger than the limit: refused from the header, body unread.
+    let r = raw_request(&srv.addr, "POST", "/api/frame", b"", Some((1 << 20) + 1));
+    assert_eq!(r.status, 413);
+    // Just under the limit is read (and then refused as a picture, not for its size).
+    let r = post(&srv.addr, "/api/frame", &vec![b'x'; (1 << 20) - 16]);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn only_indexed_images_are_served_and_only_by_id() {
+    let f = fixture(3);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let list = get(&srv.addr, "/api/images").json();
+    assert_eq!(list["total"], 3, "the broken file is not listed: {list}");
+    let first = &list["images"][0];
+    let id = first["id"].as_i64().unwrap();
+    let r = get(&srv.addr, &format!("/api/image/{id}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let on_disk = std::fs::read(f.photos.join(first["path"].as_str().unwrap())).unwrap();
+    assert_eq!(r.body, on_disk);
+
+    // The broken file has an id but is not an indexed picture.
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    let broken: i64 = conn
+        .query_row(
+            "SELECT id FROM image WHERE path = 'zz_broken.jpg'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // A tampered database row must not lead outside the indexed directory either.
+    let secret = f.tmp.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET").unwrap();
+    let (a, b) = (
+        first["id"].as_i64().unwrap(),
+        list["images"][1]["id"].as_i64().unwrap(),
+    );
+    conn.execute(
+        "UPDATE image SET path_raw = CAST('../secret.txt' AS BLOB) WHERE id = ?1",
+        [a],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE image SET path_raw = CAST(?2 AS BLOB) WHERE id = ?1",
+        rusqlite::params![b, secret.to_str().unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let attempts = [
+        format!("/api/image/{broken}"),
+        format!("/api/image/{a}"),
+        format!("/api/image/{b}"),
+        "/api/image/0".into(),
+        "/api/image/-1".into(),
+        "/api/image/99999".into(),
+        "/api/image/1.5".into(),
+        "/api/image/../../../../etc/passwd".into(),
+        "/api/image/..%2f..%2f..%2f..%2fetc%2fpasswd".into(),
+        "/api/image/%2e%2e/%2e%2e/etc/passwd".into(),
+        "/api/image/%2Fetc%2Fpasswd".into(),
+        format!("/api/image/{}", secret.display()),
+        "/../../../../etc/passwd".into(),
+        "/page.js/../../Cargo.toml".into(),
+        "/%2e%2e/%2e%2e/Cargo.toml".into(),
+        "/photos/animals__Cat.jpg".into(),
+        "/ix.db".into(),
+        "/api/image/1%00".into(),
+    ];
+    for path in &attempts {
+        let r = get(&srv.addr, path);
+        assert!((400..500).contains(&r.status), "{path}: HTTP {}", r.status);
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains("root:") && !text.contains("TOP SECRET"),
+            "{path}: {text}"
+        );
+        assert!(!text.contains("[package]"), "{path}: {text}");
+    }
+}
+
+#[test]
+fn a_unit_shows_its_top_images_from_the_index_and_its_filter() {
+    let f = fixture(10);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let rep = get(&srv.addr, "/api/unit/blocks.7/3").json();
+    assert_eq!(rep["indexed"], true);
+    let top = rep["top"].as_array().unwrap();
+    assert_eq!(top.len(), 9);
+    // The same images, in the same order, as `neurodex top`.
+    let out = Command::new(BIN)
+        .args([
+            "top",
+            "--db",
+            f.db.to_str().unwrap(),
+            "--layer",
+            "blocks.7",
+            "--unit",
+            "3",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (mine, theirs) in top.iter().zip(cli["images"].as_array().unwrap()) {
+        assert_eq!(mine["path"], theirs["path"]);
+        assert_eq!(mine["box"], theirs["box"]);
+    }
+    let values: Vec<f64> = top.iter().map(|t| t["value"].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] >= w[1]), "{values:?}");
+    // Each crop is a PNG at most 112 px a side, with the field's aspect (square here,
+    // padded where the field spills past the border).
+    for t in top {
+        let url = t["crop"].as_str().unwrap();
+        let png = decode_base64(url.strip_prefix("data:image/png;base64,").unwrap());
+        let crop = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(crop.dimensions(), (112, 112), "{}", t["path"]);
+    }
+    // blocks.7 sums 1x1 projections: no single filter picture.
+    assert!(rep["filter"].is_null());
+
+    // The stem's filters read RGB: unit 0's filter drawn per the weights, each
+    // channel symmetric around mid-grey on the filter's largest |weight|.
+    let rep = get(&srv.addr, "/api/unit/stem/0").json();
+    let url = rep["filter"].as_str().expect("stem has filter pictures");
+    let png = decode_base64(url.strip_prefix("data:image/png;base64,").unwrap());
+    let pic = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(pic.dimensions(), (96, 96));
+    let net = Network::embedded_default().unwrap();
+    let (_, w) = net.conv_weights(net.arch.resolve("stem").unwrap()).unwrap();
+    let w0 = &w[..27];
+    let m = w0.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (ky, kx) in [(0usize, 0usize), (1, 1), (2, 0)] {
+        let px = pic.get_pixel(kx as u32 * 32 + 16, ky as u32 * 32 + 16).0;
+        for c in 0..3 {
+            let want = (127.5 + 127.5 * w0[c * 9 + ky * 3 + kx] / m).round() as i32;
+            assert!((px[c] as i32 - want).abs() <= 1, "({ky},{kx}) channel {c}");
+        }
+    }
+
+    // A layer the database does not index: the filter logic still runs, no top images.
+    let rep = get(&srv.addr, "/api/unit/blocks.10/0").json();
+    assert_eq!(rep["indexed"], false);
+    assert_eq!(rep["top"].as_array().unwrap().len(), 0);
+    assert!(rep["notes"][0].as_str().unwrap().contains("not indexed"));
+    assert_eq!(get(&srv.addr, "/api/unit/blocks.7/80").status, 404);
+    assert_eq!(get(&srv.addr, "/api/unit/nope/0").status, 404);
+    assert_eq!(get(&srv.addr, "/api/unit/blocks.7/x").status, 400);
+}
+
+#[test]
+fn the_page_and_the_layer_list_need_no_build_step() {
+    let srv = Server::start(&[]);
+    let r = get(&srv.addr, "/");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'self'"));
+    let html = String::from_utf8(r.body).unwrap();
+    for asset in ["/page.js", "/page.css"] {
+        assert!(html.contains(asset));
+        assert_eq!(get(&srv.addr, asset).status, 200, "{asset}");
+    }
+    let l = get(&srv.addr, "/api/layers").json();
+    assert_eq!(l["model"], "efficientnet-lite0");
+    assert!(l["db"].is_null());
+    let net = Network::embedded_default().unwrap();
+    let names: Vec<&str> = l["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    let taps: Vec<&str> = net
+        .arch
+        .taps()
+        .iter()
+        .map(|&i| net.arch.nodes[i].name.as_str())
+        .collect();
+    assert_eq!(names, taps, "every tap is offered, in network order");
+    // No database: no images, and units say why they have no top images.
+    assert_eq!(get(&srv.addr, "/api/image/1").status, 404);
+    let rep = get(&srv.addr, "/api/unit/blocks.7/0").json();
+    assert!(rep["notes"][0].as_str().unwrap().contains("--db"));
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("bad base64 {c}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { val(c) })
+            .fold(0u32, |a, v| a << 6 | v);
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    out
+}
+
+/// A YUV4MPEG2 clip of `frames` frames of `img` (I420, JPEG full-range coefficients),
+/// each shifted `step` pixels further right (wrapping), so the camera picture moves.
+fn write_y4m(path: &Path, img: &RgbImage, frames: u32, step: u32) {
+    let (w, h) = img.dimensions();
+    assert!(w % 2 == 0 && h % 2 == 0);
+    let mut out = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n").into_bytes();
+    for f in 0..frames {
+        let px = |x: u32, y: u32| {
+            img.get_pixel((x + w - (f * step) % w) % w, y)
+                .0
+                .map(|v| v as f32)
+        };
+        out.extend_from_slice(b"FRAME\n");
+        for y in 0..h {
+            for x in 0..w {
+                let [r, g, b] = px(x, y);
+                out.push(
+                    (0.299 * r + 0.587 * g + 0.114 * b)
+                        .round()
+                        .clamp(0.0, 255.0) as u8,
+                );
+            }
+        }
+        let mut u = Vec::new();
+        let mut v = Vec::new();
+        for y in (0..h).step_by(2) {
+            for x in (0..w).step_by(2) {
+                let mut acc = [0f32; 3];
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let p = px(x + dx, y + dy);
+                    for c in 0..3 {
+                        acc[c] += p[c] / 4.0;
+                    }
+                }
+                let [r, g, b] = acc;
+                u.push(
+                    (128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b)
+                        .round()
+                        .clamp(0.0, 255.0) as u8,
+                );
+                v.push(
+                    (128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b)
+                        .round()
+                        .clamp(0.0, 255.0) as u8,
+                );
+            }
+        }
+        out.extend_from_slice(&u);
+        out.extend_from_slice(&v);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn y4m_frames_hold_the_picture_in_i420() {
+    // White left half, black right half, 4x2: Y planes 255 / 0, chroma neutral.
+    let img = RgbImage::from_fn(4, 2, |x, _| {
+        if x < 2 {
+            Rgb([255, 255, 255])
+        } else {
+            Rgb([0, 0, 0])
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("t.y4m");
+    write_y4m(&p, &img, 2, 2);
+    let b = std::fs::read(&p).unwrap();
+    let head = b"YUV4MPEG2 W4 H2 F10:1 Ip A1:1 C420jpeg\n";
+    assert!(b.starts_with(head));
+    let frame = 6 + 8 + 2 + 2;
+    assert_eq!(b.len(), head.len() + 2 * frame);
+    let f0 = &b[head.len() + 6..head.len() + frame];
+    assert_eq!(f0, [255, 255, 0, 0, 255, 255, 0, 0, 128, 128, 128, 128]);
+    // The second frame is shifted 2 px right (wrapping): black first.
+    let f1 = &b[head.len() + frame + 6..];
+    assert_eq!(&f1[..4], [0, 0, 255, 255]);
+}
+
+/// The page in a real headless Chromium with a fake camera (tests/browser/serve.mjs).
+/// Skipped with a notice when Chromium or the node modules are missing, unless CI is set.
+#[test]
+fn live_view_in_headless_chromium_with_a_fake_camera() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let ready =
+        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").is_dir();
+    if !ready {
+        assert!(
+            !ci,
+            "CI is set but {chromium} or tests/browser/node_modules is missing \
+             (apt-get install -y chromium; npm ci --prefix tests/browser)"
+        );
+        eprintln!(
+            "notice: skipping the browser test: needs {chromium} and `npm ci` in tests/browser"
+        );
+        return;
+    }
+    let f = fixture(12);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    // Kept after the run for people to look at.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let _ = std::fs::remove_file(out.join("serve.png"));
+    let cat = image::open(demo_dir().join("animals__Cat.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let cam = image::imageops::resize(&cat, 320, 240, image::imageops::FilterType::Triangle);
+    write_y4m(&out.join("camera.y4m"), &cam, 8, 12);
+
+    let res = Command::new("node")
+        .arg(browser_dir.join("serve.mjs"))
+        .arg(srv.url())
+        .arg(&out)
+        .arg(out.join("camera.y4m"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let log =
+        String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{log}");
+    let summary: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert!(summary["frames"].as_u64().unwrap() >= 10, "{summary}");
+    assert!(summary["grid_changes"].as_u64().unwrap() >= 2, "{summary}");
+    assert_eq!(summary["top9"], 9, "{summary}");
+    let shot = image::open(out.join("serve.png")).unwrap().to_rgb8();
+    assert!(shot.width() >= 1000 && shot.height() >= 600);
+    eprintln!(
+        "live view: {} fps ({}) on layer {}; screenshot {}",
+        summary["fps"],
+        summary["fps_text"],
+        summary["layer"],
+        out.join("serve.png").display()
+    );
+}
