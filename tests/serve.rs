@@ -692,6 +692,7 @@ fn live_view_in_headless_chromium_with_a_fake_camera() {
     assert_eq!(summary["top9"], 9, "{summary}");
     let shot = image::open(out.join("serve.png")).unwrap().to_rgb8();
     assert!(shot.width() >= 1000 && shot.height() >= 600);
+    eprintln!("browser summary: {summary}");
     eprintln!(
         "live view: {} fps ({}) on layer {}; screenshot {}",
         summary["fps"],

@@ -111,6 +111,56 @@ try {
   await page.screenshot({ path: result.screenshot, fullPage: true });
   const err = await page.textContent('#status');
   if (await page.$('#status.error')) fail(`page shows an error: ${err}`);
+
+  // The other inputs. A file that is no picture: the server says why, the page shows
+  // it and keeps working.
+  await page.setInputFiles('#src-image', { name: 'bad.jpg', mimeType: 'image/jpeg', buffer: Buffer.from('not a picture') });
+  await waitFor(page, () => !!document.querySelector('#status.error'), null, 20000, 'the bad-upload message');
+  result.bad_upload_message = await page.textContent('#status');
+  if (!result.bad_upload_message.includes('400')) fail(`bad upload shows "${result.bad_upload_message}"`);
+  // An uploaded picture (the screenshot just taken), then another layer for it.
+  let n = await frames();
+  await page.setInputFiles('#src-image', result.screenshot);
+  await waitFor(page, (k) => Number(document.body.dataset.frames || 0) > k, n, 20000, 'the uploaded picture');
+  await page.selectOption('#layer', 'stem');
+  await waitFor(page, () => document.getElementById('grid-title').textContent.startsWith('stem'), null, 20000, 'the stem grid');
+  result.stem_title = await page.textContent('#grid-title');
+  // An indexed image, fetched by id.
+  n = await frames();
+  await page.selectOption('#src-dataset', { index: 2 });
+  await waitFor(page, (k) => Number(document.body.dataset.frames || 0) > k, n, 20000, 'the indexed image');
+  result.dataset_status = await page.textContent('#status');
+  if (await page.$('#status.error')) fail(`indexed image: ${result.dataset_status}`);
+  await page.screenshot({ path: join(out, 'serve-indexed.png'), fullPage: true });
+
+  // A local video file played in the page: record a short WebM in the browser itself
+  // (a canvas with a moving square) and hand it to the file input.
+  n = await frames();
+  await page.evaluate(async () => {
+    const c = document.createElement('canvas');
+    c.width = 320; c.height = 240;
+    const g = c.getContext('2d');
+    const rec = new MediaRecorder(c.captureStream(15), { mimeType: 'video/webm' });
+    const parts = [];
+    rec.ondataavailable = (e) => parts.push(e.data);
+    const done = new Promise((ok) => { rec.onstop = ok; });
+    rec.start();
+    for (let i = 0; i < 20; i++) {
+      g.fillStyle = '#246'; g.fillRect(0, 0, 320, 240);
+      g.fillStyle = '#fc3'; g.fillRect(20 + i * 12, 80, 60, 60);
+      await new Promise((ok) => setTimeout(ok, 60));
+    }
+    rec.stop();
+    await done;
+    const dt = new DataTransfer();
+    dt.items.add(new File(parts, 'clip.webm', { type: 'video/webm' }));
+    const input = document.getElementById('src-video');
+    input.files = dt.files;
+    input.dispatchEvent(new Event('change'));
+  });
+  await waitFor(page, (k) => Number(document.body.dataset.frames || 0) > k + 5, n, 30000, 'frames from the video file');
+  result.video_status = await page.textContent('#status');
+  if (await page.$('#status.error')) fail(`video file: ${result.video_status}`);
 } catch (e) {
   fail(String(e && e.stack ? e.stack : e));
   try {
