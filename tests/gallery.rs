@@ -231,9 +231,13 @@ fn top_grid_maps_and_filters_pngs_have_the_expected_layout() {
         ]);
         assert_eq!(code, 0, "{text}");
         let img = image::open(&png).unwrap().to_rgb8();
-        // 9 tiles of 140 px in 3 x 3: 2*6 margin + 3*140 + 2*4 gaps = 440 wide;
+        // 9 tiles of 140 px in 3 x 3: 2*6 margin + 3*140 + 2*4 gaps = 440 wide, or
+        // wider when the title (model, layer, unit) needs it;
         // 12 + title 22 + 3*(140 + 11 label) + 2*4 = 495 high.
-        assert_eq!(img.dimensions(), (440, 495), "{mode}");
+        let title = format!("efficientnet-lite0 blocks.4 unit 5 - top 9 ({mode})");
+        let title_w =
+            12 + neurodex::render::font::text_width(&title, neurodex::render::grid::TITLE_SCALE);
+        assert_eq!(img.dimensions(), (440.max(title_w), 495), "{mode}");
         for i in 0..9 {
             // The centre of every cell is drawn: not the sheet's background.
             let (x, y) = (6 + (i % 3) * 144 + 70, 28 + (i / 3) * 155 + 70);
