@@ -149,25 +149,13 @@ fn main() {
             let x = random(n * c * h * w, i as u64);
             match &node.op {
                 Op::Conv {
-                    in_ch,
                     out_ch,
                     kernel,
                     stride,
-                    pad,
-                    dilation,
-                    groups,
                     act,
                     ..
                 } => {
-                    let geom = ConvGeom {
-                        in_ch: *in_ch,
-                        out_ch: *out_ch,
-                        kernel: *kernel,
-                        stride: *stride,
-                        pad: *pad,
-                        dilation: *dilation,
-                        groups: *groups,
-                    };
+                    let geom = ConvGeom::of(&node.op).expect("a conv");
                     let wt: Vec<f32> = random(out_ch * geom.weights_per_output(), 1000 + i as u64)
                         .iter()
                         .map(|v| v * 0.1)

@@ -176,15 +176,10 @@ impl Network {
                     weight,
                     bn,
                     bn_eps,
-                    in_ch,
                     out_ch,
-                    kernel,
-                    stride,
-                    pad,
-                    dilation,
-                    groups,
                     bias,
                     act,
+                    ..
                 } => {
                     let mut w = get(&format!("{weight}.weight"))?;
                     let mut b = if *bias {
@@ -203,15 +198,7 @@ impl Network {
                             *bn_eps,
                         );
                     }
-                    let geom = ConvGeom {
-                        in_ch: *in_ch,
-                        out_ch: *out_ch,
-                        kernel: *kernel,
-                        stride: *stride,
-                        pad: *pad,
-                        dilation: *dilation,
-                        groups: *groups,
-                    };
+                    let geom = ConvGeom::of(&node.op).expect("a conv");
                     let has_bias = *bias || bn.is_some();
                     Layer::Conv(Conv2d::new(geom, w, has_bias.then_some(b), *act))
                 }
