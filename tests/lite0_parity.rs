@@ -50,10 +50,12 @@ fn stages_and_logits_match_onnxruntime() {
         for (name, out) in STAGES.iter().zip(&outs) {
             let want = &refs[&format!("{photo}.{name}")];
             let d = max_abs_diff(out, want);
+            eprintln!("{photo} {name}: max abs diff {d:.2e}");
             assert!(d <= 2e-4, "{photo} {name}: max abs diff {d}");
         }
         let logits = outs.last().unwrap().reshape((1, 1000)).unwrap();
         let d = max_abs_diff(&logits, &refs[&format!("{photo}.logits")]);
+        eprintln!("{photo} logits: max abs diff {d:.2e}");
         assert!(d <= 1e-4, "{photo} logits: max abs diff {d}");
     }
 }
