@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         if args.json {
-            println!("{}", serde_json::to_string(&Answer { path, top: top })?);
+            println!("{}", serde_json::to_string(&Answer { path, top })?);
         } else {
             println!("{}", path.display());
             for g in &top {
