@@ -340,7 +340,7 @@ impl Network {
             return Err(Error::Shape(format!("no node {last}")));
         }
         let shapes = self.arch.shapes_for(h, w);
-        if let Some(i) = (0..=last).find(|&i| shapes[i].iter().any(|&d| d == 0)) {
+        if let Some(i) = (0..=last).find(|&i| shapes[i].contains(&0)) {
             return Err(Error::Shape(format!(
                 "a {h}x{w} input is too small for {}: layer {} would be empty",
                 self.arch.name, self.arch.nodes[i].name
