@@ -3,6 +3,8 @@
 //! resolve, pictures decode with the expected layout, missing images degrade to a
 //! placeholder, and (when Chromium is present, always under CI) a real browser loads it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -305,22 +307,9 @@ fn top_grid_maps_and_filters_pngs_have_the_expected_layout() {
 /// notice when Chromium or the node modules are missing, unless CI is set.
 #[test]
 fn gallery_loads_in_headless_chromium() {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let ready =
-        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").is_dir();
-    if !ready {
-        assert!(
-            !ci,
-            "CI is set but {chromium} or tests/browser/node_modules is missing \
-             (apt-get install -y chromium; cd tests/browser && npm ci)"
-        );
-        eprintln!(
-            "notice: skipping the browser test: needs {chromium} and `npm ci` in tests/browser"
-        );
+    let Some((browser_dir, chromium)) = common::browser() else {
         return;
-    }
+    };
     let f = fixture(6);
     let (out, code, text) = build_gallery(&f);
     assert_eq!(code, 0, "{text}");

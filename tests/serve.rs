@@ -6,6 +6,8 @@
 //! and (when Chromium is present, always under CI) a real browser with a fake camera
 //! drives the page.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -646,22 +648,9 @@ fn y4m_frames_hold_the_picture_in_i420() {
 /// Skipped with a notice when Chromium or the node modules are missing, unless CI is set.
 #[test]
 fn live_view_in_headless_chromium_with_a_fake_camera() {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let ready =
-        Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").is_dir();
-    if !ready {
-        assert!(
-            !ci,
-            "CI is set but {chromium} or tests/browser/node_modules is missing \
-             (apt-get install -y chromium; npm ci --prefix tests/browser)"
-        );
-        eprintln!(
-            "notice: skipping the browser test: needs {chromium} and `npm ci` in tests/browser"
-        );
+    let Some((browser_dir, chromium)) = common::browser() else {
         return;
-    }
+    };
     let f = fixture(12);
     let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
     // Kept after the run for people to look at.
