@@ -1,26 +1,32 @@
-//! The neurodex side of `scripts/bench.sh`: whole-network forward speed, and the
-//! files the onnxruntime side needs to build the same network.
+//! The neurodex side of `scripts/bench.sh`: whole-network forward speed, per-layer
+//! times, and the files the other runtimes need to build the same network.
 //!
-//!   bench_forward arch MODEL                      architecture description as JSON
-//!   bench_forward weights MODEL OUT.safetensors   seeded random weights (torch names)
-//!   bench_forward logits MODEL WEIGHTS OUT.bin    logits (f32 LE) of the fixed test input
-//!   bench_forward time MODEL WEIGHTS BATCH RUNS   images/s: median best worst
+//!   bench_forward arch MODEL                        architecture description as JSON
+//!   bench_forward weights MODEL OUT.safetensors     seeded random weights (torch names)
+//!   bench_forward serve MODEL WEIGHTS               answer the driver on stdin (scripts/bench/common.py)
+//!   bench_forward layers MODEL WEIGHTS BATCH REPS   per node: name, ms, MFLOP, description
+//!
+//! `layers` times the forward pass up to each node in turn (fastest of REPS runs) and
+//! reports the difference to the previous node: what that node costs inside a real run.
 
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
-use neurodex::arch;
+use neurodex::arch::{self, spec::Op};
 use neurodex::model::Network;
 
-/// Deterministic input in [-1, 1): the same formula as scripts/bench/peer.py.
+/// Deterministic input in [-1, 1): the same formula as scripts/bench/common.py.
 fn input(n: usize, size: usize) -> Vec<f32> {
     (0..n * 3 * size * size)
         .map(|k| ((k % 251) as f32 / 125.5) - 1.0)
         .collect()
 }
 
+/// xorshift64 numbers in [-1, 1).
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
@@ -33,65 +39,128 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Random weights shaped like a trained net's: convs and linears scaled by fan-in so
+/// activations neither vanish nor explode, BatchNorm near identity.
+fn write_weights(model: &str, out: &str) -> anyhow::Result<()> {
+    let spec = arch::by_name(model)?;
+    let mut tensors = HashMap::new();
+    for (i, (name, shape)) in spec.parameters().into_iter().enumerate() {
+        let len: usize = shape.iter().product();
+        let fan_in = if shape.len() > 1 { len / shape[0] } else { 1 };
+        let mut v = random(len, i as u64 + 1);
+        if name.ends_with("running_var") {
+            v.iter_mut().for_each(|x| *x = 1.0 + 0.2 * x.abs());
+        } else if name.ends_with(".weight") && shape.len() > 1 {
+            let scale = (3.0 / fan_in as f32).sqrt();
+            v.iter_mut().for_each(|x| *x *= scale);
+        } else if name.ends_with(".weight") {
+            v.iter_mut().for_each(|x| *x = 1.0 + 0.1 * *x);
+        } else {
+            v.iter_mut().for_each(|x| *x *= 0.1);
+        }
+        tensors.insert(name, Tensor::from_vec(v, shape, &Device::Cpu)?);
+    }
+    candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {out}"))?;
+    Ok(())
+}
+
+fn open(model: &str, weights: &str) -> anyhow::Result<Network> {
+    Network::load(arch::by_name(model)?, Path::new(weights))
+        .with_context(|| format!("loading {model} from {weights}"))
+}
+
+/// The driver's line protocol: `logits PATH`, `time B K R`, `quit`.
+fn serve(net: &Network) -> anyhow::Result<()> {
+    let s = net.arch.recipe.size as usize;
+    let last = net.arch.nodes.len() - 1;
+    let mut inputs: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let cmd: Vec<&str> = line.split_whitespace().collect();
+        match cmd.as_slice() {
+            [] | ["quit"] => break,
+            ["logits", path] => {
+                let logits = net.forward_raw(&input(1, s), 1, &[last])?.remove(0);
+                let bytes: Vec<u8> = logits.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(path, bytes).with_context(|| format!("writing {path}"))?;
+                writeln!(out, "ok")?;
+            }
+            ["time", b, k, r] => {
+                let (b, k, r): (usize, usize, usize) = (b.parse()?, k.parse()?, r.parse()?);
+                let x = inputs.entry(b).or_insert_with(|| input(b, s));
+                // Untimed: brings weights back into cache after another runtime ran.
+                net.forward_raw(x, b, &[last])?;
+                let mut rates = Vec::with_capacity(r);
+                for _ in 0..r {
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        net.forward_raw(x, b, &[last])?;
+                    }
+                    rates.push(format!("{:.3}", (b * k) as f64 / t.elapsed().as_secs_f64()));
+                }
+                writeln!(out, "{}", rates.join(" "))?;
+            }
+            _ => writeln!(out, "error: unknown command {line}")?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Multiply-adds x 2 per image of a node, from its description.
+fn flops(op: &Op, out: [usize; 3]) -> f64 {
+    let pixels = (out[0] * out[1] * out[2]) as f64;
+    match op {
+        Op::Conv {
+            in_ch,
+            groups,
+            kernel,
+            ..
+        } => 2.0 * pixels * (in_ch / groups * kernel.0 * kernel.1) as f64,
+        Op::Linear { in_f, out_f, .. } => 2.0 * (in_f * out_f) as f64,
+        _ => 0.0,
+    }
+}
+
+fn layers(net: &Network, batch: usize, reps: usize) -> anyhow::Result<()> {
+    let s = net.arch.recipe.size as usize;
+    let x = input(batch, s);
+    let shapes = net.arch.output_shapes();
+    net.forward_raw(&x, batch, &[net.arch.nodes.len() - 1])?; // warm-up
+    let mut before = 0.0;
+    for (i, node) in net.arch.nodes.iter().enumerate().skip(1) {
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            net.forward_raw(&x, batch, &[i])?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{}\t{:.3}\t{:.1}\t{}",
+            node.name,
+            best - before,
+            flops(&node.op, shapes[i]) * batch as f64 / 1e6,
+            node.op.describe()
+        );
+        before = best;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let a = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
-    match a(0) {
-        "arch" => println!("{}", serde_json::to_string(&arch::by_name(a(1))?)?),
-        "weights" => {
-            let spec = arch::by_name(a(1))?;
-            let mut tensors = HashMap::new();
-            for (i, (name, shape)) in spec.parameters().into_iter().enumerate() {
-                let len: usize = shape.iter().product();
-                let fan_in = if shape.len() > 1 { len / shape[0] } else { 1 };
-                let mut v = random(len, i as u64 + 1);
-                if name.ends_with("running_var") {
-                    v.iter_mut().for_each(|x| *x = 1.0 + 0.2 * x.abs());
-                } else if name.ends_with(".weight") && shape.len() > 1 {
-                    let scale = (3.0 / fan_in as f32).sqrt();
-                    v.iter_mut().for_each(|x| *x *= scale);
-                } else if name.ends_with(".weight") {
-                    v.iter_mut().for_each(|x| *x = 1.0 + 0.1 * *x);
-                } else {
-                    v.iter_mut().for_each(|x| *x *= 0.1);
-                }
-                tensors.insert(name, Tensor::from_vec(v, shape, &Device::Cpu)?);
-            }
-            candle_core::safetensors::save(&tensors, a(2))?;
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["arch", model] => println!("{}", serde_json::to_string(&arch::by_name(model)?)?),
+        ["weights", model, out] => write_weights(model, out)?,
+        ["serve", model, weights] => serve(&open(model, weights)?)?,
+        ["layers", model, weights, batch, reps] => {
+            layers(&open(model, weights)?, batch.parse()?, reps.parse()?)?
         }
-        "logits" => {
-            let net = Network::load(arch::by_name(a(1))?, Path::new(a(2)))?;
-            let s = net.arch.recipe.size as usize;
-            let last = net.arch.nodes.len() - 1;
-            let out = net.forward_raw(&input(1, s), 1, &[last])?.pop().unwrap();
-            let bytes: Vec<u8> = out.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::write(a(3), bytes)?;
-        }
-        "time" => {
-            let net = Network::load(arch::by_name(a(1))?, Path::new(a(2)))?;
-            let (batch, runs): (usize, usize) = (a(3).parse()?, a(4).parse()?);
-            let s = net.arch.recipe.size as usize;
-            let x = input(batch, s);
-            let last = net.arch.nodes.len() - 1;
-            net.forward_raw(&x, batch, &[last])?; // warm-up
-            let mut rates: Vec<f64> = (0..runs)
-                .map(|_| {
-                    let t = Instant::now();
-                    net.forward_raw(&x, batch, &[last]).unwrap();
-                    batch as f64 / t.elapsed().as_secs_f64()
-                })
-                .collect();
-            rates.sort_by(f64::total_cmp);
-            println!(
-                "{:.2} {:.2} {:.2}",
-                rates[rates.len() / 2],
-                rates[rates.len() - 1],
-                rates[0]
-            );
-        }
-        _ => {
-            anyhow::bail!("usage: bench_forward arch|weights|logits|time ... (see the file's doc)")
-        }
+        _ => bail!("usage: bench_forward arch|weights|serve|layers ... (see the file's doc)"),
     }
     Ok(())
 }

@@ -1,46 +1,69 @@
 #!/usr/bin/env bash
-# neurodex vs onnxruntime, whole-network forward at 224 px, 2 threads each, same weights.
-# For each model and batch: the median (best/worst) images/s of both, then
-#   RATIO <model> b<batch> neurodex=<img/s> onnxruntime=<img/s> ratio=<neurodex/onnxruntime>
-# EfficientNet-Lite0 uses the embedded weights; resnet18 and alexnet seeded random weights
-# written once by the neurodex side and read by both. The ONNX graph is built from
-# neurodex's own layer description (scripts/bench/peer.py), and the two runtimes' logits are
-# compared on a fixed input before timing.
+# neurodex vs onnxruntime (and PyTorch when present): whole-network forward at 224 px,
+# 2 threads each, same weights, run side by side in one invocation.
 #
-#   scripts/bench.sh            7 timed runs per case
-#   scripts/bench.sh --quick    3 runs per case (under 3 minutes once built)
+# For efficientnet-lite0, resnet18 and alexnet at batch 1 and 16: images/s of each runtime
+# (median, best and worst of several interleaved runs), then
+#   RATIO <model> b<batch> neurodex=<img/s> onnxruntime=<img/s> ratio=<neurodex/onnxruntime>
+# and a summary table with the targets. Lite0 uses models/efficientnet-lite0.safetensors;
+# resnet18 and alexnet seeded random weights written once (target/bench/) and read by all.
+# The ONNX graph and the PyTorch network are built from neurodex's own layer description
+# (scripts/bench/), and their logits are checked against neurodex's before timing.
+#
+#   scripts/bench.sh                       15 runs per case
+#   scripts/bench.sh --quick               5 runs per case (under 3 minutes once built)
+#   scripts/bench.sh --layers MODEL [B]    per-layer times, neurodex vs onnxruntime (batch B, default 16)
+#
+# onnxruntime comes from PyPI into target/bench-venv. PyTorch is Debian's python3-torch:
+# TORCH_PYTHON (default /usr/bin/python3) is used if `import torch` works there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=7
-[[ "${1:-}" == "--quick" ]] && runs=3
-export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2
+runs=15
+mode=speed
+case "${1:-}" in
+    --quick) runs=5 ;;
+    --layers) mode=layers ;;
+    "") ;;
+    *) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac
+export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2
 
 cargo build --release --quiet --example bench_forward
 B=target/release/examples/bench_forward
 venv=target/bench-venv
-if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet onnxruntime onnx numpy
 fi
+py=$PWD/$venv/bin/python
+torch_py=${TORCH_PYTHON:-/usr/bin/python3}
+if ! "$torch_py" -c "import torch, numpy" 2>/dev/null; then
+    echo "note: no PyTorch column ($torch_py cannot import torch and numpy)"
+    torch_py=
+fi
 mkdir -p target/bench
 
-for model in efficientnet-lite0 resnet18 alexnet; do
-    weights=target/bench/$model.safetensors
+# Prints MODEL:ARCH.json:WEIGHTS, writing the files it needs.
+prepare() {
+    local model=$1 weights=target/bench/$1.safetensors
     if [[ $model == efficientnet-lite0 ]]; then
         weights=models/efficientnet-lite0.safetensors
     elif [[ ! -f $weights ]]; then
         $B weights "$model" "$weights"
     fi
     $B arch "$model" > "target/bench/$model.json"
-    $B logits "$model" "$weights" "target/bench/$model.logits"
-    peer=$("$venv/bin/python" scripts/bench/peer.py "target/bench/$model.json" "$weights" \
-        "target/bench/$model.logits" 1,16 "$runs")
-    for batch in 1 16; do
-        read -r nd_med nd_best nd_worst < <($B time "$model" "$weights" "$batch" "$runs")
-        read -r _ ort_med ort_best ort_worst < <(grep "^$batch " <<< "$peer")
-        echo "$model b$batch: neurodex median $nd_med (best $nd_best, worst $nd_worst) img/s;" \
-            "onnxruntime median $ort_med (best $ort_best, worst $ort_worst) img/s"
-        ratio=$(python3 -c "print(f'{$nd_med / $ort_med:.2f}')")
-        echo "RATIO $model b$batch neurodex=$nd_med onnxruntime=$ort_med ratio=$ratio"
-    done
+    echo "$model:target/bench/$model.json:$weights"
+}
+
+if [[ $mode == layers ]]; then
+    IFS=: read -r model arch weights < <(prepare "${2:?--layers needs a model name}")
+    exec "$py" scripts/bench/drive.py layers "${3:-16}" 5 "$B layers $model $weights" \
+        "$py scripts/bench/ort_peer.py $arch $weights"
+fi
+
+cases=()
+for model in efficientnet-lite0 resnet18 alexnet; do
+    cases+=("$(prepare "$model")")
 done
+"$py" scripts/bench/drive.py speed "$runs" "$B serve" "$py scripts/bench/ort_peer.py" \
+    "${torch_py:+$torch_py scripts/bench/torch_peer.py}" "${cases[@]}"

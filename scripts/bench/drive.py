@@ -1,0 +1,155 @@
+"""Runs neurodex, onnxruntime and (when present) PyTorch side by side for scripts/bench.sh.
+
+Each runtime is a long-lived process speaking the line protocol of common.py, so all of
+them stay warm and the timed runs interleave: round after round, each runtime does one
+run in turn (rotating who goes first), and a burst of load from elsewhere on the machine
+hits all of them alike instead of one case.
+
+usage: drive.py speed RUNS CMD_NEURODEX CMD_ORT CMD_TORCH MODEL:ARCH.json:WEIGHTS ...
+       drive.py layers BATCH REPS CMD_NEURODEX_LAYERS CMD_ORT_PROFILE
+CMD_* are shell-quoted command prefixes; the speed mode appends ARCH.json and WEIGHTS
+(or MODEL and WEIGHTS for neurodex); CMD_TORCH may be empty (no PyTorch column).
+"""
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCHES = (1, 16)
+IMAGES_PER_RUN = 16  # a b1 run is 16 forwards, a b16 run one
+TARGETS = {("efficientnet-lite0", 16): 1.0, ("resnet18", 16): 0.8, ("alexnet", 16): 0.8}
+
+
+class Peer:
+    def __init__(self, label, argv):
+        self.label = label
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"{label} did not start ({' '.join(argv)}): {line or 'no answer'}")
+
+    def ask(self, cmd):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().strip()
+        if not line or line.startswith("error"):
+            raise RuntimeError(f"{self.label}: {cmd!r} -> {line or 'died'}")
+        return line
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.wait()
+
+
+def summary(rates):
+    rates = sorted(rates)
+    return rates[len(rates) // 2], rates[-1], rates[0]
+
+
+def speed(runs, cmd_nd, cmd_ort, cmd_torch, cases):
+    table = []
+    for case in cases:
+        model, arch, weights = case.split(":")
+        peers = [Peer("neurodex", shlex.split(cmd_nd) + [model, weights]),
+                 Peer("onnxruntime", shlex.split(cmd_ort) + [arch, weights])]
+        if cmd_torch:
+            try:
+                peers.append(Peer("pytorch", shlex.split(cmd_torch) + [arch, weights]))
+            except RuntimeError as e:
+                print(f"note: no PyTorch column: {e}", flush=True)
+        try:
+            logits = {}
+            for p in peers:
+                path = os.path.join(os.path.dirname(arch), f"{model}.{p.label}.logits")
+                p.ask(f"logits {path}")
+                logits[p.label] = np.fromfile(path, dtype="<f4")
+            ref = logits["neurodex"]
+            scale = float(np.max(np.abs(ref)))
+            diffs = {k: float(np.max(np.abs(v - ref))) for k, v in logits.items() if k != "neurodex"}
+            print(f"check {model}: max |logits - neurodex's| on the test image: "
+                  + ", ".join(f"{k} {d:.2e}" for k, d in diffs.items()) + f" (|logits| up to {scale:.2f})",
+                  flush=True)
+            bad = {k: d for k, d in diffs.items() if not d <= 1e-3 * max(1.0, scale)}
+            if bad:
+                raise SystemExit(f"{model}: runtimes disagree with neurodex: {bad}")
+            for b in BATCHES:
+                k = max(1, IMAGES_PER_RUN // b)
+                for p in peers:
+                    p.ask(f"time {b} {k} 2")  # warm-up
+                rates = {p.label: [] for p in peers}
+                for r in range(runs):
+                    for p in peers[r % len(peers):] + peers[: r % len(peers)]:
+                        time.sleep(0.02)  # let the previous runtime's idle threads park
+                        rates[p.label].append(float(p.ask(f"time {b} {k} 1")))
+                print(f"{model} b{b}: images/s, median [best, worst] of {runs} runs of {b * k} images", flush=True)
+                med = {}
+                for label, rs in rates.items():
+                    m, best, worst = summary(rs)
+                    med[label] = m
+                    print(f"  {label:<12} {m:8.2f}  [{best:.2f}, {worst:.2f}]", flush=True)
+                ratio = med["neurodex"] / med["onnxruntime"]
+                print(f"RATIO {model} b{b} neurodex={med['neurodex']:.2f} onnxruntime={med['onnxruntime']:.2f} "
+                      f"ratio={ratio:.2f}", flush=True)
+                table.append((model, b, med, ratio))
+        finally:
+            for p in peers:
+                p.close()
+    torch_col = any("pytorch" in m for _, _, m, _ in table)
+    print("\n| model | batch | neurodex img/s | onnxruntime img/s |" + (" pytorch img/s |" if torch_col else "")
+          + " ratio | target |")
+    print("|---|---|---|---|" + ("---|" if torch_col else "") + "---|---|")
+    for model, b, med, ratio in table:
+        target = TARGETS.get((model, b))
+        mark = "" if target is None else f">= {target:.1f} " + ("ok" if ratio >= target else "MISSED")
+        pt = (f" {med['pytorch']:.1f} |" if "pytorch" in med else " - |") if torch_col else ""
+        print(f"| {model} | {b} | {med['neurodex']:.1f} | {med['onnxruntime']:.1f} |{pt} {ratio:.2f} | {mark} |")
+
+
+def layers(batch, reps, cmd_nd, cmd_ort):
+    nd = subprocess.run(shlex.split(cmd_nd) + [str(batch), str(reps)], check=True, capture_output=True,
+                        text=True).stdout
+    ort = subprocess.run(shlex.split(cmd_ort) + ["profile", str(batch), str(reps)], check=True,
+                         capture_output=True, text=True).stdout
+    theirs = {}
+    for line in ort.splitlines():
+        name, ms = line.rsplit(" ", 1)
+        theirs[name] = float(ms)
+    rows = []
+    for line in nd.splitlines():
+        name, ms, mflop, desc = line.split("\t")
+        rows.append((name, float(ms), float(mflop), desc, theirs.pop(name, 0.0)))
+    print(f"per layer at batch {batch} (ms per batch; neurodex: forward to this node minus forward to the "
+          f"previous, fastest of {reps}; onnxruntime: its profiler, median; an activation or residual add "
+          f"that onnxruntime fuses into a conv counts there)")
+    print(f"{'node':<22} {'op':<34} {'MFLOP':>8} {'neurodex':>9} {'GFLOP/s':>8} {'onnxrt':>8} {'GFLOP/s':>8} {'excess':>8}")
+    for name, ms, mflop, desc, o in rows:
+        g = lambda t: f"{mflop / t:8.1f}" if mflop and t > 0.01 else f"{'':8}"  # noqa: E731
+        print(f"{name:<22} {desc:<34} {mflop:8.1f} {ms:9.3f} {g(ms)} {o:8.3f} {g(o)} {ms - o:8.3f}")
+    nd_total, ort_total = sum(r[1] for r in rows), sum(r[4] for r in rows) + sum(theirs.values())
+    print(f"{'total':<22} {'':<34} {sum(r[2] for r in rows):8.1f} {nd_total:9.3f} {'':8} {ort_total:8.3f}")
+    if theirs:
+        print("onnxruntime-only nodes (layout reorders): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in theirs.items()))
+    print("largest excess (neurodex ms - onnxruntime ms): "
+          + ", ".join(f"{r[0]} {r[1] - r[4]:+.2f}" for r in sorted(rows, key=lambda r: r[4] - r[1])[:8]))
+
+
+def main():
+    if sys.argv[1] == "speed":
+        speed(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:])
+    elif sys.argv[1] == "layers":
+        layers(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
