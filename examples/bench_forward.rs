@@ -6,8 +6,9 @@
 //!   bench_forward serve MODEL WEIGHTS               answer the driver on stdin (scripts/bench/common.py)
 //!   bench_forward layers MODEL WEIGHTS BATCH REPS   per node: name, ms, MFLOP, description
 //!
-//! `layers` times the forward pass up to each node in turn (fastest of REPS runs) and
-//! reports the difference to the previous node: what that node costs inside a real run.
+//! `layers` times each node alone (then a last line `#whole`, the median whole forward
+//! in ms, the sum of the layers and the chunk size), on the activations a real forward feeds it and in
+//! the same chunks of images, writing into a reused output buffer like the forward pass.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -16,7 +17,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
-use neurodex::arch::{self, spec::Op};
+use neurodex::arch::{self, spec::Op, Act};
+use neurodex::kernels::{self, Conv2d, Linear};
 use neurodex::model::Network;
 
 /// Deterministic input in [-1, 1): the same formula as scripts/bench/common.py.
@@ -125,28 +127,149 @@ fn flops(op: &Op, out: [usize; 3]) -> f64 {
     }
 }
 
-fn layers(net: &Network, batch: usize, reps: usize) -> anyhow::Result<()> {
+/// Times each node on its own, on the activations a real forward feeds it, in the
+/// chunks `Network::forward_raw` uses (a few images at a time unless the fully connected
+/// layers dominate); prints per node: name, ms per batch (median of `reps`), MFLOP, op.
+fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Result<()> {
     let s = net.arch.recipe.size as usize;
-    let x = input(batch, s);
     let shapes = net.arch.output_shapes();
-    net.forward_raw(&x, batch, &[net.arch.nodes.len() - 1])?; // warm-up
-    let mut before = 0.0;
+    let fc_weights: usize = net
+        .arch
+        .nodes
+        .iter()
+        .map(|n| match n.op {
+            Op::Linear { in_f, out_f, .. } => in_f * out_f,
+            _ => 0,
+        })
+        .sum();
+    // Mirrors Network::forward_hw's choice of chunk.
+    let chunk = if fc_weights > 4 << 20 {
+        batch
+    } else {
+        batch.min(rayon::current_num_threads().max(1))
+    };
+    let chunks = batch.div_ceil(chunk);
+    let all: Vec<usize> = (0..net.arch.nodes.len()).collect();
+    let acts = net.forward_raw(&input(chunk, s), chunk, &all)?;
+    let tensors = candle_core::safetensors::load(weights, &Device::Cpu)?;
+    let param = |name: &str| -> anyhow::Result<Vec<f32>> {
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("{weights}: no {name}"))?;
+        Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let mut total = 0.0;
     for (i, node) in net.arch.nodes.iter().enumerate().skip(1) {
-        let mut best = f64::INFINITY;
-        for _ in 0..reps.max(1) {
-            let t = Instant::now();
-            net.forward_raw(&x, batch, &[i])?;
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
+        let x = &acts[node.inputs[0]];
+        let (c, h, w) = (x.c, x.h, x.w);
+        let mut run: Box<dyn FnMut()> = match &node.op {
+            Op::Input => continue,
+            Op::Conv { act, out_ch, .. } => {
+                let (geom, weight) = net.conv_weights(i).context("conv without weights")?;
+                let conv = Conv2d::new(
+                    geom.clone(),
+                    weight.to_vec(),
+                    Some(vec![0.0; *out_ch]),
+                    *act,
+                );
+                let mut out = vec![0.0f32; acts[i].data.len()];
+                Box::new(move || conv.forward_into(&x.data, chunk, h, w, &mut out))
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                pad,
+                ceil_mode,
+            } => {
+                let (k, st, p, cm) = (*kernel, *stride, *pad, *ceil_mode);
+                Box::new(move || {
+                    kernels::max_pool2d(&x.data, chunk, c, h, w, k, st, p, cm);
+                })
+            }
+            Op::AdaptiveAvgPool { out } => {
+                let (oh, ow) = *out;
+                Box::new(move || {
+                    kernels::adaptive_avg_pool2d(&x.data, chunk, c, h, w, oh, ow);
+                })
+            }
+            Op::Add { act } => {
+                let others: Vec<&[f32]> = node.inputs[1..]
+                    .iter()
+                    .map(|&j| acts[j].data.as_slice())
+                    .collect();
+                let act = *act;
+                // In place, as the forward pass does when the sum's first input is not
+                // read again (the values drift over repeats; the traffic is the same).
+                let mut acc = x.data.clone();
+                Box::new(move || {
+                    for y in &others {
+                        kernels::add_act(&mut acc, y, Act::None);
+                    }
+                    kernels::apply_act(&mut acc, act);
+                })
+            }
+            Op::Flatten => Box::new(|| {}),
+            Op::Linear { weight, act, .. } => {
+                let lin = Linear::new(
+                    param(&format!("{weight}.weight"))?,
+                    Some(param(&format!("{weight}.bias"))?),
+                    *act,
+                );
+                Box::new(move || {
+                    lin.forward(&x.data, chunk);
+                })
+            }
+        };
+        run(); // warm-up
+        let mut times: Vec<f64> = (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                (0..chunks).for_each(|_| run());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        total += ms;
         println!(
             "{}\t{:.3}\t{:.1}\t{}",
             node.name,
-            best - before,
+            ms,
             flops(&node.op, shapes[i]) * batch as f64 / 1e6,
             node.op.describe()
         );
-        before = best;
     }
+    // The whole forward pass on the same batch, for what lies between the layers.
+    let x = input(batch, s);
+    let last = net.arch.nodes.len() - 1;
+    net.forward_raw(&x, batch, &[last])?;
+    let mut whole: Vec<f64> = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        net.forward_raw(&x, batch, &[last])?;
+        whole.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    whole.sort_by(f64::total_cmp);
+    // One thing the forward pass does between layers: clear and zero-fill each output
+    // buffer (on one thread) before the kernel writes it.
+    let mut fill = Vec::new();
+    let mut bufs: Vec<Vec<f32>> = acts[1..].iter().map(|a| vec![1.0; a.data.len()]).collect();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        for _ in 0..chunks {
+            for b in &mut bufs {
+                b.clear();
+                b.resize(b.capacity(), 0.0);
+            }
+        }
+        fill.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    fill.sort_by(f64::total_cmp);
+    println!(
+        "#whole\t{:.3}\t{total:.3}\t{chunk}\t{:.3}",
+        whole[whole.len() / 2],
+        fill[fill.len() / 2]
+    );
     Ok(())
 }
 
@@ -157,9 +280,12 @@ fn main() -> anyhow::Result<()> {
         ["arch", model] => println!("{}", serde_json::to_string(&arch::by_name(model)?)?),
         ["weights", model, out] => write_weights(model, out)?,
         ["serve", model, weights] => serve(&open(model, weights)?)?,
-        ["layers", model, weights, batch, reps] => {
-            layers(&open(model, weights)?, batch.parse()?, reps.parse()?)?
-        }
+        ["layers", model, weights, batch, reps] => layers(
+            &open(model, weights)?,
+            weights,
+            batch.parse()?,
+            reps.parse()?,
+        )?,
         _ => bail!("usage: bench_forward arch|weights|serve|layers ... (see the file's doc)"),
     }
     Ok(())

@@ -123,18 +123,37 @@ def layers(batch, reps, cmd_nd, cmd_ort):
         name, ms = line.rsplit(" ", 1)
         theirs[name] = float(ms)
     rows = []
+    whole = None
     for line in nd.splitlines():
+        if line.startswith("#whole"):
+            whole = [float(v) for v in line.split("\t")[1:]]
+            continue
         name, ms, mflop, desc = line.split("\t")
         rows.append((name, float(ms), float(mflop), desc, theirs.pop(name, 0.0)))
-    print(f"per layer at batch {batch} (ms per batch; neurodex: forward to this node minus forward to the "
-          f"previous, fastest of {reps}; onnxruntime: its profiler, median; an activation or residual add "
-          f"that onnxruntime fuses into a conv counts there)")
+    print(f"per layer at batch {batch}, ms per batch, median of {reps} (neurodex: each layer alone on real "
+          f"activations, in the chunks its forward pass uses; onnxruntime: its profiler; an activation or "
+          f"residual add that onnxruntime fuses into a conv counts there)")
     print(f"{'node':<22} {'op':<34} {'MFLOP':>8} {'neurodex':>9} {'GFLOP/s':>8} {'onnxrt':>8} {'GFLOP/s':>8} {'excess':>8}")
     for name, ms, mflop, desc, o in rows:
         g = lambda t: f"{mflop / t:8.1f}" if mflop and t > 0.01 else f"{'':8}"  # noqa: E731
         print(f"{name:<22} {desc:<34} {mflop:8.1f} {ms:9.3f} {g(ms)} {o:8.3f} {g(o)} {ms - o:8.3f}")
     nd_total, ort_total = sum(r[1] for r in rows), sum(r[4] for r in rows) + sum(theirs.values())
     print(f"{'total':<22} {'':<34} {sum(r[2] for r in rows):8.1f} {nd_total:9.3f} {'':8} {ort_total:8.3f}")
+    if whole:
+        print(f"neurodex whole forward {whole[0]:.3f} ms vs its layers' sum {whole[1]:.3f} ms "
+              f"(chunks of {int(whole[2])} images): {whole[0] - whole[1]:+.3f} ms between layers; zero-filling "
+              f"every output buffer once (one thread, warm buffers) takes {whole[3]:.3f} ms")
+    kinds = {}
+    for name, ms, mflop, desc, o in rows:
+        kind = ("depthwise " + desc.split("/")[0] if "depthwise" in desc else
+                "conv1x1" if desc.startswith("conv1x1") else
+                "conv (other)" if desc.startswith("conv") else desc.split()[0].split("->")[0])
+        k = kinds.setdefault(kind, [0.0, 0.0, 0.0])
+        k[0] += ms
+        k[1] += o
+        k[2] += mflop
+    print("by kind:  " + "; ".join(f"{k} {v[0]:.2f} vs {v[1]:.2f} ms ({v[2]:.0f} MFLOP)"
+                                  for k, v in sorted(kinds.items(), key=lambda kv: kv[1][1] - kv[1][0])))
     if theirs:
         print("onnxruntime-only nodes (layout reorders): "
               + ", ".join(f"{k} {v:.3f}" for k, v in theirs.items()))
