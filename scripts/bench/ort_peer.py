@@ -133,8 +133,8 @@ def profile(arch, sess, batch, reps):
         r = next((k for k, (a, b) in enumerate(runs) if a <= e["ts"] <= b), None)
         if r is None:
             continue
-        name = e["name"][: -len("_kernel_time")]
-        # Fused nodes keep the original name as a prefix ("<name>/act", "<name>_fused").
+        name = e["name"][: -len("_kernel_time")].removeprefix("fused ")
+        # Fused nodes keep the original name ("fused <name>", "<name>/act", "<name>_...").
         while name and name not in known:
             name = name[:-1]
         per[name or e["name"]][r] += e["dur"] / 1000
