@@ -250,26 +250,7 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
         whole.push(t.elapsed().as_secs_f64() * 1e3);
     }
     whole.sort_by(f64::total_cmp);
-    // One thing the forward pass does between layers: clear and zero-fill each output
-    // buffer (on one thread) before the kernel writes it.
-    let mut fill = Vec::new();
-    let mut bufs: Vec<Vec<f32>> = acts[1..].iter().map(|a| vec![1.0; a.data.len()]).collect();
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        for _ in 0..chunks {
-            for b in &mut bufs {
-                b.clear();
-                b.resize(b.capacity(), 0.0);
-            }
-        }
-        fill.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    fill.sort_by(f64::total_cmp);
-    println!(
-        "#whole\t{:.3}\t{total:.3}\t{chunk}\t{:.3}",
-        whole[whole.len() / 2],
-        fill[fill.len() / 2]
-    );
+    println!("#whole\t{:.3}\t{total:.3}\t{chunk}", whole[whole.len() / 2]);
     Ok(())
 }
 

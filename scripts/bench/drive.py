@@ -141,8 +141,7 @@ def layers(batch, reps, cmd_nd, cmd_ort):
     print(f"{'total':<22} {'':<34} {sum(r[2] for r in rows):8.1f} {nd_total:9.3f} {'':8} {ort_total:8.3f}")
     if whole:
         print(f"neurodex whole forward {whole[0]:.3f} ms vs its layers' sum {whole[1]:.3f} ms "
-              f"(chunks of {int(whole[2])} images): {whole[0] - whole[1]:+.3f} ms between layers; zero-filling "
-              f"every output buffer once (one thread, warm buffers) takes {whole[3]:.3f} ms")
+              f"(chunks of {int(whole[2])} images): {whole[0] - whole[1]:+.3f} ms between layers")
     kinds = {}
     for name, ms, mflop, desc, o in rows:
         kind = ("depthwise " + desc.split("/")[0] if "depthwise" in desc else
