@@ -56,6 +56,7 @@ def summary(rates):
 
 def speed(runs, cmd_nd, cmd_ort, cmd_torch, cases):
     table = []
+    busiest = 0.0
     for case in cases:
         model, arch, weights = case.split(":")
         peers = [Peer("neurodex", shlex.split(cmd_nd) + [model, weights]),
@@ -89,7 +90,10 @@ def speed(runs, cmd_nd, cmd_ort, cmd_torch, cases):
                     for p in peers[r % len(peers):] + peers[: r % len(peers)]:
                         time.sleep(0.02)  # let the previous runtime's idle threads park
                         rates[p.label].append(float(p.ask(f"time {b} {k} 1")))
-                print(f"{model} b{b}: images/s, median [best, worst] of {runs} runs of {b * k} images", flush=True)
+                load = os.getloadavg()[0]
+                busiest = max(busiest, load)
+                print(f"{model} b{b}: images/s, median [best, worst] of {runs} runs of {b * k} images "
+                      f"(load average {load:.2f})", flush=True)
                 med = {}
                 for label, rs in rates.items():
                     m, best, worst = summary(rs)
@@ -102,6 +106,10 @@ def speed(runs, cmd_nd, cmd_ort, cmd_torch, cases):
         finally:
             for p in peers:
                 p.close()
+    if busiest > 3.0:
+        # The runtimes use 2 threads; more load means others competed for the cores.
+        print(f"\nwarning: load average reached {busiest:.1f} during the runs: other work competed for the CPU, "
+              "figures are unreliable")
     torch_col = any("pytorch" in m for _, _, m, _ in table)
     print("\n| model | batch | neurodex img/s | onnxruntime img/s |" + (" pytorch img/s |" if torch_col else "")
           + " ratio | target |")
