@@ -65,8 +65,9 @@ pub struct Network {
     layers: Vec<Layer>,
     weights_id: String,
     /// Freed activation buffers kept for the next layer or call: fresh multi-MB
-    /// allocations cost page faults comparable to a fast layer's work.
-    pool: Mutex<Vec<Vec<f32>>>,
+    /// allocations cost page faults comparable to a fast layer's work. One pool per
+    /// forward pass running at the same time (one per thread in `forward_hw`).
+    pools: Mutex<Vec<Vec<Vec<f32>>>>,
 }
 
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
@@ -227,7 +228,7 @@ impl Network {
             arch,
             layers,
             weights_id: String::new(),
-            pool: Mutex::new(Vec::new()),
+            pools: Mutex::new(Vec::new()),
         })
     }
 
@@ -254,10 +255,12 @@ impl Network {
     /// Forward on `n` images of `h` x `w`; returns the outputs of nodes `taps`, in
     /// that order, computing nothing past the deepest of them.
     ///
-    /// A large batch goes through the network a few images at a time (as many as
-    /// there are threads, which the kernels run in parallel): the activations of a
-    /// few images stay in cache between layers, those of a whole batch do not
-    /// (Lite0 b16: 112 vs 97 img/s). Not for nets with a heavy classifier (see below).
+    /// A batch goes through the network one image per thread, each image all the
+    /// way on its own thread with single-threaded kernels: its activations stay in
+    /// that core's cache between layers (those of a whole batch do not: Lite0 b16
+    /// 97 img/s), and no layer waits for the other threads to finish theirs (two
+    /// images per layer, split over the threads: 112 img/s). Not for nets with a
+    /// heavy classifier (see below).
     pub fn forward_hw(
         &self,
         input: &[f32],
@@ -266,31 +269,30 @@ impl Network {
         w: usize,
         taps: &[usize],
     ) -> Result<Vec<Activation>> {
-        let micro = if self.heavy_classifier() {
-            n
-        } else {
-            rayon::current_num_threads().max(1)
-        };
-        if n <= micro || input.len() != n * 3 * h * w {
+        use rayon::prelude::*;
+        if n <= 1
+            || self.heavy_classifier()
+            || rayon::current_num_threads() <= 1
+            || input.len() != n * 3 * h * w
+        {
             return self.forward_chunk(input, n, h, w, taps);
         }
         let per_image = 3 * h * w;
-        let mut outs: Vec<Activation> = Vec::new();
-        for start in (0..n).step_by(micro) {
-            let m = micro.min(n - start);
-            let chunk = &input[start * per_image..(start + m) * per_image];
-            let part = self.forward_chunk(chunk, m, h, w, taps)?;
-            if outs.is_empty() {
-                outs = part;
-                for a in &mut outs {
-                    a.data.reserve(a.data.len() / m * (n - m));
-                }
-            } else {
-                for (acc, a) in outs.iter_mut().zip(part) {
-                    acc.data.extend_from_slice(&a.data);
-                    acc.n += a.n;
-                    self.recycle(a.data);
-                }
+        let parts = input
+            .par_chunks(per_image)
+            .with_max_len(1)
+            .map(|image| kernels::serial(|| self.forward_chunk(image, 1, h, w, taps)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut parts = parts.into_iter();
+        let mut outs = parts.next().expect("n > 1 images");
+        for a in &mut outs {
+            a.data.reserve(a.data.len() * (n - 1));
+        }
+        for part in parts {
+            for (acc, a) in outs.iter_mut().zip(part) {
+                acc.data.extend_from_slice(&a.data);
+                acc.n += a.n;
+                self.recycle(a.data);
             }
         }
         Ok(outs)
@@ -312,7 +314,10 @@ impl Network {
     }
 
     fn recycle(&self, buf: Vec<f32>) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pool) = pools.first_mut() else {
+            return;
+        };
         let kept: usize = pool.iter().map(|b| b.capacity()).sum();
         if kept + buf.capacity() <= POOL_LIMIT {
             pool.push(buf);
@@ -356,7 +361,12 @@ impl Network {
         for &t in taps {
             uses[t] += 1;
         }
-        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut pool = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
         let mut bufs: Vec<Option<Vec<f32>>> = vec![None; last + 1];
         let mut first = take_buffer(&mut pool, input.len());
         first.copy_from_slice(input);
@@ -451,7 +461,10 @@ impl Network {
             kept += b.capacity();
             kept <= POOL_LIMIT
         });
-        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pool);
         Ok(outs)
     }
 

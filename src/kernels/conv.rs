@@ -217,7 +217,7 @@ impl Conv2d {
         }
         let in_img = g.in_ch * h * w;
         let out_img = g.out_ch * oh * ow;
-        let threads = rayon::current_num_threads();
+        let threads = super::threads();
         if n >= threads || threads == 1 {
             // One image per task, each GEMM single-threaded: no synchronisation inside.
             out.par_chunks_mut(out_img)

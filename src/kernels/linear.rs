@@ -125,7 +125,10 @@ impl Linear {
                 false,
                 false,
                 false,
-                Parallelism::Rayon(rayon::current_num_threads()),
+                match super::threads() {
+                    1 => Parallelism::None,
+                    t => Parallelism::Rayon(t),
+                },
             );
         }
     }

@@ -24,6 +24,29 @@ pub use peaks::channel_peaks;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
 use rayon::prelude::*;
 
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the GEMM-based kernels called from this thread single-threaded
+/// (they otherwise split one image's GEMM over all threads). For callers that already
+/// keep every thread busy with an image of its own.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let r = f();
+    SERIAL.with(|s| s.set(before));
+    r
+}
+
+/// Threads a kernel called from here may split its work over.
+pub(crate) fn threads() -> usize {
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
 /// Elements per parallel task in the elementwise passes.
 const ELEMENTWISE_CHUNK: usize = 64 * 1024;
 

@@ -664,6 +664,43 @@ fn single_thread_pool_gives_the_same_results() {
 }
 
 #[test]
+fn serial_kernels_match_the_reference_inside_a_busy_pool() {
+    // One image per task on a 2-thread pool, as Network::forward_hw runs a batch: the
+    // GEMM paths then run single-threaded (1x1 and im2col layers, one image and two).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        (0..4u64).into_par_iter().for_each(|seed| {
+            super::serial(|| {
+                let mut rng = Rng(40 + seed);
+                assert_eq!(super::threads(), 1);
+                check_conv(
+                    &mut rng,
+                    geom(16, 24, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+                    1,
+                    9,
+                    11,
+                    Act::Relu6,
+                    true,
+                );
+                check_conv(
+                    &mut rng,
+                    geom(8, 12, (3, 3), (2, 2), Pad::same(1), (1, 1), 1),
+                    1,
+                    15,
+                    13,
+                    Act::Relu,
+                    true,
+                );
+            });
+            assert_eq!(super::threads(), 2);
+        });
+    });
+}
+
+#[test]
 fn max_pool_propagates_nan_and_ignores_padding() {
     // 1x4 row, k 1x2 s 1x2 pad left 1: windows [pad, 0], [1, 2], [3, pad].
     let x = [-3.0, f32::NAN, -1.0, -2.0];
