@@ -73,13 +73,15 @@ pub struct Network {
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
 const POOL_LIMIT: usize = 64 << 20;
 
-/// A buffer of `len` numbers, from the pool when one is large enough.
+/// A buffer of `len` numbers (contents unspecified), from the pool when one is large enough.
 fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let best = (0..pool.len())
         .filter(|&i| pool[i].capacity() >= len)
         .min_by_key(|&i| pool[i].capacity());
     let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
-    v.clear();
+    // Stale numbers may stay: every caller overwrites the whole buffer, and zeroing
+    // it first would be one more pass over memory.
+    v.truncate(len);
     v.resize(len, 0.0);
     v
 }
