@@ -142,7 +142,10 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
             _ => 0,
         })
         .sum();
-    // Mirrors Network::forward_hw's choice of chunk.
+    // Close to Network::forward_hw: a batch goes through whole when fully connected layers
+    // dominate; otherwise the forward pass runs one image per thread, approximated here by
+    // each layer on as many images as threads (the GEMM kernels then run one image per
+    // thread; depthwise and elementwise kernels split the work instead).
     let chunk = if fc_weights > 4 << 20 {
         batch
     } else {
