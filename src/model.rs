@@ -73,17 +73,53 @@ pub struct Network {
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
 const POOL_LIMIT: usize = 64 << 20;
 
-/// A buffer of `len` numbers (contents unspecified), from the pool when one is large enough.
-fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    let best = (0..pool.len())
-        .filter(|&i| pool[i].capacity() >= len)
-        .min_by_key(|&i| pool[i].capacity());
+/// An activation buffer during a forward pass: the first `len` numbers of `v`. The
+/// rest of `v` stays initialised from earlier use, so that a pooled buffer can serve
+/// a larger layer later without being zeroed again (that memset was 5% of
+/// EfficientNet-Lite0's forward pass).
+struct Buf {
+    v: Vec<f32>,
+    len: usize,
+}
+
+impl Buf {
+    fn from_vec(v: Vec<f32>) -> Buf {
+        Buf { len: v.len(), v }
+    }
+
+    /// The numbers as an exact-length vector.
+    fn into_vec(mut self) -> Vec<f32> {
+        self.v.truncate(self.len);
+        self.v
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.v[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.v[..self.len]
+    }
+}
+
+/// A buffer of `len` numbers (contents unspecified), from the pool when one is large
+/// enough: the smallest whose initialised part covers `len`, else the roomiest, grown.
+/// Pooled vectors keep their whole initialised length.
+fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Buf {
+    let fits = (0..pool.len())
+        .filter(|&i| pool[i].len() >= len)
+        .min_by_key(|&i| pool[i].len());
+    let best = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
     let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
-    // Stale numbers may stay: every caller overwrites the whole buffer, and zeroing
-    // it first would be one more pass over memory.
-    v.truncate(len);
-    v.resize(len, 0.0);
-    v
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    Buf { v, len }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -369,7 +405,7 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        let mut bufs: Vec<Option<Vec<f32>>> = vec![None; last + 1];
+        let mut bufs: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
         let mut first = take_buffer(&mut pool, input.len());
         first.copy_from_slice(input);
         bufs[0] = Some(first);
@@ -390,15 +426,19 @@ impl Network {
                     stride,
                     pad,
                     ceil_mode,
-                } => kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
+                } => Buf::from_vec(
+                    kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
+                ),
                 Layer::AdaptiveAvgPool(oh, ow) => {
-                    kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow)
+                    Buf::from_vec(kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow))
                 }
                 Layer::Add(act) => {
                     let mut acc = if uses[src] == 1 {
                         bufs[src].take().unwrap()
                     } else {
-                        x.to_vec()
+                        let mut copy = take_buffer(&mut pool, x.len());
+                        copy.copy_from_slice(x);
+                        copy
                     };
                     for &other in &node.inputs[1..] {
                         let y = bufs[other].as_deref().expect("input computed");
@@ -417,10 +457,12 @@ impl Network {
                     if uses[src] == 1 {
                         bufs[src].take().unwrap()
                     } else {
-                        x.to_vec()
+                        let mut copy = take_buffer(&mut pool, x.len());
+                        copy.copy_from_slice(x);
+                        copy
                     }
                 }
-                Layer::Linear(lin) => lin.forward(x, n),
+                Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
             };
             debug_assert_eq!(
                 out.len(),
@@ -431,7 +473,7 @@ impl Network {
             for &j in &node.inputs {
                 uses[j] = uses[j].saturating_sub(1);
                 if uses[j] == 0 {
-                    pool.extend(bufs[j].take());
+                    pool.extend(bufs[j].take().map(|b| b.v));
                 }
             }
             bufs[i] = Some(out);
@@ -441,21 +483,16 @@ impl Network {
             .map(|&t| {
                 let [c, h, w] = shapes[t];
                 uses[t] -= 1;
+                let buf = bufs[t].as_ref().expect("tap computed");
                 let data = if uses[t] == 0 {
-                    bufs[t].take()
+                    bufs[t].take().expect("tap computed").into_vec()
                 } else {
-                    bufs[t].clone()
+                    buf.to_vec()
                 };
-                Activation {
-                    n,
-                    c,
-                    h,
-                    w,
-                    data: data.expect("tap computed"),
-                }
+                Activation { n, c, h, w, data }
             })
             .collect();
-        pool.extend(bufs.into_iter().flatten());
+        pool.extend(bufs.into_iter().flatten().map(|b| b.v));
         // Keep the largest buffers, within the limit, for the next call.
         pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
         let mut kept = 0;

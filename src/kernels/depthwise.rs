@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::depthwise16;
 use super::simd::{madd, multiversion};
 use super::{act_bounds, clamp, Act, Conv2d};
 
@@ -33,6 +34,32 @@ pub(super) fn forward(
     let (sy, sx) = g.stride;
     let (dy, dx) = g.dilation;
     debug_assert_eq!(out.len(), n * c * oh * ow);
+    if oh * ow <= depthwise16::MAX_PIXELS && depthwise16::available() {
+        let (plane_in, plane_out) = (h * w, oh * ow);
+        let threads = super::threads();
+        if threads > 1 && n == 1 {
+            // One image on several threads: each takes a run of 16-channel groups.
+            let per = c.div_ceil(threads).next_multiple_of(16);
+            out.par_chunks_mut(per * plane_out)
+                .enumerate()
+                .for_each_init(Vec::new, |buf, (i, o)| {
+                    depthwise16::channels(conv, x, i * per, h, w, oh, ow, o, buf)
+                });
+        } else if threads > 1 {
+            out.par_chunks_mut(c * plane_out)
+                .zip(x.par_chunks(c * plane_in))
+                .with_max_len(1)
+                .for_each_init(Vec::new, |buf, (o, xi)| {
+                    depthwise16::channels(conv, xi, 0, h, w, oh, ow, o, buf)
+                });
+        } else {
+            let mut buf = Vec::new();
+            for (o, xi) in out.chunks_mut(c * plane_out).zip(x.chunks(c * plane_in)) {
+                depthwise16::channels(conv, xi, 0, h, w, oh, ow, o, &mut buf);
+            }
+        }
+        return;
+    }
     // Padded rows/columns the output reads, per phase.
     let rows = (oh - 1) + (kh - 1) * dy / sy + 1;
     let len = (ow - 1) + (kw - 1) * dx / sx + 1;

@@ -9,6 +9,7 @@
 
 mod conv;
 mod depthwise;
+mod depthwise16;
 mod linear;
 mod peaks;
 mod pool;

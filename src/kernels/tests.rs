@@ -319,6 +319,32 @@ fn conv_matches_reference_on_shapes_spanning_several_tiles() {
     );
 }
 
+#[test]
+fn depthwise_on_small_planes_spans_channel_groups() {
+    // Planes of up to 16x16 are computed 16 channels at a time on AVX-512: cover
+    // whole groups plus a remainder, one image split over threads and several images.
+    let mut rng = Rng(77);
+    for (c, k, s, pad, h, w, n) in [
+        (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 1),
+        (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 3),
+        (35, (3, 3), (2, 2), Pad::asym(0, 1), 14, 14, 1),
+        (48, (3, 3), (1, 1), Pad::same(1), 16, 16, 2),
+        (17, (5, 5), (2, 2), Pad::asym(1, 2), 31, 29, 1),
+    ] {
+        for act in [Act::None, Act::Relu6] {
+            check_conv(
+                &mut rng,
+                geom(c, c, k, s, pad, (1, 1), c),
+                n,
+                h,
+                w,
+                act,
+                true,
+            );
+        }
+    }
+}
+
 fn max_pool_ref(
     x: &[f32],
     n: usize,
