@@ -34,7 +34,7 @@ pub(super) fn forward(
     let (sy, sx) = g.stride;
     let (dy, dx) = g.dilation;
     debug_assert_eq!(out.len(), n * c * oh * ow);
-    if oh * ow <= depthwise16::MAX_PIXELS && depthwise16::available() {
+    if depthwise16::available() {
         let (plane_in, plane_out) = (h * w, oh * ow);
         let threads = super::threads();
         if threads > 1 && n == 1 {

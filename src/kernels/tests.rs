@@ -320,9 +320,9 @@ fn conv_matches_reference_on_shapes_spanning_several_tiles() {
 }
 
 #[test]
-fn depthwise_on_small_planes_spans_channel_groups() {
-    // Planes of up to 16x16 are computed 16 channels at a time on AVX-512: cover
-    // whole groups plus a remainder, one image split over threads and several images.
+fn depthwise_spans_channel_groups() {
+    // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
+    // groups plus a remainder, one image split over threads and several images.
     let mut rng = Rng(77);
     for (c, k, s, pad, h, w, n) in [
         (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 1),
