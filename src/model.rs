@@ -315,25 +315,60 @@ impl Network {
         {
             return self.forward_chunk(input, n, h, w, taps);
         }
+        // Fully connected layers at the end run on the whole batch: one image at a
+        // time they would stream their weights once per image (Lite0's fc: 5 MB).
+        let cut = self.batched_tail();
+        let last = taps.iter().copied().max().unwrap_or(0);
+        let mut early: Vec<usize> = taps.iter().copied().filter(|&t| t < cut).collect();
+        if last >= cut {
+            for node in &self.arch.nodes[cut..=last] {
+                early.extend(node.inputs.iter().filter(|&&i| i < cut));
+            }
+        }
+        early.sort_unstable();
+        early.dedup();
         let per_image = 3 * h * w;
         let parts = input
             .par_chunks(per_image)
             .with_max_len(1)
-            .map(|image| kernels::serial(|| self.forward_chunk(image, 1, h, w, taps)))
+            .map(|image| kernels::serial(|| self.forward_chunk(image, 1, h, w, &early)))
             .collect::<Result<Vec<_>>>()?;
-        let mut parts = parts.into_iter();
-        let mut outs = parts.next().expect("n > 1 images");
-        for a in &mut outs {
-            a.data.reserve(a.data.len() * (n - 1));
+        // Each early node's outputs, image after image.
+        let mut joined: Vec<Option<Buf>> = (0..=last.max(cut)).map(|_| None).collect();
+        for (k, &node) in early.iter().enumerate() {
+            let len: usize = parts.iter().map(|p| p[k].data.len()).sum();
+            let mut data = Vec::with_capacity(len);
+            for p in &parts {
+                data.extend_from_slice(&p[k].data);
+            }
+            joined[node] = Some(Buf::from_vec(data));
         }
         for part in parts {
-            for (acc, a) in outs.iter_mut().zip(part) {
-                acc.data.extend_from_slice(&a.data);
-                acc.n += a.n;
+            for a in part {
                 self.recycle(a.data);
             }
         }
-        Ok(outs)
+        joined.truncate(last + 1);
+        self.run_nodes(joined, cut, n, h, w, taps)
+    }
+
+    /// First node of the run of fully connected layers (with flattening and
+    /// elementwise nodes between) that ends the network; past the end without one.
+    fn batched_tail(&self) -> usize {
+        let mut cut = self.layers.len();
+        while cut > 1
+            && matches!(
+                self.layers[cut - 1],
+                Layer::Linear(_) | Layer::Flatten | Layer::Add(_)
+            )
+        {
+            cut -= 1;
+        }
+        // Start at a fully connected layer, not at the flattening before it.
+        while cut < self.layers.len() && !matches!(self.layers[cut], Layer::Linear(_)) {
+            cut += 1;
+        }
+        cut
     }
 
     /// Whether fully connected layers hold most of the work per image (AlexNet, VGG:
@@ -382,6 +417,34 @@ impl Network {
         if last >= self.layers.len() {
             return Err(Error::Shape(format!("no node {last}")));
         }
+        let mut bufs: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+        let first = {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = pools.pop().unwrap_or_default();
+            let mut first = take_buffer(&mut pool, input.len());
+            pools.push(pool);
+            first.copy_from_slice(input);
+            first
+        };
+        bufs[0] = Some(first);
+        self.run_nodes(bufs, 1, n, h, w, taps)
+    }
+
+    /// Computes nodes `start..` up to the deepest tap on `n` images of `h` x `w`,
+    /// from `bufs`: one slot per node up to that tap, filled (each with `n` images)
+    /// for every node before `start` that a later node or a tap reads.
+    fn run_nodes(
+        &self,
+        mut bufs: Vec<Option<Buf>>,
+        start: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[usize],
+    ) -> Result<Vec<Activation>> {
+        let Some(&last) = taps.iter().max() else {
+            return Ok(vec![]);
+        };
         let shapes = self.arch.shapes_for(h, w);
         if let Some(i) = (0..=last).find(|&i| shapes[i].contains(&0)) {
             return Err(Error::Shape(format!(
@@ -391,7 +454,7 @@ impl Network {
         }
         // How many more times each buffer will be read; requested taps count once each.
         let mut uses = vec![0usize; last + 1];
-        for node in &self.arch.nodes[..=last] {
+        for node in &self.arch.nodes[start.min(last + 1)..=last] {
             for &i in &node.inputs {
                 uses[i] += 1;
             }
@@ -405,11 +468,7 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        let mut bufs: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-        let mut first = take_buffer(&mut pool, input.len());
-        first.copy_from_slice(input);
-        bufs[0] = Some(first);
-        for i in 1..=last {
+        for i in start..=last {
             let node = &self.arch.nodes[i];
             let src = node.inputs[0];
             let [c, ih, iw] = shapes[src];
