@@ -13,6 +13,7 @@
 #   scripts/bench.sh                       15 runs per case
 #   scripts/bench.sh --quick               5 runs per case (under 3 minutes once built)
 #   scripts/bench.sh --layers MODEL [B]    per-layer times, neurodex vs onnxruntime (batch B, default 16)
+#   scripts/bench.sh [--quick] --models efficientnet-lite0,resnet18   only those models
 #
 # onnxruntime comes from PyPI into target/bench-venv. PyTorch is Debian's python3-torch:
 # TORCH_PYTHON (default /usr/bin/python3) is used if `import torch` works there.
@@ -20,12 +21,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=15
 mode=speed
-case "${1:-}" in
-    --quick) runs=5 ;;
-    --layers) mode=layers ;;
-    "") ;;
-    *) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
-esac
+models=efficientnet-lite0,resnet18,alexnet
+usage() { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while (($#)); do
+    case $1 in
+        --quick) runs=5 ;;
+        --models) models=${2:?--models needs a list}; shift ;;
+        --layers) mode=layers; layers_model=${2:?--layers needs a model name}; layers_batch=${3:-16}; break ;;
+        *) usage ;;
+    esac
+    shift
+done
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2
 
 cargo build --release --quiet --example bench_forward
@@ -56,13 +62,13 @@ prepare() {
 }
 
 if [[ $mode == layers ]]; then
-    IFS=: read -r model arch weights < <(prepare "${2:?--layers needs a model name}")
-    exec "$py" scripts/bench/drive.py layers "${3:-16}" 5 "$B layers $model $weights" \
+    IFS=: read -r model arch weights < <(prepare "$layers_model")
+    exec "$py" scripts/bench/drive.py layers "$layers_batch" 5 "$B layers $model $weights" \
         "$py scripts/bench/ort_peer.py $arch $weights"
 fi
 
 cases=()
-for model in efficientnet-lite0 resnet18 alexnet; do
+for model in ${models//,/ }; do
     cases+=("$(prepare "$model")")
 done
 "$py" scripts/bench/drive.py speed "$runs" "$B serve" "$py scripts/bench/ort_peer.py" \
