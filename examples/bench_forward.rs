@@ -133,24 +133,11 @@ fn flops(op: &Op, out: [usize; 3]) -> f64 {
 fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Result<()> {
     let s = net.arch.recipe.size as usize;
     let shapes = net.arch.output_shapes();
-    let fc_weights: usize = net
-        .arch
-        .nodes
-        .iter()
-        .map(|n| match n.op {
-            Op::Linear { in_f, out_f, .. } => in_f * out_f,
-            _ => 0,
-        })
-        .sum();
-    // Close to Network::forward_hw: a batch goes through whole when fully connected layers
-    // dominate; otherwise the forward pass runs one image per thread, approximated here by
-    // each layer on as many images as threads (the GEMM kernels then run one image per
-    // thread; depthwise and elementwise kernels split the work instead).
-    let chunk = if fc_weights > 4 << 20 {
-        batch
-    } else {
-        batch.min(rayon::current_num_threads().max(1))
-    };
+    // Close to Network::forward_hw: the forward pass runs one image per thread,
+    // approximated here by each layer on as many images as threads (the GEMM kernels
+    // then run one image per thread; depthwise and elementwise kernels split the work
+    // instead), and the fully connected layers that end the network on the whole batch.
+    let chunk = batch.min(rayon::current_num_threads().max(1));
     let chunks = batch.div_ceil(chunk);
     let all: Vec<usize> = (0..net.arch.nodes.len()).collect();
     let acts = net.forward_raw(&input(chunk, s), chunk, &all)?;
@@ -164,6 +151,7 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
     let mut total = 0.0;
     for (i, node) in net.arch.nodes.iter().enumerate().skip(1) {
         let x = &acts[node.inputs[0]];
+        let mut node_chunks = chunks;
         let (c, h, w) = (x.c, x.h, x.w);
         let mut run: Box<dyn FnMut()> = match &node.op {
             Op::Input => continue,
@@ -218,8 +206,17 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     Some(param(&format!("{weight}.bias"))?),
                     *act,
                 );
+                // The chunk's inputs repeated up to the batch, run at once.
+                let xb: Vec<f32> = x
+                    .data
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(batch * x.data.len() / chunk)
+                    .collect();
+                node_chunks = 1;
                 Box::new(move || {
-                    lin.forward(&x.data, chunk);
+                    lin.forward(&xb, batch);
                 })
             }
         };
@@ -227,7 +224,7 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
         let mut times: Vec<f64> = (0..reps.max(1))
             .map(|_| {
                 let t = Instant::now();
-                (0..chunks).for_each(|_| run());
+                (0..node_chunks).for_each(|_| run());
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();

@@ -297,8 +297,10 @@ impl Network {
     /// way on its own thread with single-threaded kernels: its activations stay in
     /// that core's cache between layers (those of a whole batch do not: Lite0 b16
     /// 97 img/s), and no layer waits for the other threads to finish theirs (two
-    /// images per layer, split over the threads: 112 img/s). Not for nets with a
-    /// heavy classifier (see below).
+    /// images per layer, split over the threads: 112 img/s). The fully connected
+    /// layers that end the network then run on the whole batch, so that their
+    /// weights are read once per batch (AlexNet b16: 124-132 img/s with the whole
+    /// network batch by batch, 135-142 this way).
     pub fn forward_hw(
         &self,
         input: &[f32],
@@ -308,15 +310,11 @@ impl Network {
         taps: &[usize],
     ) -> Result<Vec<Activation>> {
         use rayon::prelude::*;
-        if n <= 1
-            || self.heavy_classifier()
-            || rayon::current_num_threads() <= 1
-            || input.len() != n * 3 * h * w
-        {
+        if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
             return self.forward_chunk(input, n, h, w, taps);
         }
-        // Fully connected layers at the end run on the whole batch: one image at a
-        // time they would stream their weights once per image (Lite0's fc: 5 MB).
+        // One image at a time, fully connected layers would stream their weights once
+        // per image (Lite0's fc: 5 MB, AlexNet's: 234 MB).
         let cut = self.batched_tail();
         let last = taps.iter().copied().max().unwrap_or(0);
         let mut early: Vec<usize> = taps.iter().copied().filter(|&t| t < cut).collect();
@@ -369,21 +367,6 @@ impl Network {
             cut += 1;
         }
         cut
-    }
-
-    /// Whether fully connected layers hold most of the work per image (AlexNet, VGG:
-    /// tens of millions of weights), so that streaming their weights once per few
-    /// images would cost more than micro-batching saves (AlexNet b16: 55 vs 134 img/s).
-    fn heavy_classifier(&self) -> bool {
-        let fc_weights: usize = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                Layer::Linear(lin) => lin.in_features() * lin.out_features(),
-                _ => 0,
-            })
-            .sum();
-        fc_weights > 4 << 20
     }
 
     fn recycle(&self, buf: Vec<f32>) {

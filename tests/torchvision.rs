@@ -279,3 +279,44 @@ fn resnet18_weights_do_not_fit_resnet50() {
         .expect("refused");
     assert!(matches!(err, neurodex::Error::Weights { .. }), "{err}");
 }
+
+/// In a batch, the convolutions run one image per thread and the fully connected
+/// layers at the end on the whole batch: every tap, on either side of that switch,
+/// must still hold each image's own activations, as computed alone.
+#[test]
+fn alexnet_batch_matches_each_image_alone() {
+    let arch = arch::by_name("alexnet").unwrap();
+    let net = network(arch.clone());
+    let side = 224;
+    let one = formula_input(side);
+    // Three different images: the formula input, shifted and scaled.
+    let images: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            one.iter()
+                .map(|v| v * (1.0 - 0.3 * i as f32) + 0.1 * i as f32)
+                .collect()
+        })
+        .collect();
+    let batch: Vec<f32> = images.concat();
+    let taps: Vec<usize> = ["features.8", "classifier.1", "classifier.6"]
+        .iter()
+        .map(|n| arch.find(n).unwrap())
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let together = pool.install(|| net.forward_hw(&batch, 3, side, side, &taps).unwrap());
+    for (i, image) in images.iter().enumerate() {
+        let alone = net.forward_hw(image, 1, side, side, &taps).unwrap();
+        for (t, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(b.n, 3);
+            let e = rel_err(b.image(i), &a.data);
+            assert!(
+                e < 1e-5,
+                "image {i}, tap {}: relative error {e:.2e}",
+                taps[t]
+            );
+        }
+    }
+}
