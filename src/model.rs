@@ -451,13 +451,45 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
+        // The output of the node after, computed together with this one.
+        let mut ahead: Option<Buf> = None;
         for i in start..=last {
             let node = &self.arch.nodes[i];
             let src = node.inputs[0];
             let [c, ih, iw] = shapes[src];
             let x = bufs[src].as_deref().expect("input computed");
             let out = match &self.layers[i] {
+                _ if ahead.is_some() => ahead.take().expect("checked"),
                 Layer::Input => unreachable!("input is node 0"),
+                // A conv whose only reader is the residual sum after it: the sum is
+                // taken as the conv's output is stored.
+                Layer::Conv(conv)
+                    if i < last
+                        && uses[i] == 1
+                        && conv.act() == Act::None
+                        && matches!(self.layers[i + 1], Layer::Add(_))
+                        && self.arch.nodes[i + 1].inputs.len() == 2
+                        && self.arch.nodes[i + 1].inputs.contains(&i) =>
+                {
+                    let Layer::Add(then) = self.layers[i + 1] else {
+                        unreachable!("checked")
+                    };
+                    let inputs = &self.arch.nodes[i + 1].inputs;
+                    let other = if inputs[0] == i { inputs[1] } else { inputs[0] };
+                    let y = bufs[other].as_deref().expect("computed before the conv");
+                    let len = n * shapes[i + 1].iter().product::<usize>();
+                    if y.len() != len {
+                        return Err(Error::Shape(format!(
+                            "{}: summed shapes differ",
+                            self.arch.nodes[i + 1].name
+                        )));
+                    }
+                    let mut sum = take_buffer(&mut pool, len);
+                    conv.forward_add_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    ahead = Some(sum);
+                    // This node's own output is never made; the next takes `ahead`.
+                    Buf::from_vec(Vec::new())
+                }
                 Layer::Conv(conv) => {
                     let mut out = take_buffer(&mut pool, n * shapes[i].iter().product::<usize>());
                     conv.forward_into(x, n, ih, iw, &mut out);
@@ -506,16 +538,15 @@ impl Network {
                 }
                 Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
             };
-            debug_assert_eq!(
-                out.len(),
-                n * shapes[i].iter().product::<usize>(),
+            debug_assert!(
+                ahead.is_some() || out.len() == n * shapes[i].iter().product::<usize>(),
                 "{}",
                 node.name
             );
             for &j in &node.inputs {
                 uses[j] = uses[j].saturating_sub(1);
                 if uses[j] == 0 {
-                    pool.extend(bufs[j].take().map(|b| b.v));
+                    pool.extend(bufs[j].take().map(|b| b.v).filter(|v| v.capacity() > 0));
                 }
             }
             bufs[i] = Some(out);

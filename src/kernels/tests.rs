@@ -345,6 +345,67 @@ fn depthwise_spans_channel_groups() {
     }
 }
 
+#[test]
+fn residual_sum_fused_into_the_conv_equals_conv_then_add() {
+    let mut rng = Rng(99);
+    for (g, act, then, h, w, n) in [
+        // Fused on the GEMM path (no activation of the conv's own): 3x3 and 1x1.
+        (
+            geom(8, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+            Act::None,
+            Act::Relu,
+            9,
+            11,
+            3,
+        ),
+        (
+            geom(24, 40, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+            Act::None,
+            Act::None,
+            14,
+            14,
+            1,
+        ),
+        (
+            geom(16, 32, (1, 1), (2, 2), Pad::default(), (1, 1), 1),
+            Act::None,
+            Act::Relu6,
+            15,
+            15,
+            2,
+        ),
+        // A pass of its own: the conv has an activation, or is depthwise.
+        (
+            geom(8, 8, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+            Act::Relu,
+            Act::Relu,
+            7,
+            7,
+            2,
+        ),
+        (
+            geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 16),
+            Act::None,
+            Act::Relu,
+            7,
+            7,
+            2,
+        ),
+    ] {
+        let weight = rng.vec(g.out_ch * g.weights_per_output());
+        let bias = Some(rng.vec(g.out_ch));
+        let conv = Conv2d::new(g.clone(), weight, bias, act);
+        let x = rng.vec(n * g.in_ch * h * w);
+        let (oh, ow) = g.out_hw(h, w);
+        let y = rng.vec(n * g.out_ch * oh * ow);
+        let mut want = conv.forward(&x, n, h, w);
+        super::add_act(&mut want, &y, then);
+        let mut got = vec![f32::NAN; want.len()];
+        conv.forward_add_into(&x, n, h, w, &mut got, Some(&y), then);
+        assert_eq!(got, want, "{g:?} {act:?} then {then:?}");
+    }
+}
+
 fn max_pool_ref(
     x: &[f32],
     n: usize,
