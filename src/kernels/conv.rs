@@ -389,14 +389,59 @@ fn im2col(
     t: usize,
     col: &mut Vec<f32>,
 ) {
-    let icg = g.in_ch / g.groups;
-    let (kh, kw) = g.kernel;
-    let (sy, sx) = (g.stride.0, l.sx);
-    let (dy, dx) = g.dilation;
     let ow = l.ow;
     debug_assert!(p0 + t <= oh * ow);
+    // Runs of output pixels within one output row, the same for every weight:
+    // (column in the tile, offset of the run's first input from a tap's base, length).
+    let mut runs = Vec::with_capacity(t / ow + 2);
+    let (mut j, mut pix) = (0, p0);
+    while j < t {
+        let (oy, ox0) = (pix / ow, pix % ow);
+        let len = (ow - ox0).min(t - j);
+        runs.push((j, oy * g.stride.0 * l.len + ox0, len));
+        j += len;
+        pix += len;
+    }
+    col.resize(g.weights_per_output() * t, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::isa() == super::simd::Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { im2col_v4(padded, l, g, &runs, t, col) };
+        return;
+    }
+    im2col_runs::<false>(padded, l, g, &runs, t, col);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn im2col_v4(
+    padded: &[f32],
+    l: &Layout,
+    g: &ConvGeom,
+    runs: &[(usize, usize, usize)],
+    t: usize,
+    col: &mut [f32],
+) {
+    im2col_runs::<true>(padded, l, g, runs, t, col)
+}
+
+/// The copies of `im2col`. With `V4` (inlined into an AVX-512 function only) each
+/// run is moved by masked 16-float loads and stores: the runs are short (a row of
+/// output pixels at most) and one `memcpy` call per run cost as much as the copy.
+#[inline(always)]
+fn im2col_runs<const V4: bool>(
+    padded: &[f32],
+    l: &Layout,
+    g: &ConvGeom,
+    runs: &[(usize, usize, usize)],
+    t: usize,
+    col: &mut [f32],
+) {
+    let icg = g.in_ch / g.groups;
+    let (kh, kw) = g.kernel;
+    let sx = l.sx;
+    let (dy, dx) = g.dilation;
     let plane = sx * l.rows * l.len;
-    col.resize(icg * kh * kw * t, 0.0);
     for c in 0..icg {
         let src = &padded[c * plane..][..plane];
         for ky in 0..kh {
@@ -404,16 +449,25 @@ fn im2col(
                 let row = &mut col[((c * kh + ky) * kw + kx) * t..][..t];
                 let shift = kx * dx;
                 // Phase block and first slot this tap reads.
-                let base = (shift % sx) * l.rows * l.len + shift / sx;
-                let mut j = 0;
-                let mut pix = p0;
-                while j < t {
-                    let (oy, ox0) = (pix / ow, pix % ow);
-                    let len = (ow - ox0).min(t - j);
-                    let start = base + (oy * sy + ky * dy) * l.len + ox0;
-                    row[j..j + len].copy_from_slice(&src[start..start + len]);
-                    j += len;
-                    pix += len;
+                let base = (shift % sx) * l.rows * l.len + shift / sx + ky * dy * l.len;
+                for &(j, off, len) in runs {
+                    let (from, to) = (&src[base + off..][..len], &mut row[j..j + len]);
+                    #[cfg(target_arch = "x86_64")]
+                    if V4 {
+                        use std::arch::x86_64::*;
+                        for o in (0..len).step_by(16) {
+                            let n = (len - o).min(16);
+                            let m: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
+                            // SAFETY: only instantiated inside `im2col_v4` (AVX-512F);
+                            // lanes below n lie inside `from` and `to`.
+                            unsafe {
+                                let v = _mm512_maskz_loadu_ps(m, from.as_ptr().add(o));
+                                _mm512_mask_storeu_ps(to.as_mut_ptr().add(o), m, v);
+                            }
+                        }
+                        continue;
+                    }
+                    to.copy_from_slice(from);
                 }
             }
         }
