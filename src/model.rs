@@ -332,7 +332,7 @@ impl Network {
             .map(|image| kernels::serial(|| self.forward_chunk(image, 1, h, w, &early)))
             .collect::<Result<Vec<_>>>()?;
         // Each early node's outputs, image after image.
-        let mut joined: Vec<Option<Buf>> = (0..=last.max(cut)).map(|_| None).collect();
+        let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
         for (k, &node) in early.iter().enumerate() {
             let len: usize = parts.iter().map(|p| p[k].data.len()).sum();
             let mut data = Vec::with_capacity(len);
@@ -346,7 +346,6 @@ impl Network {
                 self.recycle(a.data);
             }
         }
-        joined.truncate(last + 1);
         self.run_nodes(joined, cut, n, h, w, taps)
     }
 

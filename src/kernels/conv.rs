@@ -327,25 +327,14 @@ impl Conv2d {
                 // above); wg is ocg x k row-major; rhs is k rows of stride rhs_rs with
                 // t columns (the input plane or the filled im2col tile).
                 unsafe {
-                    gemm::gemm(
-                        ocg,
-                        t,
-                        k,
+                    super::gemm_rows(
+                        (ocg, t, k),
                         dst.as_mut_ptr(),
-                        1,
-                        p as isize,
-                        false,
+                        p,
                         wg.as_ptr(),
-                        1,
-                        k as isize,
+                        k,
                         rhs,
-                        1,
-                        rhs_rs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        rhs_rs,
                         par,
                     );
                 }

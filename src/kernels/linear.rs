@@ -126,25 +126,15 @@ impl Linear {
             // SAFETY: dst holds n rows of stride out_f with cols columns each (checked
             // above), x is n x in_f row-major, the block in_f x OB row-major.
             unsafe {
-                gemm::gemm(
-                    n,
-                    cols,
-                    self.in_f,
+                let shape = (n, cols, self.in_f);
+                super::gemm_rows(
+                    shape,
                     dst.as_mut_ptr(),
-                    1,
-                    self.out_f as isize,
-                    false,
+                    self.out_f,
                     x.as_ptr(),
-                    1,
-                    self.in_f as isize,
+                    self.in_f,
                     w.as_ptr(),
-                    1,
-                    OB as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    OB,
                     par,
                 );
             }

@@ -53,6 +53,49 @@ pub(crate) fn threads() -> usize {
 /// Elements per parallel task in the elementwise passes.
 const ELEMENTWISE_CHUNK: usize = 64 * 1024;
 
+/// `dst = lhs * rhs` for row-major operands (`m x k` times `k x n`) whose rows lie
+/// `*_rs` floats apart: the one way the kernels call the `gemm` crate.
+///
+/// # Safety
+/// Each pointer must be valid for its matrix: `m` rows of `n` (dst, writable),
+/// `m` rows of `k` (lhs) and `k` rows of `n` (rhs), at the given row strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_rows(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller vouches for the three matrices (dst is overwritten, not read).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// Applies `act` to every element in place.
 pub fn apply_act(x: &mut [f32], act: Act) {
     if act != Act::None {
