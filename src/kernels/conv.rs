@@ -6,7 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::depthwise::{fill_phased_dispatch, Layout};
-use super::{bias_act, bias_add_act, depthwise, Act, Pad};
+use super::{bias_act, bias_add_act, depthwise, winograd, Act, Pad};
 
 /// Shape of a convolution layer (torch semantics).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,8 @@ pub struct Conv2d {
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
     act: Act,
+    /// Winograd-transformed filters for F(2x2) and F(4x4), made on first use.
+    wino: [std::sync::OnceLock<Vec<f32>>; 2],
 }
 
 impl Conv2d {
@@ -144,6 +146,7 @@ impl Conv2d {
             weight,
             bias,
             act,
+            wino: Default::default(),
         }
     }
 
@@ -168,6 +171,22 @@ impl Conv2d {
     #[inline]
     pub(crate) fn bias_of(&self, o: usize) -> f32 {
         self.bias.as_ref().map_or(0.0, |b| b[o])
+    }
+
+    /// Whether `n` images of `h` x `w` go through Winograd rather than im2col.
+    fn takes_winograd(&self, n: usize, h: usize, w: usize) -> bool {
+        let g = &self.geom;
+        let (oh, ow) = g.out_hw(h, w);
+        winograd::suits(g)
+            && winograd::available()
+            && winograd_enabled()
+            && winograd::pays(g, n, oh, ow)
+    }
+
+    /// Whether this layer runs much faster on a batch of `n` than image by image:
+    /// Winograd layers whose transformed filters are too large to stream per image.
+    pub fn prefers_batch(&self, n: usize, h: usize, w: usize) -> bool {
+        !self.takes_winograd(1, h, w) && self.takes_winograd(n, h, w)
     }
 
     /// Whether the epilogue pass does anything.
@@ -238,6 +257,19 @@ impl Conv2d {
         let fused = residual.filter(|_| !g.is_depthwise() && self.act == Act::None);
         if g.is_depthwise() {
             depthwise::forward(self, x, n, h, w, oh, ow, out);
+        } else if self.takes_winograd(n, h, w) {
+            let m = winograd::tile_for(oh, ow);
+            let u = self.wino[usize::from(m == 4)]
+                .get_or_init(|| winograd::transform_filters(m, &self.weight, g.in_ch, g.out_ch));
+            let job = winograd::Job {
+                geom: g,
+                m,
+                u,
+                bias: self.bias.as_deref(),
+                act: self.act,
+                residual: fused.map(|r| (r, then)),
+            };
+            winograd::forward(&job, x, n, h, w, oh, ow, out);
         } else {
             let in_img = g.in_ch * h * w;
             let out_img = g.out_ch * oh * ow;
@@ -353,6 +385,12 @@ impl Conv2d {
             }
         }
     }
+}
+
+/// Winograd on unless `NEURODEX_WINOGRAD=0` (to compare against the GEMM path).
+fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NEURODEX_WINOGRAD").map_or(true, |v| v != "0"))
 }
 
 /// Output columns per tile: enough for GEMM to run at speed, few enough that the

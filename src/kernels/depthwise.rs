@@ -175,7 +175,7 @@ multiversion! {
 
 /// Writes the phase-split padded copy of plane `x`, zeros included, into `buf`.
 #[inline(always)]
-fn fill_phased(x: &[f32], l: &Layout, buf: &mut [f32]) {
+pub(super) fn fill_phased(x: &[f32], l: &Layout, buf: &mut [f32]) {
     for qy in 0..l.sy {
         for r in 0..l.rows {
             let block_row = |qx: usize| ((qy * l.sx + qx) * l.rows + r) * l.len;

@@ -3,7 +3,8 @@
 //! candle's conv2d is slow for the layers these networks use (depthwise above all),
 //! so convolutions are done here: depthwise layers by a direct kernel (vectorised
 //! across 16 channels on AVX-512, along each plane's rows elsewhere), 1x1 layers by
-//! plain GEMM, and the rest by tiled im2col + GEMM (the `gemm` crate, which picks
+//! plain GEMM, 3x3 stride-1 layers by Winograd F(4x4, 3x3) or F(2x2, 3x3) on
+//! AVX-512, and the rest by tiled im2col + GEMM (the `gemm` crate, which picks
 //! AVX-512/AVX2 at run time). Bias and activation are fused into each kernel's last
 //! pass. Fully connected layers stream weights packed in blocks of outputs. Work is
 //! spread over rayon's global pool: over images for batches, inside the image for a
@@ -18,6 +19,7 @@ mod pool;
 mod simd;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 pub use crate::arch::spec::{Act, Pad};
 
@@ -54,7 +56,7 @@ pub(crate) fn threads() -> usize {
 const ELEMENTWISE_CHUNK: usize = 64 * 1024;
 
 /// `dst = lhs * rhs` for row-major operands (`m x k` times `k x n`) whose rows lie
-/// `*_rs` floats apart: the one way the kernels call the `gemm` crate.
+/// `*_rs` floats apart: the usual way the kernels call the `gemm` crate.
 ///
 /// # Safety
 /// Each pointer must be valid for its matrix: `m` rows of `n` (dst, writable),
@@ -70,21 +72,46 @@ pub(crate) unsafe fn gemm_rows(
     rhs_rs: usize,
     par: gemm::Parallelism,
 ) {
-    // SAFETY: the caller vouches for the three matrices (dst is overwritten, not read).
+    // SAFETY: passed on from the caller.
+    unsafe {
+        gemm_strided(
+            (m, n, k),
+            (dst, dst_rs, 1),
+            (lhs, lhs_rs, 1),
+            (rhs, rhs_rs, 1),
+            par,
+        )
+    }
+}
+
+/// `dst = lhs * rhs` with any element strides: each operand is `(pointer, row
+/// stride, column stride)`.
+///
+/// # Safety
+/// Each pointer must be valid for its matrix (`m x n`, `m x k`, `k x n`) at its
+/// strides; dst is overwritten, not read.
+pub(crate) unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, dst_cs): (*mut f32, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller vouches for the three matrices.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst,
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             false,
             lhs,
-            1,
+            lhs_cs as isize,
             lhs_rs as isize,
             rhs,
-            1,
+            rhs_cs as isize,
             rhs_rs as isize,
             0.0,
             1.0,

@@ -320,6 +320,74 @@ fn conv_matches_reference_on_shapes_spanning_several_tiles() {
 }
 
 #[test]
+fn winograd_layers_match_reference() {
+    // 3x3 stride-1 layers with >= 16 channels go through Winograd F(2x2) or F(4x4)
+    // (F(4x4) where the planes are big enough): odd sizes that end in partial tiles,
+    // planes wider than one 16-tile step, asymmetric and zero padding, batches.
+    let mut rng = Rng(2015);
+    for (cin, cout, pad, h, w, n, act) in [
+        (16, 16, Pad::same(1), 7, 7, 1, Act::Relu),
+        (16, 24, Pad::same(1), 13, 13, 3, Act::None),
+        (24, 16, Pad::same(1), 56, 40, 1, Act::Relu6),
+        (17, 33, Pad::asym(0, 1), 9, 70, 2, Act::Relu),
+        (32, 16, Pad::default(), 5, 4, 2, Act::None),
+        (16, 16, Pad::same(2), 1, 1, 1, Act::None),
+        (20, 18, Pad::same(1), 36, 36, 2, Act::Relu),
+    ] {
+        let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
+        check_conv(&mut rng, g, n, h, w, act, true);
+    }
+}
+
+#[test]
+fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
+    // Both tile sizes on the same layers, called directly; batches big enough to be
+    // cut into several chunks, run serially and on two threads.
+    if !super::winograd::available() {
+        return;
+    }
+    let mut rng = Rng(1984);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (cin, cout, pad, h, w, n) in [
+        (16, 16, Pad::same(1), 40, 40, 5),
+        (35, 17, Pad::asym(1, 0), 11, 23, 2),
+        (48, 64, Pad::same(1), 7, 7, 9),
+    ] {
+        let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
+        let wt = rng.vec(cout * cin * 9);
+        let bias = rng.vec(cout);
+        let x = rng.vec(n * cin * h * w);
+        let (oh, ow) = g.out_hw(h, w);
+        let (want, scale) = conv_ref(&g, &wt, Some(&bias), Act::Relu, &x, n, h, w);
+        for m in [2, 4] {
+            let u = super::winograd::transform_filters(m, &wt, cin, cout);
+            let job = super::winograd::Job {
+                geom: &g,
+                m,
+                u: &u,
+                bias: Some(&bias),
+                act: Act::Relu,
+                residual: None,
+            };
+            let mut serial = vec![f32::NAN; n * cout * oh * ow];
+            super::serial(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut serial));
+            assert_close(
+                &serial,
+                &want,
+                &scale,
+                &format!("F({m}) {g:?} n={n} {h}x{w}"),
+            );
+            let mut par = vec![f32::NAN; serial.len()];
+            pool.install(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut par));
+            assert_close(&par, &want, &scale, &format!("F({m}) on 2 threads, {g:?}"));
+        }
+    }
+}
+
+#[test]
 fn depthwise_spans_channel_groups() {
     // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
     // groups plus a remainder, one image split over threads and several images.
@@ -364,6 +432,23 @@ fn residual_sum_fused_into_the_conv_equals_conv_then_add() {
             Act::None,
             14,
             14,
+            1,
+        ),
+        // Winograd (3x3 stride 1, >= 16 channels), F(2x2) and F(4x4).
+        (
+            geom(16, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+            Act::None,
+            Act::Relu,
+            7,
+            9,
+            2,
+        ),
+        (
+            geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+            Act::None,
+            Act::Relu6,
+            30,
+            23,
             1,
         ),
         (

@@ -1,0 +1,654 @@
+//! Winograd convolution F(m x m, 3 x 3) for 3x3 stride-1 layers (Lavin & Gray, 2015).
+//!
+//! Each m x m block of output pixels ("tile") is computed from an (m+2) x (m+2) block
+//! of input: transformed (`V = Bt d B`), multiplied point by point with the
+//! transformed filter (`U = G g Gt`, made once per layer) and summed over input
+//! channels, then transformed back (`Y = At M A`). Summed over channels, the
+//! point-by-point products are (m+2)^2 ordinary GEMMs, `M[xi] = U[xi] x V[xi]` with
+//! tiles as columns, so the multiplies per output and input channel fall from 9 to
+//! 4 with F(2x2) and 2.25 with F(4x4). ResNet-18 does 83% of its work in such layers.
+//!
+//! The transforms are vectorised across 16 channels (AVX-512 only; elsewhere these
+//! layers take the im2col path): input rows are transposed 16 channels x 16 pixels
+//! at a time into pixel-major blocks, so every tile, whatever the plane's width,
+//! uses whole vectors; the transformed tiles are stored channel-innermost, which
+//! the GEMM reads as a column-major operand, and outputs are transposed back into
+//! planes with bias, residual and activation applied on the way.
+//!
+//! Work is cut into chunks of whole tile rows (of any images of the batch), sized
+//! so a chunk's transformed input and products stay in L2 between the three steps
+//! while each transformed filter is still reused over many tiles.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{act_bounds, Act, ConvGeom};
+
+/// Filter transform G of F(2x2, 3x3): interpolation points 0, 1, -1, infinity.
+const G2: [[f64; 3]; 4] = [
+    [1., 0., 0.],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0., 0., 1.],
+];
+
+/// Filter transform G of F(4x4, 3x3): points 0, 1, -1, 2, -2, infinity.
+const G4: [[f64; 3]; 6] = [
+    [1. / 4., 0., 0.],
+    [-1. / 6., -1. / 6., -1. / 6.],
+    [-1. / 6., 1. / 6., -1. / 6.],
+    [1. / 24., 1. / 12., 1. / 6.],
+    [1. / 24., -1. / 12., 1. / 6.],
+    [0., 0., 1.],
+];
+
+/// Whether this CPU runs the Winograd kernels (they are written for AVX-512).
+pub(super) fn available() -> bool {
+    super::simd::isa() == super::simd::Isa::Avx512
+}
+
+/// Whether a conv layer takes this path: 3x3, stride 1, no dilation, one group,
+/// and enough channels that the GEMMs, not the transforms, dominate.
+pub(super) fn suits(g: &ConvGeom) -> bool {
+    g.kernel == (3, 3)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.groups == 1
+        && g.in_ch >= 16
+        && g.out_ch >= 16
+}
+
+/// Output tile side for an `oh` x `ow` output: F(4x4) has 1.8x fewer multiplies
+/// but loses some of that to padding on small planes (13x13 computed as 16x16).
+pub(super) fn tile_for(oh: usize, ow: usize) -> usize {
+    let waste = |m: usize| (oh.div_ceil(m) * ow.div_ceil(m) * m * m) as f64 / (oh * ow) as f64;
+    let cost = |m: usize| waste(m) * ((m + 2) * (m + 2)) as f64 / (m * m) as f64;
+    if cost(4) < cost(2) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Whether Winograd beats im2col + GEMM for `n` images of `h` x `w` (`suits` and
+/// `available` aside), by a rough model of this class of machine: the transformed
+/// filters are read from memory once per call (about 10 GB/s) while the GEMMs run
+/// near 250 GFLOP/s, against im2col at about 220 GFLOP/s with its filters in cache.
+/// Large late layers only pay on a batch: ResNet-18's last ones have 37 MB of `U`
+/// for 4 tiles per image.
+pub(super) fn pays(g: &ConvGeom, n: usize, oh: usize, ow: usize) -> bool {
+    let m = tile_for(oh, ow);
+    let a = (m + 2) as f64;
+    let tiles = (n * oh.div_ceil(m) * ow.div_ceil(m)) as f64;
+    let cc = (g.in_ch * g.out_ch) as f64;
+    let wino = a * a * cc * 4.0 / 10e9 + a * a * cc * tiles * 2.0 / 250e9;
+    let im2col = 9.0 * cc * (n * oh * ow) as f64 * 2.0 / 220e9;
+    wino < im2col
+}
+
+/// Transformed filters `U` for tile side `m`: (m+2)^2 matrices `[out_ch][in_ch]`,
+/// one per point, computed in f64.
+pub(super) fn transform_filters(m: usize, weight: &[f32], in_ch: usize, out_ch: usize) -> Vec<f32> {
+    let g: &[[f64; 3]] = if m == 2 { &G2 } else { &G4 };
+    let a = m + 2;
+    let mut u = vec![0f32; a * a * out_ch * in_ch];
+    for o in 0..out_ch {
+        for c in 0..in_ch {
+            let w = &weight[(o * in_ch + c) * 9..][..9];
+            // t = G w (a x 3), then U = t Gt (a x a).
+            let t: Vec<[f64; 3]> = (0..a)
+                .map(|i| {
+                    std::array::from_fn(|j| (0..3).map(|k| g[i][k] * w[k * 3 + j] as f64).sum())
+                })
+                .collect();
+            for i in 0..a {
+                for j in 0..a {
+                    let v: f64 = (0..3).map(|k| t[i][k] * g[j][k]).sum();
+                    u[((i * a + j) * out_ch + o) * in_ch + c] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// What one call computes: the layer, its transformed filters and the epilogue.
+pub(super) struct Job<'a> {
+    pub geom: &'a ConvGeom,
+    /// Output tile side, 2 or 4 (as `u` was made for).
+    pub m: usize,
+    pub u: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Act,
+    /// `out = then(conv + residual)`, for a layer whose own `act` is None.
+    pub residual: Option<(&'a [f32], Act)>,
+}
+
+/// Geometry shared by the steps of one call.
+#[derive(Clone, Copy)]
+struct Plan {
+    m: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    /// Tiles down and across an image.
+    th: usize,
+    tw: usize,
+    /// Channels rounded up to whole vectors.
+    cinp: usize,
+    coutp: usize,
+    /// Pixels per staged input row (the tiles' padded width, whole vectors).
+    pw_in: usize,
+    /// Pixels per staged output row.
+    pw_out: usize,
+}
+
+/// The output, written by several chunks at once at disjoint tile rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: chunks write disjoint pixels (their own tile rows); see `forward`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+#[derive(Default)]
+struct Scratch {
+    /// One tile row's input, 16 channels, pixel-major.
+    stage: Vec<f32>,
+    /// Transformed input: per point, per tile, the channels.
+    v: Vec<f32>,
+    /// GEMM products: per point, per tile, the output channels.
+    prod: Vec<f32>,
+    /// One tile row's output, 16 channels, pixel-major.
+    out: Vec<f32>,
+}
+
+/// `x`: `[n, in_ch, h, w]` -> `out`: `[n, out_ch, oh, ow]`, every element written.
+/// Call only where [`available`] and [`suits`] hold.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    job: &Job,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        available() && suits(job.geom),
+        "winograd: unsupported layer or CPU"
+    );
+    let g = job.geom;
+    let m = job.m;
+    let a = m + 2;
+    assert_eq!(
+        job.u.len(),
+        a * a * g.in_ch * g.out_ch,
+        "winograd: filters for another m"
+    );
+    assert_eq!(x.len(), n * g.in_ch * h * w);
+    assert_eq!(out.len(), n * g.out_ch * oh * ow);
+    if let Some((r, _)) = job.residual {
+        assert_eq!(r.len(), out.len());
+    }
+    let (th, tw) = (oh.div_ceil(m), ow.div_ceil(m));
+    let plan = Plan {
+        m,
+        h,
+        w,
+        oh,
+        ow,
+        th,
+        tw,
+        cinp: g.in_ch.next_multiple_of(16),
+        coutp: g.out_ch.next_multiple_of(16),
+        pw_in: (m * tw + 2).next_multiple_of(16),
+        pw_out: (m * tw).next_multiple_of(16),
+    };
+    // Tiles per chunk: the transformed input and products within about 1.5 MB,
+    // but at least 96 tiles, so each filter matrix (ResNet's last layers: 37 MB
+    // in all) is read from memory once per 96 tiles or more.
+    let per_tile = a * a * (plan.cinp + plan.coutp);
+    let want = ((384 << 10) / per_tile).max(96);
+    let rows = n * th;
+    let mut per_chunk = want.div_ceil(tw).clamp(1, rows);
+    let threads = super::threads();
+    let mut chunks = rows.div_ceil(per_chunk);
+    if threads > 1 && chunks < threads && rows * tw >= threads * 48 {
+        per_chunk = rows.div_ceil(threads);
+        chunks = rows.div_ceil(per_chunk);
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    // Scratch per thread, kept between calls: fresh megabytes each call would be
+    // page faults.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+    }
+    let run = |i: usize, par: Parallelism| {
+        let r0 = i * per_chunk;
+        let r1 = (r0 + per_chunk).min(rows);
+        SCRATCH.with(|s| {
+            // SAFETY: the CPU has AVX-512 (asserted above); chunk i writes only the
+            // pixels of tile rows r0..r1, which no other chunk covers.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                chunk(job, &plan, x, r0..r1, ptr, &mut s.borrow_mut(), par)
+            };
+        });
+    };
+    if threads > 1 && chunks >= threads {
+        (0..chunks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|i| run(i, Parallelism::None));
+    } else {
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        for i in 0..chunks {
+            run(i, par);
+        }
+    }
+}
+
+/// Tile rows `rows` (numbered image after image) through the three steps.
+///
+/// # Safety
+/// AVX-512F must be available; `out` must point to the whole output, and no other
+/// thread may touch the pixels of these tile rows meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn chunk(
+    job: &Job,
+    p: &Plan,
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    out: OutPtr,
+    s: &mut Scratch,
+    par: Parallelism,
+) {
+    let g = job.geom;
+    let (cin, cout) = (g.in_ch, g.out_ch);
+    let a = p.m + 2;
+    let cols = rows.len() * p.tw;
+    s.stage.resize(a * p.pw_in * 16, 0.0);
+    s.v.resize(a * a * cols * p.cinp, 0.0);
+    s.prod.resize(a * a * cols * p.coutp, 0.0);
+    s.out.resize(p.m * p.pw_out * 16, 0.0);
+    for (k, r) in rows.clone().enumerate() {
+        let (img, ty) = (r / p.th, r % p.th);
+        let image = &x[img * cin * p.h * p.w..][..cin * p.h * p.w];
+        for cb in 0..p.cinp / 16 {
+            // SAFETY: AVX-512F is enabled here; buffers are sized above.
+            unsafe {
+                stage_input(image, g, p, cb, ty, &mut s.stage);
+                let v = &mut s.v[k * p.tw * p.cinp + cb * 16..];
+                if p.m == 2 {
+                    input_tiles::<2>(&s.stage, p, cols, v);
+                } else {
+                    input_tiles::<4>(&s.stage, p, cols, v);
+                }
+            }
+        }
+    }
+    for xi in 0..a * a {
+        // SAFETY: U[xi] is cout x cin row-major; V[xi] holds tile t's channels at
+        // t * cinp (cin x cols, column-major); the product likewise at t * coutp.
+        unsafe {
+            super::gemm_strided(
+                (cout, cols, cin),
+                (s.prod[xi * cols * p.coutp..].as_mut_ptr(), 1, p.coutp),
+                (job.u[xi * cout * cin..].as_ptr(), cin, 1),
+                (s.v[xi * cols * p.cinp..].as_ptr(), 1, p.cinp),
+                par,
+            );
+        }
+    }
+    for (k, r) in rows.clone().enumerate() {
+        let (img, ty) = (r / p.th, r % p.th);
+        for ob in 0..p.coutp / 16 {
+            let mut bias = [0f32; 16];
+            if let Some(b) = job.bias {
+                for (l, v) in bias.iter_mut().enumerate() {
+                    *v = b.get(ob * 16 + l).copied().unwrap_or(0.0);
+                }
+            }
+            // SAFETY: AVX-512F is enabled; the caller owns these output rows.
+            unsafe {
+                let prod = &s.prod[k * p.tw * p.coutp + ob * 16..];
+                if p.m == 2 {
+                    output_tiles::<2>(prod, p, cols, &bias, &mut s.out);
+                } else {
+                    output_tiles::<4>(prod, p, cols, &bias, &mut s.out);
+                }
+                store_output(&s.out, job, p, img, ty, ob, out);
+            }
+        }
+    }
+}
+
+/// Copies the input rows tile row `ty` reads (zero where they fall in the padding)
+/// for channels `16*cb..16*cb+16` into `stage`: row r, pixel q at `(r * pw_in + q) * 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stage_input(
+    image: &[f32],
+    g: &ConvGeom,
+    p: &Plan,
+    cb: usize,
+    ty: usize,
+    stage: &mut [f32],
+) {
+    let a = p.m + 2;
+    let (h, w) = (p.h as isize, p.w as isize);
+    for r in 0..a {
+        let iy = (p.m * ty + r) as isize - g.pad.top as isize;
+        for q0 in (0..p.pw_in).step_by(16) {
+            let ix0 = q0 as isize - g.pad.left as isize;
+            // Lanes of the 16 pixels that lie inside the row.
+            let lo = (-ix0).clamp(0, 16);
+            let hi = (w - ix0).clamp(0, 16);
+            let mask: __mmask16 = if hi > lo {
+                (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+            } else {
+                0
+            };
+            let mut v = [_mm512_setzero_ps(); 16];
+            if (0..h).contains(&iy) && mask != 0 {
+                for (l, v) in v.iter_mut().enumerate() {
+                    let c = cb * 16 + l;
+                    if c >= g.in_ch {
+                        break;
+                    }
+                    let row = (c as isize * h + iy) * w;
+                    // wrapping_offset: the first lanes may point before the row;
+                    // the mask keeps them from being read.
+                    let ptr = image.as_ptr().wrapping_offset(row + ix0);
+                    // SAFETY: lanes in `mask` address pixels of this row.
+                    *v = unsafe { _mm512_maskz_loadu_ps(mask, ptr) };
+                }
+            }
+            transpose16(&mut v);
+            for (q, v) in v.iter().enumerate() {
+                let at = (r * p.pw_in + q0 + q) * 16;
+                debug_assert!(at + 16 <= stage.len());
+                // SAFETY: `stage` holds a * pw_in pixels of 16.
+                unsafe { _mm512_storeu_ps(stage.as_mut_ptr().add(at), *v) };
+            }
+        }
+    }
+}
+
+/// `Bt` applied to `d` (a values along one axis), hand-factored.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn input_1d<const M: usize>(d: &[__m512; 6]) -> [__m512; 6] {
+    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
+    let set = _mm512_set1_ps;
+    if M == 2 {
+        let z = _mm512_setzero_ps();
+        [
+            sub(d[0], d[2]),
+            add(d[1], d[2]),
+            sub(d[2], d[1]),
+            sub(d[1], d[3]),
+            z,
+            z,
+        ]
+    } else {
+        // Rows of Bt: [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
+        // [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1].
+        let t1 = _mm512_fnmadd_ps(set(4.0), d[2], d[4]);
+        let t2 = _mm512_fnmadd_ps(set(4.0), d[1], d[3]);
+        let t3 = sub(d[4], d[2]);
+        let t4 = sub(d[3], d[1]);
+        let t4 = add(t4, t4);
+        [
+            _mm512_fmadd_ps(set(4.0), d[0], _mm512_fnmadd_ps(set(5.0), d[2], d[4])),
+            add(t1, t2),
+            sub(t1, t2),
+            add(t3, t4),
+            sub(t3, t4),
+            _mm512_fmadd_ps(set(4.0), d[1], _mm512_fnmadd_ps(set(5.0), d[3], d[5])),
+        ]
+    }
+}
+
+/// `At` applied to `m` (a products along one axis): the m outputs, hand-factored.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn output_1d<const M: usize>(m: &[__m512; 6]) -> [__m512; 4] {
+    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
+    let set = _mm512_set1_ps;
+    if M == 2 {
+        let z = _mm512_setzero_ps();
+        let s = add(m[1], m[2]);
+        let d = sub(m[1], m[2]);
+        [add(m[0], s), sub(d, m[3]), z, z]
+    } else {
+        // Rows of At: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0], [0 1 -1 8 -8 1].
+        let s12 = add(m[1], m[2]);
+        let d12 = sub(m[1], m[2]);
+        let s34 = add(m[3], m[4]);
+        let d34 = sub(m[3], m[4]);
+        [
+            add(add(m[0], s12), s34),
+            _mm512_fmadd_ps(set(2.0), d34, d12),
+            _mm512_fmadd_ps(set(4.0), s34, s12),
+            add(_mm512_fmadd_ps(set(8.0), d34, d12), m[5]),
+        ]
+    }
+}
+
+/// Transforms every tile of the staged row (16 channels): point xi of tile tx goes
+/// to `v[(xi * cols + tx) * cinp]` (`v` starts at this row's first tile and block).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: &mut [f32]) {
+    let a = M + 2;
+    let st = stage.as_ptr();
+    let vp = v.as_mut_ptr();
+    for tx in 0..p.tw {
+        // e = d B (along each row), then V = Bt e (down each column).
+        let mut e = [[_mm512_setzero_ps(); 6]; 6];
+        for (r, e) in e.iter_mut().enumerate().take(a) {
+            let mut d = [_mm512_setzero_ps(); 6];
+            for (j, d) in d.iter_mut().enumerate().take(a) {
+                // SAFETY: pixel M*tx + j < M*tw + 2 <= pw_in of staged row r.
+                *d = unsafe { _mm512_loadu_ps(st.add((r * p.pw_in + M * tx + j) * 16)) };
+            }
+            *e = input_1d::<M>(&d);
+        }
+        // Column j of e (an index, not an iterator: e is row-major).
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..a {
+            let col: [__m512; 6] = std::array::from_fn(|i| e[i][j]);
+            let out = input_1d::<M>(&col);
+            for (i, o) in out.iter().enumerate().take(a) {
+                let at = ((i * a + j) * cols + tx) * p.cinp;
+                debug_assert!(at + 16 <= v.len());
+                // SAFETY: inside the chunk's transformed input (see `chunk`).
+                unsafe { _mm512_storeu_ps(vp.add(at), *o) };
+            }
+        }
+    }
+}
+
+/// Back-transforms every tile of one row of products for 16 output channels (`prod`
+/// starts at this row's first tile and block) and adds the bias: output pixel
+/// (u, x) of the row goes to `out[(u * pw_out + x) * 16]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tiles<const M: usize>(
+    prod: &[f32],
+    p: &Plan,
+    cols: usize,
+    bias: &[f32; 16],
+    out: &mut [f32],
+) {
+    let a = M + 2;
+    let b = _mm512_loadu_ps(bias.as_ptr());
+    let pp = prod.as_ptr();
+    let op = out.as_mut_ptr();
+    for tx in 0..p.tw {
+        // e = m A (along each row), then Y = At e (down each column).
+        let mut e = [[_mm512_setzero_ps(); 4]; 6];
+        for (i, e) in e.iter_mut().enumerate().take(a) {
+            let mut mm = [_mm512_setzero_ps(); 6];
+            for (j, mm) in mm.iter_mut().enumerate().take(a) {
+                let at = ((i * a + j) * cols + tx) * p.coutp;
+                debug_assert!(at + 16 <= prod.len());
+                // SAFETY: inside the chunk's products (see `chunk`).
+                *mm = unsafe { _mm512_loadu_ps(pp.add(at)) };
+            }
+            *e = output_1d::<M>(&mm);
+        }
+        #[allow(clippy::needless_range_loop)]
+        for x in 0..M {
+            let col: [__m512; 6] = std::array::from_fn(|i| e[i][x]);
+            let y = output_1d::<M>(&col);
+            for (u, y) in y.iter().enumerate().take(M) {
+                let at = (u * p.pw_out + M * tx + x) * 16;
+                // SAFETY: M rows of pw_out >= M*tw pixels.
+                unsafe { _mm512_storeu_ps(op.add(at), _mm512_add_ps(*y, b)) };
+            }
+        }
+    }
+}
+
+/// Transposes one staged output row block back into the 16 channel planes of image
+/// `img` (tile row `ty`), with the residual and activation.
+///
+/// # Safety
+/// `out` must point to the whole output and these pixels be the caller's alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_output(
+    staged: &[f32],
+    job: &Job,
+    p: &Plan,
+    img: usize,
+    ty: usize,
+    ob: usize,
+    out: OutPtr,
+) {
+    let cout = job.geom.out_ch;
+    let (lo, hi) = match job.residual {
+        Some((_, then)) => act_bounds(then),
+        None => act_bounds(job.act),
+    };
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let sp = staged.as_ptr();
+    for u in 0..p.m {
+        let oy = p.m * ty + u;
+        if oy >= p.oh {
+            break;
+        }
+        for x0 in (0..p.ow).step_by(16) {
+            let mut v: [__m512; 16] = std::array::from_fn(|q| {
+                // SAFETY: pixel x0 + q < pw_out of staged row u.
+                unsafe { _mm512_loadu_ps(sp.add((u * p.pw_out + x0 + q) * 16)) }
+            });
+            transpose16(&mut v);
+            let n = (p.ow - x0).min(16);
+            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
+            for (l, v) in v.iter().enumerate() {
+                let o = ob * 16 + l;
+                if o >= cout {
+                    break;
+                }
+                let at = ((img * cout + o) * p.oh + oy) * p.ow + x0;
+                let mut v = *v;
+                if let Some((res, _)) = job.residual {
+                    // SAFETY: the residual has the output's shape; lanes in `mask`
+                    // are pixels of this row.
+                    v = _mm512_add_ps(v, unsafe {
+                        _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at))
+                    });
+                }
+                // max/min return the second operand when either is NaN: NaN
+                // passes through, as in `clamp`.
+                let v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                // SAFETY: as above, inside the output.
+                unsafe { _mm512_mask_storeu_ps(out.0.add(at), mask, v) };
+            }
+        }
+    }
+}
+
+/// In-register transpose of a 16 x 16 block: row i of the result is column i of `r`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    // 32-bit, then 64-bit interleaves within each 128-bit lane: u[4b + q] holds,
+    // in lane L, column 4L + q of rows 4b..4b+4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for b in 0..4 {
+        let t: [__m512; 4] = [
+            _mm512_unpacklo_ps(r[4 * b], r[4 * b + 1]),
+            _mm512_unpackhi_ps(r[4 * b], r[4 * b + 1]),
+            _mm512_unpacklo_ps(r[4 * b + 2], r[4 * b + 3]),
+            _mm512_unpackhi_ps(r[4 * b + 2], r[4 * b + 3]),
+        ];
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        u[4 * b] = ps(_mm512_unpacklo_pd(pd(t[0]), pd(t[2])));
+        u[4 * b + 1] = ps(_mm512_unpackhi_pd(pd(t[0]), pd(t[2])));
+        u[4 * b + 2] = ps(_mm512_unpacklo_pd(pd(t[1]), pd(t[3])));
+        u[4 * b + 3] = ps(_mm512_unpackhi_pd(pd(t[1]), pd(t[3])));
+    }
+    // Then gather lane L of the four row groups into column 4L + q.
+    for q in 0..4 {
+        let a = _mm512_shuffle_f32x4::<0x88>(u[q], u[4 + q]);
+        let b = _mm512_shuffle_f32x4::<0xdd>(u[q], u[4 + q]);
+        let c = _mm512_shuffle_f32x4::<0x88>(u[8 + q], u[12 + q]);
+        let d = _mm512_shuffle_f32x4::<0xdd>(u[8 + q], u[12 + q]);
+        r[q] = _mm512_shuffle_f32x4::<0x88>(a, c);
+        r[8 + q] = _mm512_shuffle_f32x4::<0xdd>(a, c);
+        r[4 + q] = _mm512_shuffle_f32x4::<0x88>(b, d);
+        r[12 + q] = _mm512_shuffle_f32x4::<0xdd>(b, d);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_swaps_rows_and_columns() {
+        if !available() {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F checked above.
+        let got = unsafe {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn run(m: &[f32]) -> Vec<f32> {
+                let mut r: [__m512; 16] =
+                    std::array::from_fn(|i| unsafe { _mm512_loadu_ps(m.as_ptr().add(16 * i)) });
+                transpose16(&mut r);
+                let mut out = vec![0f32; 256];
+                for (i, r) in r.iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), *r) };
+                }
+                out
+            }
+            run(&m)
+        };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(got[i * 16 + j], m[j * 16 + i], "({i}, {j})");
+            }
+        }
+    }
+}
