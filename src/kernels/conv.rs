@@ -6,7 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::depthwise::{fill_phased_dispatch, Layout};
-use super::{bias_act, bias_add_act, depthwise, winograd, Act, Pad};
+use super::{bias_act, bias_add_act, depthwise, direct, winograd, Act, Pad};
 
 /// Shape of a convolution layer (torch semantics).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +106,8 @@ pub struct Conv2d {
     act: Act,
     /// Winograd-transformed filters for F(2x2) and F(4x4), made on first use.
     wino: [std::sync::OnceLock<Vec<f32>>; 2],
+    /// Weights regrouped for `direct`, made on first use.
+    direct: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl Conv2d {
@@ -147,6 +149,7 @@ impl Conv2d {
             bias,
             act,
             wino: Default::default(),
+            direct: Default::default(),
         }
     }
 
@@ -179,7 +182,7 @@ impl Conv2d {
         let (oh, ow) = g.out_hw(h, w);
         winograd::suits(g)
             && winograd::available()
-            && winograd_enabled()
+            && special_paths_enabled()
             && winograd::pays(g, n, oh, ow)
     }
 
@@ -257,6 +260,13 @@ impl Conv2d {
         let fused = residual.filter(|_| !g.is_depthwise() && self.act == Act::None);
         if g.is_depthwise() {
             depthwise::forward(self, x, n, h, w, oh, ow, out);
+        } else if residual.is_none()
+            && direct::suits(g)
+            && direct::available()
+            && special_paths_enabled()
+        {
+            let packed = self.direct.get_or_init(|| direct::pack(g, &self.weight));
+            direct::forward(self, packed, x, n, h, w, oh, ow, out);
         } else if self.takes_winograd(n, h, w) {
             let m = winograd::tile_for(oh, ow);
             let u = self.wino[usize::from(m == 4)]
@@ -387,10 +397,11 @@ impl Conv2d {
     }
 }
 
-/// Winograd on unless `NEURODEX_WINOGRAD=0` (to compare against the GEMM path).
-fn winograd_enabled() -> bool {
+/// Winograd and direct convolution, unless `NEURODEX_GEMM_ONLY=1` sends every
+/// non-depthwise layer through im2col + GEMM (to compare the paths).
+fn special_paths_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("NEURODEX_WINOGRAD").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("NEURODEX_GEMM_ONLY").map_or(true, |v| v != "1"))
 }
 
 /// Output columns per tile: enough for GEMM to run at speed, few enough that the

@@ -3,16 +3,18 @@
 //! candle's conv2d is slow for the layers these networks use (depthwise above all),
 //! so convolutions are done here: depthwise layers by a direct kernel (vectorised
 //! across 16 channels on AVX-512, along each plane's rows elsewhere), 1x1 layers by
-//! plain GEMM, 3x3 stride-1 layers by Winograd F(4x4, 3x3) or F(2x2, 3x3) on
-//! AVX-512, and the rest by tiled im2col + GEMM (the `gemm` crate, which picks
-//! AVX-512/AVX2 at run time). Bias and activation are fused into each kernel's last
-//! pass. Fully connected layers stream weights packed in blocks of outputs. Work is
+//! plain GEMM, and the rest by tiled im2col + GEMM (the `gemm` crate, which picks
+//! AVX-512/AVX2 at run time), except on AVX-512 where 3x3 stride-1 layers go through
+//! Winograd F(4x4, 3x3) / F(2x2, 3x3) and stems on at most 4 input channels are
+//! convolved directly. Bias and activation are fused into each kernel's last pass.
+//! Fully connected layers stream weights packed in blocks of outputs. Work is
 //! spread over rayon's global pool: over images for batches, inside the image for a
 //! single one.
 
 mod conv;
 mod depthwise;
 mod depthwise16;
+mod direct;
 mod linear;
 mod peaks;
 mod pool;

@@ -388,6 +388,32 @@ fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
 }
 
 #[test]
+fn stems_on_few_input_channels_match_reference() {
+    // On AVX-512, layers with <= 4 input channels are convolved directly: the
+    // three stems' geometries, output channels not a multiple of 8, dilation,
+    // asymmetric padding, rows wider than one 32-pixel block, one image split
+    // over threads and a batch.
+    let mut rng = Rng(3);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (cin, cout, k, s, pad, d, h, w, n) in [
+        (3, 32, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 37, 41, 1),
+        (3, 20, (7, 7), (2, 2), Pad::same(3), (1, 1), 45, 70, 2),
+        (3, 16, (11, 11), (4, 4), Pad::same(2), (1, 1), 39, 39, 3),
+        (1, 8, (3, 5), (1, 2), Pad::same(2), (2, 1), 12, 40, 1),
+        (4, 9, (2, 2), (1, 1), Pad::default(), (1, 1), 5, 67, 2),
+    ] {
+        let g = geom(cin, cout, k, s, pad, d, 1);
+        for act in [Act::None, Act::Relu6] {
+            check_conv(&mut rng, g.clone(), n, h, w, act, true);
+            pool.install(|| check_conv(&mut rng, g.clone(), n, h, w, act, true));
+        }
+    }
+}
+
+#[test]
 fn depthwise_spans_channel_groups() {
     // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
     // groups plus a remainder, one image split over threads and several images.
