@@ -2,8 +2,10 @@
 //!
 //! `fixtures/efficientnet_lite0_reference.safetensors` holds, for two photos, the exact
 //! preprocessed input and the outputs of several stages and the logits, computed with
-//! onnxruntime from the same checkpoint. Our forward must match every stage within 2e-4
-//! (max abs) and the logits within 1e-4.
+//! onnxruntime from the same checkpoint. Our forward must match every stage and the
+//! logits within 1e-5 of the stage's largest magnitude (max abs difference): f32 sums
+//! taken in another order than onnxruntime's drift by about 2-6e-6 of it by blocks.2
+//! (whose values reach 50), depending on the kernels' order of summation.
 
 use candle_core::{Device, Tensor};
 use neurodex::model::Network;
@@ -19,6 +21,20 @@ const STAGES: [&str; 9] = [
     "blocks.15",
     "head",
 ];
+
+/// The allowed max abs difference from reference stage `want`.
+fn tolerance(want: &Tensor) -> f32 {
+    let scale = want
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    1e-5 * scale.max(1.0)
+}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
@@ -51,12 +67,13 @@ fn stages_and_logits_match_onnxruntime() {
             let want = &refs[&format!("{photo}.{name}")];
             let d = max_abs_diff(out, want);
             eprintln!("{photo} {name}: max abs diff {d:.2e}");
-            assert!(d <= 2e-4, "{photo} {name}: max abs diff {d}");
+            assert!(d <= tolerance(want), "{photo} {name}: max abs diff {d}");
         }
         let logits = outs.last().unwrap().reshape((1, 1000)).unwrap();
-        let d = max_abs_diff(&logits, &refs[&format!("{photo}.logits")]);
+        let want = &refs[&format!("{photo}.logits")];
+        let d = max_abs_diff(&logits, want);
         eprintln!("{photo} logits: max abs diff {d:.2e}");
-        assert!(d <= 1e-4, "{photo} logits: max abs diff {d}");
+        assert!(d <= tolerance(want), "{photo} logits: max abs diff {d}");
     }
 }
 
@@ -73,7 +90,10 @@ fn batches_give_the_same_answer_as_single_images() {
     for (i, photo) in ["chelsea", "astronaut"].iter().enumerate() {
         let want = &refs[&format!("{photo}.blocks.4")];
         let d = max_abs_diff(&both[0].narrow(0, i, 1).unwrap(), want);
-        assert!(d <= 2e-4, "{photo} blocks.4 in a batch of 2: {d}");
+        assert!(
+            d <= tolerance(want),
+            "{photo} blocks.4 in a batch of 2: {d}"
+        );
     }
 }
 
@@ -160,18 +180,17 @@ fn a_batch_of_five_matches_each_image_alone() {
             } else {
                 "astronaut"
             };
-            let d = max_abs_diff(
-                &outs[0].narrow(0, i, 1).unwrap(),
-                &refs[&format!("{photo}.blocks.7")],
-            );
+            let want = &refs[&format!("{photo}.blocks.7")];
+            let d = max_abs_diff(&outs[0].narrow(0, i, 1).unwrap(), want);
             assert!(
-                d <= 2e-4,
+                d <= tolerance(want),
                 "{threads} threads, image {i} ({photo}) blocks.7: {d}"
             );
             let logits = outs[1].narrow(0, i, 1).unwrap().reshape((1, 1000)).unwrap();
-            let d = max_abs_diff(&logits, &refs[&format!("{photo}.logits")]);
+            let want = &refs[&format!("{photo}.logits")];
+            let d = max_abs_diff(&logits, want);
             assert!(
-                d <= 1e-4,
+                d <= tolerance(want),
                 "{threads} threads, image {i} ({photo}) logits: {d}"
             );
         }
