@@ -125,9 +125,20 @@ unsafe fn group(
     // Per tap, the 16 channels' weights; bias likewise.
     let wk = conv.weight().as_ptr().add(c0 * taps);
     let wtap = idx(taps);
-    let weights: Vec<__m512> = (0..taps)
-        .map(|t| _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, wtap, wk.add(t)))
-        .collect();
+    // On the stack for kernels up to 7x7 (a heap vector per group of 16 channels
+    // was measurable on 7x7 planes).
+    let mut wstack = [_mm512_setzero_ps(); 49];
+    let mut wheap = Vec::new();
+    let weights: &mut [__m512] = if taps <= 49 {
+        &mut wstack[..taps]
+    } else {
+        wheap.resize(taps, _mm512_setzero_ps());
+        &mut wheap
+    };
+    for (t, wv) in weights.iter_mut().enumerate() {
+        *wv = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, wtap, wk.add(t));
+    }
+    let weights = &*weights;
     let bias = match conv.bias() {
         Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)),
         None => _mm512_setzero_ps(),
@@ -135,9 +146,18 @@ unsafe fn group(
     let (lo, hi) = act_bounds(conv.act());
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     // Tap offsets in the block, in floats.
-    let offsets: Vec<usize> = (0..taps)
-        .map(|t| ((t / kw) * dy * wp + (t % kw) * dx) * 16)
-        .collect();
+    let mut ostack = [0usize; 49];
+    let mut oheap = Vec::new();
+    let offsets: &mut [usize] = if taps <= 49 {
+        &mut ostack[..taps]
+    } else {
+        oheap.resize(taps, 0);
+        &mut oheap
+    };
+    for (t, o) in offsets.iter_mut().enumerate() {
+        *o = ((t / kw) * dy * wp + (t % kw) * dx) * 16;
+    }
+    let offsets = &*offsets;
     let xout = idx(oh * ow);
     let dst = out.as_mut_ptr();
     let b = base as *const f32;
@@ -158,14 +178,14 @@ unsafe fn group(
                 xout,
             };
             ox += match ow - ox {
-                1 => pixels::<1>(&weights, &offsets, at, step, d, &e),
-                2 => pixels::<2>(&weights, &offsets, at, step, d, &e),
-                3 => pixels::<3>(&weights, &offsets, at, step, d, &e),
-                4 => pixels::<4>(&weights, &offsets, at, step, d, &e),
-                5 => pixels::<5>(&weights, &offsets, at, step, d, &e),
-                6 => pixels::<6>(&weights, &offsets, at, step, d, &e),
-                7 => pixels::<7>(&weights, &offsets, at, step, d, &e),
-                _ => pixels::<8>(&weights, &offsets, at, step, d, &e),
+                1 => pixels::<1>(weights, offsets, at, step, d, &e),
+                2 => pixels::<2>(weights, offsets, at, step, d, &e),
+                3 => pixels::<3>(weights, offsets, at, step, d, &e),
+                4 => pixels::<4>(weights, offsets, at, step, d, &e),
+                5 => pixels::<5>(weights, offsets, at, step, d, &e),
+                6 => pixels::<6>(weights, offsets, at, step, d, &e),
+                7 => pixels::<7>(weights, offsets, at, step, d, &e),
+                _ => pixels::<8>(weights, offsets, at, step, d, &e),
             };
         }
     }
