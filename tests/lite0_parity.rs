@@ -22,32 +22,26 @@ const STAGES: [&str; 9] = [
     "head",
 ];
 
-/// The allowed max abs difference from reference stage `want`.
-fn tolerance(want: &Tensor) -> f32 {
-    let scale = want
-        .abs()
+/// Largest |element|.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
         .max(0)
         .unwrap()
         .to_scalar::<f32>()
-        .unwrap();
-    1e-5 * scale.max(1.0)
+        .unwrap()
+}
+
+/// The allowed max abs difference from reference stage `want`.
+fn tolerance(want: &Tensor) -> f32 {
+    1e-5 * max_abs(want).max(1.0)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_abs(&(a - b).unwrap())
 }
 
 #[test]

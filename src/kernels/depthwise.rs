@@ -32,7 +32,6 @@ pub(super) fn forward(
     let c = g.in_ch;
     let (kh, kw) = g.kernel;
     let (sy, sx) = g.stride;
-    let (dy, dx) = g.dilation;
     debug_assert_eq!(out.len(), n * c * oh * ow);
     if depthwise16::available() {
         let (plane_in, plane_out) = (h * w, oh * ow);
@@ -60,27 +59,8 @@ pub(super) fn forward(
         }
         return;
     }
-    // Padded rows/columns the output reads, per phase.
-    let rows = (oh - 1) + (kh - 1) * dy / sy + 1;
-    let len = (ow - 1) + (kw - 1) * dx / sx + 1;
-    let layout = Layout {
-        h,
-        w,
-        pad_top: g.pad.top,
-        pad_left: g.pad.left,
-        sy,
-        sx,
-        rows,
-        len,
-        ow,
-    };
-    // Flat offset of every tap from the output index.
-    let offsets: Vec<usize> = (0..kh * kw)
-        .map(|t| {
-            let (oy, ox) = ((t / kw) * dy, (t % kw) * dx);
-            ((oy % sy * sx + ox % sx) * rows + oy / sy) * len + ox / sx
-        })
-        .collect();
+    let (layout, offsets) = Layout::for_conv(g, h, w, oh, ow);
+    let (rows, len) = (layout.rows, layout.len);
     let flat = oh * len;
     // The last tap reads up to one row plus one rounded-up block past the last phase block.
     let buf_len = sy * sx * rows * len + len + BLOCK;
@@ -123,6 +103,43 @@ pub(super) struct Layout {
     pub(super) len: usize,
     /// Output width (the first `ow` of every `len` computed columns are kept).
     pub(super) ow: usize,
+}
+
+impl Layout {
+    /// The phase-split layout (phases = the conv's strides) of the padded input rows
+    /// and columns an `oh` x `ow` output reads, and every kernel tap's flat offset
+    /// from an output pixel's index `oy * len + ox`.
+    pub(super) fn for_conv(
+        g: &super::ConvGeom,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+    ) -> (Layout, Vec<usize>) {
+        let (kh, kw) = g.kernel;
+        let (sy, sx) = g.stride;
+        let (dy, dx) = g.dilation;
+        let rows = (oh - 1) + (kh - 1) * dy / sy + 1;
+        let len = (ow - 1) + (kw - 1) * dx / sx + 1;
+        let offsets = (0..kh * kw)
+            .map(|t| {
+                let (ty, tx) = ((t / kw) * dy, (t % kw) * dx);
+                ((ty % sy * sx + tx % sx) * rows + ty / sy) * len + tx / sx
+            })
+            .collect();
+        let layout = Layout {
+            h,
+            w,
+            pad_top: g.pad.top,
+            pad_left: g.pad.left,
+            sy,
+            sx,
+            rows,
+            len,
+            ow,
+        };
+        (layout, offsets)
+    }
 }
 
 /// The kernel taps as flat offsets, and the scratch sizes they need.

@@ -66,29 +66,8 @@ pub(super) fn forward(
         "direct conv: unsupported"
     );
     let g = conv.geom();
-    let (kh, kw) = g.kernel;
-    let (sy, sx) = g.stride;
-    let (dy, dx) = g.dilation;
-    let rows = (oh - 1) + (kh - 1) * dy / sy + 1;
-    let len = (ow - 1) + (kw - 1) * dx / sx + 1;
-    let layout = Layout {
-        h,
-        w,
-        pad_top: g.pad.top,
-        pad_left: g.pad.left,
-        sy,
-        sx,
-        rows,
-        len,
-        ow,
-    };
-    // Flat offset of every tap from the output pixel's index `oy * len + ox`.
-    let offsets: Vec<usize> = (0..kh * kw)
-        .map(|t| {
-            let (ty, tx) = ((t / kw) * dy, (t % kw) * dx);
-            ((ty % sy * sx + tx % sx) * rows + ty / sy) * len + tx / sx
-        })
-        .collect();
+    let (layout, offsets) = Layout::for_conv(g, h, w, oh, ow);
+    let (sy, sx, rows, len) = (layout.sy, layout.sx, layout.rows, layout.len);
     // Past the last phase block: the last tap's run, and whole vectors beyond it.
     let plane = sy * sx * rows * len + len + 16 * P;
     let bias: Vec<f32> = (0..g.out_ch.next_multiple_of(G))

@@ -99,11 +99,13 @@ pub(super) fn transform_filters(m: usize, weight: &[f32], in_ch: usize, out_ch: 
         for c in 0..in_ch {
             let w = &weight[(o * in_ch + c) * 9..][..9];
             // t = G w (a x 3), then U = t Gt (a x a).
-            let t: Vec<[f64; 3]> = (0..a)
-                .map(|i| {
-                    std::array::from_fn(|j| (0..3).map(|k| g[i][k] * w[k * 3 + j] as f64).sum())
-                })
-                .collect();
+            // Rows past `a` stay zero and unused (on the stack: no allocation per pair).
+            let mut t = [[0f64; 3]; 6];
+            for (i, row) in t.iter_mut().enumerate().take(a) {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = (0..3).map(|k| g[i][k] * w[k * 3 + j] as f64).sum();
+                }
+            }
             for i in 0..a {
                 for j in 0..a {
                     let v: f64 = (0..3).map(|k| t[i][k] * g[j][k]).sum();
