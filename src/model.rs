@@ -47,7 +47,7 @@ impl Activation {
 
 enum Layer {
     Input,
-    Conv(Conv2d),
+    Conv(Box<Conv2d>),
     MaxPool {
         kernel: (usize, usize),
         stride: (usize, usize),
@@ -239,7 +239,7 @@ impl Network {
                     }
                     let geom = ConvGeom::of(&node.op).expect("a conv");
                     let has_bias = *bias || bn.is_some();
-                    Layer::Conv(Conv2d::new(geom, w, has_bias.then_some(b), *act))
+                    Layer::Conv(Box::new(Conv2d::new(geom, w, has_bias.then_some(b), *act)))
                 }
                 Op::MaxPool {
                     kernel,
@@ -469,13 +469,50 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
+        // Which nodes' outputs are channel-blocked (`kernels::blocked`): depthwise
+        // convs that can run so, the 1x1 convs that read a blocked output, and sums of
+        // blocked outputs (in EfficientNet-Lite0, everything from the first depthwise
+        // layer to the head; none of ResNet's layers). A node reading an output in the
+        // other layout gets a converted copy; taps are returned NCHW.
+        let mut blocked = vec![false; last + 1];
+        for i in start..=last {
+            blocked[i] = match &self.layers[i] {
+                Layer::Conv(conv) if conv.runs_blocked() => {
+                    conv.geom().is_depthwise() || blocked[self.arch.nodes[i].inputs[0]]
+                }
+                Layer::Add(_) => self.arch.nodes[i].inputs.iter().all(|&j| blocked[j]),
+                _ => false,
+            };
+        }
+        let len_of = |i: usize| {
+            let [c, h, w] = shapes[i];
+            n * if blocked[i] {
+                kernels::blocked::image_len(c, h * w)
+            } else {
+                c * h * w
+            }
+        };
         // The output of the node after, computed together with this one.
         let mut ahead: Option<Buf> = None;
         for i in start..=last {
             let node = &self.arch.nodes[i];
             let src = node.inputs[0];
             let [c, ih, iw] = shapes[src];
-            let x = bufs[src].as_deref().expect("input computed");
+            // Inputs in the other layout than this node's, converted.
+            let mut converted: Vec<Option<Buf>> = node
+                .inputs
+                .iter()
+                .map(|&j| {
+                    (ahead.is_none() && blocked[j] != blocked[i]).then(|| {
+                        let x = bufs[j].as_deref().expect("input computed");
+                        relayout(&mut pool, x, n, shapes[j], blocked[i])
+                    })
+                })
+                .collect();
+            let x = converted[0]
+                .as_deref()
+                .or(bufs[src].as_deref())
+                .expect("input computed");
             let out = match &self.layers[i] {
                 _ if ahead.is_some() => ahead.take().expect("checked"),
                 Layer::Input => unreachable!("input is node 0"),
@@ -487,7 +524,11 @@ impl Network {
                         && conv.act() == Act::None
                         && matches!(self.layers[i + 1], Layer::Add(_))
                         && self.arch.nodes[i + 1].inputs.len() == 2
-                        && self.arch.nodes[i + 1].inputs.contains(&i) =>
+                        && self.arch.nodes[i + 1].inputs.contains(&i)
+                        && self.arch.nodes[i + 1]
+                            .inputs
+                            .iter()
+                            .all(|&j| blocked[j] == blocked[i]) =>
                 {
                     let Layer::Add(then) = self.layers[i + 1] else {
                         unreachable!("checked")
@@ -495,7 +536,7 @@ impl Network {
                     let inputs = &self.arch.nodes[i + 1].inputs;
                     let other = if inputs[0] == i { inputs[1] } else { inputs[0] };
                     let y = bufs[other].as_deref().expect("computed before the conv");
-                    let len = n * shapes[i + 1].iter().product::<usize>();
+                    let len = len_of(i + 1);
                     if y.len() != len {
                         return Err(Error::Shape(format!(
                             "{}: summed shapes differ",
@@ -503,14 +544,22 @@ impl Network {
                         )));
                     }
                     let mut sum = take_buffer(&mut pool, len);
-                    conv.forward_add_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    if blocked[i] {
+                        conv.forward_blocked_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    } else {
+                        conv.forward_add_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    }
                     ahead = Some(sum);
                     // This node's own output is never made; the next takes `ahead`.
                     Buf::from_vec(Vec::new())
                 }
                 Layer::Conv(conv) => {
-                    let mut out = take_buffer(&mut pool, n * shapes[i].iter().product::<usize>());
-                    conv.forward_into(x, n, ih, iw, &mut out);
+                    let mut out = take_buffer(&mut pool, len_of(i));
+                    if blocked[i] {
+                        conv.forward_blocked_into(x, n, ih, iw, &mut out, None, Act::None);
+                    } else {
+                        conv.forward_into(x, n, ih, iw, &mut out);
+                    }
                     out
                 }
                 Layer::MaxPool {
@@ -525,15 +574,20 @@ impl Network {
                     Buf::from_vec(kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow))
                 }
                 Layer::Add(act) => {
-                    let mut acc = if uses[src] == 1 {
+                    let mut acc = if converted[0].is_some() {
+                        converted[0].take().expect("checked")
+                    } else if uses[src] == 1 {
                         bufs[src].take().unwrap()
                     } else {
                         let mut copy = take_buffer(&mut pool, x.len());
                         copy.copy_from_slice(x);
                         copy
                     };
-                    for &other in &node.inputs[1..] {
-                        let y = bufs[other].as_deref().expect("input computed");
+                    for (k, &other) in node.inputs.iter().enumerate().skip(1) {
+                        let y = converted[k]
+                            .as_deref()
+                            .or(bufs[other].as_deref())
+                            .expect("input computed");
                         if y.len() != acc.len() {
                             return Err(Error::Shape(format!(
                                 "{}: summed shapes differ",
@@ -546,7 +600,9 @@ impl Network {
                     acc
                 }
                 Layer::Flatten => {
-                    if uses[src] == 1 {
+                    if converted[0].is_some() {
+                        converted[0].take().expect("checked")
+                    } else if uses[src] == 1 {
                         bufs[src].take().unwrap()
                     } else {
                         let mut copy = take_buffer(&mut pool, x.len());
@@ -556,11 +612,8 @@ impl Network {
                 }
                 Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
             };
-            debug_assert!(
-                ahead.is_some() || out.len() == n * shapes[i].iter().product::<usize>(),
-                "{}",
-                node.name
-            );
+            debug_assert!(ahead.is_some() || out.len() == len_of(i), "{}", node.name);
+            pool.extend(converted.into_iter().flatten().map(|b| b.v));
             for &j in &node.inputs {
                 uses[j] = uses[j].saturating_sub(1);
                 if uses[j] == 0 {
@@ -575,7 +628,9 @@ impl Network {
                 let [c, h, w] = shapes[t];
                 uses[t] -= 1;
                 let buf = bufs[t].as_ref().expect("tap computed");
-                let data = if uses[t] == 0 {
+                let data = if blocked[t] {
+                    relayout(&mut pool, buf, n, shapes[t], false).into_vec()
+                } else if uses[t] == 0 {
                     bufs[t].take().expect("tap computed").into_vec()
                 } else {
                     buf.to_vec()
@@ -630,6 +685,27 @@ impl Network {
         let last = self.arch.nodes.len() - 1;
         let logits = self.forward_raw(input, n, &[last])?.pop().expect("one tap");
         Ok(logits.data.chunks(logits.c).map(softmax).collect())
+    }
+}
+
+/// `n` images of `[c, h, w]` moved into (`to_blocked`) or out of the channel-blocked
+/// layout, in a buffer from `pool`.
+fn relayout(
+    pool: &mut Vec<Vec<f32>>,
+    x: &[f32],
+    n: usize,
+    [c, h, w]: [usize; 3],
+    to_blocked: bool,
+) -> Buf {
+    use kernels::blocked;
+    if to_blocked {
+        let mut out = take_buffer(pool, n * blocked::image_len(c, h * w));
+        blocked::to_blocked(x, n, c, h * w, &mut out);
+        out
+    } else {
+        let mut out = take_buffer(pool, n * c * h * w);
+        blocked::from_blocked(x, n, c, h * w, &mut out);
+        out
     }
 }
 

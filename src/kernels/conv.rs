@@ -6,7 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::depthwise::{fill_phased_dispatch, Layout};
-use super::{bias_act, bias_add_act, depthwise, direct, winograd, Act, Pad};
+use super::{bias_act, bias_add_act, blocked, depthwise, direct, winograd, Act, Pad};
 
 /// Shape of a convolution layer (torch semantics).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +108,9 @@ pub struct Conv2d {
     wino: [std::sync::OnceLock<Vec<f32>>; 2],
     /// Weights regrouped for `direct`, made on first use.
     direct: std::sync::OnceLock<Vec<f32>>,
+    /// Weights packed for the channel-blocked kernels, made on first use.
+    blocked_pw: std::sync::OnceLock<blocked::Pointwise>,
+    blocked_dw: std::sync::OnceLock<blocked::Depthwise>,
 }
 
 impl Conv2d {
@@ -150,6 +153,8 @@ impl Conv2d {
             act,
             wino: Default::default(),
             direct: Default::default(),
+            blocked_pw: Default::default(),
+            blocked_dw: Default::default(),
         }
     }
 
@@ -190,6 +195,49 @@ impl Conv2d {
     /// Winograd layers whose transformed filters are too large to stream per image.
     pub fn prefers_batch(&self, n: usize, h: usize, w: usize) -> bool {
         !self.takes_winograd(1, h, w) && self.takes_winograd(n, h, w)
+    }
+
+    /// Whether this layer runs on channel-blocked activations (`blocked`): 1x1 and
+    /// depthwise layers, where AVX-512 is available.
+    pub fn runs_blocked(&self) -> bool {
+        blocked::available() && special_paths_enabled() && blocked::suits(self)
+    }
+
+    /// Like [`Conv2d::forward_add_into`] on channel-blocked input and output (see
+    /// `kernels::blocked`); only for layers where [`Conv2d::runs_blocked`].
+    ///
+    /// # Panics
+    /// If a buffer has the wrong length or the layer does not run blocked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_blocked_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        then: Act,
+    ) {
+        assert!(
+            self.runs_blocked(),
+            "conv: layer {:?} does not run blocked",
+            self.geom
+        );
+        if self.geom.is_depthwise() {
+            let pk = self
+                .blocked_dw
+                .get_or_init(|| blocked::pack_depthwise(self));
+            blocked::depthwise(self, pk, x, n, h, w, out);
+            if let Some(r) = residual {
+                super::add_act(out, r, then);
+            }
+        } else {
+            let pk = self
+                .blocked_pw
+                .get_or_init(|| blocked::pack_pointwise(self));
+            blocked::pointwise(self, pk, x, n, h * w, out, residual.map(|r| (r, then)));
+        }
     }
 
     /// Whether the epilogue pass does anything.

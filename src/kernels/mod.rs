@@ -11,6 +11,7 @@
 //! spread over rayon's global pool: over images for batches, inside the image for a
 //! single one.
 
+pub mod blocked;
 mod conv;
 mod depthwise;
 mod depthwise16;

@@ -989,3 +989,260 @@ fn plane_max(x: &[f32], w: usize, ys: std::ops::Range<usize>, xs: std::ops::Rang
     }
     m
 }
+
+/// Runs `conv` on channel-blocked activations: NCHW `x` in, NCHW out, through
+/// `blocked::to_blocked` / `from_blocked`; `residual` (NCHW) summed as in
+/// `forward_add_into`.
+fn blocked_forward(
+    conv: &Conv2d,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    residual: Option<(&[f32], Act)>,
+) -> Vec<f32> {
+    let g = conv.geom();
+    let (oh, ow) = g.out_hw(h, w);
+    let mut xb = vec![f32::NAN; n * blocked::image_len(g.in_ch, h * w)];
+    blocked::to_blocked(x, n, g.in_ch, h * w, &mut xb);
+    let out_len = n * blocked::image_len(g.out_ch, oh * ow);
+    let rb = residual.map(|(r, then)| {
+        let mut rb = vec![f32::NAN; out_len];
+        blocked::to_blocked(r, n, g.out_ch, oh * ow, &mut rb);
+        (rb, then)
+    });
+    let mut ob = vec![f32::NAN; out_len];
+    conv.forward_blocked_into(
+        &xb,
+        n,
+        h,
+        w,
+        &mut ob,
+        rb.as_ref().map(|(r, _)| r.as_slice()),
+        rb.as_ref().map_or(Act::None, |(_, t)| *t),
+    );
+    // Padded lanes of the output hold zeros, so that later layers may read them.
+    let cb = g.out_ch.div_ceil(blocked::LANES);
+    for (i, v) in ob.iter().enumerate() {
+        let lane = i % blocked::LANES;
+        let block = i / (blocked::LANES * oh * ow) % cb;
+        if block * blocked::LANES + lane >= g.out_ch {
+            assert_eq!(*v, 0.0, "padded lane {lane} of block {block} at {i}");
+        }
+    }
+    let mut out = vec![f32::NAN; n * g.out_ch * oh * ow];
+    blocked::from_blocked(&ob, n, g.out_ch, oh * ow, &mut out);
+    out
+}
+
+#[test]
+fn blocked_layout_round_trips_with_zero_padding() {
+    if !blocked::available() {
+        return;
+    }
+    let mut rng = Rng(5);
+    for _ in 0..40 {
+        let (n, c, hw) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 70));
+        let x = rng.vec(n * c * hw);
+        let mut b = vec![f32::NAN; n * blocked::image_len(c, hw)];
+        blocked::to_blocked(&x, n, c, hw, &mut b);
+        let cp = c.div_ceil(16) * 16;
+        for img in 0..n {
+            for ch in 0..cp {
+                for p in 0..hw {
+                    let got = b[((img * cp / 16 + ch / 16) * hw + p) * 16 + ch % 16];
+                    let want = if ch < c {
+                        x[(img * c + ch) * hw + p]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(
+                        got, want,
+                        "n={n} c={c} hw={hw} image {img} channel {ch} pixel {p}"
+                    );
+                }
+            }
+        }
+        let mut back = vec![f32::NAN; x.len()];
+        blocked::from_blocked(&b, n, c, hw, &mut back);
+        assert_eq!(back, x, "n={n} c={c} hw={hw}");
+    }
+}
+
+#[test]
+fn blocked_pointwise_matches_reference() {
+    if !blocked::available() {
+        return;
+    }
+    let mut rng = Rng(31);
+    // Channel counts around the 16-lane blocks and the 4-block output groups, pixel
+    // counts around the 6-pixel tiles; one image split over threads and several.
+    let mut cases = vec![(24, 144, 7, 7, 1), (1152, 192, 7, 7, 2), (40, 240, 5, 3, 3)];
+    for _ in 0..30 {
+        cases.push((
+            rng.range(1, 90),
+            rng.range(1, 90),
+            rng.range(1, 13),
+            rng.range(1, 13),
+            rng.range(1, 3),
+        ));
+    }
+    for (ci, co, h, w, n) in cases {
+        let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
+        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+        let wt: Vec<f32> = rng.vec(co * ci).iter().map(|v| v * 3.0).collect();
+        let bias = Some(rng.vec(co));
+        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+        let x = rng.vec(n * ci * h * w);
+        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+        let what = format!("blocked 1x1 {ci}->{co} n={n} {h}x{w} {act:?}");
+        assert_close(
+            &blocked_forward(&conv, &x, n, h, w, None),
+            &want,
+            &scale,
+            &what,
+        );
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let serial = single.install(|| blocked_forward(&conv, &x, n, h, w, None));
+        assert_close(&serial, &want, &scale, &format!("{what}, one thread"));
+        // The residual sum as the output is stored: then(act(conv) + y).
+        let y = rng.vec(want.len());
+        let then = rng.pick(&[Act::None, Act::Relu]);
+        let with_res: Vec<f64> = want
+            .iter()
+            .zip(&y)
+            .map(|(&v, &y)| act_ref(v + y as f64, then))
+            .collect();
+        let got = blocked_forward(&conv, &x, n, h, w, Some((&y, then)));
+        assert_close(
+            &got,
+            &with_res,
+            &scale,
+            &format!("{what} + residual, then {then:?}"),
+        );
+    }
+}
+
+#[test]
+fn blocked_depthwise_matches_reference() {
+    if !blocked::available() {
+        return;
+    }
+    let mut rng = Rng(47);
+    let mut cases = vec![
+        (672, 5, 2, Pad::asym(1, 2), 14, 14, 1),
+        (1152, 3, 1, Pad::same(1), 7, 7, 2),
+        (32, 3, 1, Pad::same(1), 112, 112, 1),
+    ];
+    for _ in 0..40 {
+        let k = rng.pick(&[3, 5, 7]);
+        let pad = Pad {
+            top: rng.range(0, k - 1),
+            bottom: rng.range(0, k - 1),
+            left: rng.range(0, k - 1),
+            right: rng.range(0, k - 1),
+        };
+        cases.push((
+            rng.range(1, 40),
+            k,
+            rng.range(1, 2),
+            pad,
+            rng.range(k, 20),
+            rng.range(k, 20),
+            rng.range(1, 3),
+        ));
+    }
+    for (c, k, s, pad, h, w, n) in cases {
+        let g = geom(c, c, (k, k), (s, s), pad, (1, 1), c);
+        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+        let wt: Vec<f32> = rng.vec(c * k * k).iter().map(|v| v * 3.0).collect();
+        let bias = Some(rng.vec(c));
+        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+        let x = rng.vec(n * c * h * w);
+        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+        let what = format!("blocked depthwise {c}ch {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
+        assert_close(
+            &blocked_forward(&conv, &x, n, h, w, None),
+            &want,
+            &scale,
+            &what,
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn blocked_speed_probe() {
+    let mut rng = Rng(1);
+    for (ci, co, hw) in [
+        (1152, 192, 7),
+        (192, 1152, 7),
+        (672, 112, 14),
+        (112, 672, 14),
+        (24, 144, 56),
+        (144, 24, 56),
+        (320, 1280, 7),
+    ] {
+        let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
+        let conv = Conv2d::new(g, rng.vec(ci * co), Some(rng.vec(co)), Act::Relu6);
+        let x = rng.vec(ci * hw * hw);
+        let mut xb = vec![0.0; blocked::image_len(ci, hw * hw)];
+        blocked::to_blocked(&x, 1, ci, hw * hw, &mut xb);
+        let mut o = vec![0.0; co * hw * hw];
+        let mut ob = vec![0.0; blocked::image_len(co, hw * hw)];
+        let reps = 200;
+        let flops = 2.0 * (ci * co * hw * hw) as f64 * reps as f64;
+        super::serial(|| {
+            conv.forward_into(&x, 1, hw, hw, &mut o);
+            conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                conv.forward_into(&x, 1, hw, hw, &mut o);
+            }
+            let a = flops / t.elapsed().as_secs_f64() / 1e9;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
+            }
+            let b = flops / t.elapsed().as_secs_f64() / 1e9;
+            eprintln!("1x1 {ci}->{co} {hw}x{hw}: gemm {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s");
+        });
+    }
+    for (c, k, s, hw) in [
+        (1152, 5, 1, 7),
+        (672, 5, 1, 14),
+        (672, 5, 2, 14),
+        (480, 3, 1, 14),
+        (144, 3, 1, 56),
+        (32, 3, 1, 112),
+    ] {
+        let p = k / 2;
+        let g = geom(c, c, (k, k), (s, s), Pad::same(p), (1, 1), c);
+        let conv = Conv2d::new(g.clone(), rng.vec(c * k * k), Some(rng.vec(c)), Act::Relu6);
+        let (oh, ow) = g.out_hw(hw, hw);
+        let x = rng.vec(c * hw * hw);
+        let mut xb = vec![0.0; blocked::image_len(c, hw * hw)];
+        blocked::to_blocked(&x, 1, c, hw * hw, &mut xb);
+        let mut o = vec![0.0; c * oh * ow];
+        let mut ob = vec![0.0; blocked::image_len(c, oh * ow)];
+        let reps = 200;
+        super::serial(|| {
+            conv.forward_into(&x, 1, hw, hw, &mut o);
+            conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                conv.forward_into(&x, 1, hw, hw, &mut o);
+            }
+            let a = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
+            }
+            let b = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+            eprintln!("dw {c} {k}x{k}/s{s} {hw}x{hw}: nchw {a:.1} us, blocked {b:.1} us");
+        });
+    }
+}

@@ -669,7 +669,7 @@ unsafe fn store_output(
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose16(r: &mut [__m512; 16]) {
+pub(super) fn transpose16(r: &mut [__m512; 16]) {
     // 32-bit, then 64-bit interleaves within each 128-bit lane: u[4b + q] holds,
     // in lane L, column 4L + q of rows 4b..4b+4.
     let mut u = [_mm512_setzero_ps(); 16];

@@ -1,0 +1,628 @@
+//! Channel-blocked activations (`[c/16][h][w][16]` per image, "NCHW16c") and the
+//! 1x1 and depthwise convolutions that run on them (AVX-512).
+//!
+//! In plain NCHW a 1x1 conv is a GEMM vectorised along pixels, and the 49 pixels of
+//! a 7x7 plane fill 16-lane vectors badly; a depthwise conv has to gather 16 planes
+//! into one pixel-major block and scatter the result back. With the channels of an
+//! activation interleaved by 16 both problems go away: a 1x1 conv multiplies a few
+//! pixels (each input channel broadcast) by whole vectors of 16 output channels, so
+//! any pixel count keeps every lane busy, and a depthwise conv reads and writes the
+//! 16-channel pixels directly. EfficientNet-Lite0's blocks are made of just these
+//! two layers, so their activations stay blocked from the stem to the head.
+//!
+//! Channel counts that are not a multiple of 16 are padded; padded lanes hold zeros
+//! (their weights and biases are zero), and reads of them are skipped.
+
+use rayon::prelude::*;
+
+use super::{act_bounds, Act, Conv2d};
+
+/// Channels per block: one AVX-512 vector of `f32`.
+pub const LANES: usize = 16;
+
+/// Whether this CPU can run the blocked kernels.
+pub(crate) fn available() -> bool {
+    super::simd::isa() == super::simd::Isa::Avx512
+}
+
+/// Numbers in one image of `c` channels over `hw` pixels, blocked.
+pub fn image_len(c: usize, hw: usize) -> usize {
+    c.div_ceil(LANES) * LANES * hw
+}
+
+/// Output blocks one 1x1 micro-tile computes (64 channels).
+const NB: usize = 4;
+/// Pixels one 1x1 micro-tile computes.
+const PX: usize = 6;
+/// Output pixels one depthwise micro-tile computes along a row.
+const DW_T: usize = 8;
+
+/// A 1x1 conv's weights for the blocked kernel: for each group of up to `NB` output
+/// blocks, `[in_ch][16 * blocks]` (the group's outputs of one input channel
+/// contiguous), then the bias padded to whole blocks.
+#[derive(Clone, Debug)]
+pub(crate) struct Pointwise {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+pub(crate) fn pack_pointwise(conv: &Conv2d) -> Pointwise {
+    let g = conv.geom();
+    let (ci, co) = (g.in_ch, g.out_ch);
+    let cbo = co.div_ceil(LANES);
+    let mut weights = Vec::with_capacity(cbo * LANES * ci);
+    for ob0 in (0..cbo).step_by(NB) {
+        let nb = NB.min(cbo - ob0);
+        for i in 0..ci {
+            for o in ob0 * LANES..(ob0 + nb) * LANES {
+                weights.push(if o < co {
+                    conv.weight()[o * ci + i]
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    let bias = (0..cbo * LANES)
+        .map(|o| if o < co { conv.bias_of(o) } else { 0.0 })
+        .collect();
+    Pointwise { weights, bias }
+}
+
+/// A depthwise conv's weights: `[c/16][kh][kw][16]`, then the padded bias.
+#[derive(Clone, Debug)]
+pub(crate) struct Depthwise {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+pub(crate) fn pack_depthwise(conv: &Conv2d) -> Depthwise {
+    let g = conv.geom();
+    let c = g.in_ch;
+    let taps = g.kernel.0 * g.kernel.1;
+    let cb = c.div_ceil(LANES);
+    let mut weights = vec![0.0; cb * taps * LANES];
+    for ch in 0..c {
+        for t in 0..taps {
+            weights[((ch / LANES) * taps + t) * LANES + ch % LANES] = conv.weight()[ch * taps + t];
+        }
+    }
+    let bias = (0..cb * LANES)
+        .map(|o| if o < c { conv.bias_of(o) } else { 0.0 })
+        .collect();
+    Depthwise { weights, bias }
+}
+
+/// Whether the blocked kernels take this layer: 1x1 stride-1 unpadded convs, and
+/// depthwise convs with square 3x3, 5x5 or 7x7 kernels, stride 1 or 2, no dilation.
+pub(crate) fn suits(conv: &Conv2d) -> bool {
+    let g = conv.geom();
+    let pointwise = g.groups == 1
+        && g.kernel == (1, 1)
+        && g.stride == (1, 1)
+        && g.dilation == (1, 1)
+        && g.pad == super::Pad::default();
+    let depthwise = g.is_depthwise()
+        && matches!(g.kernel, (3, 3) | (5, 5) | (7, 7))
+        && g.stride.0 == g.stride.1
+        && g.stride.0 <= 2
+        && g.dilation == (1, 1);
+    pointwise || depthwise
+}
+
+/// A raw pointer that may cross to another thread: the kernels below hand each
+/// task a disjoint part of one output.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: used only for disjoint writes, see each use.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// NCHW `[n][c][hw]` -> blocked `[n][c/16][hw][16]`, padded lanes zeroed.
+///
+/// # Panics
+/// If a slice does not match the shapes or AVX-512 is missing.
+pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
+    assert!(available(), "blocked layout needs AVX-512");
+    assert_eq!(x.len(), n * c * hw, "to_blocked: input shape");
+    assert_eq!(out.len(), n * image_len(c, hw), "to_blocked: output shape");
+    let cb = c.div_ceil(LANES);
+    let work = |i: usize, o: &mut [f32]| {
+        let (img, b) = (i / cb, i % cb);
+        let lanes = LANES.min(c - b * LANES);
+        let src = &x[(img * c + b * LANES) * hw..][..lanes * hw];
+        // SAFETY: AVX-512 checked above; src holds `lanes` planes of hw, o is hw x 16.
+        unsafe { transpose_in(src, lanes, hw, o) }
+    };
+    if super::threads() > 1 && n * cb > 1 {
+        out.par_chunks_mut(hw * LANES)
+            .enumerate()
+            .for_each(|(i, o)| work(i, o));
+    } else {
+        for (i, o) in out.chunks_mut(hw * LANES).enumerate() {
+            work(i, o);
+        }
+    }
+}
+
+/// Blocked `[n][c/16][hw][16]` -> NCHW `[n][c][hw]`.
+///
+/// # Panics
+/// If a slice does not match the shapes or AVX-512 is missing.
+pub fn from_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
+    assert!(available(), "blocked layout needs AVX-512");
+    assert_eq!(x.len(), n * image_len(c, hw), "from_blocked: input shape");
+    assert_eq!(out.len(), n * c * hw, "from_blocked: output shape");
+    let cb = c.div_ceil(LANES);
+    // Output runs of 16 planes (fewer for the last block of an image).
+    let mut runs: Vec<&mut [f32]> = Vec::with_capacity(n * cb);
+    for img in out.chunks_mut(c * hw) {
+        let mut rest = img;
+        while !rest.is_empty() {
+            let (a, b) = rest.split_at_mut((LANES * hw).min(rest.len()));
+            runs.push(a);
+            rest = b;
+        }
+    }
+    let work = |i: usize, o: &mut [f32]| {
+        let src = &x[i * hw * LANES..][..hw * LANES];
+        // SAFETY: AVX-512 checked above; src is hw x 16, o holds o.len()/hw planes.
+        unsafe { transpose_out(src, o.len() / hw, hw, o) }
+    };
+    if super::threads() > 1 && runs.len() > 1 {
+        runs.into_par_iter()
+            .enumerate()
+            .for_each(|(i, o)| work(i, o));
+    } else {
+        for (i, o) in runs.into_iter().enumerate() {
+            work(i, o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_in(src: &[f32], lanes: usize, hw: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(src.len() >= lanes * hw && out.len() >= hw * LANES);
+    for p0 in (0..hw).step_by(LANES) {
+        let cnt = LANES.min(hw - p0);
+        let m: __mmask16 = if cnt == LANES { !0 } else { (1u16 << cnt) - 1 };
+        let mut r = [_mm512_setzero_ps(); LANES];
+        for (l, r) in r.iter_mut().enumerate().take(lanes) {
+            *r = _mm512_maskz_loadu_ps(m, src.as_ptr().add(l * hw + p0));
+        }
+        super::winograd::transpose16(&mut r);
+        for (q, r) in r.iter().enumerate().take(cnt) {
+            _mm512_storeu_ps(out.as_mut_ptr().add((p0 + q) * LANES), *r);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_out(src: &[f32], lanes: usize, hw: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(src.len() >= hw * LANES && out.len() >= lanes * hw);
+    for p0 in (0..hw).step_by(LANES) {
+        let cnt = LANES.min(hw - p0);
+        let m: __mmask16 = if cnt == LANES { !0 } else { (1u16 << cnt) - 1 };
+        let mut r = [_mm512_setzero_ps(); LANES];
+        for (q, r) in r.iter_mut().enumerate().take(cnt) {
+            *r = _mm512_loadu_ps(src.as_ptr().add((p0 + q) * LANES));
+        }
+        super::winograd::transpose16(&mut r);
+        for (l, r) in r.iter().enumerate().take(lanes) {
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(l * hw + p0), m, *r);
+        }
+    }
+}
+
+/// A 1x1 conv on blocked `[n][ci/16][p][16]` -> `[n][co/16][p][16]`, bias and
+/// activation applied; with `residual` (blocked like the output), `then(conv +
+/// residual)` instead.
+///
+/// # Panics
+/// If a slice does not match the shapes or AVX-512 is missing.
+pub(crate) fn pointwise(
+    conv: &Conv2d,
+    pk: &Pointwise,
+    x: &[f32],
+    n: usize,
+    p: usize,
+    out: &mut [f32],
+    residual: Option<(&[f32], Act)>,
+) {
+    let g = conv.geom();
+    assert!(available(), "blocked layout needs AVX-512");
+    assert_eq!(
+        x.len(),
+        n * image_len(g.in_ch, p),
+        "blocked 1x1: input shape"
+    );
+    assert_eq!(
+        out.len(),
+        n * image_len(g.out_ch, p),
+        "blocked 1x1: output shape"
+    );
+    if let Some((r, _)) = residual {
+        assert_eq!(r.len(), out.len(), "blocked 1x1: residual shape");
+    }
+    let (act, then) = match residual {
+        Some((_, then)) => (conv.act(), then),
+        None => (conv.act(), Act::None),
+    };
+    let job = PwJob {
+        pk,
+        ci: g.in_ch,
+        cbo: g.out_ch.div_ceil(LANES),
+        p,
+        act,
+        then,
+    };
+    let (in_img, out_img) = (image_len(g.in_ch, p), image_len(g.out_ch, p));
+    let threads = super::threads();
+    // Addresses as integers, so that the parallel closures may capture them.
+    let res_ptr = residual.map(|(r, _)| r.as_ptr() as usize);
+    if threads > 1 && n >= threads {
+        out.par_chunks_mut(out_img)
+            .zip(x.par_chunks(in_img))
+            .enumerate()
+            .with_max_len(1)
+            .for_each(|(i, (o, xi))| {
+                let r = res_ptr.map(|r| (r as *const f32).wrapping_add(i * out_img));
+                // SAFETY: AVX-512 checked; o, xi and r are one image each.
+                unsafe { job.run(xi, o.as_mut_ptr(), r, 0, p) }
+            });
+    } else if threads > 1 {
+        // Few images on several threads: each takes a run of pixel tiles.
+        let per = p.div_ceil(threads).next_multiple_of(PX);
+        for (i, xi) in x.chunks(in_img).enumerate() {
+            let o = Shared(out[i * out_img..].as_mut_ptr());
+            let r = res_ptr.map(|r| r + i * out_img * 4);
+            (0..p.div_ceil(per)).into_par_iter().for_each(|t| {
+                let (p0, p1) = (t * per, ((t + 1) * per).min(p));
+                // SAFETY: AVX-512 checked; the tasks write disjoint pixel ranges
+                // of this image's output.
+                unsafe { job.run(xi, o.get(), r.map(|r| r as *const f32), p0, p1) }
+            });
+        }
+    } else {
+        for (i, (o, xi)) in out.chunks_mut(out_img).zip(x.chunks(in_img)).enumerate() {
+            let r = res_ptr.map(|r| (r as *const f32).wrapping_add(i * out_img));
+            // SAFETY: AVX-512 checked; one image each.
+            unsafe { job.run(xi, o.as_mut_ptr(), r, 0, p) }
+        }
+    }
+}
+
+struct PwJob<'a> {
+    pk: &'a Pointwise,
+    ci: usize,
+    cbo: usize,
+    p: usize,
+    act: Act,
+    then: Act,
+}
+
+impl PwJob<'_> {
+    /// Pixels `p0..p1` of one image; `out` and `res` point at the image's blocked
+    /// output and residual.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` one blocked image of `ci` channels; `out` (and `res`) valid
+    /// for one blocked image of `cbo` blocks over `p` pixels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(&self, x: &[f32], out: *mut f32, res: Option<*const f32>, p0: usize, p1: usize) {
+        let stride = self.p * LANES;
+        let mut w = self.pk.weights.as_ptr();
+        for ob0 in (0..self.cbo).step_by(NB) {
+            let nb = NB.min(self.cbo - ob0);
+            let t = Tile {
+                w,
+                bias: self.pk.bias.as_ptr().add(ob0 * LANES),
+                x: x.as_ptr(),
+                stride,
+                ci: self.ci,
+                out: out.add(ob0 * stride),
+                res: res.map(|r| r.add(ob0 * stride)),
+                act: self.act,
+                then: self.then,
+            };
+            // Tiles of equal size as far as possible (49 pixels: 4 x 6 + 5 x 5, not
+            // 8 x 6 + 1): a tile streams the group's weights whatever its width.
+            let tiles = (p1 - p0).div_ceil(PX);
+            let mut q = p0;
+            for i in 0..tiles {
+                let px = (p1 - p0) * (i + 1) / tiles - (q - p0);
+                macro_rules! go {
+                    ($($nb:literal)*; $($px:literal)*) => {
+                        go!(@nb ($($nb)*) ($($px)*))
+                    };
+                    (@nb ($($nb:literal)*) $pxs:tt) => {
+                        match nb {
+                            $($nb => go!(@px $nb $pxs),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                    (@px $nb:literal ($($px:literal)*)) => {
+                        match px {
+                            $($px => t.tile::<$nb, $px>(q),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                go!(1 2 3 4; 1 2 3 4 5 6);
+                q += px;
+            }
+            w = w.add(nb * LANES * self.ci);
+        }
+    }
+}
+
+/// One group of output blocks of a 1x1 conv, for one image.
+struct Tile {
+    /// The group's packed weights, `[ci][16 * nb]`.
+    w: *const f32,
+    bias: *const f32,
+    /// The image's blocked input.
+    x: *const f32,
+    /// Numbers between consecutive blocks of the input and the output.
+    stride: usize,
+    ci: usize,
+    /// The group's first output block.
+    out: *mut f32,
+    res: Option<*const f32>,
+    act: Act,
+    then: Act,
+}
+
+impl Tile {
+    /// Outputs of `B` blocks at pixels `q..q + P`: `B * P` accumulators, each input
+    /// channel broadcast once per pixel and multiplied by `B` weight vectors.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const B: usize, const P: usize>(&self, q: usize) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); P]; B];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = [_mm512_loadu_ps(self.bias.add(j * LANES)); P];
+        }
+        let mut w = self.w;
+        let full = self.ci / LANES;
+        for cb in 0..self.ci.div_ceil(LANES) {
+            let xb = self.x.add(cb * self.stride + q * LANES);
+            let lanes = if cb < full { LANES } else { self.ci % LANES };
+            let step = |l: usize, w: *const f32, acc: &mut [[__m512; P]; B]| {
+                let wv: [__m512; B] = std::array::from_fn(|j| _mm512_loadu_ps(w.add(j * LANES)));
+                for (k, _) in (0..P).enumerate() {
+                    let xv = _mm512_set1_ps(*xb.add(k * LANES + l));
+                    for j in 0..B {
+                        acc[j][k] = _mm512_fmadd_ps(wv[j], xv, acc[j][k]);
+                    }
+                }
+            };
+            if lanes == LANES {
+                for l in 0..LANES {
+                    step(l, w.add(l * B * LANES), &mut acc);
+                }
+            } else {
+                for l in 0..lanes {
+                    step(l, w.add(l * B * LANES), &mut acc);
+                }
+            }
+            w = w.add(lanes * B * LANES);
+        }
+        let (lo, hi) = act_bounds(self.act);
+        let (tlo, thi) = act_bounds(self.then);
+        let (lo, hi, tlo, thi) = (
+            _mm512_set1_ps(lo),
+            _mm512_set1_ps(hi),
+            _mm512_set1_ps(tlo),
+            _mm512_set1_ps(thi),
+        );
+        for (j, a) in acc.iter().enumerate() {
+            for (k, &v) in a.iter().enumerate() {
+                let off = j * self.stride + (q + k) * LANES;
+                let mut v = clamp(v, lo, hi);
+                if let Some(r) = self.res {
+                    v = clamp(_mm512_add_ps(v, _mm512_loadu_ps(r.add(off))), tlo, thi);
+                }
+                _mm512_storeu_ps(self.out.add(off), v);
+            }
+        }
+    }
+}
+
+/// Lane-wise clamp as two compare-free max/min, NaN kept (as `super::clamp`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn clamp(
+    v: std::arch::x86_64::__m512,
+    lo: std::arch::x86_64::__m512,
+    hi: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // max/min return the second operand when either is NaN: v goes second.
+    _mm512_min_ps(hi, _mm512_max_ps(lo, v))
+}
+
+/// A depthwise conv on blocked `[n][c/16][h][w][16]` -> `[n][c/16][oh][ow][16]`,
+/// bias and activation applied.
+///
+/// # Panics
+/// If a slice does not match the shapes, the layer is not one `suits` accepts, or
+/// AVX-512 is missing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise(
+    conv: &Conv2d,
+    pk: &Depthwise,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let g = conv.geom();
+    let (oh, ow) = g.out_hw(h, w);
+    assert!(available() && suits(conv) && g.is_depthwise());
+    assert_eq!(
+        x.len(),
+        n * image_len(g.in_ch, h * w),
+        "blocked depthwise: input"
+    );
+    assert_eq!(
+        out.len(),
+        n * image_len(g.in_ch, oh * ow),
+        "blocked depthwise: output"
+    );
+    let job = DwJob {
+        pk,
+        k: g.kernel.0,
+        s: g.stride.0,
+        pad_top: g.pad.top,
+        pad_left: g.pad.left,
+        h,
+        w,
+        oh,
+        ow,
+        taps: g.kernel.0 * g.kernel.0,
+        act: conv.act(),
+        cb: g.in_ch.div_ceil(LANES),
+    };
+    let (bin, bout) = (h * w * LANES, oh * ow * LANES);
+    let work = |buf: &mut Vec<f32>, i: usize, o: &mut [f32]| {
+        // SAFETY: AVX-512 checked; block i of the input and output.
+        unsafe { job.block(&x[i * bin..][..bin], i % job.cb, o, buf) }
+    };
+    if super::threads() > 1 && out.len() > bout {
+        out.par_chunks_mut(bout)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, o)| work(buf, i, o));
+    } else {
+        let mut buf = Vec::new();
+        for (i, o) in out.chunks_mut(bout).enumerate() {
+            work(&mut buf, i, o);
+        }
+    }
+}
+
+struct DwJob<'a> {
+    pk: &'a Depthwise,
+    k: usize,
+    s: usize,
+    pad_top: usize,
+    pad_left: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    taps: usize,
+    act: Act,
+    cb: usize,
+}
+
+impl DwJob<'_> {
+    /// One 16-channel block (`b` within its image): the input copied into a padded
+    /// block with zero borders, then every output row in tiles of `DW_T` pixels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block(&self, x: &[f32], b: usize, out: &mut [f32], buf: &mut Vec<f32>) {
+        let (k, s) = (self.k, self.s);
+        let hp = (self.oh - 1) * s + k;
+        let wp = (self.ow - 1) * s + k;
+        buf.resize(hp * wp * LANES + LANES, 0.0);
+        let base = buf.as_mut_ptr();
+        let pb = base.add(base.align_offset(64));
+        // Rows: zeros above and below the input, its pixels between zero margins.
+        for py in 0..hp {
+            let row = std::slice::from_raw_parts_mut(pb.add(py * wp * LANES), wp * LANES);
+            match py.checked_sub(self.pad_top).filter(|&iy| iy < self.h) {
+                Some(iy) => {
+                    let left = self.pad_left.min(wp);
+                    let cols = self.w.min(wp - left);
+                    row[..left * LANES].fill(0.0);
+                    row[left * LANES..(left + cols) * LANES]
+                        .copy_from_slice(&x[iy * self.w * LANES..][..cols * LANES]);
+                    row[(left + cols) * LANES..].fill(0.0);
+                }
+                None => row.fill(0.0),
+            }
+        }
+        let wt = self.pk.weights.as_ptr().add(b * self.taps * LANES);
+        let bias = self.pk.bias.as_ptr().add(b * LANES);
+        for oy in 0..self.oh {
+            let row = pb.add(oy * s * wp * LANES);
+            let dst = out.as_mut_ptr().add(oy * self.ow * LANES);
+            let mut ox = 0;
+            while ox < self.ow {
+                let t = DW_T.min(self.ow - ox);
+                let src = row.add(ox * s * LANES);
+                let d = dst.add(ox * LANES);
+                macro_rules! go {
+                    ($(($k:literal, $s:literal))*; $ts:tt) => {
+                        match (k, s) {
+                            $(($k, $s) => go!(@t $k $s $ts),)*
+                            _ => unreachable!("blocked depthwise: kernel {k} stride {s}"),
+                        }
+                    };
+                    (@t $k:literal $s:literal ($($t:literal)*)) => {
+                        match t {
+                            $($t => dw_tile::<$k, $s, $t>(src, wp, wt, bias, d, self.act),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                go!((3, 1) (3, 2) (5, 1) (5, 2) (7, 1) (7, 2); (1 2 3 4 5 6 7 8));
+                ox += t;
+            }
+        }
+    }
+}
+
+/// `T` output pixels of one row: `src` is the padded input at the tile's top-left
+/// tap, `wp` the padded width. Each input pixel of a kernel row is loaded once and
+/// used by every output it reaches.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
+    src: *const f32,
+    wp: usize,
+    wt: *const f32,
+    bias: *const f32,
+    dst: *mut f32,
+    act: Act,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_loadu_ps(bias); T];
+    for ky in 0..K {
+        let row = src.add(ky * wp * LANES);
+        let wv: [__m512; K] =
+            std::array::from_fn(|kx| _mm512_loadu_ps(wt.add((ky * K + kx) * LANES)));
+        for c in 0..(T - 1) * S + K {
+            let v = _mm512_load_ps(row.add(c * LANES));
+            for (t, a) in acc.iter_mut().enumerate() {
+                // Input column c reaches output t through tap kx = c - t*S.
+                if let Some(kx) = c.checked_sub(t * S).filter(|&kx| kx < K) {
+                    *a = _mm512_fmadd_ps(wv[kx], v, *a);
+                }
+            }
+        }
+    }
+    let (lo, hi) = act_bounds(act);
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    for (t, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(dst.add(t * LANES), clamp(*a, lo, hi));
+    }
+}
