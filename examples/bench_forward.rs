@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use neurodex::arch::{self, spec::Op, Act};
-use neurodex::kernels::{self, Conv2d, Linear};
+use neurodex::kernels::{self, blocked, Conv2d, Linear};
 use neurodex::model::Network;
 
 /// Deterministic input in [-1, 1): the same formula as scripts/bench/common.py.
@@ -178,8 +178,19 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     Some(vec![0.0; *out_ch]),
                     *act,
                 );
-                let mut out = vec![0.0f32; acts[i].data.len() / chunk * n];
-                Box::new(move || conv.forward_into(&xd, n, h, w, &mut out))
+                if net.runs_blocked(i) {
+                    // On channel-blocked activations, as the forward pass runs it.
+                    let [oc, oh, ow] = shapes[i];
+                    let mut xb = vec![0.0f32; n * blocked::image_len(c, h * w)];
+                    blocked::to_blocked(&xd, n, c, h * w, &mut xb);
+                    let mut out = vec![0.0f32; n * blocked::image_len(oc, oh * ow)];
+                    Box::new(move || {
+                        conv.forward_blocked_into(&xb, n, h, w, &mut out, None, Act::None)
+                    })
+                } else {
+                    let mut out = vec![0.0f32; acts[i].data.len() / chunk * n];
+                    Box::new(move || conv.forward_into(&xd, n, h, w, &mut out))
+                }
             }
             Op::MaxPool {
                 kernel,

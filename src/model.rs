@@ -387,6 +387,32 @@ impl Network {
         cut
     }
 
+    /// Whether node `i`'s output is channel-blocked (`kernels::blocked`) in a
+    /// forward pass that computes the whole network.
+    pub fn runs_blocked(&self, i: usize) -> bool {
+        let last = self.layers.len() - 1;
+        i <= last && self.blocked_layout(1, last)[i]
+    }
+
+    /// Per node up to `last`, whether its output is channel-blocked when the pass
+    /// computes nodes `start..` (earlier outputs are given NCHW): depthwise convs
+    /// that can run so, the 1x1 convs that read a blocked output, and sums of
+    /// blocked outputs. In EfficientNet-Lite0 that is everything from the first
+    /// depthwise layer to the head; in ResNet and AlexNet nothing.
+    fn blocked_layout(&self, start: usize, last: usize) -> Vec<bool> {
+        let mut blocked = vec![false; last + 1];
+        for i in start..=last {
+            blocked[i] = match &self.layers[i] {
+                Layer::Conv(conv) if conv.runs_blocked() => {
+                    conv.geom().is_depthwise() || blocked[self.arch.nodes[i].inputs[0]]
+                }
+                Layer::Add(_) => self.arch.nodes[i].inputs.iter().all(|&j| blocked[j]),
+                _ => false,
+            };
+        }
+        blocked
+    }
+
     fn recycle(&self, buf: Vec<f32>) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pool) = pools.first_mut() else {
@@ -469,21 +495,7 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        // Which nodes' outputs are channel-blocked (`kernels::blocked`): depthwise
-        // convs that can run so, the 1x1 convs that read a blocked output, and sums of
-        // blocked outputs (in EfficientNet-Lite0, everything from the first depthwise
-        // layer to the head; none of ResNet's layers). A node reading an output in the
-        // other layout gets a converted copy; taps are returned NCHW.
-        let mut blocked = vec![false; last + 1];
-        for i in start..=last {
-            blocked[i] = match &self.layers[i] {
-                Layer::Conv(conv) if conv.runs_blocked() => {
-                    conv.geom().is_depthwise() || blocked[self.arch.nodes[i].inputs[0]]
-                }
-                Layer::Add(_) => self.arch.nodes[i].inputs.iter().all(|&j| blocked[j]),
-                _ => false,
-            };
-        }
+        let blocked = self.blocked_layout(start, last);
         let len_of = |i: usize| {
             let [c, h, w] = shapes[i];
             n * if blocked[i] {
