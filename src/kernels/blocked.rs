@@ -570,41 +570,48 @@ struct DwJob<'a> {
 }
 
 impl DwJob<'_> {
-    /// One 16-channel block (`b` within its image): the input copied into a padded
-    /// block with zero borders, then every output row in tiles of `DW_T` pixels.
+    /// One 16-channel block (`b` within its image), output row by output row in
+    /// tiles of `DW_T` pixels.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn block(&self, x: &[f32], b: usize, out: &mut [f32], buf: &mut Vec<f32>) {
         let (k, s) = (self.k, self.s);
-        let hp = (self.oh - 1) * s + k;
         let wp = (self.ow - 1) * s + k;
-        buf.resize(hp * wp * LANES + LANES, 0.0);
+        // A ring of k padded rows, filled as the output rows move down: each input
+        // row is copied once, into a buffer that stays in L1 (a whole padded copy of
+        // a 112x112 block is 800 KB, written and read again).
+        buf.resize(k * wp * LANES + LANES, 0.0);
         let base = buf.as_mut_ptr();
-        let pb = base.add(base.align_offset(64));
-        // Rows: zeros above and below the input, its pixels between zero margins.
-        for py in 0..hp {
-            let row = std::slice::from_raw_parts_mut(pb.add(py * wp * LANES), wp * LANES);
-            match py.checked_sub(self.pad_top).filter(|&iy| iy < self.h) {
-                Some(iy) => {
-                    let left = self.pad_left.min(wp);
-                    let cols = self.w.min(wp - left);
-                    row[..left * LANES].fill(0.0);
-                    row[left * LANES..(left + cols) * LANES]
-                        .copy_from_slice(&x[iy * self.w * LANES..][..cols * LANES]);
-                    row[(left + cols) * LANES..].fill(0.0);
-                }
-                None => row.fill(0.0),
-            }
-        }
+        let ring = base.add(base.align_offset(64));
+        let slot = |py: usize| ring.add(py % k * wp * LANES);
+        let mut filled = 0;
         let wt = self.pk.weights.as_ptr().add(b * self.taps * LANES);
         let bias = self.pk.bias.as_ptr().add(b * LANES);
         for oy in 0..self.oh {
-            let row = pb.add(oy * s * wp * LANES);
+            // Padded rows up to this output row's last tap: zeros above and below
+            // the input, its pixels between zero margins.
+            while filled < oy * s + k {
+                let row = std::slice::from_raw_parts_mut(slot(filled), wp * LANES);
+                match filled.checked_sub(self.pad_top).filter(|&iy| iy < self.h) {
+                    Some(iy) => {
+                        let left = self.pad_left.min(wp);
+                        let cols = self.w.min(wp - left);
+                        row[..left * LANES].fill(0.0);
+                        row[left * LANES..(left + cols) * LANES]
+                            .copy_from_slice(&x[iy * self.w * LANES..][..cols * LANES]);
+                        row[(left + cols) * LANES..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
+                }
+                filled += 1;
+            }
+            let rows: [*const f32; 7] =
+                std::array::from_fn(|ky| slot(oy * s + ky.min(k - 1)).cast_const());
             let dst = out.as_mut_ptr().add(oy * self.ow * LANES);
             let mut ox = 0;
             while ox < self.ow {
                 let t = DW_T.min(self.ow - ox);
-                let src = row.add(ox * s * LANES);
+                let col = ox * s * LANES;
                 let d = dst.add(ox * LANES);
                 macro_rules! go {
                     ($(($k:literal, $s:literal))*; $ts:tt) => {
@@ -615,7 +622,7 @@ impl DwJob<'_> {
                     };
                     (@t $k:literal $s:literal ($($t:literal)*)) => {
                         match t {
-                            $($t => dw_tile::<$k, $s, $t>(src, wp, wt, bias, d, self.act),)*
+                            $($t => dw_tile::<$k, $s, $t>(&rows, col, wt, bias, d, self.act),)*
                             _ => unreachable!(),
                         }
                     };
@@ -627,15 +634,15 @@ impl DwJob<'_> {
     }
 }
 
-/// `T` output pixels of one row: `src` is the padded input at the tile's top-left
-/// tap, `wp` the padded width. Each input pixel of a kernel row is loaded once and
-/// used by every output it reaches.
+/// `T` output pixels of one row: `rows[ky]` is the padded input row of tap row
+/// `ky`, `col` the offset of the tile's first tap in it. Each input pixel of a
+/// kernel row is loaded once and used by every output it reaches.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
-    src: *const f32,
-    wp: usize,
+    rows: &[*const f32; 7],
+    col: usize,
     wt: *const f32,
     bias: *const f32,
     dst: *mut f32,
@@ -643,17 +650,15 @@ unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_loadu_ps(bias); T];
-    for ky in 0..K {
-        let row = src.add(ky * wp * LANES);
+    for (ky, &row) in rows.iter().enumerate().take(K) {
+        let row = row.add(col);
         let wv: [__m512; K] =
             std::array::from_fn(|kx| _mm512_loadu_ps(wt.add((ky * K + kx) * LANES)));
-        for c in 0..(T - 1) * S + K {
-            let v = _mm512_load_ps(row.add(c * LANES));
+        for (kx, &wk) in wv.iter().enumerate() {
             for (t, a) in acc.iter_mut().enumerate() {
-                // Input column c reaches output t through tap kx = c - t*S.
-                if let Some(kx) = c.checked_sub(t * S).filter(|&kx| kx < K) {
-                    *a = _mm512_fmadd_ps(wv[kx], v, *a);
-                }
+                // The same input pixel serves several (t, kx): with the loops
+                // unrolled each is loaded once.
+                *a = _mm512_fmadd_ps(wk, _mm512_load_ps(row.add((t * S + kx) * LANES)), *a);
             }
         }
     }
