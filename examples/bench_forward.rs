@@ -181,8 +181,13 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                 if net.runs_blocked(i) {
                     // On channel-blocked activations, as the forward pass runs it.
                     let [oc, oh, ow] = shapes[i];
-                    let mut xb = vec![0.0f32; n * blocked::image_len(c, h * w)];
-                    blocked::to_blocked(&xd, n, c, h * w, &mut xb);
+                    let xb = if conv.reads_blocked() {
+                        let mut xb = vec![0.0f32; n * blocked::image_len(c, h * w)];
+                        blocked::to_blocked(&xd, n, c, h * w, &mut xb);
+                        xb
+                    } else {
+                        xd
+                    };
                     let mut out = vec![0.0f32; n * blocked::image_len(oc, oh * ow)];
                     Box::new(move || {
                         conv.forward_blocked_into(&xb, n, h, w, &mut out, None, Act::None)

@@ -396,13 +396,23 @@ impl Network {
 
     /// Per node up to `last`, whether its output is channel-blocked when the pass
     /// computes nodes `start..` (earlier outputs are given NCHW): depthwise convs
-    /// that can run so, the 1x1 convs that read a blocked output, and sums of
-    /// blocked outputs. In EfficientNet-Lite0 that is everything from the first
-    /// depthwise layer to the head; in ResNet and AlexNet nothing.
+    /// that can run so, the 1x1 convs that read a blocked output, sums of blocked
+    /// outputs, and stems read only by blocked depthwise convs. In
+    /// EfficientNet-Lite0 that is everything from the stem to the head; in ResNet
+    /// and AlexNet nothing.
     fn blocked_layout(&self, start: usize, last: usize) -> Vec<bool> {
+        let depthwise_blocked = |j: usize| matches!(&self.layers[j], Layer::Conv(c) if c.runs_blocked() && c.geom().is_depthwise());
         let mut blocked = vec![false; last + 1];
         for i in start..=last {
             blocked[i] = match &self.layers[i] {
+                // A stem reads the image; it writes blocked output where only
+                // blocked depthwise layers read it.
+                Layer::Conv(conv) if conv.runs_blocked() && !conv.reads_blocked() => {
+                    let mut readers = (i + 1..self.layers.len())
+                        .filter(|&j| self.arch.nodes[j].inputs.contains(&i))
+                        .peekable();
+                    readers.peek().is_some() && readers.all(depthwise_blocked)
+                }
                 Layer::Conv(conv) if conv.runs_blocked() => {
                     conv.geom().is_depthwise() || blocked[self.arch.nodes[i].inputs[0]]
                 }
@@ -496,6 +506,13 @@ impl Network {
             .pop()
             .unwrap_or_default();
         let blocked = self.blocked_layout(start, last);
+        // The layout each node reads its inputs in: its own, but for stems.
+        let reads_blocked: Vec<bool> = (0..=last)
+            .map(|i| match &self.layers[i] {
+                Layer::Conv(conv) => blocked[i] && conv.reads_blocked(),
+                _ => blocked[i],
+            })
+            .collect();
         let len_of = |i: usize| {
             let [c, h, w] = shapes[i];
             n * if blocked[i] {
@@ -515,9 +532,9 @@ impl Network {
                 .inputs
                 .iter()
                 .map(|&j| {
-                    (ahead.is_none() && blocked[j] != blocked[i]).then(|| {
+                    (ahead.is_none() && blocked[j] != reads_blocked[i]).then(|| {
                         let x = bufs[j].as_deref().expect("input computed");
-                        relayout(&mut pool, x, n, shapes[j], blocked[i])
+                        relayout(&mut pool, x, n, shapes[j], reads_blocked[i])
                     })
                 })
                 .collect();

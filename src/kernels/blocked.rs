@@ -100,10 +100,14 @@ pub(crate) fn pack_depthwise(conv: &Conv2d) -> Depthwise {
     Depthwise { weights, bias }
 }
 
-/// Whether the blocked kernels take this layer: 1x1 stride-1 unpadded convs, and
-/// depthwise convs with square 3x3, 5x5 or 7x7 kernels, stride 1 or 2, no dilation.
+/// Whether the blocked kernels take this layer: 1x1 stride-1 unpadded convs,
+/// depthwise convs with square 3x3, 5x5 or 7x7 kernels, stride 1 or 2, no dilation,
+/// and stems (`is_stem`).
 pub(crate) fn suits(conv: &Conv2d) -> bool {
     let g = conv.geom();
+    if is_stem(conv) {
+        return true;
+    }
     let pointwise = g.groups == 1
         && g.kernel == (1, 1)
         && g.stride == (1, 1)
@@ -115,6 +119,204 @@ pub(crate) fn suits(conv: &Conv2d) -> bool {
         && g.stride.0 <= 2
         && g.dilation == (1, 1);
     pointwise || depthwise
+}
+
+/// A conv on at most 4 input channels (a network's first layer), no groups or
+/// dilation: it reads NCHW (the image) and writes blocked output.
+pub(crate) fn is_stem(conv: &Conv2d) -> bool {
+    let g = conv.geom();
+    g.in_ch <= 4 && g.groups == 1 && g.dilation == (1, 1)
+}
+
+/// A stem's weights: `[co/16][ci][kh][kw][16]`, then the padded bias.
+#[derive(Clone, Debug)]
+pub(crate) struct Stem {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+pub(crate) fn pack_stem(conv: &Conv2d) -> Stem {
+    let g = conv.geom();
+    let k = g.weights_per_output();
+    let cbo = g.out_ch.div_ceil(LANES);
+    let mut weights = vec![0.0; cbo * k * LANES];
+    for o in 0..g.out_ch {
+        for t in 0..k {
+            weights[((o / LANES) * k + t) * LANES + o % LANES] = conv.weight()[o * k + t];
+        }
+    }
+    let bias = (0..cbo * LANES)
+        .map(|o| if o < g.out_ch { conv.bias_of(o) } else { 0.0 })
+        .collect();
+    Stem { weights, bias }
+}
+
+/// Output pixels of a stem micro-tile along a row, for up to two output blocks.
+const STEM_T: usize = 12;
+
+/// A stem (`is_stem`) on NCHW `[n][ci][h][w]` -> blocked `[n][co/16][oh][ow][16]`,
+/// bias and activation applied: 16 output channels per vector, each input value
+/// broadcast, two output blocks by up to 12 pixels of accumulators.
+///
+/// # Panics
+/// If a slice does not match the shapes, the layer is no stem, or AVX-512 is missing.
+pub(crate) fn stem(
+    conv: &Conv2d,
+    pk: &Stem,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let g = conv.geom();
+    let (oh, ow) = g.out_hw(h, w);
+    assert!(available() && is_stem(conv));
+    assert_eq!(x.len(), n * g.in_ch * h * w, "blocked stem: input");
+    assert_eq!(
+        out.len(),
+        n * image_len(g.out_ch, oh * ow),
+        "blocked stem: output"
+    );
+    let cbo = g.out_ch.div_ceil(LANES);
+    // Work items: bands of output rows of one image, all output blocks.
+    let band = 8.min(oh);
+    let bands = oh.div_ceil(band);
+    let o = Shared(out.as_mut_ptr());
+    let work = |buf: &mut Vec<f32>, i: usize| {
+        let (img, b) = (i / bands, i % bands);
+        let rows = b * band..((b + 1) * band).min(oh);
+        let xi = &x[img * g.in_ch * h * w..][..g.in_ch * h * w];
+        let oi = o.get().wrapping_add(img * cbo * oh * ow * LANES);
+        // SAFETY: AVX-512 checked; each work item writes its own rows of one image.
+        unsafe { stem_rows(conv, pk, xi, h, w, oh, ow, rows, oi, buf) }
+    };
+    if super::threads() > 1 && n * bands > 1 {
+        (0..n * bands)
+            .into_par_iter()
+            .for_each_init(Vec::new, |buf, i| work(buf, i));
+    } else {
+        let mut buf = Vec::new();
+        for i in 0..n * bands {
+            work(&mut buf, i);
+        }
+    }
+}
+
+/// Output rows `rows` of one image's stem; `out` points at the image's blocked output.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn stem_rows(
+    conv: &Conv2d,
+    pk: &Stem,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    rows: std::ops::Range<usize>,
+    out: *mut f32,
+    buf: &mut Vec<f32>,
+) {
+    let g = conv.geom();
+    let (ci, (kh, kw), (sy, sx)) = (g.in_ch, g.kernel, g.stride);
+    let cbo = g.out_ch.div_ceil(LANES);
+    let wp = (ow - 1) * sx + kw;
+    // The padded input rows one output row reads: [ci][ky][wp], zeros outside.
+    buf.resize(ci * kh * wp, 0.0);
+    let tiles = ow.div_ceil(STEM_T);
+    for oy in rows {
+        for c in 0..ci {
+            for ky in 0..kh {
+                let row = &mut buf[(c * kh + ky) * wp..][..wp];
+                match (oy * sy + ky).checked_sub(g.pad.top).filter(|&iy| iy < h) {
+                    Some(iy) => {
+                        let left = g.pad.left.min(wp);
+                        let cols = w.min(wp - left);
+                        row[..left].fill(0.0);
+                        row[left..left + cols].copy_from_slice(&x[(c * h + iy) * w..][..cols]);
+                        row[left + cols..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
+                }
+            }
+        }
+        for ob0 in (0..cbo).step_by(2) {
+            let nb = 2.min(cbo - ob0);
+            for i in 0..tiles {
+                let (ox, ox1) = (ow * i / tiles, ow * (i + 1) / tiles);
+                let job = StemTile {
+                    src: buf.as_ptr().add(ox * sx),
+                    wp,
+                    taps: (ci, kh, kw, sx),
+                    w: pk.weights.as_ptr().add(ob0 * ci * kh * kw * LANES),
+                    bias: pk.bias.as_ptr().add(ob0 * LANES),
+                    out: out.add((ob0 * oh * ow + oy * ow + ox) * LANES),
+                    block: oh * ow * LANES,
+                    act: conv.act(),
+                };
+                macro_rules! go {
+                    ($($t:literal)*) => {
+                        match (nb, ox1 - ox) {
+                            $((1, $t) => job.run::<1, $t>(), (2, $t) => job.run::<2, $t>(),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                go!(1 2 3 4 5 6 7 8 9 10 11 12);
+            }
+        }
+    }
+}
+
+struct StemTile {
+    /// The padded rows at the tile's first column.
+    src: *const f32,
+    wp: usize,
+    /// (input channels, kernel height, kernel width, horizontal stride)
+    taps: (usize, usize, usize, usize),
+    /// The first output block's packed weights.
+    w: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+    /// Numbers between output blocks.
+    block: usize,
+    act: Act,
+}
+
+impl StemTile {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run<const B: usize, const T: usize>(&self) {
+        use std::arch::x86_64::*;
+        let (ci, kh, kw, sx) = self.taps;
+        let k = ci * kh * kw;
+        let mut acc: [[__m512; T]; B] =
+            std::array::from_fn(|j| [_mm512_loadu_ps(self.bias.add(j * LANES)); T]);
+        for r in 0..ci * kh {
+            let row = self.src.add(r * self.wp);
+            for kx in 0..kw {
+                let tap = r * kw + kx;
+                let wv: [__m512; B] =
+                    std::array::from_fn(|j| _mm512_loadu_ps(self.w.add((j * k + tap) * LANES)));
+                for t in 0..T {
+                    let xv = _mm512_set1_ps(*row.add(t * sx + kx));
+                    for (a, &wj) in acc.iter_mut().zip(&wv) {
+                        a[t] = _mm512_fmadd_ps(wj, xv, a[t]);
+                    }
+                }
+            }
+        }
+        let (lo, hi) = act_bounds(self.act);
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for (j, a) in acc.iter().enumerate() {
+            for (t, &v) in a.iter().enumerate() {
+                _mm512_storeu_ps(self.out.add(j * self.block + t * LANES), clamp(v, lo, hi));
+            }
+        }
+    }
 }
 
 /// A raw pointer that may cross to another thread: the kernels below hand each

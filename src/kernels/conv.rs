@@ -111,6 +111,7 @@ pub struct Conv2d {
     /// Weights packed for the channel-blocked kernels, made on first use.
     blocked_pw: std::sync::OnceLock<blocked::Pointwise>,
     blocked_dw: std::sync::OnceLock<blocked::Depthwise>,
+    blocked_stem: std::sync::OnceLock<blocked::Stem>,
 }
 
 impl Conv2d {
@@ -155,6 +156,7 @@ impl Conv2d {
             direct: Default::default(),
             blocked_pw: Default::default(),
             blocked_dw: Default::default(),
+            blocked_stem: Default::default(),
         }
     }
 
@@ -203,8 +205,15 @@ impl Conv2d {
         blocked::available() && special_paths_enabled() && blocked::suits(self)
     }
 
-    /// Like [`Conv2d::forward_add_into`] on channel-blocked input and output (see
-    /// `kernels::blocked`); only for layers where [`Conv2d::runs_blocked`].
+    /// Whether [`Conv2d::forward_blocked_into`] reads blocked input (all but stems,
+    /// which read the NCHW image).
+    pub fn reads_blocked(&self) -> bool {
+        !blocked::is_stem(self)
+    }
+
+    /// Like [`Conv2d::forward_add_into`] with channel-blocked output (see
+    /// `kernels::blocked`) and input (NCHW for stems, see
+    /// [`Conv2d::reads_blocked`]); only for layers where [`Conv2d::runs_blocked`].
     ///
     /// # Panics
     /// If a buffer has the wrong length or the layer does not run blocked.
@@ -224,7 +233,13 @@ impl Conv2d {
             "conv: layer {:?} does not run blocked",
             self.geom
         );
-        if self.geom.is_depthwise() {
+        if blocked::is_stem(self) {
+            let pk = self.blocked_stem.get_or_init(|| blocked::pack_stem(self));
+            blocked::stem(self, pk, x, n, h, w, out);
+            if let Some(r) = residual {
+                super::add_act(out, r, then);
+            }
+        } else if self.geom.is_depthwise() {
             let pk = self
                 .blocked_dw
                 .get_or_init(|| blocked::pack_depthwise(self));

@@ -1003,8 +1003,13 @@ fn blocked_forward(
 ) -> Vec<f32> {
     let g = conv.geom();
     let (oh, ow) = g.out_hw(h, w);
-    let mut xb = vec![f32::NAN; n * blocked::image_len(g.in_ch, h * w)];
-    blocked::to_blocked(x, n, g.in_ch, h * w, &mut xb);
+    let xb = if conv.reads_blocked() {
+        let mut xb = vec![f32::NAN; n * blocked::image_len(g.in_ch, h * w)];
+        blocked::to_blocked(x, n, g.in_ch, h * w, &mut xb);
+        xb
+    } else {
+        x.to_vec()
+    };
     let out_len = n * blocked::image_len(g.out_ch, oh * ow);
     let rb = residual.map(|(r, then)| {
         let mut rb = vec![f32::NAN; out_len];
@@ -1164,6 +1169,57 @@ fn blocked_depthwise_matches_reference() {
         let x = rng.vec(n * c * h * w);
         let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
         let what = format!("blocked depthwise {c}ch {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
+        assert_close(
+            &blocked_forward(&conv, &x, n, h, w, None),
+            &want,
+            &scale,
+            &what,
+        );
+    }
+}
+
+#[test]
+fn blocked_stem_matches_reference() {
+    if !blocked::available() {
+        return;
+    }
+    let mut rng = Rng(53);
+    // Lite0's stem (TF "same" padding, one row and column after), ResNet's and
+    // AlexNet's, then random ones.
+    let mut cases = vec![
+        (3, 32, 3, 2, Pad::asym(0, 1), 40, 38, 1),
+        (3, 64, 7, 2, Pad::same(3), 23, 29, 2),
+        (3, 64, 11, 4, Pad::same(2), 35, 35, 1),
+    ];
+    for _ in 0..30 {
+        let k = rng.range(1, 5);
+        let pad = Pad {
+            top: rng.range(0, k - 1),
+            bottom: rng.range(0, k - 1),
+            left: rng.range(0, k - 1),
+            right: rng.range(0, k - 1),
+        };
+        cases.push((
+            rng.range(1, 4),
+            rng.range(1, 50),
+            k,
+            rng.range(1, 4),
+            pad,
+            rng.range(k, 30),
+            rng.range(k, 30),
+            rng.range(1, 3),
+        ));
+    }
+    for (ci, co, k, s, pad, h, w, n) in cases {
+        let g = geom(ci, co, (k, k), (s, s), pad, (1, 1), 1);
+        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+        let wt: Vec<f32> = rng.vec(co * ci * k * k).iter().map(|v| v * 3.0).collect();
+        let bias = Some(rng.vec(co));
+        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+        assert!(!conv.reads_blocked(), "a stem reads NCHW");
+        let x = rng.vec(n * ci * h * w);
+        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+        let what = format!("blocked stem {ci}->{co} {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
         assert_close(
             &blocked_forward(&conv, &x, n, h, w, None),
             &want,
