@@ -32,15 +32,17 @@ pub fn image_len(c: usize, hw: usize) -> usize {
 
 /// Output blocks one 1x1 micro-tile computes (64 channels).
 const NB: usize = 4;
-/// Pixels one 1x1 micro-tile computes.
-const PX: usize = 6;
+/// Pixels one 1x1 micro-tile computes at most, by its number of output blocks:
+/// 16-24 accumulators.
+const PX_FOR: [usize; NB + 1] = [0, 16, 12, 8, 6];
 /// Input blocks (of 16 channels) a 1x1 pass sums before moving on: the group's
 /// weights for them are 32 KB.
 const KC_BLOCKS: usize = 8;
-/// Pixel tiles a 1x1 pass covers before the next group of outputs (all of a 7x7
-/// plane's nine). Probed with 4/8/12 blocks and 2/4/9 tiles on Lite0's late layers:
-/// 8 and 9 were fastest, 5-25% ahead of summing all input channels at once.
-const TILES_PER_PASS: usize = 9;
+/// Pixels a 1x1 pass covers before the next group of outputs (all of a 7x7
+/// plane). Probed with 4/8/12 blocks and 12/24/54 pixels (as tiles of 6) on Lite0's
+/// late layers: 8 and 54 were fastest, 5-25% ahead of summing all input channels
+/// at once.
+const PASS_PX: usize = 54;
 /// Output pixels one depthwise micro-tile computes along a row.
 const DW_T: usize = 8;
 
@@ -492,7 +494,7 @@ pub(crate) fn pointwise(
             });
     } else if threads > 1 {
         // Few images on several threads: each takes a run of pixel tiles.
-        let per = p.div_ceil(threads).next_multiple_of(PX);
+        let per = p.div_ceil(threads).next_multiple_of(PX_FOR[NB]);
         for (i, xi) in x.chunks(in_img).enumerate() {
             let o = Shared(out[i * out_img..].as_mut_ptr());
             let r = res_ptr.map(|r| r + i * out_img * 4);
@@ -533,17 +535,16 @@ impl PwJob<'_> {
     unsafe fn run(&self, x: &[f32], out: *mut f32, res: Option<*const f32>, p0: usize, p1: usize) {
         let stride = self.p * LANES;
         let cbi = self.ci.div_ceil(LANES);
-        // Tiles of equal size as far as possible (49 pixels: 4 x 6 + 5 x 5, not
-        // 8 x 6 + 1): a tile streams the group's weights whatever its width.
-        let tiles = (p1 - p0).div_ceil(PX);
-        let edge = |i: usize| p0 + (p1 - p0) * i / tiles;
-        let (kb, tb) = (KC_BLOCKS, TILES_PER_PASS);
+        // Passes of up to PASS_PX pixels, of equal size as far as possible.
+        let passes = (p1 - p0).div_ceil(PASS_PX);
+        let pass_edge = |i: usize| p0 + (p1 - p0) * i / passes;
         // Input channels in chunks, so that a group's weights for the chunk and the
-        // chunk of a few tiles' input stay in L1 while the tiles use them; partial
-        // sums wait in the output.
-        for k0 in (0..cbi).step_by(kb) {
-            let k1 = (k0 + kb).min(cbi);
-            for t0 in (0..tiles).step_by(tb) {
+        // chunk of a pass's input stay in L1 while the tiles use them; partial sums
+        // wait in the output.
+        for k0 in (0..cbi).step_by(KC_BLOCKS) {
+            let k1 = (k0 + KC_BLOCKS).min(cbi);
+            for pass in 0..passes {
+                let (a, b) = (pass_edge(pass), pass_edge(pass + 1));
                 let mut w = self.pk.weights.as_ptr();
                 for ob0 in (0..self.cbo).step_by(NB) {
                     let nb = NB.min(self.cbo - ob0);
@@ -562,26 +563,31 @@ impl PwJob<'_> {
                         act: self.act,
                         then: self.then,
                     };
-                    for i in t0..(t0 + tb).min(tiles) {
+                    // Tiles of equal width as far as possible (49 pixels: 4 x 6 +
+                    // 5 x 5, not 8 x 6 + 1), since a tile streams the weights whatever
+                    // its width; groups of fewer blocks take wider tiles, so that
+                    // there are always about 24 accumulators.
+                    let tiles = (b - a).div_ceil(PX_FOR[nb]);
+                    let edge = |i: usize| a + (b - a) * i / tiles;
+                    for i in 0..tiles {
                         let (q, px) = (edge(i), edge(i + 1) - edge(i));
                         macro_rules! go {
-                            ($($nb:literal)*; $($px:literal)*) => {
-                                go!(@nb ($($nb)*) ($($px)*))
-                            };
-                            (@nb ($($nb:literal)*) $pxs:tt) => {
+                            ($($nb:literal: ($($px:literal)*))*) => {
                                 match nb {
-                                    $($nb => go!(@px $nb $pxs),)*
-                                    _ => unreachable!(),
-                                }
-                            };
-                            (@px $nb:literal ($($px:literal)*)) => {
-                                match px {
-                                    $($px => t.tile::<$nb, $px>(q),)*
+                                    $($nb => match px {
+                                        $($px => t.tile::<$nb, $px>(q),)*
+                                        _ => unreachable!(),
+                                    },)*
                                     _ => unreachable!(),
                                 }
                             };
                         }
-                        go!(1 2 3 4; 1 2 3 4 5 6);
+                        go!(
+                            1: (1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                            2: (1 2 3 4 5 6 7 8 9 10 11 12)
+                            3: (1 2 3 4 5 6 7 8)
+                            4: (1 2 3 4 5 6)
+                        );
                     }
                     w = w.add(nb * LANES * self.ci);
                 }
