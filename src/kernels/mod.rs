@@ -1,4 +1,5 @@
-//! Hand-written CPU kernels for the forward pass, on plain NCHW `f32` slices.
+//! Hand-written CPU kernels for the forward pass, on plain `f32` slices (NCHW, or
+//! channel-blocked in `blocked`).
 //!
 //! candle's conv2d is slow for the layers these networks use (depthwise above all),
 //! so convolutions are done here: depthwise layers by a direct kernel (vectorised
@@ -6,7 +7,9 @@
 //! plain GEMM, and the rest by tiled im2col + GEMM (the `gemm` crate, which picks
 //! AVX-512/AVX2 at run time), except on AVX-512 where 3x3 stride-1 layers go through
 //! Winograd F(4x4, 3x3) / F(2x2, 3x3) and stems on at most 4 input channels are
-//! convolved directly. Bias and activation are fused into each kernel's last pass.
+//! convolved directly. Also on AVX-512, `blocked` runs 1x1, depthwise and stem layers on
+//! activations with 16 channels interleaved per pixel, which `Network` keeps between such
+//! layers. Bias and activation are fused into each kernel's last pass.
 //! Fully connected layers stream weights packed in blocks of outputs. Work is
 //! spread over rayon's global pool: over images for batches, inside the image for a
 //! single one.
