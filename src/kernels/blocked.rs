@@ -1,5 +1,5 @@
 //! Channel-blocked activations (`[c/16][h][w][16]` per image, "NCHW16c") and the
-//! 1x1 and depthwise convolutions that run on them (AVX-512).
+//! 1x1, depthwise and stem convolutions that run on them (AVX-512).
 //!
 //! In plain NCHW a 1x1 conv is a GEMM vectorised along pixels, and the 49 pixels of
 //! a 7x7 plane fill 16-lane vectors badly; a depthwise conv has to gather 16 planes
@@ -8,7 +8,8 @@
 //! pixels (each input channel broadcast) by whole vectors of 16 output channels, so
 //! any pixel count keeps every lane busy, and a depthwise conv reads and writes the
 //! 16-channel pixels directly. EfficientNet-Lite0's blocks are made of just these
-//! two layers, so their activations stay blocked from the stem to the head.
+//! two layers, so their activations stay blocked from the stem (which reads the
+//! NCHW image and writes blocked output) to the head.
 //!
 //! Channel counts that are not a multiple of 16 are padded; padded lanes hold zeros
 //! (their weights and biases are zero), and reads of them are skipped.
@@ -874,5 +875,47 @@ unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for (t, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(dst.add(t * LANES), clamp(*a, lo, hi));
+    }
+}
+
+// Off x86-64 `available()` is false and nothing here is called.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_in(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("available() is false off x86-64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_out(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("available() is false off x86-64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn stem_rows(
+    _: &Conv2d,
+    _: &Stem,
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: std::ops::Range<usize>,
+    _: *mut f32,
+    _: &mut Vec<f32>,
+) {
+    unreachable!("available() is false off x86-64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl PwJob<'_> {
+    unsafe fn run(&self, _: &[f32], _: *mut f32, _: Option<*const f32>, _: usize, _: usize) {
+        unreachable!("available() is false off x86-64")
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl DwJob<'_> {
+    unsafe fn block(&self, _: &[f32], _: usize, _: &mut [f32], _: &mut Vec<f32>) {
+        unreachable!("available() is false off x86-64")
     }
 }

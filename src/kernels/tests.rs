@@ -1229,6 +1229,9 @@ fn blocked_stem_matches_reference() {
     }
 }
 
+/// Not a check: prints one thread's speed on Lite0's layer shapes, blocked kernels
+/// against the NCHW paths (best of 7). `cargo test --release --lib blocked_speed_probe
+/// -- --ignored --nocapture`; the whole-network comparison is `scripts/bench.sh`.
 #[test]
 #[ignore]
 fn blocked_speed_probe() {
