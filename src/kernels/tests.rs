@@ -1274,6 +1274,35 @@ fn blocked_speed_probe() {
             );
         });
     }
+    for (co, k, s, pad, hw) in [(64, 11, 4, 2, 224), (64, 7, 2, 3, 224), (32, 3, 2, 1, 224)] {
+        let g = geom(3, co, (k, k), (s, s), Pad::same(pad), (1, 1), 1);
+        let conv = Conv2d::new(g.clone(), rng.vec(co * 3 * k * k), Some(rng.vec(co)), Act::Relu);
+        let (oh, ow) = g.out_hw(hw, hw);
+        let x = rng.vec(3 * hw * hw);
+        let mut o = vec![0.0; co * oh * ow];
+        let mut ob = vec![0.0; blocked::image_len(co, oh * ow)];
+        let reps = 20;
+        let flops = 2.0 * (co * 3 * k * k * oh * ow) as f64 * reps as f64;
+        super::serial(|| {
+            let (mut a, mut b) = (0f64, 0f64);
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    conv.forward_into(&x, 1, hw, hw, &mut o);
+                }
+                a = a.max(flops / t.elapsed().as_secs_f64() / 1e9);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    conv.forward_blocked_into(&x, 1, hw, hw, &mut ob, None, Act::None);
+                }
+                b = b.max(flops / t.elapsed().as_secs_f64() / 1e9);
+            }
+            eprintln!(
+                "stem 3->{co} {k}x{k}/s{s} {hw}x{hw}: direct {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s ({:.2})",
+                b / a
+            );
+        });
+    }
     for (c, k, s, hw) in [
         (1152, 5, 1, 7),
         (672, 5, 1, 14),
