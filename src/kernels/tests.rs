@@ -1276,7 +1276,12 @@ fn blocked_speed_probe() {
     }
     for (co, k, s, pad, hw) in [(64, 11, 4, 2, 224), (64, 7, 2, 3, 224), (32, 3, 2, 1, 224)] {
         let g = geom(3, co, (k, k), (s, s), Pad::same(pad), (1, 1), 1);
-        let conv = Conv2d::new(g.clone(), rng.vec(co * 3 * k * k), Some(rng.vec(co)), Act::Relu);
+        let conv = Conv2d::new(
+            g.clone(),
+            rng.vec(co * 3 * k * k),
+            Some(rng.vec(co)),
+            Act::Relu,
+        );
         let (oh, ow) = g.out_hw(hw, hw);
         let x = rng.vec(3 * hw * hw);
         let mut o = vec![0.0; co * oh * ow];
