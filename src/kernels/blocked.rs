@@ -47,12 +47,34 @@ const PASS_PX: usize = 54;
 /// Output pixels one depthwise micro-tile computes along a row.
 const DW_T: usize = 8;
 
+/// Packed weights starting on a 64-byte boundary, so that each 16-float vector the
+/// kernels load is one cache line (a `Vec<f32>` is only 16-byte aligned, and a load
+/// straddling two lines costs two).
+#[derive(Clone, Debug)]
+struct Aligned {
+    v: Vec<f32>,
+    off: usize,
+}
+
+impl Aligned {
+    fn new(data: &[f32]) -> Aligned {
+        let mut v = vec![0.0; data.len() + LANES - 1];
+        let off = v.as_ptr().align_offset(64).min(LANES - 1);
+        v[off..off + data.len()].copy_from_slice(data);
+        Aligned { v, off }
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.v[self.off..].as_ptr()
+    }
+}
+
 /// A 1x1 conv's weights for the blocked kernel: for each group of up to `NB` output
 /// blocks, `[in_ch][16 * blocks]` (the group's outputs of one input channel
 /// contiguous), then the bias padded to whole blocks.
 #[derive(Clone, Debug)]
 pub(crate) struct Pointwise {
-    weights: Vec<f32>,
+    weights: Aligned,
     bias: Vec<f32>,
 }
 
@@ -76,13 +98,16 @@ pub(crate) fn pack_pointwise(conv: &Conv2d) -> Pointwise {
     let bias = (0..cbo * LANES)
         .map(|o| if o < co { conv.bias_of(o) } else { 0.0 })
         .collect();
-    Pointwise { weights, bias }
+    Pointwise {
+        weights: Aligned::new(&weights),
+        bias,
+    }
 }
 
 /// A depthwise conv's weights: `[c/16][kh][kw][16]`, then the padded bias.
 #[derive(Clone, Debug)]
 pub(crate) struct Depthwise {
-    weights: Vec<f32>,
+    weights: Aligned,
     bias: Vec<f32>,
 }
 
@@ -100,7 +125,10 @@ pub(crate) fn pack_depthwise(conv: &Conv2d) -> Depthwise {
     let bias = (0..cb * LANES)
         .map(|o| if o < c { conv.bias_of(o) } else { 0.0 })
         .collect();
-    Depthwise { weights, bias }
+    Depthwise {
+        weights: Aligned::new(&weights),
+        bias,
+    }
 }
 
 /// Whether the blocked kernels take this layer: 1x1 stride-1 unpadded convs,
@@ -134,7 +162,7 @@ pub(crate) fn is_stem(conv: &Conv2d) -> bool {
 /// A stem's weights: `[co/16][ci][kh][kw][16]`, then the padded bias.
 #[derive(Clone, Debug)]
 pub(crate) struct Stem {
-    weights: Vec<f32>,
+    weights: Aligned,
     bias: Vec<f32>,
 }
 
@@ -151,7 +179,10 @@ pub(crate) fn pack_stem(conv: &Conv2d) -> Stem {
     let bias = (0..cbo * LANES)
         .map(|o| if o < g.out_ch { conv.bias_of(o) } else { 0.0 })
         .collect();
-    Stem { weights, bias }
+    Stem {
+        weights: Aligned::new(&weights),
+        bias,
+    }
 }
 
 /// Output pixels of a stem micro-tile along a row, for up to two output blocks.
