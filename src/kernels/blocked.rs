@@ -104,28 +104,28 @@ pub(crate) fn pack_pointwise(conv: &Conv2d) -> Pointwise {
     }
 }
 
-/// A depthwise conv's weights: `[c/16][kh][kw][16]`, then the padded bias.
+/// Weights of a depthwise conv or a stem, by blocks of 16 outputs: `[co/16][w][16]`
+/// where `w` runs over one output's weights (`[ci][kh][kw]`), then the padded bias.
 #[derive(Clone, Debug)]
-pub(crate) struct Depthwise {
+pub(crate) struct ByOutput {
     weights: Aligned,
     bias: Vec<f32>,
 }
 
-pub(crate) fn pack_depthwise(conv: &Conv2d) -> Depthwise {
+pub(crate) fn pack_by_output(conv: &Conv2d) -> ByOutput {
     let g = conv.geom();
-    let c = g.in_ch;
-    let taps = g.kernel.0 * g.kernel.1;
-    let cb = c.div_ceil(LANES);
-    let mut weights = vec![0.0; cb * taps * LANES];
-    for ch in 0..c {
-        for t in 0..taps {
-            weights[((ch / LANES) * taps + t) * LANES + ch % LANES] = conv.weight()[ch * taps + t];
+    let k = g.weights_per_output();
+    let cbo = g.out_ch.div_ceil(LANES);
+    let mut weights = vec![0.0; cbo * k * LANES];
+    for o in 0..g.out_ch {
+        for t in 0..k {
+            weights[((o / LANES) * k + t) * LANES + o % LANES] = conv.weight()[o * k + t];
         }
     }
-    let bias = (0..cb * LANES)
-        .map(|o| if o < c { conv.bias_of(o) } else { 0.0 })
+    let bias = (0..cbo * LANES)
+        .map(|o| if o < g.out_ch { conv.bias_of(o) } else { 0.0 })
         .collect();
-    Depthwise {
+    ByOutput {
         weights: Aligned::new(&weights),
         bias,
     }
@@ -159,32 +159,6 @@ pub(crate) fn is_stem(conv: &Conv2d) -> bool {
     g.in_ch <= 4 && g.groups == 1 && g.dilation == (1, 1)
 }
 
-/// A stem's weights: `[co/16][ci][kh][kw][16]`, then the padded bias.
-#[derive(Clone, Debug)]
-pub(crate) struct Stem {
-    weights: Aligned,
-    bias: Vec<f32>,
-}
-
-pub(crate) fn pack_stem(conv: &Conv2d) -> Stem {
-    let g = conv.geom();
-    let k = g.weights_per_output();
-    let cbo = g.out_ch.div_ceil(LANES);
-    let mut weights = vec![0.0; cbo * k * LANES];
-    for o in 0..g.out_ch {
-        for t in 0..k {
-            weights[((o / LANES) * k + t) * LANES + o % LANES] = conv.weight()[o * k + t];
-        }
-    }
-    let bias = (0..cbo * LANES)
-        .map(|o| if o < g.out_ch { conv.bias_of(o) } else { 0.0 })
-        .collect();
-    Stem {
-        weights: Aligned::new(&weights),
-        bias,
-    }
-}
-
 /// Output pixels of a stem micro-tile along a row, for up to two output blocks.
 const STEM_T: usize = 12;
 
@@ -196,7 +170,7 @@ const STEM_T: usize = 12;
 /// If a slice does not match the shapes, the layer is no stem, or AVX-512 is missing.
 pub(crate) fn stem(
     conv: &Conv2d,
-    pk: &Stem,
+    pk: &ByOutput,
     x: &[f32],
     n: usize,
     h: usize,
@@ -243,7 +217,7 @@ pub(crate) fn stem(
 #[allow(clippy::too_many_arguments)]
 unsafe fn stem_rows(
     conv: &Conv2d,
-    pk: &Stem,
+    pk: &ByOutput,
     x: &[f32],
     h: usize,
     w: usize,
@@ -743,7 +717,7 @@ unsafe fn clamp(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise(
     conv: &Conv2d,
-    pk: &Depthwise,
+    pk: &ByOutput,
     x: &[f32],
     n: usize,
     h: usize,
@@ -795,7 +769,7 @@ pub(crate) fn depthwise(
 }
 
 struct DwJob<'a> {
-    pk: &'a Depthwise,
+    pk: &'a ByOutput,
     k: usize,
     s: usize,
     pad_top: usize,
@@ -924,7 +898,7 @@ unsafe fn transpose_out(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
 #[allow(clippy::too_many_arguments)]
 unsafe fn stem_rows(
     _: &Conv2d,
-    _: &Stem,
+    _: &ByOutput,
     _: &[f32],
     _: usize,
     _: usize,

@@ -110,8 +110,7 @@ pub struct Conv2d {
     direct: std::sync::OnceLock<Vec<f32>>,
     /// Weights packed for the channel-blocked kernels, made on first use.
     blocked_pw: std::sync::OnceLock<blocked::Pointwise>,
-    blocked_dw: std::sync::OnceLock<blocked::Depthwise>,
-    blocked_stem: std::sync::OnceLock<blocked::Stem>,
+    blocked_by_output: std::sync::OnceLock<blocked::ByOutput>,
 }
 
 impl Conv2d {
@@ -155,8 +154,7 @@ impl Conv2d {
             wino: Default::default(),
             direct: Default::default(),
             blocked_pw: Default::default(),
-            blocked_dw: Default::default(),
-            blocked_stem: Default::default(),
+            blocked_by_output: Default::default(),
         }
     }
 
@@ -233,17 +231,15 @@ impl Conv2d {
             "conv: layer {:?} does not run blocked",
             self.geom
         );
-        if blocked::is_stem(self) {
-            let pk = self.blocked_stem.get_or_init(|| blocked::pack_stem(self));
-            blocked::stem(self, pk, x, n, h, w, out);
-            if let Some(r) = residual {
-                super::add_act(out, r, then);
-            }
-        } else if self.geom.is_depthwise() {
+        if blocked::is_stem(self) || self.geom.is_depthwise() {
             let pk = self
-                .blocked_dw
-                .get_or_init(|| blocked::pack_depthwise(self));
-            blocked::depthwise(self, pk, x, n, h, w, out);
+                .blocked_by_output
+                .get_or_init(|| blocked::pack_by_output(self));
+            if blocked::is_stem(self) {
+                blocked::stem(self, pk, x, n, h, w, out);
+            } else {
+                blocked::depthwise(self, pk, x, n, h, w, out);
+            }
             if let Some(r) = residual {
                 super::add_act(out, r, then);
             }
