@@ -1229,13 +1229,49 @@ fn blocked_stem_matches_reference() {
     }
 }
 
-/// Not a check: prints one thread's speed on Lite0's layer shapes, blocked kernels
-/// against the NCHW paths (best of 7). `cargo test --release --lib blocked_speed_probe
-/// -- --ignored --nocapture`; the whole-network comparison is `scripts/bench.sh`.
+/// Best time per call in seconds (of 7 rounds of `reps` calls) of `conv` on one random
+/// `h` x `w` image on this thread alone: the NCHW path, then the blocked one.
+fn time_both_paths(rng: &mut Rng, conv: &Conv2d, h: usize, w: usize, reps: usize) -> (f64, f64) {
+    let g = conv.geom();
+    let (oh, ow) = g.out_hw(h, w);
+    let x = rng.vec(g.in_ch * h * w);
+    let xb = if conv.reads_blocked() {
+        let mut xb = vec![0.0; blocked::image_len(g.in_ch, h * w)];
+        blocked::to_blocked(&x, 1, g.in_ch, h * w, &mut xb);
+        xb
+    } else {
+        x.clone()
+    };
+    let mut o = vec![0.0; g.out_ch * oh * ow];
+    let mut ob = vec![0.0; blocked::image_len(g.out_ch, oh * ow)];
+    let best = |f: &mut dyn FnMut()| {
+        (0..7)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                (0..reps).for_each(|_| f());
+                t.elapsed().as_secs_f64() / reps as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    super::serial(|| {
+        let a = best(&mut || conv.forward_into(&x, 1, h, w, &mut o));
+        let b = best(&mut || conv.forward_blocked_into(&xb, 1, h, w, &mut ob, None, Act::None));
+        (a, b)
+    })
+}
+
+/// Not a check: prints one thread's speed on Lite0's layer shapes (and other
+/// networks' stems), blocked kernels against the NCHW paths. `cargo test --release
+/// --lib blocked_speed_probe -- --ignored --nocapture`; the whole-network comparison
+/// is `scripts/bench.sh`.
 #[test]
 #[ignore]
 fn blocked_speed_probe() {
     let mut rng = Rng(1);
+    let gflops = |g: &ConvGeom, hw: usize, secs: f64| {
+        let (oh, ow) = g.out_hw(hw, hw);
+        2.0 * (g.out_ch * oh * ow * g.weights_per_output()) as f64 / secs / 1e9
+    };
     for (ci, co, hw) in [
         (1152, 192, 7),
         (192, 1152, 7),
@@ -1246,33 +1282,13 @@ fn blocked_speed_probe() {
         (320, 1280, 7),
     ] {
         let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
-        let conv = Conv2d::new(g, rng.vec(ci * co), Some(rng.vec(co)), Act::Relu6);
-        let x = rng.vec(ci * hw * hw);
-        let mut xb = vec![0.0; blocked::image_len(ci, hw * hw)];
-        blocked::to_blocked(&x, 1, ci, hw * hw, &mut xb);
-        let mut o = vec![0.0; co * hw * hw];
-        let mut ob = vec![0.0; blocked::image_len(co, hw * hw)];
-        let reps = 60;
-        let flops = 2.0 * (ci * co * hw * hw) as f64 * reps as f64;
-        super::serial(|| {
-            let (mut a, mut b) = (0f64, 0f64);
-            for _ in 0..7 {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    conv.forward_into(&x, 1, hw, hw, &mut o);
-                }
-                a = a.max(flops / t.elapsed().as_secs_f64() / 1e9);
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
-                }
-                b = b.max(flops / t.elapsed().as_secs_f64() / 1e9);
-            }
-            eprintln!(
-                "1x1 {ci}->{co} {hw}x{hw}: gemm {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s ({:.2})",
-                b / a
-            );
-        });
+        let conv = Conv2d::new(g.clone(), rng.vec(ci * co), Some(rng.vec(co)), Act::Relu6);
+        let (a, b) = time_both_paths(&mut rng, &conv, hw, hw, 60);
+        let (a, b) = (gflops(&g, hw, a), gflops(&g, hw, b));
+        eprintln!(
+            "1x1 {ci}->{co} {hw}x{hw}: gemm {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s ({:.2})",
+            b / a
+        );
     }
     for (co, k, s, pad, hw) in [(64, 11, 4, 2, 224), (64, 7, 2, 3, 224), (32, 3, 2, 1, 224)] {
         let g = geom(3, co, (k, k), (s, s), Pad::same(pad), (1, 1), 1);
@@ -1282,31 +1298,12 @@ fn blocked_speed_probe() {
             Some(rng.vec(co)),
             Act::Relu,
         );
-        let (oh, ow) = g.out_hw(hw, hw);
-        let x = rng.vec(3 * hw * hw);
-        let mut o = vec![0.0; co * oh * ow];
-        let mut ob = vec![0.0; blocked::image_len(co, oh * ow)];
-        let reps = 20;
-        let flops = 2.0 * (co * 3 * k * k * oh * ow) as f64 * reps as f64;
-        super::serial(|| {
-            let (mut a, mut b) = (0f64, 0f64);
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    conv.forward_into(&x, 1, hw, hw, &mut o);
-                }
-                a = a.max(flops / t.elapsed().as_secs_f64() / 1e9);
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    conv.forward_blocked_into(&x, 1, hw, hw, &mut ob, None, Act::None);
-                }
-                b = b.max(flops / t.elapsed().as_secs_f64() / 1e9);
-            }
-            eprintln!(
-                "stem 3->{co} {k}x{k}/s{s} {hw}x{hw}: direct {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s ({:.2})",
-                b / a
-            );
-        });
+        let (a, b) = time_both_paths(&mut rng, &conv, hw, hw, 20);
+        let (a, b) = (gflops(&g, hw, a), gflops(&g, hw, b));
+        eprintln!(
+            "stem 3->{co} {k}x{k}/s{s} {hw}x{hw}: direct {a:.1} GFLOP/s, blocked {b:.1} GFLOP/s ({:.2})",
+            b / a
+        );
     }
     for (c, k, s, hw) in [
         (1152, 5, 1, 7),
@@ -1316,30 +1313,10 @@ fn blocked_speed_probe() {
         (144, 3, 1, 56),
         (32, 3, 1, 112),
     ] {
-        let p = k / 2;
-        let g = geom(c, c, (k, k), (s, s), Pad::same(p), (1, 1), c);
-        let conv = Conv2d::new(g.clone(), rng.vec(c * k * k), Some(rng.vec(c)), Act::Relu6);
-        let (oh, ow) = g.out_hw(hw, hw);
-        let x = rng.vec(c * hw * hw);
-        let mut xb = vec![0.0; blocked::image_len(c, hw * hw)];
-        blocked::to_blocked(&x, 1, c, hw * hw, &mut xb);
-        let mut o = vec![0.0; c * oh * ow];
-        let mut ob = vec![0.0; blocked::image_len(c, oh * ow)];
-        let reps = 200;
-        super::serial(|| {
-            conv.forward_into(&x, 1, hw, hw, &mut o);
-            conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                conv.forward_into(&x, 1, hw, hw, &mut o);
-            }
-            let a = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                conv.forward_blocked_into(&xb, 1, hw, hw, &mut ob, None, Act::None);
-            }
-            let b = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
-            eprintln!("dw {c} {k}x{k}/s{s} {hw}x{hw}: nchw {a:.1} us, blocked {b:.1} us");
-        });
+        let g = geom(c, c, (k, k), (s, s), Pad::same(k / 2), (1, 1), c);
+        let conv = Conv2d::new(g, rng.vec(c * k * k), Some(rng.vec(c)), Act::Relu6);
+        let (a, b) = time_both_paths(&mut rng, &conv, hw, hw, 100);
+        let (a, b) = (a * 1e6, b * 1e6);
+        eprintln!("dw {c} {k}x{k}/s{s} {hw}x{hw}: nchw {a:.1} us, blocked {b:.1} us");
     }
 }
