@@ -651,10 +651,10 @@ impl Tile {
             let lanes = if cb < full { LANES } else { self.ci % LANES };
             let step = |l: usize, w: *const f32, acc: &mut [[__m512; P]; B]| {
                 let wv: [__m512; B] = std::array::from_fn(|j| _mm512_loadu_ps(w.add(j * LANES)));
-                for (k, _) in (0..P).enumerate() {
+                for k in 0..P {
                     let xv = _mm512_set1_ps(*xb.add(k * LANES + l));
-                    for j in 0..B {
-                        acc[j][k] = _mm512_fmadd_ps(wv[j], xv, acc[j][k]);
+                    for (a, &wj) in acc.iter_mut().zip(&wv) {
+                        a[k] = _mm512_fmadd_ps(wj, xv, a[k]);
                     }
                 }
             };
