@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use rusqlite::params;
 
 use crate::crawl::{self, Entry, FailKind, Failure, Found, Loaded};
-use crate::model::Network;
+use crate::model::{Network, Tap};
 use crate::peaks::{self, Peak};
 use crate::store::{self, Ctx, Hit, LayerInfo, Offer, RunInfo, Store, TopK, UnitStats};
 use crate::{Error, Result};
@@ -38,6 +38,9 @@ pub struct Options {
     pub top_k: Option<usize>,
     pub max_pixels: u64,
     pub progress: bool,
+    /// Let files with the same content each take a place in the top-K lists
+    /// (`None` = the database's choice, or one place per content for a new one).
+    pub keep_duplicates: Option<bool>,
 }
 
 /// What one `index` run did.
@@ -152,6 +155,8 @@ fn choose_layers(net: &Network, names: Option<&[String]>) -> Result<Vec<LayerInf
             height: shapes[n][1],
             width: shapes[n][2],
             field: fields[n],
+            pre: true,
+            act: arch.nodes[n].op.act(),
         })
         .collect())
 }
@@ -193,6 +198,15 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
                 why.push(format!("--top-k {} (asked: {k})", run.top_k));
             }
         }
+        if let Some(keep) = opts.keep_duplicates {
+            if keep != run.keep_duplicates {
+                why.push(if run.keep_duplicates {
+                    "every duplicate file (asked: one per content)".to_string()
+                } else {
+                    "one file per content (asked: --keep-duplicates)".to_string()
+                });
+            }
+        }
         if let Some(names) = &opts.layers {
             let want: Vec<String> = choose_layers(net, Some(names))?
                 .into_iter()
@@ -225,6 +239,7 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         created_at: store::unix_now(),
         layers: layers.iter().map(|l| l.name.clone()).collect(),
+        keep_duplicates: opts.keep_duplicates.unwrap_or(false),
         needs_rebuild: false,
         derived_upto: 0,
     };
@@ -236,8 +251,9 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Indexes `opts.root` into `store` with `net`.
-pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> {
+/// Indexes `opts.root` into `store` with `net`, whose indexed layers' activations
+/// it splits off (`Network::split_activations`) to rank before them.
+pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
     if !root.is_dir() {
@@ -246,7 +262,18 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
     let batch = opts.batch.max(1);
     let run = prepare_run(net, store, opts, &root)?;
     let layers = store.layers()?;
-    let taps: Vec<usize> = layers.iter().map(|l| l.node).collect();
+    // Databases made before rankings moved ahead of the activation go on as they began.
+    let taps: Vec<Tap> = layers
+        .iter()
+        .map(|l| Tap {
+            node: l.node,
+            pre: l.pre,
+        })
+        .collect();
+    let split: Vec<usize> = layers.iter().filter(|l| l.pre).map(|l| l.node).collect();
+    net.split_activations(&split);
+    let net = &*net;
+    let keep_duplicates = run.keep_duplicates;
     let mut stats = store.load_stats(&layers)?;
     let mut tops = store.load_top(&layers, run.top_k)?;
     // Images committed after the last save of the statistics (an interrupted run).
@@ -298,8 +325,17 @@ pub fn run(net: &Network, store: &mut Store, opts: &Options) -> Result<Summary> 
         };
         let decoder = s.spawn(move || decoder(work_rx, batch_tx, batch, &recipe, max_pixels));
         let (peaks_tx, peaks_rx) = sync_channel::<(Batch, BatchPeaks)>(1);
-        let writer =
-            s.spawn(|| write_loop(store, &layers, &mut derived, peaks_rx, &pb, &mut summary));
+        let writer = s.spawn(|| {
+            write_loop(
+                store,
+                &layers,
+                keep_duplicates,
+                &mut derived,
+                peaks_rx,
+                &pb,
+                &mut summary,
+            )
+        });
         let forwarded = forward_loop(net, &taps, batch_rx, peaks_tx);
         // On error the receivers are gone: the other threads stop at their next send.
         let written = writer.join().expect("writer thread");
@@ -528,7 +564,7 @@ type BatchPeaks = Vec<Vec<Vec<Peak>>>;
 /// spent in the forward pass and waiting for the decoder.
 fn forward_loop(
     net: &Network,
-    taps: &[usize],
+    taps: &[Tap],
     rx: Receiver<Batch>,
     tx: SyncSender<(Batch, BatchPeaks)>,
 ) -> Result<(f64, f64)> {
@@ -543,7 +579,7 @@ fn forward_loop(
             for item in &mut b.ok {
                 input.extend_from_slice(&std::mem::take(&mut item.4.input));
             }
-            let acts = net.forward_raw(&input, n, taps)?;
+            let acts = net.forward_taps(&input, n, taps)?;
             drop(input);
             acts.iter()
                 .map(peaks::of_activation)
@@ -565,6 +601,7 @@ fn forward_loop(
 fn write_loop(
     store: &mut Store,
     layers: &[LayerInfo],
+    keep_duplicates: bool,
     d: &mut Derived,
     rx: Receiver<(Batch, BatchPeaks)>,
     pb: &ProgressBar,
@@ -579,7 +616,7 @@ fn write_loop(
         if flush {
             unsaved = 0;
         }
-        commit(store, layers, d, &b, &peaks, flush)?;
+        commit(store, layers, keep_duplicates, d, &b, &peaks, flush)?;
         summary.write_seconds += t.elapsed().as_secs_f64();
         let n = b.ok.len();
         summary.indexed += n as u64;
@@ -641,9 +678,11 @@ const SAVE_EVERY: usize = 8;
 
 /// One batch, one transaction: image rows and peaks always; statistics and top-K
 /// when `flush`. Until then a kill loses nothing: the peaks are replayed.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     store: &mut Store,
     layers: &[LayerInfo],
+    keep_duplicates: bool,
     d: &mut Derived,
     b: &Batch,
     peaks: &[Vec<Vec<Peak>>],
@@ -706,6 +745,18 @@ fn commit(
         )?;
         ids.push(id);
     }
+    // Files with the content of an earlier one add to the statistics only. One
+    // indexed before a later copy takes the copy's places (by rebuilding).
+    let mut ranked = vec![true; ids.len()];
+    if !keep_duplicates {
+        for (i, (&id, item)) in ids.iter().zip(&b.ok).enumerate() {
+            let sha = &item.4.sha256;
+            ranked[i] = store::duplicate_of(&tx, id, sha)?.is_none();
+            if ranked[i] && store::has_later_copy(&tx, id, sha)? {
+                store::set_needs_rebuild(&tx, true)?;
+            }
+        }
+    }
     for (li, layer) in layers.iter().enumerate() {
         for (i, &id) in ids.iter().enumerate() {
             store::put_peaks(&tx, id, layer.id, &peaks[li][i])?;
@@ -718,7 +769,7 @@ fn commit(
             for (i, &id) in ids.iter().enumerate() {
                 let p = &peaks[li][i][u];
                 s.add(p.value);
-                if top.offer(Hit::new(p, id)) != Offer::Rejected {
+                if ranked[i] && top.offer(Hit::new(p, id)) != Offer::Rejected {
                     d.dirty[li][u] = true;
                 }
             }

@@ -60,9 +60,29 @@ enum Layer {
     Linear(Linear),
 }
 
+/// A tapped output: node `node`'s output, before its activation when `pre` (for
+/// nodes without one the two are the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tap {
+    pub node: usize,
+    pub pre: bool,
+}
+
+impl Tap {
+    pub fn post(node: usize) -> Tap {
+        Tap { node, pre: false }
+    }
+    pub fn pre(node: usize) -> Tap {
+        Tap { node, pre: true }
+    }
+}
+
 pub struct Network {
     pub arch: Arch,
     layers: Vec<Layer>,
+    /// Per node, the activation taken out of its kernel by `split_activations` and
+    /// applied as a pass of its own (`Act::None` where it stays fused or there is none).
+    split: Vec<Act>,
     weights_id: String,
     /// Freed activation buffers kept for the next layer or call: fresh multi-MB
     /// allocations cost page faults comparable to a fast layer's work. One pool per
@@ -275,6 +295,7 @@ impl Network {
             });
         }
         Ok(Network {
+            split: vec![Act::None; layers.len()],
             arch,
             layers,
             weights_id: String::new(),
@@ -296,10 +317,43 @@ impl Network {
         }
     }
 
+    /// Lets `nodes` be tapped before their activation (`Tap::pre`): each one's
+    /// activation leaves its kernel and runs as a separate pass over its output
+    /// (a copy of the output per tap, a few percent of the layer's time).
+    pub fn split_activations(&mut self, nodes: &[usize]) {
+        for &i in nodes {
+            let act = match self.layers.get_mut(i) {
+                Some(Layer::Conv(c)) => c.take_act(),
+                Some(Layer::Linear(l)) => l.take_act(),
+                Some(Layer::Add(a)) => std::mem::replace(a, Act::None),
+                _ => Act::None,
+            };
+            if act != Act::None {
+                self.split[i] = act;
+            }
+        }
+    }
+
+    /// Whether node `i` can be tapped before its activation: it has none, or it
+    /// was split by `split_activations`.
+    pub fn has_pre(&self, i: usize) -> bool {
+        self.arch
+            .nodes
+            .get(i)
+            .is_some_and(|n| n.op.act() == Act::None)
+            || self.split.get(i).is_some_and(|&a| a != Act::None)
+    }
+
     /// Forward on `n` images of the recipe's size, CHW each, concatenated.
     pub fn forward_raw(&self, input: &[f32], n: usize, taps: &[usize]) -> Result<Vec<Activation>> {
         let s = self.arch.recipe.size as usize;
         self.forward_hw(input, n, s, s, taps)
+    }
+
+    /// Like `forward_raw` with taps before or after the activation.
+    pub fn forward_taps(&self, input: &[f32], n: usize, taps: &[Tap]) -> Result<Vec<Activation>> {
+        let s = self.arch.recipe.size as usize;
+        self.forward_taps_hw(input, n, s, s, taps)
     }
 
     /// Forward on `n` images of `h` x `w`; returns the outputs of nodes `taps`, in
@@ -323,18 +377,58 @@ impl Network {
         w: usize,
         taps: &[usize],
     ) -> Result<Vec<Activation>> {
+        let taps: Vec<Tap> = taps.iter().map(|&t| Tap::post(t)).collect();
+        self.forward_taps_hw(input, n, h, w, &taps)
+    }
+
+    /// Like `forward_hw` with taps before or after the activation. A tap before
+    /// the activation of a node that has one needs `split_activations` first.
+    pub fn forward_taps_hw(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[Tap],
+    ) -> Result<Vec<Activation>> {
         use rayon::prelude::*;
+        // Before an activation that is absent is after it.
+        let mut norm = Vec::with_capacity(taps.len());
+        for &t in taps {
+            let node = self
+                .arch
+                .nodes
+                .get(t.node)
+                .ok_or_else(|| Error::Shape(format!("no node {}", t.node)))?;
+            let split = self.split[t.node] != Act::None;
+            if t.pre && !split && node.op.act() != Act::None {
+                return Err(Error::Other(format!(
+                    "{}: its activation is fused into the layer; split it to tap before it",
+                    node.name
+                )));
+            }
+            norm.push(Tap {
+                node: t.node,
+                pre: t.pre && split,
+            });
+        }
+        let taps = &norm[..];
         if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
             return self.forward_chunk(input, n, h, w, taps);
         }
         // One image at a time, fully connected layers would stream their weights once
         // per image (Lite0's fc: 5 MB, AlexNet's: 234 MB).
         let cut = self.batched_from(n, h, w);
-        let last = taps.iter().copied().max().unwrap_or(0);
-        let mut early: Vec<usize> = taps.iter().copied().filter(|&t| t < cut).collect();
+        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
+        let mut early: Vec<Tap> = taps.iter().copied().filter(|t| t.node < cut).collect();
         if last >= cut {
             for node in &self.arch.nodes[cut..=last] {
-                early.extend(node.inputs.iter().filter(|&&i| i < cut));
+                early.extend(
+                    node.inputs
+                        .iter()
+                        .filter(|&&i| i < cut)
+                        .map(|&i| Tap::post(i)),
+                );
             }
         }
         early.sort_unstable();
@@ -347,20 +441,26 @@ impl Network {
             .collect::<Result<Vec<_>>>()?;
         // Each early node's outputs, image after image.
         let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-        for (k, &node) in early.iter().enumerate() {
+        let mut joined_pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+        for (k, &tap) in early.iter().enumerate() {
             let len: usize = parts.iter().map(|p| p[k].data.len()).sum();
             let mut data = Vec::with_capacity(len);
             for p in &parts {
                 data.extend_from_slice(&p[k].data);
             }
-            joined[node] = Some(Buf::from_vec(data));
+            let slot = if tap.pre {
+                &mut joined_pre
+            } else {
+                &mut joined
+            };
+            slot[tap.node] = Some(Buf::from_vec(data));
         }
         for part in parts {
             for a in part {
                 self.recycle(a.data);
             }
         }
-        self.run_nodes(joined, cut, n, h, w, taps)
+        self.run_nodes(joined, joined_pre, cut, n, h, w, taps)
     }
 
     /// Where a batch of `n` images of `h` x `w` stops going image by image: at the
@@ -452,7 +552,7 @@ impl Network {
         n: usize,
         h: usize,
         w: usize,
-        taps: &[usize],
+        taps: &[Tap],
     ) -> Result<Vec<Activation>> {
         if input.len() != n * 3 * h * w {
             return Err(Error::Shape(format!(
@@ -460,13 +560,14 @@ impl Network {
                 input.len()
             )));
         }
-        let Some(&last) = taps.iter().max() else {
+        let Some(last) = taps.iter().map(|t| t.node).max() else {
             return Ok(vec![]);
         };
         if last >= self.layers.len() {
             return Err(Error::Shape(format!("no node {last}")));
         }
         let mut bufs: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+        let pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
         let first = {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             let mut pool = pools.pop().unwrap_or_default();
@@ -476,24 +577,32 @@ impl Network {
             first
         };
         bufs[0] = Some(first);
-        self.run_nodes(bufs, 1, n, h, w, taps)
+        self.run_nodes(bufs, pre, 1, n, h, w, taps)
     }
 
     /// Computes nodes `start..` up to the deepest tap on `n` images of `h` x `w`,
     /// from `bufs`: one slot per node up to that tap, filled (each with `n` images)
-    /// for every node before `start` that a later node or a tap reads.
+    /// for every node before `start` that a later node or a tap reads, and `pre`
+    /// likewise for the taps before an activation. Taps before an activation must
+    /// name split nodes (`forward_taps_hw` sees to it).
+    #[allow(clippy::too_many_arguments)]
     fn run_nodes(
         &self,
         mut bufs: Vec<Option<Buf>>,
+        mut pre: Vec<Option<Buf>>,
         start: usize,
         n: usize,
         h: usize,
         w: usize,
-        taps: &[usize],
+        taps: &[Tap],
     ) -> Result<Vec<Activation>> {
-        let Some(&last) = taps.iter().max() else {
+        let Some(last) = taps.iter().map(|t| t.node).max() else {
             return Ok(vec![]);
         };
+        let mut want_pre = vec![false; last + 1];
+        for t in taps.iter().filter(|t| t.pre) {
+            want_pre[t.node] = true;
+        }
         let shapes = self.arch.shapes_for(h, w);
         if let Some(i) = (0..=last).find(|&i| shapes[i].contains(&0)) {
             return Err(Error::Shape(format!(
@@ -508,8 +617,8 @@ impl Network {
                 uses[i] += 1;
             }
         }
-        for &t in taps {
-            uses[t] += 1;
+        for t in taps.iter().filter(|t| !t.pre) {
+            uses[t.node] += 1;
         }
         let mut pool = self
             .pools
@@ -563,6 +672,7 @@ impl Network {
                     if i < last
                         && uses[i] == 1
                         && conv.act() == Act::None
+                        && self.split[i] == Act::None
                         && matches!(self.layers[i + 1], Layer::Add(_))
                         && self.arch.nodes[i + 1].inputs.len() == 2
                         && self.arch.nodes[i + 1].inputs.contains(&i)
@@ -654,6 +764,15 @@ impl Network {
                 Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
             };
             debug_assert!(ahead.is_some() || out.len() == len_of(i), "{}", node.name);
+            let mut out = out;
+            if self.split[i] != Act::None {
+                if want_pre[i] {
+                    let mut copy = take_buffer(&mut pool, out.len());
+                    copy.copy_from_slice(&out);
+                    pre[i] = Some(copy);
+                }
+                kernels::apply_act(&mut out, self.split[i]);
+            }
             pool.extend(converted.into_iter().flatten().map(|b| b.v));
             for &j in &node.inputs {
                 uses[j] = uses[j].saturating_sub(1);
@@ -665,21 +784,36 @@ impl Network {
         }
         let outs = taps
             .iter()
-            .map(|&t| {
-                let [c, h, w] = shapes[t];
-                uses[t] -= 1;
-                let buf = bufs[t].as_ref().expect("tap computed");
-                let data = if blocked[t] {
-                    relayout(&mut pool, buf, n, shapes[t], false).into_vec()
-                } else if uses[t] == 0 {
-                    bufs[t].take().expect("tap computed").into_vec()
-                } else {
-                    buf.to_vec()
-                };
-                Activation { n, c, h, w, data }
-            })
+            .map(
+                |&Tap {
+                     node: t,
+                     pre: before,
+                 }| {
+                    let [c, h, w] = shapes[t];
+                    if before {
+                        let buf = pre[t].as_ref().expect("tap computed");
+                        let data = if blocked[t] {
+                            relayout(&mut pool, buf, n, shapes[t], false).into_vec()
+                        } else {
+                            buf.to_vec()
+                        };
+                        return Activation { n, c, h, w, data };
+                    }
+                    uses[t] -= 1;
+                    let buf = bufs[t].as_ref().expect("tap computed");
+                    let data = if blocked[t] {
+                        relayout(&mut pool, buf, n, shapes[t], false).into_vec()
+                    } else if uses[t] == 0 {
+                        bufs[t].take().expect("tap computed").into_vec()
+                    } else {
+                        buf.to_vec()
+                    };
+                    Activation { n, c, h, w, data }
+                },
+            )
             .collect();
         pool.extend(bufs.into_iter().flatten().map(|b| b.v));
+        pool.extend(pre.into_iter().flatten().map(|b| b.v));
         // Keep the largest buffers, within the limit, for the next call.
         pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
         let mut kept = 0;

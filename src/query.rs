@@ -20,7 +20,14 @@ pub struct TopHit {
     pub path: String,
     /// The file on disk (root joined with the exact relative path).
     pub abs_path: PathBuf,
+    /// The network's value at the peak (after the layer's activation).
     pub value: f32,
+    /// The value before the activation, by which the index ranks (`None` for
+    /// databases ranked after the activation, made before this existed).
+    pub pre: Option<f32>,
+    /// Whether another image in the unit's list has exactly the same rank value
+    /// (order among them: the earlier-indexed image first).
+    pub tie: bool,
     /// Peak position in the layer's feature map.
     pub y: usize,
     pub x: usize,
@@ -78,7 +85,9 @@ fn check_unit(store: &Store, l: &LayerInfo, unit: usize) -> Result<()> {
 }
 
 /// The `k` images that excite `unit` of `layer` most, best first (at most the
-/// index's top-K). One entry per image; ties go to the earlier-indexed image.
+/// index's top-K). One entry per image (and per distinct content, unless the index
+/// keeps duplicates). Ranked by the value before the layer's activation, higher
+/// first; exact ties by the earlier-indexed image (lower image id) first, and marked.
 pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec<TopHit>> {
     let l = layer(store, layer_name)?;
     check_unit(store, &l, unit)?;
@@ -87,9 +96,9 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
     let mut image = conn
         .prepare_cached("SELECT path, path_raw, transform, status FROM image WHERE id = ?1")
         .ctx(conn)?;
-    let mut out = Vec::new();
+    let mut out: Vec<TopHit> = Vec::new();
     for hit in store::read_top(conn, l.id, unit)? {
-        if out.len() == k {
+        if out.len() > k {
             break;
         }
         let (path, raw, transform, status) = image
@@ -120,7 +129,9 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
             image_id: hit.image_id,
             abs_path: root.join(store::bytes_path(&raw)),
             path,
-            value: hit.value,
+            value: l.value_of(hit.value),
+            pre: l.pre_of(hit.value),
+            tie: false,
             y,
             x,
             box_orig: mapped.clipped,
@@ -129,7 +140,35 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
             transform,
         });
     }
+    // One past `k` was read to see whether the last place is tied.
+    let key = |h: &TopHit| h.pre.unwrap_or(h.value);
+    for i in 0..out.len() {
+        let same = |j: usize| out.get(j).is_some_and(|o| key(o) == key(&out[i]));
+        out[i].tie = (i > 0 && same(i - 1)) || same(i + 1);
+    }
+    out.truncate(k);
     Ok(out)
+}
+
+/// Whether a unit never fires on the indexed images: where the layer's activation
+/// zeroes negatives, no image drives it above 0 before that activation; elsewhere
+/// (and in databases ranked after the activation) its peak is the same number on
+/// every image, so nothing ranks the images. A unit with no data yet is not dead.
+pub fn never_fires(l: &LayerInfo, s: &UnitStats) -> bool {
+    if s.count == 0 {
+        return false;
+    }
+    if l.pre && l.act.zeroes_negatives() {
+        s.max <= 0.0
+    } else {
+        s.max == s.min
+    }
+}
+
+/// The statistics of one unit.
+pub fn unit_stats(store: &Store, l: &LayerInfo, unit: usize) -> Result<UnitStats> {
+    check_unit(store, l, unit)?;
+    store::read_unit_stats(store.conn(), l.id, unit)
 }
 
 /// A unit with its statistics.
@@ -214,7 +253,10 @@ pub fn units(
 pub struct ImageUnit {
     pub layer: String,
     pub unit: usize,
+    /// The network's value (after the activation).
     pub value: f32,
+    /// The value before the activation, when the index has it.
+    pub pre: Option<f32>,
     pub y: usize,
     pub x: usize,
     /// `value` over the unit's highest peak on any indexed image.
@@ -312,7 +354,8 @@ pub fn image(
                 ImageUnit {
                     layer: l.name.clone(),
                     unit: u,
-                    value: p.value,
+                    value: l.value_of(p.value),
+                    pre: l.pre_of(p.value),
                     y: p.y as usize,
                     x: p.x as usize,
                     relative,
@@ -355,6 +398,10 @@ pub struct Overview {
     pub images_ok: u64,
     pub images_failed: u64,
     pub images_removed: u64,
+    /// Indexed files whose content is that of an earlier indexed file.
+    pub duplicates: u64,
+    /// Whether duplicates take places in the top-K lists.
+    pub keep_duplicates: bool,
     /// Failed inputs by kind.
     pub failed_by_kind: Vec<(String, u64)>,
     /// Some failed inputs: (path, kind, reason).
@@ -374,6 +421,9 @@ pub struct LayerOverview {
     pub width: usize,
     /// Receptive field side (y, x) in network-input pixels.
     pub field: [i64; 2],
+    /// `pre`: ranked by the value before the activation; `post`: after it.
+    pub ranked: &'static str,
+    pub activation: &'static str,
 }
 
 pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
@@ -449,6 +499,8 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
         images_ok: count("ok")?,
         images_failed: count("failed")?,
         images_removed: count("removed")?,
+        duplicates: store::count_duplicates(conn)?,
+        keep_duplicates: info.keep_duplicates,
         failed_by_kind: by_kind,
         failures,
         layers: store
@@ -460,6 +512,8 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
                 height: l.height,
                 width: l.width,
                 field: l.field.size,
+                ranked: if l.pre { "pre" } else { "post" },
+                activation: if l.pre { l.act.name() } else { "unrecorded" },
             })
             .collect(),
         sessions: sessions as u64,

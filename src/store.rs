@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::arch::Act;
 use crate::peaks::{self, Peak};
 use crate::receptive::Field;
 use crate::{Error, Result};
@@ -25,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "0002_sessions",
         include_str!("../migrations/0002_sessions.sql"),
+    ),
+    (
+        3,
+        "0003_pre_activation",
+        include_str!("../migrations/0003_pre_activation.sql"),
     ),
 ];
 
@@ -48,7 +54,15 @@ impl<T> Ctx<T> for rusqlite::Result<T> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The schema version read from the file: readers accept older versions from
+    /// `MIN_READABLE` on, and fill in what those lack.
+    version: i64,
 }
+
+/// The oldest schema a reader opens without upgrading it: 2 lacks only the
+/// pre-activation and duplicate columns of 3, which readers fill in (ranked after
+/// the activation, duplicates kept).
+pub const MIN_READABLE: i64 = 2;
 
 /// What the database indexes: fixed when it is created.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -64,6 +78,8 @@ pub struct RunInfo {
     pub tool_version: String,
     pub created_at: i64,
     pub layers: Vec<String>,
+    /// Whether every file enters the top-K lists, or only the first of each content.
+    pub keep_duplicates: bool,
     pub needs_rebuild: bool,
     /// Statistics and top-K include exactly the indexed images with id <= this.
     pub derived_upto: i64,
@@ -80,6 +96,27 @@ pub struct LayerInfo {
     pub height: usize,
     pub width: usize,
     pub field: Field,
+    /// Whether the peaks were taken before the layer's activation (`act`); `false`
+    /// in databases made before that existed, whose peaks are after it.
+    pub pre: bool,
+    /// The layer's activation (`Act::None` where unrecorded).
+    pub act: Act,
+}
+
+impl LayerInfo {
+    /// The network's value (after the activation) of a stored peak.
+    pub fn value_of(&self, stored: f32) -> f32 {
+        if self.pre {
+            self.act.apply(stored)
+        } else {
+            stored
+        }
+    }
+
+    /// The value before the activation of a stored peak, when the index has it.
+    pub fn pre_of(&self, stored: f32) -> Option<f32> {
+        self.pre.then_some(stored)
+    }
 }
 
 /// What an indexer needs to know about a file it met before.
@@ -162,8 +199,10 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            version: 0,
         };
         store.migrate()?;
+        store.version = SCHEMA_VERSION;
         Ok(store)
     }
 
@@ -185,15 +224,17 @@ impl Store {
         .map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| err(e.to_string()))?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            version: 0,
         };
         let v = store.schema_version()?;
+        store.version = v;
         if v > SCHEMA_VERSION {
             return Err(store.newer_error(v));
         }
-        if v < SCHEMA_VERSION {
+        if v < MIN_READABLE {
             return Err(err(format!(
                 "database schema version {v} is older than this neurodex's ({SCHEMA_VERSION}); \
                  run `neurodex index` on it once to upgrade it"
@@ -212,6 +253,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the database predates rankings before the activation (schema 2).
+    pub fn ranked_after_activation(&self) -> bool {
+        self.version < 3
     }
 
     /// Starts a write transaction.
@@ -310,8 +356,14 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT model, weights_id, root, recipe, max_pixels, top_k, tool_version,
-                        created_at, needs_rebuild, derived_upto FROM run WHERE id = 1",
+                if self.version < 3 {
+                    "SELECT model, weights_id, root, recipe, max_pixels, top_k, tool_version,
+                            created_at, needs_rebuild, derived_upto, 1 FROM run WHERE id = 1"
+                } else {
+                    "SELECT model, weights_id, root, recipe, max_pixels, top_k, tool_version,
+                            created_at, needs_rebuild, derived_upto, keep_duplicates
+                     FROM run WHERE id = 1"
+                },
                 [],
                 |r| {
                     Ok(RunInfo {
@@ -326,6 +378,7 @@ impl Store {
                         layers: vec![],
                         needs_rebuild: r.get::<_, i64>(8)? != 0,
                         derived_upto: r.get(9)?,
+                        keep_duplicates: r.get::<_, i64>(10)? != 0,
                     })
                 },
             )
@@ -350,10 +403,15 @@ impl Store {
     pub fn layers(&self) -> Result<Vec<LayerInfo>> {
         let mut st = self
             .conn
-            .prepare(
+            .prepare(if self.version < 3 {
                 "SELECT id, name, node, channels, height, width, rf_size_y, rf_size_x,
-                        rf_jump_y, rf_jump_x, rf_off_y, rf_off_x FROM layer ORDER BY id",
-            )
+                            rf_jump_y, rf_jump_x, rf_off_y, rf_off_x, 'post', NULL
+                     FROM layer ORDER BY id"
+            } else {
+                "SELECT id, name, node, channels, height, width, rf_size_y, rf_size_x,
+                            rf_jump_y, rf_jump_x, rf_off_y, rf_off_x, stage, activation
+                     FROM layer ORDER BY id"
+            })
             .ctx(&self.conn)?;
         let rows = st
             .query_map([], |r| {
@@ -369,6 +427,12 @@ impl Store {
                         jump: [r.get(8)?, r.get(9)?],
                         offset: [r.get(10)?, r.get(11)?],
                     },
+                    pre: r.get::<_, String>(12)? == "pre",
+                    act: r
+                        .get::<_, Option<String>>(13)?
+                        .as_deref()
+                        .and_then(Act::from_name)
+                        .unwrap_or(Act::None),
                 })
             })
             .ctx(&self.conn)?;
@@ -380,8 +444,8 @@ impl Store {
         let tx = self.begin()?;
         tx.execute(
             "INSERT INTO run (id, model, weights_id, root, recipe, max_pixels, top_k,
-                              tool_version, created_at, needs_rebuild)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                              tool_version, created_at, needs_rebuild, keep_duplicates)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
             params![
                 run.model,
                 run.weights_id,
@@ -390,15 +454,16 @@ impl Store {
                 run.max_pixels as i64,
                 run.top_k as i64,
                 run.tool_version,
-                run.created_at
+                run.created_at,
+                run.keep_duplicates as i64
             ],
         )
         .ctx(&tx)?;
         for l in layers {
             tx.execute(
                 "INSERT INTO layer (id, name, node, channels, height, width, rf_size_y, rf_size_x,
-                                    rf_jump_y, rf_jump_x, rf_off_y, rf_off_x)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                    rf_jump_y, rf_jump_x, rf_off_y, rf_off_x, stage, activation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     l.id,
                     l.name,
@@ -411,7 +476,9 @@ impl Store {
                     l.field.jump[0],
                     l.field.jump[1],
                     l.field.offset[0],
-                    l.field.offset[1]
+                    l.field.offset[1],
+                    if l.pre { "pre" } else { "post" },
+                    l.act.name()
                 ],
             )
             .ctx(&tx)?;
@@ -512,34 +579,8 @@ impl Store {
         stats: &mut [Vec<UnitStats>],
         tops: &mut [Vec<TopK>],
     ) -> Result<u64> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT p.image_id, p.layer_id, p.data FROM peaks p
-                 JOIN image i ON i.id = p.image_id
-                 WHERE i.status = 'ok' AND p.image_id > ?1 ORDER BY p.image_id, p.layer_id",
-            )
-            .ctx(&self.conn)?;
-        let mut rows = st.query([after]).ctx(&self.conn)?;
-        let (mut n, mut last) = (0, None);
-        while let Some(r) = rows.next().ctx(&self.conn)? {
-            let id: i64 = r.get(0).ctx(&self.conn)?;
-            let l = r.get::<_, i64>(1).ctx(&self.conn)? as usize;
-            let blob: Vec<u8> = r.get(2).ctx(&self.conn)?;
-            if l >= layers.len() {
-                continue;
-            }
-            if last != Some(id) {
-                n += 1;
-                last = Some(id);
-            }
-            for (u, p) in peaks::decode(&blob)?.iter().enumerate() {
-                if u < stats[l].len() {
-                    stats[l][u].add(p.value);
-                    tops[l][u].offer(Hit::new(p, id));
-                }
-            }
-        }
+        let keep = self.run_info()?.keep_duplicates;
+        let n = add_stored_peaks(&self.conn, after, keep, layers, stats, tops)?;
         Ok(n)
     }
 
@@ -557,32 +598,7 @@ impl Store {
             .map(|l| (0..l.channels).map(|_| TopK::new(info.top_k)).collect())
             .collect();
         let tx = self.begin()?;
-        {
-            // Image order, as an uninterrupted incremental run adds them.
-            let mut st = tx
-                .prepare(
-                    "SELECT p.image_id, p.layer_id, p.data FROM peaks p
-                     JOIN image i ON i.id = p.image_id
-                     WHERE i.status = 'ok' ORDER BY p.image_id, p.layer_id",
-                )
-                .ctx(&tx)?;
-            let mut rows = st.query([]).ctx(&tx)?;
-            while let Some(r) = rows.next().ctx(&tx)? {
-                let id: i64 = r.get(0).ctx(&tx)?;
-                let l: i64 = r.get(1).ctx(&tx)?;
-                let blob: Vec<u8> = r.get(2).ctx(&tx)?;
-                let l = l as usize;
-                if l >= layers.len() {
-                    continue;
-                }
-                for (u, p) in peaks::decode(&blob)?.iter().enumerate() {
-                    if u < stats[l].len() {
-                        stats[l][u].add(p.value);
-                        tops[l][u].offer(Hit::new(p, id));
-                    }
-                }
-            }
-        }
+        add_stored_peaks(&tx, 0, info.keep_duplicates, &layers, &mut stats, &mut tops)?;
         for (l, layer) in layers.iter().enumerate() {
             for u in 0..layer.channels {
                 write_stats(&tx, layer.id, u, &stats[l][u])?;
@@ -594,6 +610,91 @@ impl Store {
         set_derived_upto(&tx)?;
         tx.commit().ctx(&self.conn)
     }
+}
+
+/// Adds the stored peaks of the indexed images with id > `after` to `stats` and
+/// `tops`, in image order (as an uninterrupted incremental run adds them); unless
+/// `keep_duplicates`, a file with the content of an earlier one enters the
+/// statistics only. Returns how many images.
+fn add_stored_peaks(
+    conn: &Connection,
+    after: i64,
+    keep_duplicates: bool,
+    layers: &[LayerInfo],
+    stats: &mut [Vec<UnitStats>],
+    tops: &mut [Vec<TopK>],
+) -> Result<u64> {
+    let mut st = conn
+        .prepare(
+            "SELECT p.image_id, p.layer_id, p.data, i.sha256 FROM peaks p
+             JOIN image i ON i.id = p.image_id
+             WHERE i.status = 'ok' AND p.image_id > ?1 ORDER BY p.image_id, p.layer_id",
+        )
+        .ctx(conn)?;
+    let mut rows = st.query([after]).ctx(conn)?;
+    let (mut n, mut last, mut dup) = (0, None, false);
+    while let Some(r) = rows.next().ctx(conn)? {
+        let id: i64 = r.get(0).ctx(conn)?;
+        let l = r.get::<_, i64>(1).ctx(conn)? as usize;
+        let blob: Vec<u8> = r.get(2).ctx(conn)?;
+        if last != Some(id) {
+            n += 1;
+            last = Some(id);
+            let sha: Option<String> = r.get(3).ctx(conn)?;
+            dup = !keep_duplicates
+                && match sha {
+                    Some(h) => duplicate_of(conn, id, &h)?.is_some(),
+                    None => false,
+                };
+        }
+        if l >= layers.len() {
+            continue;
+        }
+        for (u, p) in peaks::decode(&blob)?.iter().enumerate() {
+            if u < stats[l].len() {
+                stats[l][u].add(p.value);
+                if !dup {
+                    tops[l][u].offer(Hit::new(p, id));
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The first indexed file (lowest id) with the content `sha256` of image `id`, when
+/// that is an earlier file: `id` is then a duplicate, kept out of the top-K lists.
+pub fn duplicate_of(conn: &Connection, id: i64, sha256: &str) -> Result<Option<i64>> {
+    let first: Option<i64> = conn
+        .prepare_cached("SELECT min(id) FROM image WHERE sha256 = ?1 AND status = 'ok'")
+        .ctx(conn)?
+        .query_row([sha256], |r| r.get(0))
+        .ctx(conn)?;
+    Ok(first.filter(|&f| f < id))
+}
+
+/// Whether a later file (higher id) indexed before has the content `sha256` of image
+/// `id`: that copy entered the top-K lists, which `id` now owns (they need a rebuild).
+pub fn has_later_copy(conn: &Connection, id: i64, sha256: &str) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM image WHERE sha256 = ?1 AND status = 'ok' AND id > ?2)",
+    )
+    .ctx(conn)?
+    .query_row(params![sha256, id], |r| r.get(0))
+    .ctx(conn)
+}
+
+/// How many indexed files have the content of an earlier indexed file.
+pub fn count_duplicates(conn: &Connection) -> Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM image i WHERE i.status = 'ok' AND i.sha256 IS NOT NULL
+           AND EXISTS (SELECT 1 FROM image j WHERE j.sha256 = i.sha256
+                         AND j.status = 'ok' AND j.id < i.id)",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .ctx(conn)
+    .map(|n| n as u64)
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -744,6 +845,19 @@ pub(crate) fn read_stats(r: &rusqlite::Row) -> rusqlite::Result<UnitStats> {
         positive: r.get::<_, i64>(8)? as u64,
         hist: decode_hist(&blob),
     })
+}
+
+/// One unit's statistics (empty when it has no row).
+pub fn read_unit_stats(conn: &Connection, layer_id: i64, unit: usize) -> Result<UnitStats> {
+    conn.prepare_cached(
+        "SELECT layer_id, unit, count, nan, sum, sum_sq, min, max, positive, hist
+         FROM unit_stats WHERE layer_id = ?1 AND unit = ?2",
+    )
+    .ctx(conn)?
+    .query_row(params![layer_id, unit as i64], read_stats)
+    .optional()
+    .ctx(conn)
+    .map(Option::unwrap_or_default)
 }
 
 /// Bytes per hit in a top-K blob.
@@ -1221,6 +1335,7 @@ mod tests {
             let mut s = Store {
                 conn,
                 path: path.clone(),
+                version: 0,
             };
             s.migrate_to(1).unwrap();
             assert_eq!(s.schema_version().unwrap(), 1);

@@ -316,9 +316,13 @@ fn bad_inputs_are_recorded_with_a_reason_and_do_not_stop_the_run() {
         use std::os::unix::ffi::OsStrExt;
         std::os::unix::fs::symlink("..", root.join("sub/loop")).unwrap();
         std::os::unix::fs::symlink("nowhere.jpg", root.join("dangling.jpg")).unwrap();
-        // A good image under a name that is not UTF-8.
+        // A good image of its own (a copy would be a duplicate, kept out of the top
+        // images) under a name that is not UTF-8.
         let name = std::ffi::OsStr::from_bytes(b"caf\xe9.jpg");
-        std::fs::copy(&good[0], root.join(name)).unwrap();
+        let flipped = image::imageops::flip_horizontal(&image::open(&good[0]).unwrap().to_rgb8());
+        flipped
+            .save_with_format(root.join(name), image::ImageFormat::Jpeg)
+            .unwrap();
     }
     let db = dir.path().join("bad.db");
     let (code, err) = index(&root, &db, &["--batch", "2"]);
@@ -581,4 +585,128 @@ fn unit_and_image_queries_agree_with_the_peaks() {
     assert!(e.contains("indexed layers: blocks.2, head"), "{e}");
     let e = query::top(&store, "head", 5000, 9).unwrap_err().to_string();
     assert!(e.contains("1280 units"), "{e}");
+}
+
+/// Paths of a unit's top images, best first.
+fn top_paths(db: &Path, layer: &str, unit: usize) -> Vec<String> {
+    let store = Store::open_readonly(db).unwrap();
+    query::top(&store, layer, unit, 100)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.path)
+        .collect()
+}
+
+/// Identical files take one place in a unit's top images (the first indexed of
+/// them), unless `--keep-duplicates`; `stats` counts them; when the first copy goes,
+/// the next one takes its place.
+#[test]
+fn duplicates_take_one_place_in_the_top_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    let photos = demo_images(3);
+    copy_into(&root, &photos);
+    let first = photos[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for copy in ["copy1.jpg", "copy2.jpg"] {
+        std::fs::copy(&photos[0], root.join(copy)).unwrap();
+    }
+    let (deduped, kept) = (dir.path().join("d.db"), dir.path().join("k.db"));
+    assert_eq!(index(&root, &deduped, &["--batch", "2"]).0, 0);
+    assert_eq!(index(&root, &kept, &["--keep-duplicates"]).0, 0);
+    let copies = [first.clone(), "copy1.jpg".into(), "copy2.jpg".into()];
+    // Which of the copies a list holds.
+    let held = |d: &[String]| -> Vec<String> {
+        copies.iter().filter(|c| d.contains(c)).cloned().collect()
+    };
+    let mut chosen = None;
+    for unit in [0, 5, 17] {
+        let d = top_paths(&deduped, "stem", unit);
+        assert_eq!(d.len(), 3, "unit {unit}: {d:?}");
+        let h = held(&d);
+        assert_eq!(h.len(), 1, "unit {unit}: one of the copies: {d:?}");
+        assert!(
+            chosen.is_none() || chosen.as_ref() == Some(&h[0]),
+            "the same copy throughout"
+        );
+        chosen = Some(h[0].clone());
+        assert_eq!(top_paths(&kept, "stem", unit).len(), 5);
+    }
+    let store = Store::open_readonly(&deduped).unwrap();
+    let o = query::overview(&store, 10).unwrap();
+    assert_eq!((o.duplicates, o.keep_duplicates), (2, false));
+    drop(store);
+    // A database keeps its choice.
+    let (code, err) = index(&root, &deduped, &["--keep-duplicates"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("one file per content"), "{err}");
+
+    let chosen = chosen.unwrap();
+    std::fs::remove_file(root.join(&chosen)).unwrap();
+    assert_eq!(index(&root, &deduped, &[]).0, 0);
+    let d = top_paths(&deduped, "stem", 5);
+    assert_eq!(d.len(), 3, "{d:?}");
+    let h = held(&d);
+    assert!(
+        h.len() == 1 && h[0] != chosen,
+        "another copy takes the place: {d:?}"
+    );
+}
+
+/// A database made before rankings moved ahead of the activation (schema 2) stays
+/// readable without an upgrade and says it was ranked after the activation; `index`
+/// upgrades it and goes on ranking as it began.
+#[test]
+fn databases_ranked_after_the_activation_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    copy_into(&root, &demo_images(3));
+    let db = dir.path().join("old.db");
+    assert_eq!(index(&root, &db, &["--layers", "stem"]).0, 0);
+    // Back to schema 2: what 0003_pre_activation added goes.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE layer DROP COLUMN stage; ALTER TABLE layer DROP COLUMN activation;
+             ALTER TABLE run DROP COLUMN keep_duplicates; DROP INDEX image_sha256;
+             DELETE FROM schema_migrations WHERE version = 3;",
+        )
+        .unwrap();
+    let top = |extra: &[&str]| {
+        let out = neurodex()
+            .args(["top", "--layer", "stem", "--unit", "3", "--db"])
+            .arg(&db)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (json, _) = top(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["ranked"], "post", "{json}");
+    assert!(v["images"][0]["pre"].is_null(), "{json}");
+    let (_, err) = top(&[]);
+    assert!(err.contains("ranked after the activation"), "{err}");
+    // `index` upgrades it and keeps its ranking.
+    assert_eq!(index(&root, &db, &[]).0, 0);
+    let store = Store::open_readonly(&db).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        neurodex::store::SCHEMA_VERSION
+    );
+    assert!(!store.layers().unwrap()[0].pre);
+    assert!(store.run_info().unwrap().keep_duplicates);
 }

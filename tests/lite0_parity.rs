@@ -190,3 +190,124 @@ fn a_batch_of_five_matches_each_image_alone() {
         }
     }
 }
+
+/// f32 tensor as a flat vector.
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// BatchNorm (eps 1e-3) of one channel's conv sum, in f64, from the checkpoint's
+/// own tensors `{bn}.weight/bias/running_mean/running_var`.
+fn batch_norm(
+    w: &std::collections::HashMap<String, Tensor>,
+    bn: &str,
+) -> impl Fn(usize, f64) -> f64 {
+    let g = flat(&w[&format!("{bn}.weight")]);
+    let b = flat(&w[&format!("{bn}.bias")]);
+    let m = flat(&w[&format!("{bn}.running_mean")]);
+    let v = flat(&w[&format!("{bn}.running_var")]);
+    move |o, s| (s - m[o] as f64) / (v[o] as f64 + 1e-3).sqrt() * g[o] as f64 + b[o] as f64
+}
+
+/// The taps before ReLU6 are the conv + BatchNorm outputs, computed here by hand
+/// (f64) from the checkpoint's unfolded tensors and onnxruntime's inputs to those
+/// layers: the stem from the preprocessed image (3x3 stride 2, TF SAME padding 0
+/// before and 1 after), the head (1x1) from the reference `blocks.15` output. The
+/// taps after are ReLU6 of them, and the pre-activation values do leave [0, 6] (else
+/// the test would not tell the two apart).
+#[test]
+fn taps_before_relu6_are_conv_and_batchnorm_by_hand() {
+    use neurodex::model::Tap;
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let w = candle_core::safetensors::load("models/efficientnet-lite0.safetensors", &Device::Cpu)
+        .unwrap();
+    let mut net = Network::embedded_default().unwrap();
+    let (stem, head) = (
+        net.arch.resolve("stem").unwrap(),
+        net.arch.resolve("head").unwrap(),
+    );
+    net.split_activations(&[stem, head]);
+    let input = flat(&refs["chelsea.input"]);
+    let taps = [
+        Tap::pre(stem),
+        Tap::post(stem),
+        Tap::pre(head),
+        Tap::post(head),
+    ];
+    let outs = net.forward_taps(&input, 1, &taps).unwrap();
+
+    // Stem: 32 x 112 x 112.
+    let ws = flat(&w["_conv_stem.weight"]);
+    let bn0 = batch_norm(&w, "_bn0");
+    let mut want = vec![0f64; 32 * 112 * 112];
+    for o in 0..32 {
+        for oy in 0..112 {
+            for ox in 0..112 {
+                let mut s = 0f64;
+                for c in 0..3 {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (y, x) = (2 * oy + ky, 2 * ox + kx);
+                            if y < 224 && x < 224 {
+                                s += ws[((o * 3 + c) * 3 + ky) * 3 + kx] as f64
+                                    * input[(c * 224 + y) * 224 + x] as f64;
+                            }
+                        }
+                    }
+                }
+                want[(o * 112 + oy) * 112 + ox] = bn0(o, s);
+            }
+        }
+    }
+    check_pre_and_post("stem", &want, &outs[0].data, &outs[1].data);
+    // Splitting the activation off changes nothing downstream.
+    for (k, stage) in [(1, "stem"), (3, "head")] {
+        let want = &refs[&format!("chelsea.{stage}")];
+        let got = Tensor::from_vec(outs[k].data.clone(), want.dims(), &Device::Cpu).unwrap();
+        let d = max_abs_diff(&got, want);
+        assert!(d <= tolerance(want), "{stage} after the split: {d}");
+    }
+
+    // Head: 1280 x 7 x 7 from blocks.15's 320 x 7 x 7.
+    let x = flat(&refs["chelsea.blocks.15"]);
+    let wh = flat(&w["_conv_head.weight"]);
+    let bn1 = batch_norm(&w, "_bn1");
+    let want: Vec<f64> = (0..1280 * 49)
+        .map(|i| {
+            let (o, p) = (i / 49, i % 49);
+            let s: f64 = (0..320)
+                .map(|c| wh[o * 320 + c] as f64 * x[c * 49 + p] as f64)
+                .sum();
+            bn1(o, s)
+        })
+        .collect();
+    check_pre_and_post("head", &want, &outs[2].data, &outs[3].data);
+}
+
+fn check_pre_and_post(name: &str, want: &[f64], pre: &[f32], post: &[f32]) {
+    assert_eq!(want.len(), pre.len(), "{name}");
+    let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
+    let d = want
+        .iter()
+        .zip(pre)
+        .fold(0f64, |m, (a, &b)| m.max((a - b as f64).abs()));
+    eprintln!("{name} before ReLU6: max abs diff {d:.2e} (values up to {scale:.1})");
+    assert!(d <= 1e-5 * scale, "{name}: before ReLU6 off by {d}");
+    let outside = pre.iter().filter(|v| !(0.0..=6.0).contains(*v)).count();
+    assert!(
+        outside > pre.len() / 10,
+        "{name}: only {outside} values outside [0, 6]"
+    );
+    for (i, (&a, &b)) in pre.iter().zip(post).enumerate() {
+        assert_eq!(a.clamp(0.0, 6.0), b, "{name}[{i}]: after = ReLU6(before)");
+    }
+}

@@ -320,3 +320,58 @@ fn alexnet_batch_matches_each_image_alone() {
         }
     }
 }
+
+/// Taps before the activation, on every kind of node that has one (a conv with
+/// ReLU, a residual sum then ReLU, a fully connected layer with ReLU), on both sides
+/// of the batch switch: ReLU of the tap before is the tap after, which equals the
+/// unsplit network's output; and the values before do go negative.
+#[test]
+fn taps_before_relu_on_convs_sums_and_fully_connected_layers() {
+    use neurodex::model::Tap;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (model, names) in [
+        ("resnet18", &["conv1", "layer1.0", "layer4.1"][..]),
+        (
+            "alexnet",
+            &["features.0", "features.8", "classifier.1", "classifier.4"][..],
+        ),
+    ] {
+        let arch = arch::by_name(model).unwrap();
+        let nodes: Vec<usize> = names
+            .iter()
+            .map(|n| {
+                arch.resolve(n)
+                    .unwrap_or_else(|e| panic!("{model} {n}: {e}"))
+            })
+            .collect();
+        let plain = network(arch.clone());
+        let mut split = network(arch.clone());
+        split.split_activations(&nodes);
+        let side = 224;
+        let one = formula_input(side);
+        let batch: Vec<f32> = [one.clone(), one.iter().map(|v| 0.5 - v).collect()].concat();
+        let taps: Vec<Tap> = nodes
+            .iter()
+            .flat_map(|&n| [Tap::pre(n), Tap::post(n)])
+            .collect();
+        let got = pool.install(|| split.forward_taps_hw(&batch, 2, side, side, &taps).unwrap());
+        let want = pool.install(|| plain.forward_hw(&batch, 2, side, side, &nodes).unwrap());
+        for (k, name) in names.iter().enumerate() {
+            let (pre, post) = (&got[2 * k].data, &got[2 * k + 1].data);
+            assert!(
+                pre.iter().any(|&v| v < 0.0),
+                "{model} {name}: nothing negative before the ReLU"
+            );
+            let relu: Vec<f32> = pre.iter().map(|v| v.max(0.0)).collect();
+            assert_eq!(&relu, post, "{model} {name}: after = ReLU(before)");
+            let e = rel_err(post, &want[k].data);
+            assert!(e < 1e-6, "{model} {name}: split vs fused {e:.2e}");
+        }
+        assert!(plain
+            .forward_taps_hw(&one, 1, side, side, &[Tap::pre(nodes[0])])
+            .is_err());
+    }
+}

@@ -32,6 +32,15 @@ pub fn by_name(name: &str) -> Result<Arch> {
 }
 
 impl Op {
+    /// The activation this layer applies to its output (`Act::None` for layers
+    /// that have none).
+    pub fn act(&self) -> Act {
+        match self {
+            Op::Conv { act, .. } | Op::Add { act } | Op::Linear { act, .. } => *act,
+            _ => Act::None,
+        }
+    }
+
     /// A bias-free, ungrouped, undilated conv with no activation; refine with `with_*`.
     pub fn conv(
         weight: &str,

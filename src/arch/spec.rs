@@ -13,6 +13,40 @@ pub enum Act {
     Relu6,
 }
 
+impl Act {
+    /// The activation as the index names it (`none`, `relu`, `relu6`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::None => "none",
+            Act::Relu => "relu",
+            Act::Relu6 => "relu6",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Act> {
+        [Act::None, Act::Relu, Act::Relu6]
+            .into_iter()
+            .find(|a| a.name() == s)
+    }
+
+    /// The activation of one value. Every activation here is a clamp, so it is
+    /// monotone: the peak of the activated map is `apply` of the peak before it,
+    /// at the same place.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::None => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether negative inputs all become 0, so that a unit whose peaks are all
+    /// <= 0 before the activation never fires.
+    pub fn zeroes_negatives(self) -> bool {
+        self != Act::None
+    }
+}
+
 /// Padding per side, in input pixels. TF "SAME" padding is asymmetric
 /// (e.g. stride-2 k3 pads 0 on top/left and 1 on bottom/right).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -40,6 +40,10 @@ pub struct Args {
     /// Refuse images above this many megapixels (checked before decoding)
     #[arg(long, default_value_t = (crate::preprocess::DEFAULT_MAX_PIXELS / 1_000_000) as f64)]
     pub max_megapixels: f64,
+    /// Let identical files each take a place in a unit's top images (default: one
+    /// place per distinct content; fixed when the database is created)
+    #[arg(long)]
+    pub keep_duplicates: bool,
     /// No progress bar or summary
     #[arg(long, short)]
     pub quiet: bool,
@@ -65,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(run)) => run.model,
         (None, None) => DEFAULT_MODEL.to_string(),
     };
-    let net = Network::open(&model, args.weights.as_deref())?;
+    let mut net = Network::open(&model, args.weights.as_deref())?;
     let opts = Options {
         root: args.dir.clone(),
         layers: args.layers.clone(),
@@ -73,8 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         top_k: args.top_k,
         max_pixels: (args.max_megapixels * 1e6) as u64,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        keep_duplicates: args.keep_duplicates.then_some(true),
     };
-    let summary = index::run(&net, &mut store, &opts)?;
+    let summary = index::run(&mut net, &mut store, &opts)?;
     if !args.quiet {
         print_summary(&summary);
     }

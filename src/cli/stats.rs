@@ -41,13 +41,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         o.images_ok, o.images_failed, o.images_removed
     );
     println!(
+        "duplicates {} files have the content of an earlier one ({})",
+        o.duplicates,
+        if o.keep_duplicates {
+            "each takes its own place in the top images"
+        } else {
+            "kept out of the top images"
+        }
+    );
+    println!(
         "top-K      {} per unit; runs: {} ({} unfinished)",
         o.top_k, o.sessions, o.sessions_unfinished
     );
     println!("layers");
     for l in &o.layers {
+        let ranked = match (l.ranked, l.activation) {
+            ("pre", "none") => "ranked by its output (no activation)".to_string(),
+            ("pre", a) => format!("ranked before its {a}"),
+            _ => "ranked after its activation (made by an older neurodex)".to_string(),
+        };
         println!(
-            "  {:<16} {:>5} units  {:>3}x{:<3}  field {}x{}",
+            "  {:<16} {:>5} units  {:>3}x{:<3}  field {}x{}  {ranked}",
             l.name, l.units, l.height, l.width, l.field[0], l.field[1]
         );
     }

@@ -28,6 +28,39 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open_readonly(&args.db)?;
+    let l = query::layer(&store, &args.layer)?;
+    let stats = query::unit_stats(&store, &l, args.unit)?;
+    if query::never_fires(&l, &stats) {
+        let why = if l.pre && l.act.zeroes_negatives() {
+            format!(
+                "its peak before the {} is at most {} on every one",
+                l.act.name(),
+                fmt_value(stats.max as f32)
+            )
+        } else {
+            format!("its peak is {} on every one", fmt_value(stats.max as f32))
+        };
+        let msg = format!(
+            "unit {} of {} never fires on the {} indexed images: {why}",
+            args.unit, l.name, stats.count
+        );
+        if args.json {
+            let out = serde_json::json!({
+                "layer": l.name, "unit": args.unit, "dead": true,
+                "reason": msg, "images": [],
+            });
+            println!("{out}");
+        } else {
+            println!("{msg}");
+        }
+        if let Some(o) = &args.grid.output {
+            eprintln!(
+                "no grid written to {}: the unit has no top images",
+                o.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let hits = query::top(&store, &args.layer, args.unit, args.k)?;
     if args.json {
         let images: Vec<serde_json::Value> = hits
@@ -36,6 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "path": h.path,
                     "value": h.value,
+                    "pre": h.pre,
+                    "tie": h.tie,
                     "y": h.y,
                     "x": h.x,
                     "box": h.box_orig,
@@ -44,27 +79,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let out = serde_json::json!({
-            "layer": query::layer(&store, &args.layer)?.name,
+            "layer": l.name,
             "unit": args.unit,
+            "ranked": if l.pre { "pre" } else { "post" },
+            "activation": l.act.name(),
+            "dead": false,
             "images": images,
         });
         println!("{out}");
     } else {
+        if !l.pre {
+            eprintln!(
+                "note: this index was ranked after the activation (made by an older neurodex); \
+                 saturated values tie. Index into a new --db to rank before it."
+            );
+        }
+        let pre_col = if l.pre && l.act != crate::arch::Act::None {
+            format!("before {}", l.act.name())
+        } else {
+            String::new()
+        };
         println!(
-            "{:>4}  {:>9}  {:>9}  {:<22}  path",
-            "rank", "value", "(y, x)", "box x0,y0,x1,y1"
+            "{:>4}  {:>9}  {:>12}  {:>9}  {:<22}  path",
+            "rank", "value", pre_col, "(y, x)", "box x0,y0,x1,y1"
         );
         for h in &hits {
             let b = h.box_orig;
+            let pre = match h.pre {
+                Some(p) if !pre_col.is_empty() => fmt_value(p),
+                _ => String::new(),
+            };
             println!(
-                "{:>4}  {:>9.4}  {:>9}  {:<22}  {}",
+                "{:>4}{} {:>9}  {:>12}  {:>9}  {:<22}  {}",
                 h.rank,
-                h.value,
+                if h.tie { "=" } else { " " },
+                fmt_value(h.value),
+                pre,
                 format!("({}, {})", h.y, h.x),
                 format!("{},{},{},{}", b[0], b[1], b[2], b[3]),
                 h.path
             );
         }
+        if hits.iter().any(|h| h.tie) {
+            println!("(= tied: same value exactly; the earlier-indexed image ranks first)");
+        }
     }
     crate::render::top::write_top_grid(&store, &args.layer, args.unit, &hits, &args.grid)
+}
+
+/// Four decimals, as the index stores f32 peaks.
+fn fmt_value(v: f32) -> String {
+    format!("{v:.4}")
 }

@@ -175,6 +175,13 @@ impl Conv2d {
         self.act
     }
 
+    /// Takes the activation out of the layer and returns it: the layer then writes
+    /// its output before the activation, for a caller that needs both. (Packed
+    /// weights do not depend on the activation; only the epilogues read it.)
+    pub fn take_act(&mut self) -> Act {
+        std::mem::replace(&mut self.act, Act::None)
+    }
+
     /// Bias of output channel `o` (0 without bias).
     #[inline]
     pub(crate) fn bias_of(&self, o: usize) -> f32 {

@@ -68,6 +68,11 @@ impl Linear {
         }
     }
 
+    /// Takes the activation out of the layer and returns it (see `Conv2d::take_act`).
+    pub fn take_act(&mut self) -> Act {
+        std::mem::replace(&mut self.act, Act::None)
+    }
+
     pub fn in_features(&self) -> usize {
         self.in_f
     }
