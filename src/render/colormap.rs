@@ -1,7 +1,9 @@
 //! Colour maps for activations: perceptually ordered tables (after matplotlib's viridis
 //! and inferno, sampled at nine points and interpolated linearly) and plain grey.
 
-use image::Rgb;
+use image::{Rgb, RgbImage};
+
+use super::font;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Colormap {
@@ -74,6 +76,58 @@ pub fn normalise(v: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// Text colour of colour-bar labels, on the sheets' dark background.
+const BAR_TEXT: Rgb<u8> = Rgb([230, 230, 230]);
+const BAR_BACKGROUND: Rgb<u8> = Rgb([24, 24, 24]);
+/// Height of the gradient strip.
+const BAR_H: u32 = 10;
+
+/// A legend for `cmap` on `range`: a `width` px gradient strip with tick labels at
+/// both ends and the middle, and `caption` saying what the values are.
+pub fn colorbar(cmap: Colormap, range: (f32, f32), width: u32, caption: &str) -> RgbImage {
+    let width = width.max(40);
+    let th = font::text_height(1);
+    let (strip_y, ticks_y, cap_y) = (2, 2 + BAR_H + 3, 2 + BAR_H + 3 + th + 3);
+    let height = cap_y + if caption.is_empty() { 0 } else { th + 2 };
+    let mut img = RgbImage::from_pixel(width, height, BAR_BACKGROUND);
+    for x in 0..width {
+        let c = cmap.map(x as f32 / (width - 1) as f32);
+        for y in strip_y..strip_y + BAR_H {
+            img.put_pixel(x, y, c);
+        }
+    }
+    let (lo, hi) = range;
+    for (i, v) in [lo, (lo + hi) / 2.0, hi].into_iter().enumerate() {
+        let t = tick(v);
+        let tw = font::text_width(&t, 1);
+        let x = match i {
+            0 => 0,
+            1 => (width / 2).saturating_sub(tw / 2),
+            _ => width.saturating_sub(tw),
+        };
+        font::draw_text(&mut img, x as i64, ticks_y as i64, &t, BAR_TEXT, 1);
+    }
+    if !caption.is_empty() {
+        let c = font::fit(caption, width, 1);
+        font::draw_text(&mut img, 0, cap_y as i64, &c, BAR_TEXT, 1);
+    }
+    img
+}
+
+/// A tick label with three significant digits.
+fn tick(v: f32) -> String {
+    let a = v.abs();
+    if a == 0.0 || !v.is_finite() {
+        format!("{v}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +156,23 @@ mod tests {
                 prev = l;
             }
         }
+    }
+
+    #[test]
+    fn the_colour_bar_runs_from_the_low_to_the_high_colour() {
+        let bar = colorbar(Colormap::Viridis, (0.0, 15.4), 200, "before relu6");
+        assert_eq!(bar.width(), 200);
+        assert_eq!(*bar.get_pixel(0, 5), Colormap::Viridis.map(0.0));
+        assert_eq!(*bar.get_pixel(199, 5), Colormap::Viridis.map(1.0));
+        assert_eq!(tick(15.4), "15.4");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(7.7), "7.70");
+        // Labels are drawn under the strip.
+        let drawn = (0..bar.height())
+            .flat_map(|y| (0..bar.width()).map(move |x| (x, y)))
+            .filter(|&(x, y)| *bar.get_pixel(x, y) == BAR_TEXT)
+            .count();
+        assert!(drawn > 50, "{drawn}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod filters;
 pub mod font;
 pub mod grid;
 pub mod maps;
+pub mod region;
 pub mod tile;
 pub mod top;
 

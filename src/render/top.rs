@@ -1,6 +1,7 @@
-//! A unit's top images as one sheet: each tile is the receptive-field crop, the whole
-//! image with the field outlined, or the whole image under the unit's activation map
-//! (recomputed by running the image through the network again).
+//! A unit's top images as one sheet: each tile is the receptive-field crop, the
+//! region where the unit's map is active (`region`), the whole image with either
+//! outlined, or the whole image under the unit's activation map (maps are recomputed
+//! by running the images through the network again).
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +10,9 @@ use rayon::prelude::*;
 
 use super::colormap::Colormap;
 use super::grid::{self, Tile};
+use super::region;
 use super::tile::{self, UnitMap};
-use crate::model::Network;
+use crate::model::{Network, Tap};
 use crate::preprocess::{self, Transform};
 use crate::query::{self, TopHit};
 use crate::receptive::Field;
@@ -23,10 +25,41 @@ pub enum Mode {
     /// The receptive field, cut out (padded where it leaves the image).
     #[default]
     Crop,
-    /// The whole image with the receptive field outlined.
+    /// Where the unit's map is active on the image, cut out: the map upsampled to
+    /// the input, above half-way from its median to its peak, the connected part
+    /// holding the peak, its bounding box padded.
+    Region,
+    /// The whole image with the field (or, where the field is larger than the
+    /// input, the active region) outlined.
     Box,
     /// The whole image under the unit's activation map.
     Heat,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Crop => "crop",
+            Mode::Region => "region",
+            Mode::Box => "box",
+            Mode::Heat => "heat",
+        }
+    }
+}
+
+/// What shows where a unit fired: its receptive field while that fits in the
+/// network input (early layers), the active region beyond (a field of 339-851 px on
+/// a 224 px input is the whole photo).
+pub fn default_mode(field: &Field, input_size: u32) -> Mode {
+    if fits(field, input_size) {
+        Mode::Crop
+    } else {
+        Mode::Region
+    }
+}
+
+fn fits(field: &Field, input_size: u32) -> bool {
+    field.size.iter().all(|&s| s <= input_size as i64)
 }
 
 /// One top image of a unit, as recorded in the index.
@@ -36,12 +69,34 @@ pub struct Shot {
     /// Decoded original image; `None` when it could not be read any more.
     pub image: Option<RgbImage>,
     pub transform: Transform,
-    /// Peak value and its position in the layer's map.
+    /// The network's value at the peak (after the activation), and its position in
+    /// the layer's map.
     pub value: f32,
     pub y: usize,
     pub x: usize,
-    /// The unit's whole map on this image (`map_hw`), for heat mode.
+    /// The value before the activation (the rank key) when the index has it.
+    pub pre: Option<f32>,
+    /// Tied with a neighbour in the ranking.
+    pub tie: bool,
+    /// The unit's whole map on this image (`map_hw`), before the activation when
+    /// `pre` is known: for heat, region and box modes.
     pub map: Option<Vec<f32>>,
+}
+
+impl Shot {
+    /// The value the index ranks by.
+    pub fn key(&self) -> f32 {
+        self.pre.unwrap_or(self.value)
+    }
+
+    /// The tile's caption: rank, value, and the value before the activation.
+    pub fn label(&self, rank: usize) -> String {
+        let tie = if self.tie { "=" } else { "" };
+        match self.pre {
+            Some(p) if p != self.value => format!("#{rank}{tie} {:.3} | {:.3}", self.value, p),
+            _ => format!("#{rank}{tie} {:.3}", self.value),
+        }
+    }
 }
 
 /// Where a layer's units look and how large its maps are.
@@ -52,7 +107,19 @@ pub struct LayerGeometry {
     pub map_hw: (usize, usize),
 }
 
-/// The tile for one shot in `mode`, fitted in `side` x `side`; `range` scales heat maps.
+/// The shot's active region in original pixels (needs its map).
+pub fn shot_region(shot: &Shot, geo: &LayerGeometry) -> Option<region::Region> {
+    let m = shot.map.as_ref()?;
+    let map = UnitMap {
+        data: m,
+        h: geo.map_hw.0,
+        w: geo.map_hw.1,
+    };
+    region::region(map, &geo.field, &shot.transform)
+}
+
+/// The tile for one shot in `mode`, fitted in `side` x `side`; `range` scales heat
+/// maps. Region mode without a map falls back to the field's crop.
 pub fn shot_tile(
     shot: &Shot,
     geo: &LayerGeometry,
@@ -62,10 +129,16 @@ pub fn shot_tile(
 ) -> Option<RgbImage> {
     let img = shot.image.as_ref()?;
     let b = geo.field.unit_box(shot.y, shot.x);
-    let exact = shot.transform.box_to_original(b).exact;
+    let field = shot.transform.box_to_original(b).exact;
+    let input = shot.transform.size;
+    let active = || shot_region(shot, geo).map(|r| r.original);
     Some(match (mode, &shot.map) {
-        (Mode::Crop, _) => tile::crop_padded(img, exact, side, side),
-        (Mode::Box, _) | (Mode::Heat, None) => tile::with_box(img, exact, side, side),
+        (Mode::Crop, _) => tile::crop_padded(img, field, side, side),
+        (Mode::Region, _) => tile::crop_padded(img, active().unwrap_or(field), side, side),
+        (Mode::Box, _) if !fits(&geo.field, input) => {
+            tile::with_box(img, active().unwrap_or(field), side, side)
+        }
+        (Mode::Box, _) | (Mode::Heat, None) => tile::with_box(img, field, side, side),
         (Mode::Heat, Some(m)) => tile::heat(
             img,
             &shot.transform,
@@ -82,42 +155,54 @@ pub fn shot_tile(
     })
 }
 
-/// The shared heat scale of a set of shots: 0 (or the lowest value) to the highest.
-pub fn heat_range(shots: &[Shot]) -> (f32, f32) {
-    let all = shots.iter().filter_map(|s| s.map.as_deref()).flatten();
-    let (lo, hi) = super::maps::finite_range(&all.copied().collect::<Vec<_>>());
-    (lo.min(0.0), hi)
+/// The heat scale of a unit: from 0 to its highest peak over the indexed images
+/// (`dataset_max`, in the maps' terms: before the activation where they are), so
+/// that every sheet of the unit reads on one scale; without it, the shots' own.
+pub fn heat_range(shots: &[Shot], dataset_max: Option<f32>) -> (f32, f32) {
+    let hi = dataset_max
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .unwrap_or_else(|| {
+            let all = shots.iter().filter_map(|s| s.map.as_deref()).flatten();
+            super::maps::finite_range(&all.copied().collect::<Vec<_>>()).1
+        });
+    (0.0, hi)
 }
 
-/// The sheet of `shots`, ranked in the given order, labelled "#rank value".
+/// The sheet of `shots`, ranked in the given order, labelled "#rank value | before";
+/// heat sheets get a colour bar of `range` under them, captioned `scale`.
 pub fn top_grid(
     title: &str,
     shots: &[Shot],
     geo: &LayerGeometry,
     mode: Mode,
     side: u32,
+    range: (f32, f32),
+    scale: &str,
 ) -> RgbImage {
-    let range = heat_range(shots);
     let tiles: Vec<Tile> = shots
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            Tile::new(
-                shot_tile(s, geo, mode, side, range),
-                format!("#{} {:.3}", i + 1, s.value),
-            )
-        })
+        .map(|(i, s)| Tile::new(shot_tile(s, geo, mode, side, range), s.label(i + 1)))
         .collect();
-    grid::compose(Some(title), &tiles, side, side)
+    let sheet = grid::compose(Some(title), &tiles, side, side);
+    if mode != Mode::Heat || shots.iter().all(|s| s.map.is_none()) {
+        return sheet;
+    }
+    let w = sheet.width().saturating_sub(16).clamp(120, 480);
+    let bar = super::colormap::colorbar(Colormap::Viridis, range, w, scale);
+    let mut framed = RgbImage::from_pixel(bar.width() + 8, bar.height(), grid::BACKGROUND);
+    grid::paste(&mut framed, &bar, 8, 0, bar.width(), bar.height());
+    grid::stack(&[sheet, framed], 4)
 }
 
 /// Runs every shot with an image through `net` again and stores unit `unit`'s map of
-/// layer node `layer` in it. Returns one warning per image whose recomputed value at
-/// the recorded position differs from the recorded peak by more than 1e-3 relative
-/// (the file changed, or other weights were used).
+/// `tap` in it (before the activation where the shots rank by that, which needs
+/// `net` split there). Returns one warning per image whose recomputed value at the
+/// recorded position differs from the recorded one by more than 1e-3 relative (the
+/// file changed, or other weights were used).
 pub fn recompute_maps(
     net: &Network,
-    layer: usize,
+    tap: Tap,
     unit: usize,
     shots: &mut [Shot],
 ) -> Result<Vec<String>> {
@@ -132,18 +217,18 @@ pub fn recompute_maps(
             let (x, _) = preprocess::prepare(shots[i].image.as_ref().unwrap(), &net.arch.recipe);
             input.extend_from_slice(&x);
         }
-        let act = net.forward_raw(&input, chunk.len(), &[layer])?.remove(0);
+        let act = net.forward_taps(&input, chunk.len(), &[tap])?.remove(0);
         let hw = act.h * act.w;
         for (j, &i) in chunk.iter().enumerate() {
             let map = act.image(j)[unit * hw..(unit + 1) * hw].to_vec();
             let s = &mut shots[i];
             let got = map.get(s.y * act.w + s.x).copied().unwrap_or(f32::NAN);
-            if !close(got, s.value) {
+            let want = if tap.pre { s.key() } else { s.value };
+            if !close(got, want) {
                 warnings.push(format!(
-                    "{}: recomputed activation {got} differs from the indexed peak {} \
+                    "{}: recomputed activation {got} differs from the indexed peak {want} \
                      (image changed since indexing, or different weights?)",
                     s.path.display(),
-                    s.value
                 ));
             }
             s.map = Some(map);
@@ -169,6 +254,8 @@ pub fn shots_from_hits(hits: &[TopHit], max_pixels: u64) -> (Vec<Shot>, Vec<Stri
                 value: h.value,
                 y: h.y,
                 x: h.x,
+                pre: h.pre,
+                tie: h.tie,
                 map: None,
             };
             (shot, warn)
@@ -179,10 +266,18 @@ pub fn shots_from_hits(hits: &[TopHit], max_pixels: u64) -> (Vec<Shot>, Vec<Stri
 }
 
 /// The network an index was built with: its model, with `weights` or the embedded
-/// ones; a warning when the weights differ from those indexed.
+/// ones, split where the index ranks before the activation (so that maps can be
+/// recomputed as indexed); a warning when the weights differ from those indexed.
 pub fn index_network(store: &Store, weights: Option<&Path>) -> Result<(Network, Option<String>)> {
     let run = store.run_info()?;
-    let net = Network::open(&run.model, weights)?;
+    let mut net = Network::open(&run.model, weights)?;
+    let split: Vec<usize> = store
+        .layers()?
+        .iter()
+        .filter(|l| l.pre)
+        .map(|l| l.node)
+        .collect();
+    net.split_activations(&split);
     let warn = (net.weights_id() != run.weights_id).then(|| {
         format!(
             "weights {} differ from the indexed ones ({}); heat maps may not match the index",
@@ -193,37 +288,72 @@ pub fn index_network(store: &Store, weights: Option<&Path>) -> Result<(Network, 
     Ok((net, warn))
 }
 
-/// `neurodex top ... -o FILE --mode M`: the sheet of a unit's `hits`, and warnings
-/// (missing images, recomputed peaks that disagree with the index).
+/// Whether `mode` needs the units' maps on a layer with this field and input.
+pub fn needs_maps(mode: Mode, field: &Field, input_size: u32) -> bool {
+    match mode {
+        Mode::Heat | Mode::Region => true,
+        Mode::Box => !fits(field, input_size),
+        Mode::Crop => false,
+    }
+}
+
+/// `neurodex top ... -o FILE [--mode M]`: the sheet of a unit's `hits` (in the
+/// layer's default mode when `mode` is `None`), and warnings (missing images,
+/// recomputed peaks that disagree with the index).
 pub fn render_hits(
     store: &Store,
     layer: &str,
     unit: usize,
     hits: &[TopHit],
-    mode: Mode,
+    mode: Option<Mode>,
     weights: Option<&Path>,
     side: u32,
 ) -> Result<(RgbImage, Vec<String>)> {
     let l = query::layer(store, layer)?;
     let run = store.run_info()?;
     let (mut shots, mut warnings) = shots_from_hits(hits, run.max_pixels);
-    if mode == Mode::Heat {
+    let input = crate::arch::by_name(&run.model).map_or(224, |a| a.recipe.size);
+    let mode = mode.unwrap_or_else(|| default_mode(&l.field, input));
+    if needs_maps(mode, &l.field, input) {
         let (net, warn) = index_network(store, weights)?;
         warnings.extend(warn);
-        warnings.extend(recompute_maps(&net, l.node, unit, &mut shots)?);
+        let tap = Tap {
+            node: l.node,
+            pre: l.pre,
+        };
+        warnings.extend(recompute_maps(&net, tap, unit, &mut shots)?);
     }
     let geo = LayerGeometry {
         field: l.field,
         map_hw: (l.height, l.width),
     };
-    let mode_name = format!("{mode:?}").to_lowercase();
+    let act = l.act.name();
+    let (values, scale) = if l.pre && l.act != crate::arch::Act::None {
+        (format!("value | before {act}"), format!("before {act}"))
+    } else {
+        ("value".to_string(), "value".to_string())
+    };
     let title = format!(
-        "{} {} unit {unit} - top {} ({mode_name})",
+        "{} {} unit {unit} - top {} ({}); {values}",
         run.model,
         l.name,
-        hits.len()
+        hits.len(),
+        mode.name()
     );
-    Ok((top_grid(&title, &shots, &geo, mode, side), warnings))
+    let max = query::unit_stats(store, &l, unit)?.max as f32;
+    let range = heat_range(&shots, Some(max));
+    let scale = format!(
+        "{scale}, 0 to the unit's highest peak on the {} images",
+        run_images(store)?
+    );
+    Ok((
+        top_grid(&title, &shots, &geo, mode, side, range, &scale),
+        warnings,
+    ))
+}
+
+fn run_images(store: &Store) -> Result<u64> {
+    Ok(query::overview(store, 0)?.images_ok)
 }
 
 /// The `-o/--mode/--weights` options `neurodex top` takes to draw its grid.
@@ -232,9 +362,10 @@ pub struct GridArgs {
     /// Also draw the top images as a grid, to this PNG file
     #[arg(short = 'o', long = "output", value_name = "PNG")]
     pub output: Option<PathBuf>,
-    /// How each image is drawn in the grid
-    #[arg(long, value_enum, default_value_t = Mode::Crop)]
-    pub mode: Mode,
+    /// How each image is drawn in the grid (default: crop where the layer's
+    /// receptive field fits in the network input, region beyond)
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
     /// Weights for --mode heat, when the index was built with a weights file
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -309,6 +440,8 @@ mod tests {
             value: v,
             y: 1,
             x: 2,
+            pre: None,
+            tie: false,
             map: None,
         };
         let white = RgbImage::from_pixel(64, 64, Rgb([250, 250, 250]));
@@ -325,7 +458,7 @@ mod tests {
             },
             map_hw: (8, 8),
         };
-        let img = top_grid("u", &shots, &geo, Mode::Crop, 40);
+        let img = top_grid("u", &shots, &geo, Mode::Crop, 40, (0.0, 1.0), "");
         let s = grid::Sheet::new(3, 40, 40, Some("u"), true);
         assert_eq!(img.dimensions(), (s.width, s.height));
         // Unit (1, 2): input box x 8..16, y 4..12 -> original 16..32 x 8..24, all white.
