@@ -54,6 +54,10 @@ def pil_pixels(path, recipe):
     """The resized u8 RGB (H, W, 3) PIL makes of `path` per the recipe."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
+    return pil_resize(im, recipe)
+
+
+def pil_resize(im, recipe):
     w, h = im.size
     side = recipe["crop_fraction"] * min(w, h)
     x0, y0 = round((w - side) / 2), round((h - side) / 2)
@@ -250,7 +254,17 @@ def inputs(arch_path, dump, root):
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"neurodex-inputs-{os.getpid()}.f32")
     status = run_dump(dump, arch["name"], paths, out)
     nd = np.fromfile(out, "<f4").reshape(len(paths), 3, size, size)
+    status_d = run_dump(dump, arch["name"], paths, out, decoded=True)
+    raw = np.fromfile(out, np.uint8)
     os.remove(out)
+    # neurodex's decoded pixels resized by PIL: what the resampler alone accounts for.
+    resampled, off = {}, 0
+    for i, st in enumerate(status_d):
+        if st.startswith("ok"):
+            w, h = (int(v) for v in st.split()[1:3])
+            img = Image.fromarray(raw[off:off + w * h * 3].reshape(h, w, 3))
+            off += w * h * 3
+            resampled[i] = normalise(pil_resize(img, recipe), recipe)
     scale = grey_scale(recipe)
     total = {"all": [0, 0, 0.0, 0.0, 0]}  # values, differing, sum |d|, max |d|, images exact
     worst = []
@@ -265,15 +279,22 @@ def inputs(arch_path, dump, root):
             continue
         d = np.abs(nd[i].astype(np.float64) - mine) * scale
         kind = "jpeg" if open(p, "rb").read(3) == b"\xff\xd8\xff" else "other"
-        for key in ("all", kind):
+        keys = ["all", kind]
+        if i in resampled:
+            keys.append("resize")
+        for key in keys:
+            if key == "resize":
+                d = np.abs(nd[i].astype(np.float64) - resampled[i]) * scale
             t = total.setdefault(key, [0, 0, 0.0, 0.0, 0])
             t[0] += d.size
             t[1] += int((d > 1e-3).sum())
             t[2] += float(d.sum())
             t[3] = max(t[3], float(d.max()))
             t[4] += int(d.max() <= 1e-3)
+        d = np.abs(nd[i].astype(np.float64) - mine) * scale
         worst.append((float(d.max()), float(d.mean()), rel[i]))
     print(f"network input, neurodex vs PIL, in grey levels (x{scale:g}), {len(paths)} files under {root}:")
+    print("  (all/jpeg/other: PIL decodes and resizes; resize: PIL resizes neurodex's decoded pixels)")
     for key, (n, diff, s, mx, ex) in total.items():
         print(f"  {key:<6} values {n:>9}  differing {diff:>8} ({diff / max(n, 1):.4%})  mean |d| {s / max(n, 1):.4f}"
               f"  max |d| {mx:.1f}  images identical {ex}")

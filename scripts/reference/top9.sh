@@ -14,9 +14,9 @@ export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} OMP_NUM_THREADS=${OMP_NUM_THREA
 usage() { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 (($# == 1 || $# == 2)) || usage
 venv=target/ref-venv
-if ! "$venv/bin/python" -c "import onnxruntime, onnx, numpy, PIL" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import onnxruntime, onnx, numpy, PIL; assert PIL.__version__.startswith('12.')" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet onnxruntime onnx numpy pillow
+    "$venv/bin/pip" install --quiet onnxruntime onnx numpy "pillow>=12,<13"
 fi
 py=$venv/bin/python
 cargo build --release --quiet --example bench_forward --example dump_input
