@@ -80,8 +80,15 @@ pub fn open_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
     let reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(decode_err("not a recognised image format".into()));
+    match reader.format() {
+        None => return Err(decode_err("not a recognised image format".into())),
+        // libjpeg-turbo's decoding (PIL's), except for CMYK/YCCK files, left to `image`.
+        Some(image::ImageFormat::Jpeg) => {
+            if let Some(img) = jpeg::decode(path, max_pixels)? {
+                return Ok(img);
+            }
+        }
+        Some(_) => {}
     }
     let mut decoder = reader
         .into_decoder()
@@ -107,6 +114,125 @@ pub fn open_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
         img.apply_orientation(o);
     }
     Ok(img.into_rgb8())
+}
+
+/// JPEG decoding as PIL does it: libjpeg-turbo's (here mozjpeg's, the same decoder built
+/// without SIMD) accurate integer IDCT and fancy chroma upsampling, output as RGB
+/// (grayscale replicated), then the EXIF orientation.
+mod jpeg {
+    use std::os::raw::c_int;
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    use std::path::Path;
+
+    use image::metadata::Orientation;
+    use image::{DynamicImage, RgbImage};
+    use mozjpeg::{Decompress, Marker};
+    use mozjpeg_sys as ffi;
+
+    use crate::{Error, Result};
+
+    /// libjpeg's message for the current error or warning.
+    fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
+        // JMSG_LENGTH_MAX is 200; the binding's type says 80, so pass a buffer that fits.
+        let mut buf = [0u8; 256];
+        // SAFETY: `err` is the manager libjpeg was given; format_message writes at most
+        // JMSG_LENGTH_MAX bytes, NUL included, into the buffer.
+        unsafe {
+            let code = (*cinfo.err).msg_code;
+            let Some(f) = (*cinfo.err).format_message else {
+                return format!("libjpeg message {code}");
+            };
+            let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut u8) =
+                std::mem::transmute(f);
+            f(cinfo, buf.as_mut_ptr());
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+
+    extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
+        let msg = message(cinfo);
+        resume_unwind(Box::new(msg));
+    }
+
+    /// Warnings are data libjpeg recovers from and PIL ignores, except running out of
+    /// data: PIL refuses a truncated file, and so do we.
+    extern "C-unwind" fn emit_message(cinfo: &mut ffi::jpeg_common_struct, level: c_int) {
+        // SAFETY: as in `message`.
+        let code = unsafe { (*cinfo.err).msg_code };
+        if level < 0 && code == ffi::JWRN_JPEG_EOF as c_int {
+            resume_unwind(Box::new("the file is truncated".to_string()));
+        }
+    }
+
+    /// The decoded image, or `None` for a colour space left to the `image` crate.
+    pub(super) fn decode(path: &Path, max_pixels: u64) -> Result<Option<RgbImage>> {
+        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let decode_err = |reason: String| Error::Decode {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let run = || -> Result<Option<RgbImage>> {
+            let io = |e: std::io::Error| decode_err(e.to_string());
+            // SAFETY: a zeroed manager is what jpeg_std_error expects to fill in.
+            let mut err: ffi::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+            unsafe { ffi::jpeg_std_error(&mut err) };
+            err.error_exit = Some(error_exit);
+            err.emit_message = Some(emit_message);
+            let d = Decompress::builder()
+                .with_err(err)
+                .with_markers(&[Marker::APP(1)])
+                .from_mem(&data)
+                .map_err(io)?;
+            let (w, h) = d.size();
+            let pixels = w as u64 * h as u64;
+            if pixels > max_pixels {
+                return Err(Error::TooLarge {
+                    path: path.to_path_buf(),
+                    width: w as u32,
+                    height: h as u32,
+                    mp: pixels as f64 / 1e6,
+                    limit_mp: max_pixels as f64 / 1e6,
+                });
+            }
+            if pixels == 0 {
+                return Err(decode_err("image has no pixels".into()));
+            }
+            if matches!(
+                d.color_space(),
+                ffi::J_COLOR_SPACE::JCS_CMYK | ffi::J_COLOR_SPACE::JCS_YCCK
+            ) {
+                return Ok(None);
+            }
+            // The first Exif APP1 segment, as PIL reads it.
+            let orientation = d
+                .markers()
+                .find(|m| m.marker == Marker::APP(1) && m.data.starts_with(b"Exif\0\0"))
+                .and_then(|m| Orientation::from_exif_chunk(&m.data[6..]));
+            let mut started = d.rgb().map_err(io)?;
+            let rgb: Vec<u8> = started.read_scanlines().map_err(io)?;
+            // Not finishing: a file whose pixels are all there but lacks its end marker
+            // decodes, as in PIL.
+            drop(started);
+            let img = RgbImage::from_raw(w as u32, h as u32, rgb)
+                .ok_or_else(|| decode_err("short pixel data".into()))?;
+            Ok(Some(match orientation {
+                Some(o) if o != Orientation::NoTransforms => {
+                    let mut img = DynamicImage::ImageRgb8(img);
+                    img.apply_orientation(o);
+                    img.into_rgb8()
+                }
+                _ => img,
+            }))
+        };
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(r) => r,
+            Err(payload) => Err(decode_err(match payload.downcast::<String>() {
+                Ok(msg) => *msg,
+                Err(_) => "the JPEG decoder failed".into(),
+            })),
+        }
+    }
 }
 
 /// The network input for `img` per `recipe` (CHW f32, `3*size*size`) and its transform.
@@ -241,10 +367,7 @@ fn resample(img: &RgbImage, crop: [f64; 4], size: usize, filter: Filter) -> Vec<
     let raw = img.as_raw();
     // The rows the vertical pass reads, and the image it reads them from.
     let (row_lo, row_hi) = if need_v {
-        (
-            yt.first[0],
-            yt.first[size - 1] + yt.weights[size - 1].len(),
-        )
+        (yt.first[0], yt.first[size - 1] + yt.weights[size - 1].len())
     } else {
         (0, h)
     };
@@ -254,7 +377,12 @@ fn resample(img: &RgbImage, crop: [f64; 4], size: usize, filter: Filter) -> Vec<
             .chunks_exact(w * 3)
             .zip(tmp.chunks_exact_mut(size * 3))
         {
-            for ((lo, ws), out) in xt.first.iter().zip(&xt.weights).zip(dst.chunks_exact_mut(3)) {
+            for ((lo, ws), out) in xt
+                .first
+                .iter()
+                .zip(&xt.weights)
+                .zip(dst.chunks_exact_mut(3))
+            {
                 let (mut r, mut g, mut b) = (half, half, half);
                 for (p, &k) in src[lo * 3..].chunks_exact(3).zip(ws) {
                     r += p[0] as i32 * k;
@@ -274,7 +402,12 @@ fn resample(img: &RgbImage, crop: [f64; 4], size: usize, filter: Filter) -> Vec<
     let stride = size * 3;
     let mut out = vec![0u8; size * stride];
     let mut acc = vec![0i32; stride];
-    for ((lo, ws), dst) in yt.first.iter().zip(&yt.weights).zip(out.chunks_exact_mut(stride)) {
+    for ((lo, ws), dst) in yt
+        .first
+        .iter()
+        .zip(&yt.weights)
+        .zip(out.chunks_exact_mut(stride))
+    {
         acc.fill(half);
         for (k, &wk) in ws.iter().enumerate() {
             let row = &tmp[(lo + k - row_lo) * stride..][..stride];
@@ -388,7 +521,11 @@ mod tests {
             ]),
         ];
         for (size, crop, filter, want) in cases {
-            assert_eq!(resample(&img, crop, size, filter), want, "{size} {crop:?} {filter:?}");
+            assert_eq!(
+                resample(&img, crop, size, filter),
+                want,
+                "{size} {crop:?} {filter:?}"
+            );
         }
     }
 
