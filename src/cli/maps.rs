@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::model::{Network, DEFAULT_MODEL};
 use crate::preprocess::{self, DEFAULT_MAX_PIXELS};
-use crate::render::{self, colormap::Colormap, grid, maps, tile};
+use crate::render::{self, colormap, colormap::Colormap, grid, maps, tile};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,6 +51,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let title = format!("{name} {} {}x{}x{}", args.layer, act.c, act.h, act.w);
     let sheet = maps::channel_grid(act.image(0), act.c, act.h, act.w, &title, args.unit);
+    // What a grey level means, in the layer's numbers.
+    let range = maps::finite_range(act.image(0));
+    let bar = colormap::colorbar(
+        Colormap::Gray,
+        range,
+        sheet.width().clamp(120, 480),
+        "grey: every channel on this one scale",
+    );
+    let sheet = grid::stack(&[sheet, bar], 4);
     let out = match args.unit {
         None => sheet,
         Some(u) => {
