@@ -236,10 +236,13 @@ fn top_grid_maps_and_filters_pngs_have_the_expected_layout() {
         // 9 tiles of 140 px in 3 x 3: 2*6 margin + 3*140 + 2*4 gaps = 440 wide, or
         // wider when the title (model, layer, unit) needs it;
         // 12 + title 22 + 3*(140 + 11 label) + 2*4 = 495 high.
-        let title = format!("efficientnet-lite0 blocks.4 unit 5 - top 9 ({mode})");
+        // blocks.4 has no activation: one value per tile. Heat sheets add a colour
+        // bar under a 4 px gap.
+        let title = format!("efficientnet-lite0 blocks.4 unit 5 - top 9 ({mode}); value");
         let title_w =
             12 + neurodex::render::font::text_width(&title, neurodex::render::grid::TITLE_SCALE);
-        assert_eq!(img.dimensions(), (440.max(title_w), 495), "{mode}");
+        let bar = if mode == "heat" { 4 + bar_height() } else { 0 };
+        assert_eq!(img.dimensions(), (440.max(title_w), 495 + bar), "{mode}");
         for i in 0..9 {
             // The centre of every cell is drawn: not the sheet's background.
             let (x, y) = (6 + (i % 3) * 144 + 70, 28 + (i / 3) * 155 + 70);
@@ -268,8 +271,9 @@ fn top_grid_maps_and_filters_pngs_have_the_expected_layout() {
     let img = image::open(&png).unwrap().to_rgb8();
     // Head: two 224 px cells side by side with labels: 12 + 224 + 11 = 247 high.
     // Grid: 6 x 6 cells of 112 px: 12 + 6*112 + 5*4 = 704 wide,
-    // 12 + 22 title + 6*(112 + 11) + 5*4 = 792 high; 4 px between the two.
-    assert_eq!(img.dimensions(), (704, 247 + 4 + 792));
+    // 12 + 22 title + 6*(112 + 11) + 5*4 = 792 high; 4 px between the two; the grey
+    // colour bar 4 px under it.
+    assert_eq!(img.dimensions(), (704, 247 + 4 + 792 + 4 + bar_height()));
     // Every channel is drawn (a dead one is black, not the background); most vary.
     let mut varied_cells = 0;
     for c in 0..32u32 {
@@ -335,4 +339,10 @@ fn gallery_loads_in_headless_chromium() {
             .to_rgb8();
         assert!(shot.width() >= 1000 && varied(&shot), "{name} screenshot");
     }
+}
+
+/// Height of the colour bar under heat sheets and feature maps.
+fn bar_height() -> u32 {
+    use neurodex::render::colormap::{colorbar, Colormap};
+    colorbar(Colormap::Gray, (0.0, 1.0), 200, "caption").height()
 }

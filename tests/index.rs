@@ -710,3 +710,58 @@ fn databases_ranked_after_the_activation_stay_readable() {
     assert!(!store.layers().unwrap()[0].pre);
     assert!(store.run_info().unwrap().keep_duplicates);
 }
+
+/// A unit that fires on none of the images says so instead of listing them; one
+/// that does lists both values, the one after ReLU6 being the clamp of the other.
+#[test]
+fn top_says_when_a_unit_never_fires_and_gives_both_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    copy_into(&root, &demo_images(4));
+    let db = dir.path().join("t.db");
+    assert_eq!(index(&root, &db, &["--layers", "stem"]).0, 0);
+    let top = |unit: &str| -> serde_json::Value {
+        let out = neurodex()
+            .args(["top", "--layer", "stem", "--json", "--unit", unit, "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let store = Store::open_readonly(&db).unwrap();
+    let layer = query::layer(&store, "stem").unwrap();
+    let (mut dead, mut live) = (None, None);
+    for u in 0..32 {
+        let s = query::unit_stats(&store, &layer, u).unwrap();
+        if s.max <= 0.0 {
+            dead.get_or_insert(u);
+        } else if s.max > 6.0 {
+            live.get_or_insert(u);
+        }
+    }
+    let (dead, live) = (
+        dead.expect("a dead stem unit"),
+        live.expect("a saturating one"),
+    );
+    let d = top(&dead.to_string());
+    assert_eq!(d["dead"], true, "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("never fires"), "{d}");
+    assert_eq!(d["images"].as_array().unwrap().len(), 0);
+    let l = top(&live.to_string());
+    assert_eq!(
+        (l["dead"].clone(), l["ranked"].clone()),
+        (false.into(), "pre".into())
+    );
+    let first = &l["images"][0];
+    let (value, pre) = (
+        first["value"].as_f64().unwrap(),
+        first["pre"].as_f64().unwrap(),
+    );
+    assert!(pre > 6.0 && value == 6.0, "{first}");
+}

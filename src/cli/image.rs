@@ -37,15 +37,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  {w}x{h} pixels");
     }
     println!(
-        "{:<14}  {:>5}  {:>9}  {:>8}  {:>9}  {:>8}",
-        "layer", "unit", "value", "of max", "(y, x)", "top rank"
+        "{:<14}  {:>5}  {:>9}  {:>9}  {:>8}  {:>9}  {:>8}",
+        "layer", "unit", "value", "before", "of max", "(y, x)", "top rank"
     );
     for u in &r.units {
+        let before = match u.pre {
+            Some(p) if p != u.value => format!("{p:.4}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<14}  {:>5}  {:>9.4}  {:>7.1}%  {:>9}  {:>8}",
+            "{:<14}  {:>5}  {:>9.4}  {:>9}  {:>7.1}%  {:>9}  {:>8}",
             u.layer,
             u.unit,
             u.value,
+            before,
             u.relative * 100.0,
             format!("({}, {})", u.y, u.x),
             u.top_rank
@@ -53,5 +58,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "-".into())
         );
     }
+    println!("(before: the value before the layer's activation, which ranks; of max: of the unit's highest on any image)");
     Ok(ExitCode::SUCCESS)
 }

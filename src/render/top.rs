@@ -418,6 +418,44 @@ mod tests {
     use image::Rgb;
 
     #[test]
+    fn regions_are_the_default_where_the_field_outgrows_the_input() {
+        let arch = crate::arch::by_name("efficientnet-lite0").unwrap();
+        let fields = crate::receptive::fields(&arch);
+        let mode = |name: &str| default_mode(&fields[arch.resolve(name).unwrap()], 224);
+        // Fields 3, 147 and 339 px (see `neurodex layers`).
+        assert_eq!(mode("stem"), Mode::Crop);
+        assert_eq!(mode("blocks.7"), Mode::Crop);
+        assert_eq!(mode("blocks.10"), Mode::Region);
+        assert_eq!(mode("head"), Mode::Region);
+    }
+
+    #[test]
+    fn labels_give_both_values_and_mark_ties() {
+        let t = Transform {
+            orig_w: 8,
+            orig_h: 8,
+            crop: [0.0, 0.0, 8.0, 8.0],
+            size: 8,
+        };
+        let mut s = Shot {
+            path: "x".into(),
+            image: None,
+            transform: t,
+            value: 6.0,
+            y: 0,
+            x: 0,
+            pre: Some(15.368),
+            tie: false,
+            map: None,
+        };
+        assert_eq!(s.label(1), "#1 6.000 | 15.368");
+        s.tie = true;
+        s.pre = Some(6.0);
+        assert_eq!(s.label(2), "#2= 6.000");
+        assert_eq!(s.key(), 6.0);
+    }
+
+    #[test]
     fn tolerance_is_relative() {
         assert!(close(1000.0, 1000.9));
         assert!(!close(1000.0, 1001.5));
