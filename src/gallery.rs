@@ -27,7 +27,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::model::Tap;
-use crate::preprocess::{self, Transform};
+use crate::preprocess;
 use crate::query::{self, TopHit};
 use crate::render::grid::{self, Tile};
 use crate::render::region;
@@ -480,7 +480,7 @@ impl Cutter<'_> {
             let field = h.transform.box_to_original(l.field.unit_box(h.y, h.x)).exact;
             let area = match (self.modes[job.layer], &map) {
                 (Mode::Region, Some(map)) => {
-                    let r = region::region(UnitMap { ..*map }, &l.field, &h.transform);
+                    let r = region::region(*map, &l.field, &h.transform);
                     shown.region = r.map(|r| r.original);
                     shown.region.unwrap_or(field)
                 }
@@ -537,7 +537,7 @@ fn write_sheets(
                     .collect()
             };
             let mini = grid::compose(None, &tiles(&mut t.minis, false), MINI, MINI);
-            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 80)?;
+            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 70)?;
             if modes[li] != Mode::Crop {
                 return Ok(1);
             }
@@ -596,9 +596,4 @@ pub(crate) fn map_grid(field: &crate::receptive::Field, factor: usize) -> [f64; 
         f * jx,
         f * jy,
     ]
-}
-
-/// The network input's square in original-image pixels: [x0, y0, w, h].
-pub(crate) fn input_rect(t: &Transform) -> [f64; 4] {
-    t.crop
 }

@@ -297,13 +297,13 @@ fn figures(d: &Data, li: usize, u: usize, root: &str, heat: bool) -> String {
         let shown = d.shown.get(&(li, u, slot));
         let inner = match (d.thumbs.get(&h.image_id), shown) {
             (None, _) => "<span class=\"tile gone\" title=\"missing\"></span>".to_string(),
-            (Some(&tw), Some(sh)) if heat => match &sh.heat {
-                Some(m) => heat_figure(l, h, tw, m, side, root),
+            (Some(_), Some(sh)) if heat => match &sh.heat {
+                Some(m) => heat_figure(l, h, m, side, root),
                 None => String::new(),
             },
-            (Some(&tw), Some(sh)) => {
+            (Some(_), Some(sh)) => {
                 let area = sh.region.unwrap_or(h.box_exact);
-                cropped(h, tw, area, side, root)
+                cropped(h, area, side, root)
             }
             (Some(_), None) => String::new(),
         };
@@ -320,21 +320,21 @@ fn figures(d: &Data, li: usize, u: usize, root: &str, heat: bool) -> String {
 }
 
 /// The shared thumbnail shown through a window onto `area` (original pixels).
-fn cropped(h: &TopHit, thumb: (u32, u32), area: [f64; 4], side: f64, root: &str) -> String {
+fn cropped(h: &TopHit, area: [f64; 4], side: f64, root: &str) -> String {
     let (ow, oh) = (h.transform.orig_w as f64, h.transform.orig_h as f64);
     let a = [area[0].max(0.0), area[1].max(0.0), area[2].min(ow), area[3].min(oh)];
     let (aw, ah) = ((a[2] - a[0]).max(1.0), (a[3] - a[1]).max(1.0));
     let r = (side / aw).min(side / ah);
     format!(
-        "<span class=\"win\" style=\"width:{:.0}px;height:{:.0}px\"><img loading=\"lazy\" src=\"{root}{}\" width=\"{}\" height=\"{}\" alt=\"#{}\" style=\"width:{:.1}px;height:{:.1}px;left:{:.1}px;top:{:.1}px\"></span>",
-        aw * r, ah * r, url(&thumb_file(h.image_id)), thumb.0, thumb.1, h.rank,
-        ow * r, oh * r, -a[0] * r, -a[1] * r
+        "<span class=\"win\" style=\"width:{:.0}px;height:{:.0}px\"><img loading=\"lazy\" src=\"{root}{}\" width=\"{:.0}\" height=\"{:.0}\" alt=\"#{}\" style=\"left:{:.0}px;top:{:.0}px\"></span>",
+        aw * r, ah * r, url(&thumb_file(h.image_id)), ow * r, oh * r, h.rank,
+        -a[0] * r, -a[1] * r
     )
 }
 
 /// The whole image at the tile size with the unit's map drawn over the part the
 /// network saw (by gallery.js from `data-map`); outside it the image is dimmed.
-fn heat_figure(l: &LayerInfo, h: &TopHit, thumb: (u32, u32), m: &HeatMap, side: f64, root: &str) -> String {
+fn heat_figure(l: &LayerInfo, h: &TopHit, m: &HeatMap, side: f64, root: &str) -> String {
     let t = &h.transform;
     let (w, hh) = tile::fit(t.orig_w as f64, t.orig_h as f64, side as u32, side as u32);
     let s = w as f64 / t.orig_w as f64;
@@ -345,10 +345,10 @@ fn heat_figure(l: &LayerInfo, h: &TopHit, thumb: (u32, u32), m: &HeatMap, side: 
     let [gx, gy, jx, jy] = map_grid(&l.field, m.factor);
     let hex: String = m.bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "<span class=\"heat\" style=\"width:{w}px;height:{hh}px\"><img loading=\"lazy\" src=\"{root}{}\" width=\"{}\" height=\"{}\" alt=\"#{}\" style=\"width:{w}px;height:{hh}px\">\
-         <span class=\"clip\" style=\"left:{:.1}px;top:{:.1}px;width:{:.1}px;height:{:.1}px\">\
-         <canvas width=\"{}\" height=\"{}\" data-map=\"{hex}\" style=\"left:{:.2}px;top:{:.2}px;width:{:.2}px;height:{:.2}px\"></canvas></span></span>",
-        url(&thumb_file(h.image_id)), thumb.0, thumb.1, h.rank,
+        "<span class=\"heat\" style=\"width:{w}px;height:{hh}px\"><img loading=\"lazy\" src=\"{root}{}\" width=\"{w}\" height=\"{hh}\" alt=\"#{}\">\
+         <span class=\"clip\" style=\"left:{:.0}px;top:{:.0}px;width:{:.0}px;height:{:.0}px\">\
+         <canvas width=\"{}\" height=\"{}\" data-map=\"{hex}\" style=\"left:{:.1}px;top:{:.1}px;width:{:.1}px;height:{:.1}px\"></canvas></span></span>",
+        url(&thumb_file(h.image_id)), h.rank,
         cx0 * s, cy0 * s, cw * s, ch * s,
         m.w, m.h,
         (gx - jx / 2.0) * k, (gy - jy / 2.0) * kh, m.w as f64 * jx * k, m.h as f64 * jy * kh,
@@ -551,7 +551,7 @@ pub(crate) fn histogram_svg(st: &UnitStats) -> String {
         let (lo, hi) = store::hist_bin_range(first + i);
         let _ = write!(
             s,
-            "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{bh:.2}\"><title>{:.3} .. {:.3}: {c}</title></rect>",
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\"><title>{:.3} .. {:.3}: {c}</title></rect>",
             i as f64 * bw,
             h - bh,
             (bw - 0.5).max(0.5),
