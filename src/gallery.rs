@@ -1,29 +1,39 @@
 //! A static HTML gallery of an index, readable from `file://` or any static server:
-//! an index of layers, a page per layer with every unit's top images as thumbnails,
-//! and a page per unit with its top images large (receptive-field crop and activation
-//! heat map), its peak statistics, its filter where one picture shows it, and links
-//! to its neighbours. Every page has its data as JSON beside it.
+//! an index of layers, a page per layer listing its units (one small contact sheet
+//! each, sortable by max, mean and sparsity, with a jump-to-unit box), and a page per
+//! unit with its top images large, their values before and after the activation, its
+//! peak histogram, its filter where one picture shows it, and keyboard links to its
+//! neighbours. The layer's data is in JSON beside its page.
+//!
+//! The gallery stays small because pictures are shared wherever they can be: each
+//! top image is written once, as one whole-image thumbnail (`img/`), and the unit
+//! pages crop it (active regions, deep layers) or lay the unit's map over it (heat)
+//! in the browser; only what is the unit's own is a file, one contact sheet per unit
+//! (`s/`): its receptive-field crops where those fit the input, and a small sheet
+//! for the layer page. Units that never fire get no pictures at all.
 //!
 //! Work is image-major: each image is decoded and run through the network once, and
-//! every tile that shows it is cut and written then, in parallel.
+//! every tile that shows it is cut then, in parallel.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod pages;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use image::RgbImage;
 use rayon::prelude::*;
-use serde_json::json;
 
-use crate::preprocess::{self, Transform};
+use crate::model::Tap;
+use crate::preprocess;
 use crate::query::{self, TopHit};
-use crate::render::colormap::Colormap;
-use crate::render::filters::{self, FilterShape};
-use crate::render::tile::{self, Pyramid, UnitMap};
-use crate::render::top;
-use crate::store::{self, LayerInfo, Store, UnitStats};
+use crate::render::grid::{self, Tile};
+use crate::render::region;
+use crate::render::tile::{Pyramid, UnitMap};
+use crate::render::top::{self, Mode};
+use crate::store::{LayerInfo, Store, UnitStats};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -58,12 +68,21 @@ impl Options {
 pub struct Summary {
     pub layers: usize,
     pub units: usize,
+    /// Units that never fire on the indexed images (no pictures written).
+    pub dead: usize,
     pub pages: usize,
+    /// Picture files written (thumbnails and contact sheets).
     pub tiles: usize,
     pub images: usize,
     pub missing_images: usize,
     pub warnings: Vec<String>,
 }
+
+/// Side of a cell of the layer page's small contact sheets.
+pub const MINI: u32 = 36;
+/// Longest side of a cell of the browser-side heat maps (larger maps are max-pooled:
+/// a 112 x 112 stem map would weigh 12 kB per image on the page).
+pub const MAP_SIDE: usize = 28;
 
 /// A name safe as one path component (layer names hold dots, never slashes, but be sure).
 pub fn slug(name: &str) -> String {
@@ -78,32 +97,27 @@ pub fn slug(name: &str) -> String {
         .collect()
 }
 
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// File names, relative to the gallery root.
+fn thumb_file(image_id: i64) -> String {
+    format!("img/{image_id}.jpg")
 }
-
-/// Percent-encodes a relative URL path (slashes kept), so any file name links.
-fn url(path: &str) -> String {
-    let mut out = String::new();
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+fn sheet_file(l: &str, unit: usize) -> String {
+    format!("s/{}/{unit}.jpg", slug(l))
+}
+fn mini_file(l: &str, unit: usize) -> String {
+    format!("s/{}/{unit}m.jpg", slug(l))
+}
+fn filter_file(l: &str, unit: usize) -> String {
+    format!("f/{}/{unit}.png", slug(l))
+}
+fn layer_page(l: &str) -> String {
+    format!("layers/{}.html", slug(l))
+}
+fn layer_json(l: &str) -> String {
+    format!("layers/{}.json", slug(l))
+}
+fn unit_page(l: &str, unit: usize) -> String {
+    format!("units/{}/{unit}.html", slug(l))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -113,66 +127,131 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-fn write_jpeg(img: &RgbImage, path: &Path) -> Result<()> {
+fn write_jpeg(img: &RgbImage, path: &Path, quality: u8) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let f = File::create(path).map_err(|e| Error::io(path, e))?;
-    image::codecs::jpeg::JpegEncoder::new_with_quality(BufWriter::new(f), 85)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(BufWriter::new(f), quality)
         .encode_image(img)
         .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
 }
 
-/// Tile file names, relative to the gallery root.
-fn crop_tile(l: &str, image_id: i64, y: usize, x: usize) -> String {
-    format!("t/{}/c{image_id}_{y}_{x}.jpg", slug(l))
-}
-fn heat_tile(l: &str, unit: usize, image_id: i64) -> String {
-    format!("t/{}/h{unit}_{image_id}.jpg", slug(l))
-}
-fn filter_file(l: &str, unit: usize) -> String {
-    format!("f/{}/{unit}.png", slug(l))
-}
-fn layer_page(l: &str) -> String {
-    format!("layers/{}.html", slug(l))
-}
-fn unit_page(l: &str, unit: usize) -> String {
-    format!("units/{}/{unit}.html", slug(l))
+/// A unit's map on one image, max-pooled to at most `MAP_SIDE` a side (so the peak
+/// stays visible) and quantised to 0..=255 of the unit's heat scale.
+#[derive(Clone, Debug)]
+pub(crate) struct HeatMap {
+    pub w: usize,
+    pub h: usize,
+    /// Map cells pooled into one.
+    pub factor: usize,
+    pub bytes: Vec<u8>,
 }
 
-/// An image's file, transform and the tiles to cut from it.
-type ImageJobs = (PathBuf, Transform, Vec<Job>);
+impl HeatMap {
+    fn pooled(map: &UnitMap, hi: f32) -> HeatMap {
+        let factor = map.h.max(map.w).div_ceil(MAP_SIDE).max(1);
+        let (h, w) = (map.h.div_ceil(factor), map.w.div_ceil(factor));
+        let mut bytes = vec![0u8; h * w];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            let (py, px) = (i / w, i % w);
+            let mut m = f32::NEG_INFINITY;
+            for y in py * factor..((py + 1) * factor).min(map.h) {
+                for x in px * factor..((px + 1) * factor).min(map.w) {
+                    m = m.max(map.data[y * map.w + x]);
+                }
+            }
+            *b = (m / hi * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+        HeatMap { w, h, factor, bytes }
+    }
+}
 
-/// One tile to cut from an image.
-struct Job {
+/// What the pages show of one top image beyond its thumbnail.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shown {
+    /// Where the unit fired, in original pixels (layers shown by region).
+    pub region: Option<[f64; 4]>,
+    pub heat: Option<HeatMap>,
+}
+
+/// A unit's pictures as cut from its top images, by rank.
+#[derive(Default)]
+struct UnitTiles {
+    /// Receptive-field crops at the tile size (layers shown by crop).
+    crops: BTreeMap<usize, RgbImage>,
+    minis: BTreeMap<usize, RgbImage>,
+}
+
+/// One top image's place: layer, unit, rank (0-based) and its hit.
+struct Job<'a> {
     layer: usize,
     unit: usize,
-    y: usize,
-    x: usize,
-    /// Unit's heat scale (0 to its best peak).
-    range: (f32, f32),
-    value: f32,
+    slot: usize,
+    hit: &'a TopHit,
+}
+
+/// How a layer's top images are shown: their receptive field while it fits in the
+/// network input, the active region beyond (needs the maps, so the network).
+fn layer_mode(l: &LayerInfo, input: u32, maps: bool) -> Mode {
+    match top::default_mode(&l.field, input) {
+        Mode::Region if maps => Mode::Region,
+        _ => Mode::Crop,
+    }
+}
+
+/// Everything the pages are made from.
+pub(crate) struct Data {
+    pub run: crate::store::RunInfo,
+    pub layers: Vec<LayerInfo>,
+    pub stats: Vec<Vec<UnitStats>>,
+    /// Top hits per layer and unit (empty for units that never fire).
+    pub tops: Vec<Vec<Vec<TopHit>>>,
+    pub dead: Vec<Vec<bool>>,
+    pub modes: Vec<Mode>,
+    /// Per (layer, unit, rank): region and heat map.
+    pub shown: HashMap<(usize, usize, usize), Shown>,
+    /// Thumbnail size per image written.
+    pub thumbs: HashMap<i64, (u32, u32)>,
+    pub missing: HashSet<i64>,
+    pub filters: Vec<bool>,
+    pub tile: u32,
 }
 
 /// Builds the gallery of `store` into `opts.out`.
 pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     let run = store.run_info()?;
-    let mut layers = store.layers()?;
-    if let Some(want) = &opts.layers {
-        let picked: Vec<LayerInfo> = want
+    let layers = match &opts.layers {
+        Some(want) => want
             .iter()
             .map(|w| query::layer(store, w))
-            .collect::<Result<_>>()?;
-        layers = picked;
-    }
+            .collect::<Result<Vec<_>>>()?,
+        None => store.layers()?,
+    };
     let stats_all = store.load_stats(&store.layers()?)?;
     let stats: Vec<Vec<UnitStats>> = layers
         .iter()
         .map(|l| stats_all.get(l.id as usize).cloned().unwrap_or_default())
         .collect();
+    let dead: Vec<Vec<bool>> = layers
+        .iter()
+        .zip(&stats)
+        .map(|(l, st)| {
+            (0..l.channels)
+                .map(|u| st.get(u).is_some_and(|s| query::never_fires(l, s)))
+                .collect()
+        })
+        .collect();
     let k = opts.k.clamp(1, run.top_k.max(1));
     let tops: Vec<Vec<Vec<TopHit>>> = layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(li, l)| {
             (0..l.channels)
-                .map(|u| query::top(store, &l.name, u, k))
+                .map(|u| match dead[li][u] {
+                    true => Ok(Vec::new()),
+                    false => query::top(store, &l.name, u, k),
+                })
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
@@ -180,6 +259,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     let mut summary = Summary {
         layers: layers.len(),
         units: layers.iter().map(|l| l.channels).sum(),
+        dead: dead.iter().flatten().filter(|&&d| d).count(),
         ..Default::default()
     };
     let net = if opts.heat {
@@ -198,127 +278,65 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     } else {
         None
     };
+    let input = crate::arch::by_name(&run.model).map_or(224, |a| a.recipe.size);
+    let modes: Vec<Mode> = layers
+        .iter()
+        .map(|l| layer_mode(l, input, net.is_some()))
+        .collect();
 
     // Jobs per image.
-    let mut per_image: BTreeMap<i64, ImageJobs> = BTreeMap::new();
+    let mut per_image: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
     for (li, units) in tops.iter().enumerate() {
         for (u, hits) in units.iter().enumerate() {
-            let best = hits.first().map_or(0.0, |h| h.value);
-            for h in hits {
-                per_image
-                    .entry(h.image_id)
-                    .or_insert_with(|| (h.abs_path.clone(), h.transform.clone(), Vec::new()))
-                    .2
-                    .push(Job {
-                        layer: li,
-                        unit: u,
-                        y: h.y,
-                        x: h.x,
-                        range: (0.0, best),
-                        value: h.value,
-                    });
+            for (slot, hit) in hits.iter().enumerate() {
+                per_image.entry(hit.image_id).or_default().push(Job {
+                    layer: li,
+                    unit: u,
+                    slot,
+                    hit,
+                });
             }
         }
     }
     summary.images = per_image.len();
-    for l in &layers {
-        let d = opts.out.join("t").join(slug(&l.name));
-        fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-    }
 
-    let taps: Vec<usize> = layers.iter().map(|l| l.node).collect();
-    let entries: Vec<(&i64, &ImageJobs)> = per_image.iter().collect();
-    let mut missing: Vec<i64> = Vec::new();
+    let cut = Cutter {
+        out: &opts.out,
+        layers: &layers,
+        stats: &stats,
+        modes: &modes,
+        tile: opts.tile,
+        max_pixels: run.max_pixels,
+    };
+    let taps: Vec<Tap> = layers
+        .iter()
+        .map(|l| Tap {
+            node: l.node,
+            pre: l.pre,
+        })
+        .collect();
+    let tiles: Mutex<HashMap<(usize, usize), UnitTiles>> = Mutex::new(HashMap::new());
+    let mut shown = HashMap::new();
+    let mut thumbs = HashMap::new();
+    let mut missing = HashSet::new();
     let mut mismatched = 0usize;
-    let mut tiles = 0usize;
+    let entries: Vec<(&i64, &Vec<Job>)> = per_image.iter().collect();
     for chunk in entries.chunks(8) {
-        let decoded: Vec<Option<Pyramid>> = chunk
-            .par_iter()
-            .map(|(_, (path, _, _))| {
-                preprocess::open_image(path, run.max_pixels)
-                    .ok()
-                    .map(Pyramid::new)
-            })
-            .collect();
-        // One forward pass for the chunk's readable images, all layers at once.
-        let present: Vec<usize> = (0..chunk.len()).filter(|&i| decoded[i].is_some()).collect();
-        let acts = match (&net, present.is_empty()) {
-            (Some(net), false) => {
-                let input: Vec<f32> = present
-                    .par_iter()
-                    .map(|&i| {
-                        preprocess::prepare(
-                            decoded[i].as_ref().unwrap().original(),
-                            &net.arch.recipe,
-                        )
-                        .0
-                    })
-                    .collect::<Vec<_>>()
-                    .concat();
-                Some(net.forward_raw(&input, present.len(), &taps)?)
-            }
-            _ => None,
-        };
-        for (i, (id, _)) in chunk.iter().enumerate() {
-            if decoded[i].is_none() {
-                missing.push(**id);
-            }
-        }
-        let results: Vec<Result<(usize, usize)>> = present
-            .par_iter()
-            .enumerate()
-            .map(|(slot, &i)| {
-                let (id, (_, transform, jobs)) = chunk[i];
-                let pyr = decoded[i].as_ref().unwrap();
-                let (base, s) = pyr.whole(opts.tile, opts.tile);
-                let (mut written, mut bad) = (0, 0);
-                let mut crops = std::collections::HashSet::new();
-                for job in jobs.iter() {
-                    let l = &layers[job.layer];
-                    let exact = transform
-                        .box_to_original(l.field.unit_box(job.y, job.x))
-                        .exact;
-                    let cpath = opts.out.join(crop_tile(&l.name, *id, job.y, job.x));
-                    if crops.insert((job.layer, job.y, job.x)) {
-                        write_jpeg(&pyr.crop(exact, opts.tile, opts.tile), &cpath)?;
-                        written += 1;
-                    }
-                    if let Some(acts) = &acts {
-                        let a = &acts[job.layer];
-                        let hw = a.h * a.w;
-                        let data = &a.image(slot)[job.unit * hw..(job.unit + 1) * hw];
-                        let got = data.get(job.y * a.w + job.x).copied().unwrap_or(f32::NAN);
-                        if !top::close(got, job.value) {
-                            bad += 1;
-                        }
-                        let map = UnitMap {
-                            data,
-                            h: a.h,
-                            w: a.w,
-                        };
-                        let img = tile::heat_on(
-                            base.clone(),
-                            s,
-                            transform,
-                            &l.field,
-                            map,
-                            job.range,
-                            Colormap::Viridis,
-                        );
-                        write_jpeg(&img, &opts.out.join(heat_tile(&l.name, job.unit, *id)))?;
-                        written += 1;
-                    }
+        let cuts = cut.chunk(chunk, net.as_ref(), &taps, &tiles)?;
+        for (id, c) in chunk.iter().map(|(id, _)| **id).zip(cuts) {
+            match c {
+                None => {
+                    missing.insert(id);
                 }
-                Ok((written, bad))
-            })
-            .collect();
-        for r in results {
-            let (w, b) = r?;
-            tiles += w;
-            mismatched += b;
+                Some(c) => {
+                    thumbs.insert(id, c.thumb);
+                    mismatched += c.mismatched;
+                    shown.extend(c.shown);
+                }
+            }
         }
     }
-    summary.tiles = tiles;
+    summary.tiles = thumbs.len();
     summary.missing_images = missing.len();
     if !missing.is_empty() {
         summary.warnings.push(format!(
@@ -332,463 +350,250 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
              (images changed since indexing, or other weights)"
         ));
     }
-    let missing: std::collections::HashSet<i64> = missing.into_iter().collect();
-    let has_heat = net.is_some();
+    summary.tiles += write_sheets(&opts.out, &layers, &tops, &modes, tiles.into_inner().unwrap(), opts.tile)?;
+    let filters = write_filters(&opts.out, &layers, net.as_ref())?;
 
-    // Filters, where one picture shows a unit's filter (RGB or single-input).
-    let mut filter_shown: Vec<bool> = vec![false; layers.len()];
-    if let Some(net) = &net {
-        for (li, l) in layers.iter().enumerate() {
-            if let Some((g, w)) = net.conv_weights(l.node) {
-                let shape = FilterShape {
-                    out: g.out_ch,
-                    inputs: g.in_ch / g.groups.max(1),
-                    kh: g.kernel.0,
-                    kw: g.kernel.1,
-                };
-                if shape.inputs != 1 && shape.inputs != 3 || shape.out != l.channels {
-                    continue;
-                }
-                let zoom = (64 / shape.kh.max(shape.kw).max(1) as u32).max(1);
-                (0..shape.out).into_par_iter().try_for_each(|u| {
-                    let p = filters::filter_picture(w, shape, u, zoom).expect("1 or 3 inputs");
-                    crate::render::save_png(&p, &opts.out.join(filter_file(&l.name, u)))
-                })?;
-                filter_shown[li] = true;
-            }
-        }
-    }
-
-    // Pages and JSON.
-    let ctx = PageCtx {
-        run: &run,
-        layers: &layers,
-        stats: &stats,
-        tops: &tops,
-        missing: &missing,
-        has_heat,
-        filters: &filter_shown,
+    let data = Data {
+        run,
+        layers,
+        stats,
+        tops,
+        dead,
+        modes,
+        shown,
+        thumbs,
+        missing,
+        filters,
         tile: opts.tile,
     };
-    write_file(&opts.out.join("style.css"), STYLE.as_bytes())?;
-    write_file(&opts.out.join("index.html"), ctx.index_html().as_bytes())?;
-    write_file(
-        &opts.out.join("gallery.json"),
-        serde_json::to_string_pretty(&ctx.index_json())
-            .unwrap()
-            .as_bytes(),
-    )?;
-    summary.pages = 1;
-    for (li, l) in layers.iter().enumerate() {
-        write_file(
-            &opts.out.join(layer_page(&l.name)),
-            ctx.layer_html(li).as_bytes(),
-        )?;
-        let units: Vec<serde_json::Value> = (0..l.channels).map(|u| ctx.unit_json(li, u)).collect();
-        write_file(
-            &opts.out.join(format!("layers/{}.json", slug(&l.name))),
-            serde_json::to_string(&json!({"layer": l.name, "units": units}))
-                .unwrap()
-                .as_bytes(),
-        )?;
-        (0..l.channels).into_par_iter().try_for_each(|u| {
-            let page = opts.out.join(unit_page(&l.name, u));
-            write_file(&page, ctx.unit_html(li, u).as_bytes())?;
-            write_file(
-                &page.with_extension("json"),
-                serde_json::to_string_pretty(&ctx.unit_json(li, u))
-                    .unwrap()
-                    .as_bytes(),
-            )
-        })?;
-        summary.pages += 1 + l.channels;
-    }
+    summary.pages = pages::write_all(&data, &opts.out)?;
     Ok(summary)
 }
 
-struct PageCtx<'a> {
-    run: &'a store::RunInfo,
+/// Cuts the tiles of images, one chunk at a time.
+struct Cutter<'a> {
+    out: &'a Path,
     layers: &'a [LayerInfo],
     stats: &'a [Vec<UnitStats>],
-    tops: &'a [Vec<Vec<TopHit>>],
-    missing: &'a std::collections::HashSet<i64>,
-    has_heat: bool,
-    filters: &'a [bool],
+    modes: &'a [Mode],
     tile: u32,
+    max_pixels: u64,
 }
 
-fn head(title: &str, root: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><link rel=\"stylesheet\" href=\"{root}style.css\"></head><body>\n",
-        html_escape(title)
-    )
+/// What one image gave.
+struct ImageCut {
+    thumb: (u32, u32),
+    mismatched: usize,
+    shown: Vec<((usize, usize, usize), Shown)>,
 }
 
-fn fmt_opt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
-}
-
-impl PageCtx<'_> {
-    fn field_text(l: &LayerInfo) -> String {
-        format!(
-            "{}x{} px, stride {}",
-            l.field.size[1], l.field.size[0], l.field.jump[1]
-        )
-    }
-
-    fn index_html(&self) -> String {
-        let mut s = head("neurodex gallery", "");
-        let _ = write!(
-            s,
-            "<nav><b>neurodex gallery</b> · <a href=\"gallery.json\">gallery.json</a></nav>\n\
-             <h1>{}</h1><p class=\"meta\">weights {} · images from {} · top {} per unit</p>\n\
-             <table><tr><th>layer</th><th>units</th><th>map</th><th>receptive field</th><th>strongest unit</th></tr>\n",
-            html_escape(&self.run.model),
-            html_escape(&self.run.weights_id[..12.min(self.run.weights_id.len())]),
-            html_escape(&self.run.root.display().to_string()),
-            self.tops.first().and_then(|t| t.first()).map_or(0, |h| h.len()),
-        );
-        for (li, l) in self.layers.iter().enumerate() {
-            let best = (0..l.channels)
-                .filter_map(|u| self.tops[li][u].first().map(|h| (u, h.value)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            let best = best.map_or("-".into(), |(u, v)| {
-                format!(
-                    "<a href=\"{}\">unit {u}</a> ({v:.3})",
-                    url(&unit_page(&l.name, u))
-                )
-            });
-            let _ = writeln!(
-                s,
-                "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}x{}</td><td>{}</td><td>{best}</td></tr>",
-                url(&layer_page(&l.name)),
-                html_escape(&l.name),
-                l.channels,
-                l.height,
-                l.width,
-                Self::field_text(l)
-            );
-        }
-        s.push_str("</table>\n</body></html>\n");
-        s
-    }
-
-    fn index_json(&self) -> serde_json::Value {
-        json!({
-            "model": self.run.model,
-            "weights_id": self.run.weights_id,
-            "root": self.run.root,
-            "layers": self.layers.iter().map(|l| json!({
-                "name": l.name,
-                "units": l.channels,
-                "height": l.height,
-                "width": l.width,
-                "field": l.field,
-                "page": layer_page(&l.name),
-                "json": format!("layers/{}.json", slug(&l.name)),
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    /// `<img>` of a crop tile, or a placeholder when the image is gone.
-    fn crop_img(&self, root: &str, l: &LayerInfo, h: &TopHit, class: &str) -> String {
-        if self.missing.contains(&h.image_id) {
-            return format!("<span class=\"{class} gone\" title=\"missing\"></span>");
-        }
-        format!(
-            "<img class=\"{class}\" src=\"{root}{}\" alt=\"#{} {:.3}\">",
-            url(&crop_tile(&l.name, h.image_id, h.y, h.x)),
-            h.rank,
-            h.value
-        )
-    }
-
-    fn layer_html(&self, li: usize) -> String {
-        let l = &self.layers[li];
-        let mut s = head(&format!("{} - neurodex", l.name), "../");
-        let _ = write!(
-            s,
-            "<nav><a href=\"../index.html\">index</a> › {} · <a href=\"{}.json\">json</a></nav>\n\
-             <h1>{}</h1><p class=\"meta\">{} units · map {}x{} · receptive field {}</p>\n<div class=\"units\">\n",
-            html_escape(&l.name),
-            url(&slug(&l.name)),
-            html_escape(&l.name),
-            l.channels,
-            l.height,
-            l.width,
-            Self::field_text(l)
-        );
-        for u in 0..l.channels {
-            let hits = &self.tops[li][u];
-            // A field wider than the network's input shows the whole image anyway:
-            // there the heat map says more than the crop.
-            let thumbs: String = hits
-                .iter()
-                .map(|h| {
-                    let wide = l.field.size.iter().all(|&s| s >= h.transform.size as i64);
-                    if wide && self.has_heat && !self.missing.contains(&h.image_id) {
-                        format!(
-                            "<img class=\"thumb\" src=\"../{}\" alt=\"#{} {:.3}\">",
-                            url(&heat_tile(&l.name, u, h.image_id)),
-                            h.rank,
-                            h.value
-                        )
-                    } else {
-                        self.crop_img("../", l, h, "thumb")
-                    }
-                })
-                .collect();
-            let best = hits
-                .first()
-                .map_or("-".into(), |h| format!("{:.3}", h.value));
-            let _ = writeln!(
-                s,
-                "<a class=\"unit\" id=\"u{u}\" href=\"../{}\"><span class=\"mini\">{thumbs}</span><span class=\"cap\">{u} · {best}</span></a>",
-                url(&unit_page(&l.name, u))
-            );
-        }
-        s.push_str("</div>\n</body></html>\n");
-        s
-    }
-
-    fn unit_html(&self, li: usize, u: usize) -> String {
-        let l = &self.layers[li];
-        let hits = &self.tops[li][u];
-        let st = &self.stats[li].get(u);
-        let root = "../../";
-        let mut s = head(&format!("{} unit {u} - neurodex", l.name), root);
-        let prev = if u > 0 {
-            format!("<a href=\"{}.html\">‹ unit {}</a>", u - 1, u - 1)
-        } else {
-            "<span class=\"off\">‹</span>".into()
-        };
-        let next = if u + 1 < l.channels {
-            format!("<a href=\"{}.html\">unit {} ›</a>", u + 1, u + 1)
-        } else {
-            "<span class=\"off\">›</span>".into()
-        };
-        let _ = write!(
-            s,
-            "<nav><a href=\"{root}index.html\">index</a> › <a href=\"{root}{}#u{u}\">{}</a> › unit {u} · {prev} · {next} · <a href=\"{u}.json\">json</a></nav>\n\
-             <h1>{} unit {u}</h1>\n",
-            url(&layer_page(&l.name)),
-            html_escape(&l.name),
-            html_escape(&l.name),
-        );
-        if let Some(st) = st {
-            let _ = writeln!(
-                s,
-                "<p class=\"meta\">peak over {} images: max {} · mean {} ± {} · median {} · fired (&gt; 0) on {} of them</p>",
-                st.count,
-                fmt_opt((st.count > 0).then_some(st.max)),
-                fmt_opt(st.mean()),
-                fmt_opt(st.std()),
-                fmt_opt(st.quantile(0.5)),
-                st.positive
-            );
-        }
-        let side = self.tile;
-        let _ = writeln!(
-            s,
-            "<h2>Top {} · receptive-field crops</h2><div class=\"big\" style=\"--tile:{side}px\">",
-            hits.len()
-        );
-        for h in hits {
-            let _ = writeln!(
-                s,
-                "<figure>{}<figcaption>#{} {:.3}</figcaption></figure>",
-                self.crop_img(root, l, h, "tile"),
-                h.rank,
-                h.value
-            );
-        }
-        s.push_str("</div>\n");
-        if self.has_heat {
-            let _ = writeln!(
-                s,
-                "<h2>Activation over the whole image</h2><div class=\"big\" style=\"--tile:{side}px\">"
-            );
-            for h in hits {
-                let img = if self.missing.contains(&h.image_id) {
-                    "<span class=\"tile gone\"></span>".to_string()
-                } else {
-                    format!(
-                        "<img class=\"tile\" src=\"{root}{}\" alt=\"heat #{}\">",
-                        url(&heat_tile(&l.name, u, h.image_id)),
-                        h.rank
-                    )
-                };
-                let _ = writeln!(
-                    s,
-                    "<figure>{img}<figcaption>#{} {:.3}</figcaption></figure>",
-                    h.rank, h.value
-                );
-            }
-            s.push_str("</div>\n");
-        }
-        s.push_str("<div class=\"side\">");
-        if let Some(st) = st {
-            let _ = write!(
-                s,
-                "<section><h2>Peaks on all images</h2>{}</section>",
-                histogram_svg(st)
-            );
-        }
-        if self.filters[li] {
-            let _ = write!(
-                s,
-                "<section><h2>Filter</h2><img class=\"filter\" src=\"{root}{}\" alt=\"filter of unit {u}\"><p class=\"meta\">grey = 0, per-filter scale</p></section>",
-                url(&filter_file(&l.name, u))
-            );
-        }
-        s.push_str("</div>\n<h2>Images</h2><table><tr><th>rank</th><th>value</th><th>(y, x)</th><th>field in image (x0,y0,x1,y1)</th><th>path</th></tr>\n");
-        for h in hits {
-            let b = h.box_orig;
-            let _ = writeln!(
-                s,
-                "<tr><td>{}</td><td>{:.4}</td><td>({}, {})</td><td>{},{},{},{}</td><td>{}</td></tr>",
-                h.rank,
-                h.value,
-                h.y,
-                h.x,
-                b[0],
-                b[1],
-                b[2],
-                b[3],
-                html_escape(&h.path)
-            );
-        }
-        s.push_str("</table>\n</body></html>\n");
-        s
-    }
-
-    fn unit_json(&self, li: usize, u: usize) -> serde_json::Value {
-        let l = &self.layers[li];
-        let st = self.stats[li].get(u);
-        let top: Vec<serde_json::Value> = self.tops[li][u]
-            .iter()
-            .map(|h| {
-                let gone = self.missing.contains(&h.image_id);
-                json!({
-                    "rank": h.rank,
-                    "value": h.value,
-                    "y": h.y,
-                    "x": h.x,
-                    "path": h.path,
-                    "box": h.box_orig,
-                    "box_exact": h.box_exact,
-                    "crop": (!gone).then(|| crop_tile(&l.name, h.image_id, h.y, h.x)),
-                    "heat": (!gone && self.has_heat).then(|| heat_tile(&l.name, u, h.image_id)),
-                })
+impl Cutter<'_> {
+    /// Decodes the chunk's images, runs them through `net` (all layers at once), writes
+    /// their thumbnails and files their tiles in `tiles`; `None` for an unreadable image.
+    fn chunk(
+        &self,
+        chunk: &[(&i64, &Vec<Job>)],
+        net: Option<&crate::model::Network>,
+        taps: &[Tap],
+        tiles: &Mutex<HashMap<(usize, usize), UnitTiles>>,
+    ) -> Result<Vec<Option<ImageCut>>> {
+        let decoded: Vec<Option<Pyramid>> = chunk
+            .par_iter()
+            .map(|(_, jobs)| {
+                preprocess::open_image(&jobs[0].hit.abs_path, self.max_pixels)
+                    .ok()
+                    .map(Pyramid::new)
             })
             .collect();
-        json!({
-            "layer": l.name,
-            "unit": u,
-            "page": unit_page(&l.name, u),
-            "stats": st.map(|s| json!({
-                "count": s.count,
-                "max": (s.count > 0).then_some(s.max),
-                "min": (s.count > 0).then_some(s.min),
-                "mean": s.mean(),
-                "std": s.std(),
-                "positive": s.positive,
-                "sparsity": s.sparsity(),
-            })),
-            "filter": self.filters[li].then(|| filter_file(&l.name, u)),
-            "top": top,
-        })
+        let present: Vec<usize> = (0..chunk.len()).filter(|&i| decoded[i].is_some()).collect();
+        let acts = match net {
+            Some(net) if !present.is_empty() => {
+                let input: Vec<f32> = present
+                    .par_iter()
+                    .map(|&i| {
+                        let img = decoded[i].as_ref().unwrap().original();
+                        preprocess::prepare(img, &net.arch.recipe).0
+                    })
+                    .collect::<Vec<_>>()
+                    .concat();
+                Some(net.forward_taps(&input, present.len(), taps)?)
+            }
+            _ => None,
+        };
+        let cut: Vec<Result<ImageCut>> = present
+            .par_iter()
+            .enumerate()
+            .map(|(slot, &i)| {
+                let (id, jobs) = chunk[i];
+                let maps = acts.as_ref().map(|a| (a.as_slice(), slot));
+                self.image(*id, decoded[i].as_ref().unwrap(), jobs, maps, tiles)
+            })
+            .collect();
+        let mut cut = cut.into_iter();
+        (0..chunk.len())
+            .map(|i| match decoded[i] {
+                Some(_) => cut.next().unwrap().map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// One image: its thumbnail, and for each of its jobs the crop or region, the small
+    /// tile and the pooled heat map.
+    fn image(
+        &self,
+        id: i64,
+        pyr: &Pyramid,
+        jobs: &[Job],
+        maps: Option<(&[crate::model::Activation], usize)>,
+        tiles: &Mutex<HashMap<(usize, usize), UnitTiles>>,
+    ) -> Result<ImageCut> {
+        let (thumb, _) = pyr.whole(2 * self.tile, 2 * self.tile);
+        write_jpeg(&thumb, &self.out.join(thumb_file(id)), 85)?;
+        let mut cut = ImageCut {
+            thumb: thumb.dimensions(),
+            mismatched: 0,
+            shown: Vec::new(),
+        };
+        for job in jobs {
+            let l = &self.layers[job.layer];
+            let h = job.hit;
+            let mut shown = Shown::default();
+            let map = maps.map(|(acts, slot)| {
+                let a = &acts[job.layer];
+                let hw = a.h * a.w;
+                UnitMap {
+                    data: &a.image(slot)[job.unit * hw..(job.unit + 1) * hw],
+                    h: a.h,
+                    w: a.w,
+                }
+            });
+            if let Some(map) = &map {
+                let got = map.data.get(h.y * map.w + h.x).copied().unwrap_or(f32::NAN);
+                if !top::close(got, h.pre.unwrap_or(h.value)) {
+                    cut.mismatched += 1;
+                }
+                let hi = self.stats[job.layer].get(job.unit).map_or(0.0, |s| s.max as f32);
+                let hi = if hi > 0.0 { hi } else { map.max() };
+                shown.heat = Some(HeatMap::pooled(map, hi));
+            }
+            let field = h.transform.box_to_original(l.field.unit_box(h.y, h.x)).exact;
+            let area = match (self.modes[job.layer], &map) {
+                (Mode::Region, Some(map)) => {
+                    let r = region::region(*map, &l.field, &h.transform);
+                    shown.region = r.map(|r| r.original);
+                    shown.region.unwrap_or(field)
+                }
+                _ => field,
+            };
+            let mini = pyr.crop(area, MINI, MINI);
+            let crop = (self.modes[job.layer] == Mode::Crop).then(|| pyr.crop(field, self.tile, self.tile));
+            {
+                let mut t = tiles.lock().unwrap();
+                let e = t.entry((job.layer, job.unit)).or_default();
+                e.minis.insert(job.slot, mini);
+                if let Some(c) = crop {
+                    e.crops.insert(job.slot, c);
+                }
+            }
+            cut.shown.push(((job.layer, job.unit, job.slot), shown));
+        }
+        Ok(cut)
     }
 }
 
-/// The unit's peak histogram (the index's log-spaced bins) as inline SVG.
-fn histogram_svg(st: &UnitStats) -> String {
-    let used: Vec<usize> = (0..st.hist.len()).filter(|&b| st.hist[b] > 0).collect();
-    let (Some(&first), Some(&last)) = (used.first(), used.last()) else {
-        return "<p class=\"meta\">no peaks recorded</p>".into();
+/// The caption of a top image on a sheet: rank, tie mark, value, and the value before
+/// the activation where it differs.
+pub(crate) fn hit_label(h: &TopHit) -> String {
+    let tie = if h.tie { "=" } else { "" };
+    match h.pre {
+        Some(p) if p != h.value => format!("#{}{tie} {:.3} | {:.3}", h.rank, h.value, p),
+        _ => format!("#{}{tie} {:.3}", h.rank, h.value),
+    }
+}
+
+/// Writes each live unit's small sheet and, on crop layers, its labelled crop sheet;
+/// returns the number of files.
+fn write_sheets(
+    out: &Path,
+    layers: &[LayerInfo],
+    tops: &[Vec<Vec<TopHit>>],
+    modes: &[Mode],
+    tiles: HashMap<(usize, usize), UnitTiles>,
+    side: u32,
+) -> Result<usize> {
+    let units: Vec<((usize, usize), UnitTiles)> = tiles.into_iter().collect();
+    let written: Vec<usize> = units
+        .into_par_iter()
+        .map(|((li, u), mut t)| {
+            let l = &layers[li];
+            let hits = &tops[li][u];
+            let tiles = |imgs: &mut BTreeMap<usize, RgbImage>, label: bool| -> Vec<Tile> {
+                (0..hits.len())
+                    .map(|s| {
+                        let text = if label { hit_label(&hits[s]) } else { String::new() };
+                        Tile::new(imgs.remove(&s), text)
+                    })
+                    .collect()
+            };
+            let mini = grid::compose(None, &tiles(&mut t.minis, false), MINI, MINI);
+            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 70)?;
+            if modes[li] != Mode::Crop {
+                return Ok(1);
+            }
+            let sheet = grid::compose(None, &tiles(&mut t.crops, true), side, side);
+            write_jpeg(&sheet, &out.join(sheet_file(&l.name, u)), 82)?;
+            Ok(2)
+        })
+        .collect::<Result<_>>()?;
+    Ok(written.iter().sum())
+}
+
+/// Filters, where one picture shows a unit's filter (RGB or single-input); per layer
+/// whether they were drawn.
+fn write_filters(
+    out: &Path,
+    layers: &[LayerInfo],
+    net: Option<&crate::model::Network>,
+) -> Result<Vec<bool>> {
+    use crate::render::filters::{self, FilterShape};
+    let mut shown = vec![false; layers.len()];
+    let Some(net) = net else {
+        return Ok(shown);
     };
-    let bins = &st.hist[first..=last];
-    let top = *bins.iter().max().unwrap() as f64;
-    let (w, h) = (320.0, 120.0);
-    let bw = w / bins.len() as f64;
-    let mut s = format!(
-        "<svg class=\"hist\" viewBox=\"0 0 {w} {}\" width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"histogram of peaks\">",
-        h + 16.0,
-        h + 16.0
-    );
-    for (i, &c) in bins.iter().enumerate() {
-        if c == 0 {
+    for (li, l) in layers.iter().enumerate() {
+        let Some((g, w)) = net.conv_weights(l.node) else {
+            continue;
+        };
+        let shape = FilterShape {
+            out: g.out_ch,
+            inputs: g.in_ch / g.groups.max(1),
+            kh: g.kernel.0,
+            kw: g.kernel.1,
+        };
+        if shape.inputs != 1 && shape.inputs != 3 || shape.out != l.channels {
             continue;
         }
-        let bh = (c as f64 / top * h).max(1.0);
-        let (lo, hi) = store::hist_bin_range(first + i);
-        let _ = write!(
-            s,
-            "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{bh:.2}\"><title>{lo:.3} .. {hi:.3}: {c}</title></rect>",
-            i as f64 * bw,
-            h - bh,
-            (bw - 0.5).max(0.5)
-        );
+        let zoom = (64 / shape.kh.max(shape.kw).max(1) as u32).max(1);
+        (0..shape.out).into_par_iter().try_for_each(|u| {
+            let p = filters::filter_picture(w, shape, u, zoom).expect("1 or 3 inputs");
+            crate::render::save_png(&p, &out.join(filter_file(&l.name, u)))
+        })?;
+        shown[li] = true;
     }
-    let lo = store::hist_bin_range(first).0;
-    let hi = store::hist_bin_range(last).1;
-    let _ = write!(
-        s,
-        "<text x=\"0\" y=\"{}\">{lo:.3}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{hi:.3} (log bins)</text></svg>",
-        h + 13.0,
-        h + 13.0
-    );
-    s
+    Ok(shown)
 }
 
-const STYLE: &str = "\
-body{background:#161616;color:#e6e6e6;font:14px/1.4 system-ui,sans-serif;margin:16px}\n\
-a{color:#8cc4ff;text-decoration:none}a:hover{text-decoration:underline}\n\
-nav{margin-bottom:8px;color:#aaa}.off{color:#555}\n\
-h1{font-size:20px;margin:8px 0}h2{font-size:15px;margin:16px 0 6px}\n\
-.meta{color:#aaa}\n\
-table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #333;text-align:left}\n\
-.units{display:flex;flex-wrap:wrap;gap:8px}\n\
-.unit{display:flex;flex-direction:column;background:#222;padding:4px;border-radius:4px;color:#ccc}\n\
-.mini{display:grid;grid-template-columns:repeat(3,36px);gap:1px}\n\
-.thumb{width:36px;height:36px;object-fit:contain;background:#333;display:block}\n\
-.cap{font-size:12px;margin-top:2px}\n\
-.big{display:grid;grid-template-columns:repeat(3,var(--tile));gap:6px}\n\
-.big figure{margin:0}.big figcaption{font-size:12px;color:#bbb}\n\
-.tile{width:var(--tile);height:var(--tile);object-fit:contain;background:#222;display:block}\n\
-.gone{display:block;background:repeating-linear-gradient(45deg,#402020,#402020 4px,#301818 4px,#301818 8px)}\n\
-.side{display:flex;gap:24px;flex-wrap:wrap}\n\
-.hist rect{fill:#7ac}.hist text{fill:#aaa;font-size:11px}\n\
-.filter{image-rendering:pixelated;width:96px;height:96px}\n";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slugs_and_urls_are_safe() {
-        assert_eq!(slug("blocks.4"), "blocks.4");
-        assert_eq!(slug("a/b c"), "a_b_c");
-        assert_eq!(url("units/x y/1.html"), "units/x%20y/1.html");
-        assert_eq!(url("t/é.jpg"), "t/%C3%A9.jpg");
-        assert_eq!(
-            html_escape("<a href='x'>&"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;"
-        );
-    }
-
-    #[test]
-    fn histogram_spans_the_used_bins() {
-        let mut st = UnitStats::new();
-        for v in [0.5f32, 1.0, 1.0, 4.0] {
-            st.add(v);
-        }
-        let svg = histogram_svg(&st);
-        assert!(svg.starts_with("<svg"));
-        // Three distinct occupied bins: 0.5, 1.0 (twice), 4.0.
-        assert_eq!(svg.matches("<rect").count(), 3);
-        assert!(svg.contains(": 2</title>"));
-    }
+/// Where map cell (0, 0) of a pooled map sits and how far apart cells are, in
+/// network-input pixels: (centre x, centre y, step x, step y).
+pub(crate) fn map_grid(field: &crate::receptive::Field, factor: usize) -> [f64; 4] {
+    let centre = |a: usize| field.offset[a] as f64 + field.size[a] as f64 / 2.0;
+    let (jy, jx) = (field.jump[0] as f64, field.jump[1] as f64);
+    let f = factor as f64;
+    [
+        centre(1) + (f - 1.0) / 2.0 * jx,
+        centre(0) + (f - 1.0) / 2.0 * jy,
+        f * jx,
+        f * jy,
+    ]
 }

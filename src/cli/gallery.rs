@@ -52,10 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !args.quiet {
         eprintln!(
-            "wrote {}/index.html: {} layers, {} units, {} pages, {} tiles from {} images in {:.1} s",
+            "wrote {}/index.html: {} layers, {} units ({} never fire), {} pages, {} pictures from {} images in {:.1} s",
             args.output.display(),
             s.layers,
             s.units,
+            s.dead,
             s.pages,
             s.tiles,
             s.images,

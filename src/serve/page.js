@@ -258,6 +258,7 @@ function draw() {
   state.geom = { cols, c: h.c, cw: h.w + GAP, chh: h.h + GAP, z };
   // Where cell k is, in canvas pixels, for tests and tools: (GAP + col*cw) * z.
   Object.assign(grid.dataset, { cols, cw: h.w + GAP, ch: h.h + GAP, z, gap: GAP, c: h.c });
+  drawNumbers(g, h, cols, z);
   if (state.unit !== null && state.unit < h.c) {
     const ox = GAP + (state.unit % cols) * (h.w + GAP), oy = GAP + Math.floor(state.unit / cols) * (h.h + GAP);
     g.strokeStyle = '#ff4040';
@@ -269,6 +270,36 @@ function draw() {
   $('grid-scale').textContent = `one scale for the layer: black ${h.lo.toFixed(2)} … white ${h.hi.toFixed(2)}; click a channel`;
   drawTop5(h.top5);
   drawOverlay(h.transform);
+}
+
+// Each cell's unit number in its corner, where cells are large enough to hold one.
+function drawNumbers(g, h, cols, z) {
+  const cw = h.w * z;
+  if (cw < 18) return;
+  const size = Math.max(9, Math.min(13, Math.floor(cw / 4)));
+  g.font = `${size}px system-ui, sans-serif`;
+  g.textBaseline = 'top';
+  for (let ch = 0; ch < h.c; ch++) {
+    const x = (GAP + (ch % cols) * (h.w + GAP)) * z, y = (GAP + Math.floor(ch / cols) * (h.h + GAP)) * z;
+    const t = String(ch);
+    g.fillStyle = 'rgba(0,0,0,0.6)';
+    g.fillRect(x, y, g.measureText(t).width + 4, size + 2);
+    g.fillStyle = '#ffd600';
+    g.fillText(t, x + 2, y + 1);
+  }
+}
+
+// The channel under a grid position (canvas client coordinates), or null.
+function cellAt(ev) {
+  const g = state.geom;
+  if (!g) return null;
+  const r = ev.target.getBoundingClientRect();
+  const x = ((ev.clientX - r.left) * ev.target.width) / r.width / g.z;
+  const y = ((ev.clientY - r.top) * ev.target.height) / r.height / g.z;
+  const col = Math.floor((x - GAP / 2) / g.cw), row = Math.floor((y - GAP / 2) / g.chh);
+  const ch = row * g.cols + col;
+  if (col < 0 || col >= g.cols || row < 0 || ch >= g.c) return null;
+  return ch;
 }
 
 function drawZoom(h, maps) {
@@ -336,15 +367,14 @@ function drawOverlay(t) {
 // ---------------------------------------------------------------- units
 
 $('grid').addEventListener('click', (ev) => {
-  const g = state.geom;
-  if (!g) return;
-  const r = ev.target.getBoundingClientRect();
-  const x = ((ev.clientX - r.left) * ev.target.width) / r.width / g.z;
-  const y = ((ev.clientY - r.top) * ev.target.height) / r.height / g.z;
-  const col = Math.floor((x - GAP / 2) / g.cw), row = Math.floor((y - GAP / 2) / g.chh);
-  const ch = row * g.cols + col;
-  if (col < 0 || col >= g.cols || row < 0 || ch >= g.c) return;
-  selectUnit(ch);
+  const ch = cellAt(ev);
+  if (ch !== null) selectUnit(ch);
+});
+// The unit number on hover, for grids too fine to print it in every cell.
+$('grid').addEventListener('mousemove', (ev) => {
+  const ch = cellAt(ev);
+  const t = ch === null ? '' : `unit ${ch} of ${state.geom.c}: click for its top images`;
+  if (ev.target.title !== t) ev.target.title = t;
 });
 
 let unitRequest = 0;
@@ -365,6 +395,7 @@ async function selectUnit(u) {
     return;
   }
   if (mine !== unitRequest) return;
+  $('unit-pane').classList.toggle('dead', !!rep.never_fires);
   $('filter-fig').hidden = !rep.filter;
   if (rep.filter) $('filter').src = rep.filter;
   $('top9').replaceChildren(...rep.top.map((t) => {

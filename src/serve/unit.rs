@@ -43,6 +43,9 @@ pub struct UnitReport {
     pub filter: Option<String>,
     /// Whether the database indexes this layer.
     pub indexed: bool,
+    /// Whether the unit never fires on the indexed images (`query::never_fires`):
+    /// then there are no top images to show, only that.
+    pub never_fires: bool,
     pub top: Vec<TopImage>,
     /// Why there are no top images, or what went wrong with some.
     pub notes: Vec<String>,
@@ -112,6 +115,7 @@ pub fn report(
         channels,
         filter: filter(net, node, unit).map(|f| png_data_url(&f)),
         indexed: false,
+        never_fires: false,
         top: Vec::new(),
         notes: Vec::new(),
     };
@@ -129,6 +133,15 @@ pub fn report(
         return Ok(rep);
     };
     rep.indexed = true;
+    let stats = query::unit_stats(&store, &layer, unit)?;
+    if query::never_fires(&layer, &stats) {
+        rep.never_fires = true;
+        rep.notes.push(format!(
+            "unit {unit} never fires on the {} indexed images",
+            stats.count
+        ));
+        return Ok(rep);
+    }
     let hits = query::top(&store, &layer.name, unit, k)?;
     let run = store.run_info()?;
     let (shots, warnings) = top::shots_from_hits(&hits, run.max_pixels);

@@ -1,6 +1,7 @@
 // Opens a neurodex gallery in headless Chromium, from file:// and from a static HTTP
 // server, and checks that every image on the visited pages loads (naturalWidth > 0),
-// that every relative link on them resolves to a file, and takes screenshots.
+// that every relative link on them resolves to a file, that the arrow keys, the jump
+// box and sorting work, that a dead unit's page says so, and takes screenshots.
 //
 // usage: node gallery.mjs GALLERY_DIR SCREENSHOT_DIR
 // env:   CHROMIUM (default /usr/bin/chromium)
@@ -102,6 +103,52 @@ while (queue.length) {
   }
 }
 
+// Interaction, from file://: arrow keys, the jump box, sorting, a dead unit's page,
+// and how long the widest layer's page takes to load.
+const checks = {};
+const gallery = JSON.parse(readFileSync(join(root, 'gallery.json'), 'utf8'));
+const widest = gallery.layers.reduce((a, b) => (b.units > a.units ? b : a));
+const layerUrl = pathToFileURL(join(root, widest.page)).href;
+let t0 = Date.now();
+await page.goto(layerUrl, { waitUntil: 'load' });
+checks.widest_layer_load_ms = Date.now() - t0;
+checks.widest_layer = widest.name;
+const last = widest.units - 1;
+await page.fill('#jump-unit', String(last));
+await page.press('#jump-unit', 'Enter');
+await page.waitForURL((u) => u.href.endsWith(`/${last}.html`), { timeout: 10000 }).catch(() => {});
+checks.jump = page.url().endsWith(`/units/${widest.name}/${last}.html`);
+if (!checks.jump) fail(`jump box to unit ${last} went to ${page.url()}`);
+const unit0 = pathToFileURL(join(root, 'units', widest.name, '0.html')).href;
+t0 = Date.now();
+await page.goto(unit0, { waitUntil: 'load' });
+checks.unit_load_ms = Date.now() - t0;
+await page.keyboard.press('ArrowRight');
+await page.waitForURL((u) => u.href.endsWith('/1.html'), { timeout: 10000 }).catch(() => {});
+checks.arrow_right = page.url().endsWith(`/units/${widest.name}/1.html`);
+if (!checks.arrow_right) fail(`ArrowRight on unit 0 went to ${page.url()}`);
+await page.keyboard.press('ArrowUp');
+await page.waitForURL((u) => u.href.includes('/layers/'), { timeout: 10000 }).catch(() => {});
+checks.arrow_up = page.url().split('#')[0] === layerUrl;
+if (!checks.arrow_up) fail(`ArrowUp went to ${page.url()}`);
+await page.selectOption('#sort', 'max');
+const maxes = await page.evaluate(() => [...document.querySelectorAll('#units > .unit')].map((e) => e.dataset.max).filter((v) => v !== '').map(Number));
+checks.sort = maxes.length > 1 && maxes.every((v, i) => i === 0 || maxes[i - 1] >= v);
+if (!checks.sort) fail(`sorted by max: ${maxes.slice(0, 10)}`);
+// A dead unit, on any layer that has one.
+checks.dead = null;
+for (const l of gallery.layers.filter((x) => x.never_fire > 0)) {
+  await page.goto(pathToFileURL(join(root, l.page)).href, { waitUntil: 'load' });
+  const href = await page.evaluate(() => document.querySelector('.unit.dead')?.href);
+  const card = await page.evaluate(() => document.querySelector('.unit.dead')?.textContent);
+  await page.goto(href, { waitUntil: 'load' });
+  const text = await page.textContent('body');
+  checks.dead = /never fires on the \d+ indexed images/.test(text) && /never fires/.test(card)
+    && (await page.locator('.big, .sheetbox').count()) === 0;
+  if (!checks.dead) fail(`dead unit page ${href} does not say it never fires`);
+  break;
+}
+
 // Screenshots: the index, the first layer, one unit page.
 const firstLayer = [...seen].find((u) => u.includes('/layers/'));
 const firstUnit = [...seen].find((u) => u.includes('/units/'));
@@ -127,5 +174,5 @@ if (firstUnit) {
 await context.close();
 server.close();
 rmSync(userDataDir, { recursive: true, force: true });
-console.log(JSON.stringify({ pages, images, links, failures: failures.length }));
+console.log(JSON.stringify({ pages, images, links, ...checks, failures: failures.length }));
 process.exit(failures.length ? 1 : 0);
