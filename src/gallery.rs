@@ -537,12 +537,12 @@ fn write_sheets(
                     .collect()
             };
             let mini = grid::compose(None, &tiles(&mut t.minis, false), MINI, MINI);
-            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 70)?;
+            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 60)?;
             if modes[li] != Mode::Crop {
                 return Ok(1);
             }
             let sheet = grid::compose(None, &tiles(&mut t.crops, true), side, side);
-            write_jpeg(&sheet, &out.join(sheet_file(&l.name, u)), 82)?;
+            write_jpeg(&sheet, &out.join(sheet_file(&l.name, u)), 75)?;
             Ok(2)
         })
         .collect::<Result<_>>()?;
