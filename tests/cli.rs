@@ -1,0 +1,110 @@
+//! The command line's manners: closed pipes, error messages, output formats, argument
+//! limits and hints, run against the binary on a small demo index.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+fn neurodex() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neurodex"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The three smallest demo photos indexed once per test run with the default layers.
+fn demo_db() -> &'static Path {
+    static DB: OnceLock<PathBuf> = OnceLock::new();
+    DB.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-demo");
+        let _ = std::fs::remove_dir_all(&base);
+        let images = base.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images");
+        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(demo)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+            .collect();
+        files.sort();
+        for (_, f) in files.iter().take(3) {
+            std::fs::copy(f, images.join(f.file_name().unwrap())).unwrap();
+        }
+        let db = base.join("demo.db");
+        let out = neurodex()
+            .arg("index")
+            .arg(&images)
+            .arg("--db")
+            .arg(&db)
+            .arg("-q")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "index: {}", stderr(&out));
+        db
+    })
+}
+
+/// Runs `args` with stdout a pipe whose reader is already gone (as after `| head -1`).
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let mut child = neurodex()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_without_a_panic() {
+    let db = demo_db().to_str().unwrap();
+    let image = std::fs::read_dir(Path::new(db).parent().unwrap().join("images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let image = image.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["layers"],
+        &["layers", "--json"],
+        &["models"],
+        &["units", "--db", db, "--layer", "head"],
+        &["top", "--db", db, "--layer", "head", "--unit", "0"],
+        &["image", "--db", db, image],
+        &["stats", "--db", db],
+        &["classify", "--json", image],
+    ];
+    for args in commands {
+        let out = with_closed_stdout(args);
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
+
+/// A reader that takes the header and leaves, like `head -1`, while 1280 rows (more
+/// than a pipe buffer) are still to come.
+#[test]
+fn reading_one_line_and_leaving_is_no_error() {
+    let mut child = neurodex()
+        .args(["units", "--layer", "head", "--db"])
+        .arg(demo_db())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b" unit"));
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
