@@ -108,3 +108,43 @@ fn reading_one_line_and_leaving_is_no_error() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+/// Runs `args` expecting failure; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = neurodex().args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    stderr(&out)
+}
+
+fn assert_once(haystack: &str, needle: &str) {
+    assert_eq!(haystack.matches(needle).count(), 1, "{needle:?} in {haystack:?}");
+}
+
+#[test]
+fn a_missing_file_is_named_with_the_os_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let png = dir.path().join("x.png");
+    let (db, png) = (db.to_str().unwrap(), png.to_str().unwrap());
+    let photo = "datasets/demo/images/objects__coffee.jpg";
+    let missing = "No such file or directory";
+    let cases: &[(&[&str], &str)] = &[
+        (&["maps", "/tmp/nope.jpg", "--layer", "stem", "-o", png], "/tmp/nope.jpg"),
+        (&["index", "/nonexist", "--db", db], "/nonexist"),
+        (&["classify", "--weights", "/nope.pth", photo], "/nope.pth"),
+    ];
+    for (args, path) in cases {
+        let err = fails(args);
+        assert_once(&err, path);
+        assert_once(&err, missing);
+    }
+}
+
+#[test]
+fn an_unwritable_output_gives_the_os_reason_once() {
+    let photo = "datasets/demo/images/objects__coffee.jpg";
+    // A regular file where a directory should be: create_dir_all fails.
+    let err = fails(&["maps", photo, "--layer", "stem", "-o", "Cargo.toml/sub/x.png"]);
+    assert!(err.contains("Cargo.toml/sub"), "{err}");
+    assert_once(&err, "Not a directory");
+}
