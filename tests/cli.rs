@@ -148,3 +148,46 @@ fn an_unwritable_output_gives_the_os_reason_once() {
     assert!(err.contains("Cargo.toml/sub"), "{err}");
     assert_once(&err, "Not a directory");
 }
+
+/// `-o` for each picture-writing command, with `name` as the file name.
+fn picture_commands(dir: &Path, name: &str) -> Vec<Vec<String>> {
+    let out = dir.join(name).to_str().unwrap().to_string();
+    let db = demo_db().to_str().unwrap().to_string();
+    let photo = "datasets/demo/images/objects__coffee.jpg".to_string();
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    vec![
+        [s(&["maps", &photo, "--layer", "stem", "-o"]), vec![out.clone()]].concat(),
+        [s(&["filters", "--layer", "stem", "-o"]), vec![out.clone()]].concat(),
+        [
+            s(&["top", "--db", &db, "--layer", "stem", "--unit", "0", "-k", "2", "-o"]),
+            vec![out],
+        ]
+        .concat(),
+    ]
+}
+
+#[test]
+fn the_output_name_chooses_png_or_jpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let png_magic: &[u8] = b"\x89PNG\r\n\x1a\n";
+    for (name, magic) in [("x.png", png_magic), ("x.jpg", b"\xff\xd8"), ("x.JPEG", b"\xff\xd8")] {
+        for args in picture_commands(dir.path(), name) {
+            let out = neurodex().args(&args).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            let bytes = std::fs::read(dir.path().join(name)).unwrap();
+            assert!(bytes.starts_with(magic), "{args:?} wrote {:02x?}", &bytes[..8]);
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_unknown_picture_extension_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in picture_commands(dir.path(), "x.gif") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains("x.gif") && err.contains(".png, .jpg or .jpeg"), "{err}");
+        assert!(!dir.path().join("x.gif").exists(), "{args:?}");
+    }
+}

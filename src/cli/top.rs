@@ -27,6 +27,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(out) = &args.grid.output {
+        crate::render::output_format(out)?;
+    }
     let store = Store::open_readonly(&args.db)?;
     let hits = query::top(&store, &args.layer, args.unit, args.k)?;
     if args.json {
