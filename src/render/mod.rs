@@ -80,15 +80,26 @@ mod tests {
     #[test]
     fn the_extension_names_the_format_in_any_case() {
         assert_eq!(output_format(Path::new("a.png")).unwrap(), ImageFormat::Png);
-        assert_eq!(output_format(Path::new("a.JPG")).unwrap(), ImageFormat::Jpeg);
-        assert_eq!(output_format(Path::new("d/a.jpeg")).unwrap(), ImageFormat::Jpeg);
+        assert_eq!(
+            output_format(Path::new("a.JPG")).unwrap(),
+            ImageFormat::Jpeg
+        );
+        assert_eq!(
+            output_format(Path::new("d/a.jpeg")).unwrap(),
+            ImageFormat::Jpeg
+        );
     }
 
     #[test]
     fn other_names_are_refused_with_the_supported_ones() {
-        let e = output_format(Path::new("out/g.gif")).unwrap_err().to_string();
+        let e = output_format(Path::new("out/g.gif"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("out/g.gif: "), "{e}");
-        assert!(e.contains(".gif") && e.contains(".png, .jpg or .jpeg"), "{e}");
+        assert!(
+            e.contains(".gif") && e.contains(".png, .jpg or .jpeg"),
+            "{e}"
+        );
         let e = output_format(Path::new("grid")).unwrap_err().to_string();
         assert!(e.contains("without an extension"), "{e}");
     }
