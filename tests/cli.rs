@@ -117,7 +117,11 @@ fn fails(args: &[&str]) -> String {
 }
 
 fn assert_once(haystack: &str, needle: &str) {
-    assert_eq!(haystack.matches(needle).count(), 1, "{needle:?} in {haystack:?}");
+    assert_eq!(
+        haystack.matches(needle).count(),
+        1,
+        "{needle:?} in {haystack:?}"
+    );
 }
 
 #[test]
@@ -129,7 +133,10 @@ fn a_missing_file_is_named_with_the_os_reason_once() {
     let photo = "datasets/demo/images/objects__coffee.jpg";
     let missing = "No such file or directory";
     let cases: &[(&[&str], &str)] = &[
-        (&["maps", "/tmp/nope.jpg", "--layer", "stem", "-o", png], "/tmp/nope.jpg"),
+        (
+            &["maps", "/tmp/nope.jpg", "--layer", "stem", "-o", png],
+            "/tmp/nope.jpg",
+        ),
         (&["index", "/nonexist", "--db", db], "/nonexist"),
         (&["classify", "--weights", "/nope.pth", photo], "/nope.pth"),
     ];
@@ -144,7 +151,14 @@ fn a_missing_file_is_named_with_the_os_reason_once() {
 fn an_unwritable_output_gives_the_os_reason_once() {
     let photo = "datasets/demo/images/objects__coffee.jpg";
     // A regular file where a directory should be: create_dir_all fails.
-    let err = fails(&["maps", photo, "--layer", "stem", "-o", "Cargo.toml/sub/x.png"]);
+    let err = fails(&[
+        "maps",
+        photo,
+        "--layer",
+        "stem",
+        "-o",
+        "Cargo.toml/sub/x.png",
+    ]);
     assert!(err.contains("Cargo.toml/sub"), "{err}");
     assert_once(&err, "Not a directory");
 }
@@ -156,10 +170,16 @@ fn picture_commands(dir: &Path, name: &str) -> Vec<Vec<String>> {
     let photo = "datasets/demo/images/objects__coffee.jpg".to_string();
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     vec![
-        [s(&["maps", &photo, "--layer", "stem", "-o"]), vec![out.clone()]].concat(),
+        [
+            s(&["maps", &photo, "--layer", "stem", "-o"]),
+            vec![out.clone()],
+        ]
+        .concat(),
         [s(&["filters", "--layer", "stem", "-o"]), vec![out.clone()]].concat(),
         [
-            s(&["top", "--db", &db, "--layer", "stem", "--unit", "0", "-k", "2", "-o"]),
+            s(&[
+                "top", "--db", &db, "--layer", "stem", "--unit", "0", "-k", "2", "-o",
+            ]),
             vec![out],
         ]
         .concat(),
@@ -170,12 +190,20 @@ fn picture_commands(dir: &Path, name: &str) -> Vec<Vec<String>> {
 fn the_output_name_chooses_png_or_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     let png_magic: &[u8] = b"\x89PNG\r\n\x1a\n";
-    for (name, magic) in [("x.png", png_magic), ("x.jpg", b"\xff\xd8"), ("x.JPEG", b"\xff\xd8")] {
+    for (name, magic) in [
+        ("x.png", png_magic),
+        ("x.jpg", b"\xff\xd8"),
+        ("x.JPEG", b"\xff\xd8"),
+    ] {
         for args in picture_commands(dir.path(), name) {
             let out = neurodex().args(&args).output().unwrap();
             assert!(out.status.success(), "{args:?}: {}", stderr(&out));
             let bytes = std::fs::read(dir.path().join(name)).unwrap();
-            assert!(bytes.starts_with(magic), "{args:?} wrote {:02x?}", &bytes[..8]);
+            assert!(
+                bytes.starts_with(magic),
+                "{args:?} wrote {:02x?}",
+                &bytes[..8]
+            );
             std::fs::remove_file(dir.path().join(name)).unwrap();
         }
     }
@@ -187,7 +215,51 @@ fn an_unknown_picture_extension_is_refused_before_any_work() {
     for args in picture_commands(dir.path(), "x.gif") {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let err = fails(&args);
-        assert!(err.contains("x.gif") && err.contains(".png, .jpg or .jpeg"), "{err}");
+        assert!(
+            err.contains("x.gif") && err.contains(".png, .jpg or .jpeg"),
+            "{err}"
+        );
         assert!(!dir.path().join("x.gif").exists(), "{args:?}");
     }
+}
+
+#[test]
+fn asking_top_for_more_than_the_index_keeps_says_so() {
+    let db = demo_db().to_str().unwrap();
+    let out = neurodex()
+        .args([
+            "top", "--db", db, "--layer", "stem", "--unit", "0", "-k", "500", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the index keeps the top 100 per unit; showing 100 at most"),
+        "{}",
+        stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn top_refuses_zero_images_as_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    let db = demo_db().to_str().unwrap();
+    let err = fails(&[
+        "top",
+        "--db",
+        db,
+        "--layer",
+        "stem",
+        "--unit",
+        "0",
+        "-k",
+        "0",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert!(err.contains("'-k <K>': must be at least 1"), "{err}");
+    assert!(!png.exists());
 }
