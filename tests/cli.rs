@@ -263,3 +263,40 @@ fn top_refuses_zero_images_as_a_usage_error() {
     assert!(err.contains("'-k <K>': must be at least 1"), "{err}");
     assert!(!png.exists());
 }
+
+#[test]
+fn units_marks_the_histogram_quantiles_approximate() {
+    let db = demo_db().to_str().unwrap();
+    let out = neurodex()
+        .args(["units", "--db", db, "--layer", "blocks.14", "-n", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for row in text.lines().skip(1) {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let (mean, p50, p99) = (cols[2], cols[3], cols[4]);
+        assert!(mean.contains('.') && !mean.starts_with('~'), "{row}");
+        for q in [p50, p99] {
+            let digits = q.trim_start_matches("~").replace(['.', '-'], "");
+            let significant = digits.trim_start_matches('0').len();
+            assert!(q.starts_with('~') && significant <= 3, "{row}");
+        }
+    }
+    let out = neurodex()
+        .args([
+            "units",
+            "--db",
+            db,
+            "--layer",
+            "blocks.14",
+            "-n",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["note"].as_str().unwrap().contains("approximate"), "{v}");
+    assert!(v["units"][0]["p50"].is_f64(), "{v}");
+}
