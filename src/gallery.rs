@@ -710,6 +710,11 @@ fn histogram_svg(st: &UnitStats) -> String {
         return "<p class=\"meta\">no peaks recorded</p>".into();
     };
     let bins = &st.hist[first..=last];
+    // Bin edges lie up to a bin's width past the data: label no more than was seen.
+    let edges = |b| {
+        let (lo, hi) = store::hist_bin_range(b);
+        (lo.max(st.min), hi.min(st.max))
+    };
     let top = *bins.iter().max().unwrap() as f64;
     let (w, h) = (320.0, 120.0);
     let bw = w / bins.len() as f64;
@@ -723,7 +728,7 @@ fn histogram_svg(st: &UnitStats) -> String {
             continue;
         }
         let bh = (c as f64 / top * h).max(1.0);
-        let (lo, hi) = store::hist_bin_range(first + i);
+        let (lo, hi) = edges(first + i);
         let _ = write!(
             s,
             "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{bh:.2}\"><title>{lo:.3} .. {hi:.3}: {c}</title></rect>",
@@ -732,8 +737,7 @@ fn histogram_svg(st: &UnitStats) -> String {
             (bw - 0.5).max(0.5)
         );
     }
-    let lo = store::hist_bin_range(first).0;
-    let hi = store::hist_bin_range(last).1;
+    let (lo, hi) = (edges(first).0, edges(last).1);
     let _ = write!(
         s,
         "<text x=\"0\" y=\"{}\">{lo:.3}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{hi:.3} (log bins)</text></svg>",
@@ -790,5 +794,18 @@ mod tests {
         // Three distinct occupied bins: 0.5, 1.0 (twice), 4.0.
         assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains(": 2</title>"));
+    }
+
+    #[test]
+    fn histogram_labels_stay_within_the_peaks_seen() {
+        let mut st = UnitStats::new();
+        for v in [0.6f32, 6.0] {
+            st.add(v);
+        }
+        // 6.0's bin is [5.66, 6.73): the top label says 6.000, not 6.727.
+        let svg = histogram_svg(&st);
+        assert!(svg.contains(">0.600</text>"), "{svg}");
+        assert!(svg.contains(">6.000 (log bins)</text>"), "{svg}");
+        assert!(svg.contains("<title>5.657 .. 6.000: 1</title>"), "{svg}");
     }
 }
