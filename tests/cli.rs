@@ -300,3 +300,32 @@ fn units_marks_the_histogram_quantiles_approximate() {
     assert!(v["note"].as_str().unwrap().contains("approximate"), "{v}");
     assert!(v["units"][0]["p50"].is_f64(), "{v}");
 }
+
+#[test]
+fn a_misspelt_layer_is_unknown_and_gets_the_nearest_name() {
+    let db = demo_db().to_str().unwrap();
+    let err = fails(&["top", "--db", db, "--layer", "blocks.99", "--unit", "0"]);
+    assert!(
+        err.contains(
+            "unknown layer \"blocks.99\" for efficientnet-lite0 \
+             (see `neurodex layers --model efficientnet-lite0`); did you mean blocks.9?"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_real_layer_the_index_skipped_is_told_apart_from_a_misspelling() {
+    let db = demo_db().to_str().unwrap();
+    let err = fails(&["top", "--db", db, "--layer", "blocks.13", "--unit", "0"]);
+    assert!(err.contains(db), "{err}");
+    assert!(
+        err.contains(
+            "layer blocks.13 exists in efficientnet-lite0 but this index does not hold it; \
+             indexed layers: stem, blocks.2, blocks.4, blocks.7, blocks.10, blocks.14, head; \
+             index into a new --db with --layers blocks.13 to see it"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("unknown"), "{err}");
+}
