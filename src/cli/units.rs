@@ -8,7 +8,7 @@ use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Index database
+    /// Index database (see `neurodex index`)
     #[arg(long)]
     pub db: PathBuf,
     /// Layer name (see `neurodex stats`)
