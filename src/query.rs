@@ -48,24 +48,41 @@ pub fn layer(store: &Store, name: &str) -> Result<LayerInfo> {
     if let Some(l) = layers.iter().find(|l| l.name == name) {
         return Ok(l.clone());
     }
-    let info = store.run_info()?;
-    if let Ok(arch) = crate::arch::by_name(&info.model) {
-        if let Some(node) = arch.find(name) {
-            if let Some(l) = layers.iter().find(|l| l.node == node) {
-                return Ok(l.clone());
+    let indexed = layers
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let model = store.run_info()?.model;
+    // A misspelling and a real layer this index skipped need different advice.
+    let reason = match crate::arch::by_name(&model) {
+        Ok(arch) => match arch.find(name) {
+            Some(node) if arch.nodes[node].tap || layers.iter().any(|l| l.node == node) => {
+                if let Some(l) = layers.iter().find(|l| l.node == node) {
+                    return Ok(l.clone());
+                }
+                format!(
+                    "layer {name} exists in {model} but this index does not hold it; \
+                     indexed layers: {indexed}; index into a new --db with --layers {name} \
+                     to see it"
+                )
             }
-        }
-    }
+            _ => {
+                let hint = arch
+                    .closest_tap(name)
+                    .map(|c| format!("; did you mean {c}?"))
+                    .unwrap_or_default();
+                format!(
+                    "unknown layer {name:?} for {model} (see `neurodex layers --model \
+                     {model}`){hint}"
+                )
+            }
+        },
+        Err(_) => format!("layer {name:?} is not indexed here; indexed layers: {indexed}"),
+    };
     Err(Error::Store {
         path: store.path().to_path_buf(),
-        reason: format!(
-            "layer {name:?} is not indexed here; indexed layers: {}",
-            layers
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        reason,
     })
 }
 

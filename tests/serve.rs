@@ -498,7 +498,16 @@ fn a_unit_shows_its_top_images_from_the_index_and_its_filter() {
     let rep = get(&srv.addr, "/api/unit/blocks.10/0").json();
     assert_eq!(rep["indexed"], false);
     assert_eq!(rep["top"].as_array().unwrap().len(), 0);
-    assert!(rep["notes"][0].as_str().unwrap().contains("not indexed"));
+    // An existing database's layers are fixed: the advice is a new one.
+    let note = rep["notes"][0].as_str().unwrap();
+    assert!(
+        note.contains("which holds stem, blocks.4, blocks.7"),
+        "{note}"
+    );
+    assert!(
+        note.contains("index into a new --db with --layers blocks.10"),
+        "{note}"
+    );
     assert_eq!(get(&srv.addr, "/api/unit/blocks.7/80").status, 404);
     assert_eq!(get(&srv.addr, "/api/unit/nope/0").status, 404);
     assert_eq!(get(&srv.addr, "/api/unit/blocks.7/x").status, 400);

@@ -282,6 +282,19 @@ impl Arch {
             })
     }
 
+    /// The tap name (or alias) closest to a misspelt `name`, when it is a small edit
+    /// away (`blocks.99` -> `blocks.9`); ties go to the earlier layer.
+    pub fn closest_tap(&self, name: &str) -> Option<&str> {
+        let most = (name.chars().count() / 3).max(1);
+        self.taps()
+            .into_iter()
+            .flat_map(|i| std::iter::once(&self.nodes[i].name).chain(&self.nodes[i].aliases))
+            .map(|cand| (edit_distance(name, cand), cand.as_str()))
+            .filter(|&(d, _)| d <= most)
+            .min_by_key(|&(d, _)| d)
+            .map(|(_, cand)| cand)
+    }
+
     /// Indices of the nodes users may inspect, in network order.
     pub fn taps(&self) -> Vec<usize> {
         (0..self.nodes.len())
@@ -383,9 +396,42 @@ impl Arch {
     }
 }
 
+/// Levenshtein distance over characters: insertions, deletions, substitutions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let sub = diag + usize::from(ca != cb);
+            diag = row[j + 1];
+            row[j + 1] = sub.min(row[j] + 1).min(diag + 1);
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("blocks.99", "blocks.9"), 1);
+        assert_eq!(edit_distance("stme", "stem"), 2);
+        assert_eq!(edit_distance("", "head"), 4);
+        assert_eq!(edit_distance("head", "head"), 0);
+    }
+
+    #[test]
+    fn a_misspelt_layer_gets_the_nearest_tap_and_nonsense_gets_none() {
+        let a = by_name("efficientnet-lite0").unwrap();
+        assert_eq!(a.closest_tap("blocks.99"), Some("blocks.9"));
+        assert_eq!(a.closest_tap("Head"), Some("head"));
+        assert_eq!(a.closest_tap("blocks.13.dww"), Some("blocks.13.dw"));
+        assert_eq!(a.closest_tap("classifier"), None);
+    }
 
     #[test]
     fn out_len_matches_torch_formulas() {

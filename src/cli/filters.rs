@@ -13,8 +13,8 @@ pub struct Args {
     /// Layer name (a convolution; see `neurodex layers`)
     #[arg(long)]
     pub layer: String,
-    /// Output PNG
-    #[arg(short = 'o', long = "output", value_name = "PNG")]
+    /// Output picture: .png, .jpg or .jpeg
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
     /// Architecture
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -31,6 +31,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    render::output_format(&args.output)?;
     let net = Network::open(&args.model, args.weights.as_deref())?;
     let idx = net.arch.resolve(&args.layer)?;
     let Some((geom, w)) = net.conv_weights(idx) else {
@@ -68,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.max_filters.max(1),
         args.max_inputs.max(1),
     );
-    render::save_png(&img, &args.output)?;
+    render::save_image(&img, &args.output)?;
     eprintln!(
         "wrote {} ({}x{})",
         args.output.display(),

@@ -8,6 +8,7 @@ use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Index database (see `neurodex index`)
     #[arg(long)]
     pub db: PathBuf,
     /// The image: its path relative to the indexed directory, or any path to it
@@ -18,6 +19,7 @@ pub struct Args {
     /// Units per layer
     #[arg(short = 'n', default_value_t = 5)]
     pub n: usize,
+    /// One JSON object on stdout
     #[arg(long)]
     pub json: bool,
 }

@@ -17,8 +17,8 @@ pub struct Args {
     /// Layer name (see `neurodex layers`)
     #[arg(long)]
     pub layer: String,
-    /// Output PNG
-    #[arg(short = 'o', long = "output", value_name = "PNG")]
+    /// Output picture: .png, .jpg or .jpeg
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
     /// Also show this unit enlarged and colour-mapped beside the input
     #[arg(long)]
@@ -32,6 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    render::output_format(&args.output)?;
     let net = Network::open(&args.model, args.weights.as_deref())?;
     let idx = net.arch.resolve(&args.layer)?;
     let img = preprocess::open_image(&args.image, DEFAULT_MAX_PIXELS)?;
@@ -76,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             grid::stack(&[head, sheet], 4)
         }
     };
-    render::save_png(&out, &args.output)
+    render::save_image(&out, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "wrote {} ({}x{})",

@@ -72,6 +72,9 @@ pub const EXIT_FATAL: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        die_quietly_on_closed_stdout();
+    }
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Models(a) => models::run(a),
         Command::Layers(a) => layers::run(a),
@@ -93,5 +96,17 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FATAL)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so every write to a closed pipe (`neurodex layers | head -1`)
+/// fails and `println!` panics. Printing commands get the Unix default back: the
+/// process ends silently when its reader leaves, as `cat` and `grep` do. `serve`
+/// keeps ignoring it, where a browser closing a socket must not end the server.
+fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: runs before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

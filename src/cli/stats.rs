@@ -8,11 +8,13 @@ use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Index database (see `neurodex index`)
     #[arg(long)]
     pub db: PathBuf,
     /// How many failed inputs to list
     #[arg(long, default_value_t = 20)]
     pub failures: usize,
+    /// One JSON object on stdout
     #[arg(long)]
     pub json: bool,
 }

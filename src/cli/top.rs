@@ -8,6 +8,7 @@ use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Index database (see `neurodex index`)
     #[arg(long)]
     pub db: PathBuf,
     /// Layer name (see `neurodex stats`)
@@ -16,8 +17,8 @@ pub struct Args {
     /// Unit (channel) number
     #[arg(long)]
     pub unit: usize,
-    /// How many images
-    #[arg(short, default_value_t = 9)]
+    /// How many images (at most the index's top-K, see `neurodex stats`)
+    #[arg(short, default_value_t = 9, value_parser = at_least_one)]
     pub k: usize,
     /// One JSON object on stdout
     #[arg(long)]
@@ -26,8 +27,25 @@ pub struct Args {
     pub grid: crate::render::top::GridArgs,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// `-k 0` would draw an empty grid; clap's own range message prints `u64::MAX`.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(out) = &args.grid.output {
+        crate::render::output_format(out)?;
+    }
     let store = Store::open_readonly(&args.db)?;
+    let kept = store.run_info()?.top_k;
+    if args.k > kept {
+        eprintln!("warning: the index keeps the top {kept} per unit; showing {kept} at most");
+        args.k = kept;
+    }
     let l = query::layer(&store, &args.layer)?;
     let stats = query::unit_stats(&store, &l, args.unit)?;
     if query::never_fires(&l, &stats) {

@@ -8,8 +8,10 @@ use crate::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Index database (see `neurodex index`)
     #[arg(long)]
     pub db: PathBuf,
+    /// Layer name (see `neurodex stats`)
     #[arg(long)]
     pub layer: String,
     /// Largest first; `sparsity` = fraction of images where the unit stays <= 0
@@ -18,8 +20,24 @@ pub struct Args {
     /// Show only the first N units
     #[arg(short = 'n', long)]
     pub limit: Option<usize>,
+    /// One JSON object on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// The index keeps each unit's peaks in log-spaced bins four to an octave, so p50
+/// and p99 are a bin's centre: within about 19% of the true value.
+const QUANTILE_NOTE: &str = "p50 and p99 are approximate (from histogram bins about 19% wide)";
+
+/// `v` to two significant digits (three from 100 up), marked `~`: more digits than
+/// the quantiles' accuracy would look precise.
+fn approx(v: Option<f64>) -> String {
+    let Some(v) = v else { return "-".into() };
+    if v == 0.0 || !v.is_finite() {
+        return format!("~{v}");
+    }
+    let decimals = (1 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("~{v:.decimals$}")
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -29,7 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         units.truncate(n);
     }
     if args.json {
-        let out = serde_json::json!({ "layer": layer.name, "units": units });
+        let out = serde_json::json!({
+            "layer": layer.name,
+            "note": QUANTILE_NOTE,
+            "units": units,
+        });
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -44,8 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             u.unit,
             u.count,
             f(u.mean),
-            f(u.p50),
-            f(u.p99),
+            approx(u.p50),
+            approx(u.p99),
             f(u.max),
             u.sparsity
                 .map(|s| format!("{s:.3}"))
@@ -53,4 +75,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::approx;
+
+    #[test]
+    fn quantiles_show_two_significant_digits_marked_approximate() {
+        assert_eq!(approx(Some(4.7568)), "~4.8");
+        assert_eq!(approx(Some(29.3441)), "~29");
+        assert_eq!(approx(Some(0.012345)), "~0.012");
+        assert_eq!(approx(Some(-0.5)), "~-0.50");
+        assert_eq!(approx(Some(123.4)), "~123");
+        assert_eq!(approx(Some(0.0)), "~0");
+        assert_eq!(approx(None), "-");
+    }
 }

@@ -395,7 +395,7 @@ pub fn write_top_grid(
         args.weights.as_deref(),
         args.tile.clamp(16, 1024),
     )?;
-    super::save_png(&img, out)?;
+    super::save_image(&img, out)?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }

@@ -98,6 +98,17 @@ pub fn filter(net: &Network, node: usize, unit: usize) -> Option<RgbImage> {
     filter_picture(w, shape, unit, zoom)
 }
 
+/// A database's layers are fixed when it is created, so the way to see another is a
+/// new database.
+fn not_indexed_note(name: &str, db: &Path, indexed: &[&str]) -> String {
+    format!(
+        "layer {name} is not indexed in {}, which holds {}; index into a new --db \
+         with --layers {name} to see its top images",
+        db.display(),
+        indexed.join(", ")
+    )
+}
+
 /// The report for `unit` of the network's node `node` (called `name`), with up to
 /// `k` top images from `db`.
 pub fn report(
@@ -125,11 +136,10 @@ pub fn report(
         return Ok(rep);
     };
     let store = Store::open_readonly(db)?;
-    let Some(layer) = store.layers()?.into_iter().find(|l| l.node == node) else {
-        rep.notes.push(format!(
-            "layer {name} is not indexed in {}; index it with --layers {name}",
-            db.display()
-        ));
+    let layers = store.layers()?;
+    let Some(layer) = layers.iter().find(|l| l.node == node).cloned() else {
+        let indexed: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        rep.notes.push(not_indexed_note(name, db, &indexed));
         return Ok(rep);
     };
     rep.indexed = true;
@@ -245,6 +255,16 @@ pub fn mime(bytes: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unindexed_layer_is_advised_a_new_database() {
+        let note = not_indexed_note("blocks.13", Path::new("ix.db"), &["stem", "head"]);
+        assert_eq!(
+            note,
+            "layer blocks.13 is not indexed in ix.db, which holds stem, head; index into a \
+             new --db with --layers blocks.13 to see its top images"
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648_examples() {
