@@ -163,7 +163,12 @@ impl HeatMap {
             }
             *b = (m / hi * 255.0).round().clamp(0.0, 255.0) as u8;
         }
-        HeatMap { w, h, factor, bytes }
+        HeatMap {
+            w,
+            h,
+            factor,
+            bytes,
+        }
     }
 }
 
@@ -308,13 +313,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         tile: opts.tile,
         max_pixels: run.max_pixels,
     };
-    let taps: Vec<Tap> = layers
-        .iter()
-        .map(|l| Tap {
-            node: l.node,
-            pre: l.pre,
-        })
-        .collect();
+    let taps: Vec<Tap> = layers.iter().map(|l| Tap::new(l.node, l.pre)).collect();
     let tiles: Mutex<HashMap<(usize, usize), UnitTiles>> = Mutex::new(HashMap::new());
     let mut shown = HashMap::new();
     let mut thumbs = HashMap::new();
@@ -350,7 +349,14 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
              (images changed since indexing, or other weights)"
         ));
     }
-    summary.tiles += write_sheets(&opts.out, &layers, &tops, &modes, tiles.into_inner().unwrap(), opts.tile)?;
+    summary.tiles += write_sheets(
+        &opts.out,
+        &layers,
+        &tops,
+        &modes,
+        tiles.into_inner().unwrap(),
+        opts.tile,
+    )?;
     let filters = write_filters(&opts.out, &layers, net.as_ref())?;
 
     let data = Data {
@@ -473,11 +479,16 @@ impl Cutter<'_> {
                 if !top::close(got, h.pre.unwrap_or(h.value)) {
                     cut.mismatched += 1;
                 }
-                let hi = self.stats[job.layer].get(job.unit).map_or(0.0, |s| s.max as f32);
+                let hi = self.stats[job.layer]
+                    .get(job.unit)
+                    .map_or(0.0, |s| s.max as f32);
                 let hi = if hi > 0.0 { hi } else { map.max() };
                 shown.heat = Some(HeatMap::pooled(map, hi));
             }
-            let field = h.transform.box_to_original(l.field.unit_box(h.y, h.x)).exact;
+            let field = h
+                .transform
+                .box_to_original(l.field.unit_box(h.y, h.x))
+                .exact;
             let area = match (self.modes[job.layer], &map) {
                 (Mode::Region, Some(map)) => {
                     let r = region::region(*map, &l.field, &h.transform);
@@ -487,7 +498,8 @@ impl Cutter<'_> {
                 _ => field,
             };
             let mini = pyr.crop(area, MINI, MINI);
-            let crop = (self.modes[job.layer] == Mode::Crop).then(|| pyr.crop(field, self.tile, self.tile));
+            let crop = (self.modes[job.layer] == Mode::Crop)
+                .then(|| pyr.crop(field, self.tile, self.tile));
             {
                 let mut t = tiles.lock().unwrap();
                 let e = t.entry((job.layer, job.unit)).or_default();
@@ -531,7 +543,11 @@ fn write_sheets(
             let tiles = |imgs: &mut BTreeMap<usize, RgbImage>, label: bool| -> Vec<Tile> {
                 (0..hits.len())
                     .map(|s| {
-                        let text = if label { hit_label(&hits[s]) } else { String::new() };
+                        let text = if label {
+                            hit_label(&hits[s])
+                        } else {
+                            String::new()
+                        };
                         Tile::new(imgs.remove(&s), text)
                     })
                     .collect()

@@ -263,13 +263,7 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
     let run = prepare_run(net, store, opts, &root)?;
     let layers = store.layers()?;
     // Databases made before rankings moved ahead of the activation go on as they began.
-    let taps: Vec<Tap> = layers
-        .iter()
-        .map(|l| Tap {
-            node: l.node,
-            pre: l.pre,
-        })
-        .collect();
+    let taps: Vec<Tap> = layers.iter().map(|l| Tap::new(l.node, l.pre)).collect();
     let split: Vec<usize> = layers.iter().filter(|l| l.pre).map(|l| l.node).collect();
     net.split_activations(&split);
     let net = &*net;

@@ -69,6 +69,9 @@ pub struct Tap {
 }
 
 impl Tap {
+    pub fn new(node: usize, pre: bool) -> Tap {
+        Tap { node, pre }
+    }
     pub fn post(node: usize) -> Tap {
         Tap { node, pre: false }
     }

@@ -154,14 +154,21 @@ fn every_link_and_image_of_the_gallery_resolves() {
             assert!(!link.contains("://") && !link.starts_with('/'), "{link}");
             if let Some(id) = link.strip_prefix('#') {
                 // An anchor on the page itself (a top image's row in the table).
-                assert!(html.contains(&format!("id=\"{id}\"")), "{}: no #{id}", page.display());
+                assert!(
+                    html.contains(&format!("id=\"{id}\"")),
+                    "{}: no #{id}",
+                    page.display()
+                );
                 continue;
             }
             let file = percent_decode(link.split('#').next().unwrap());
             let target = dir.join(&file);
             assert!(target.is_file(), "{}: broken link {link}", page.display());
         }
-        for src in attrs(&html, "src").into_iter().filter(|s| !s.ends_with(".js")) {
+        for src in attrs(&html, "src")
+            .into_iter()
+            .filter(|s| !s.ends_with(".js"))
+        {
             let img = image::open(dir.join(percent_decode(src)))
                 .unwrap()
                 .to_rgb8();
@@ -174,19 +181,36 @@ fn every_link_and_image_of_the_gallery_resolves() {
         serde_json::from_str(&std::fs::read_to_string(out.join("layers/blocks.4.json")).unwrap())
             .unwrap();
     let u0 = &layer["units"][0];
-    assert_eq!(u0["never_fires"], false, "blocks.4 has no activation: its units rank");
+    assert_eq!(
+        u0["never_fires"], false,
+        "blocks.4 has no activation: its units rank"
+    );
     // A unit page: 7 images -> one contact sheet of the 7 crops and the 7 shared
     // thumbnails under the heat maps; the neighbours linked, for the arrow keys too.
     let unit = std::fs::read_to_string(out.join("units/blocks.4/0.html")).unwrap();
     let srcs = attrs(&unit, "src");
-    assert_eq!(srcs.iter().filter(|s| s.contains("/s/blocks.4/")).count(), 1, "{srcs:?}");
-    assert_eq!(srcs.iter().filter(|s| s.contains("/img/")).count(), 7, "{srcs:?}");
+    assert_eq!(
+        srcs.iter().filter(|s| s.contains("/s/blocks.4/")).count(),
+        1,
+        "{srcs:?}"
+    );
+    assert_eq!(
+        srcs.iter().filter(|s| s.contains("/img/")).count(),
+        7,
+        "{srcs:?}"
+    );
     assert!(unit.contains("rel=\"next\" href=\"1.html\""));
     assert!(!unit.contains("href=\"-1.html\""));
     // Every image on it is lazy and sized, so the page lays out before they arrive.
     for tag in unit.split("<img ").skip(1) {
-        assert!(tag.contains("loading=\"lazy\"") || tag.contains("class=\"filter\""), "{tag}");
-        assert!(tag.contains(" width=\"") && tag.contains(" height=\""), "{tag}");
+        assert!(
+            tag.contains("loading=\"lazy\"") || tag.contains("class=\"filter\""),
+            "{tag}"
+        );
+        assert!(
+            tag.contains(" width=\"") && tag.contains(" height=\""),
+            "{tag}"
+        );
     }
     let last = std::fs::read_to_string(out.join("units/blocks.4/39.html")).unwrap();
     assert!(last.contains("href=\"38.html\"") && !last.contains("40.html"));
@@ -366,14 +390,24 @@ fn a_unit_that_never_fires_says_so_instead_of_showing_images() {
     assert!(!dead.is_empty(), "no dead stem unit in the fixture");
     let u = dead[0];
     let page = std::fs::read_to_string(out.join(format!("units/stem/{u}.html"))).unwrap();
-    assert!(page.contains("never fires on the 7 indexed images"), "{page}");
+    assert!(
+        page.contains("never fires on the 7 indexed images"),
+        "{page}"
+    );
     let srcs = attrs(&page, "src");
-    assert!(srcs.iter().all(|s| s.ends_with(".js") || s.contains("/f/stem/")), "{srcs:?}");
+    assert!(
+        srcs.iter()
+            .all(|s| s.ends_with(".js") || s.contains("/f/stem/")),
+        "{srcs:?}"
+    );
     assert!(!out.join(format!("s/stem/{u}m.jpg")).exists());
     let lp = std::fs::read_to_string(out.join("layers/stem.html")).unwrap();
     let card = &lp[lp.find(&format!("id=\"u{u}\"")).unwrap()..];
     let card = &card[..card.find("</a>").unwrap()];
-    assert!(card.contains("never fires on the 7 indexed images"), "{card}");
+    assert!(
+        card.contains("never fires on the 7 indexed images"),
+        "{card}"
+    );
 }
 
 /// The gallery in a real headless Chromium (tests/browser/gallery.mjs). Skipped with a

@@ -30,16 +30,24 @@ pub(crate) fn write_all(d: &Data, out: &Path) -> Result<usize> {
     write_file(&out.join("index.html"), index_html(d).as_bytes())?;
     write_file(
         &out.join("gallery.json"),
-        serde_json::to_string_pretty(&index_json(d)).unwrap().as_bytes(),
+        serde_json::to_string_pretty(&index_json(d))
+            .unwrap()
+            .as_bytes(),
     )?;
     let mut pages = 1;
     for (li, l) in d.layers.iter().enumerate() {
         write_file(&out.join(layer_page(&l.name)), layer_html(d, li).as_bytes())?;
         let units: Vec<serde_json::Value> = (0..l.channels).map(|u| unit_json(d, li, u)).collect();
         let j = json!({"layer": l.name, "activation": l.act.name(), "ranked_before_activation": l.pre, "units": units});
-        write_file(&out.join(layer_json(&l.name)), serde_json::to_string(&j).unwrap().as_bytes())?;
+        write_file(
+            &out.join(layer_json(&l.name)),
+            serde_json::to_string(&j).unwrap().as_bytes(),
+        )?;
         (0..l.channels).into_par_iter().try_for_each(|u| {
-            write_file(&out.join(unit_page(&l.name, u)), unit_html(d, li, u).as_bytes())
+            write_file(
+                &out.join(unit_page(&l.name, u)),
+                unit_html(d, li, u).as_bytes(),
+            )
         })?;
         pages += 1 + l.channels;
     }
@@ -89,7 +97,10 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 fn field_text(l: &LayerInfo) -> String {
-    format!("{}x{} px, stride {}", l.field.size[1], l.field.size[0], l.field.jump[1])
+    format!(
+        "{}x{} px, stride {}",
+        l.field.size[1], l.field.size[0], l.field.jump[1]
+    )
 }
 
 /// What the layer's stored peaks are: "before relu6" or "".
@@ -102,7 +113,10 @@ fn stage(l: &LayerInfo) -> String {
 }
 
 fn dead_text(st: Option<&UnitStats>) -> String {
-    format!("never fires on the {} indexed images", st.map_or(0, |s| s.count))
+    format!(
+        "never fires on the {} indexed images",
+        st.map_or(0, |s| s.count)
+    )
 }
 
 fn index_html(d: &Data) -> String {
@@ -125,7 +139,11 @@ fn index_html(d: &Data) -> String {
                 key(a.1).total_cmp(&key(b.1))
             });
         let best = best.map_or("-".into(), |(u, h)| {
-            format!("<a href=\"{}\">unit {u}</a> ({})", url(&unit_page(&l.name, u)), value_text(h))
+            format!(
+                "<a href=\"{}\">unit {u}</a> ({})",
+                url(&unit_page(&l.name, u)),
+                value_text(h)
+            )
         });
         let dead = d.dead[li].iter().filter(|&&x| x).count();
         let _ = writeln!(
@@ -209,7 +227,13 @@ fn layer_html(d: &Data, li: usize) -> String {
         l.channels.saturating_sub(1),
         l.channels.saturating_sub(1),
     );
-    let side = Sheet::new(d.tops[li].iter().map(|t| t.len()).max().unwrap_or(9), MINI, MINI, None, false);
+    let side = Sheet::new(
+        d.tops[li].iter().map(|t| t.len()).max().unwrap_or(9),
+        MINI,
+        MINI,
+        None,
+        false,
+    );
     for u in 0..l.channels {
         let st = d.stats[li].get(u);
         let num = |v: Option<f64>| v.map_or("".into(), |v| format!("{v}"));
@@ -218,7 +242,12 @@ fn layer_html(d: &Data, li: usize) -> String {
             None => (None, None, None),
         };
         let body = if d.dead[li][u] {
-            format!("<span class=\"deadbox\" style=\"width:{}px;height:{}px\">{}</span>", side.width, side.height, dead_text(st))
+            format!(
+                "<span class=\"deadbox\" style=\"width:{}px;height:{}px\">{}</span>",
+                side.width,
+                side.height,
+                dead_text(st)
+            )
         } else if d.tops[li][u].is_empty() {
             format!("<span class=\"deadbox\" style=\"width:{}px;height:{}px\">no images recorded</span>", side.width, side.height)
         } else {
@@ -232,7 +261,11 @@ fn layer_html(d: &Data, li: usize) -> String {
             )
         };
         let stat = match max {
-            Some(m) => format!("max {m:.2} · mean {:.2} · sparsity {:.0}%", mean.unwrap_or(0.0), 100.0 * sp.unwrap_or(0.0)),
+            Some(m) => format!(
+                "max {m:.2} · mean {:.2} · sparsity {:.0}%",
+                mean.unwrap_or(0.0),
+                100.0 * sp.unwrap_or(0.0)
+            ),
             None => "no data".into(),
         };
         let _ = writeln!(
@@ -276,7 +309,12 @@ fn crop_sheet(d: &Data, l: &LayerInfo, u: usize, hits: &[TopHit], root: &str) ->
 /// Hover text of a top image: everything about it.
 fn hit_title(l: &LayerInfo, h: &TopHit) -> String {
     let act = l.act.name();
-    let mut t = format!("#{} · {} {:.4}", h.rank, if l.pre { act } else { "value" }, h.value);
+    let mut t = format!(
+        "#{} · {} {:.4}",
+        h.rank,
+        if l.pre { act } else { "value" },
+        h.value
+    );
     if let Some(p) = h.pre {
         let _ = write!(t, " · before {act} {p:.4}");
     }
@@ -322,7 +360,12 @@ fn figures(d: &Data, li: usize, u: usize, root: &str, heat: bool) -> String {
 /// The shared thumbnail shown through a window onto `area` (original pixels).
 fn cropped(h: &TopHit, area: [f64; 4], side: f64, root: &str) -> String {
     let (ow, oh) = (h.transform.orig_w as f64, h.transform.orig_h as f64);
-    let a = [area[0].max(0.0), area[1].max(0.0), area[2].min(ow), area[3].min(oh)];
+    let a = [
+        area[0].max(0.0),
+        area[1].max(0.0),
+        area[2].min(ow),
+        area[3].min(oh),
+    ];
     let (aw, ah) = ((a[2] - a[0]).max(1.0), (a[3] - a[1]).max(1.0));
     let r = (side / aw).min(side / ah);
     format!(
@@ -362,12 +405,20 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
     let root = "../../";
     let mut s = head(&format!("{} unit {u} - neurodex", l.name), root);
     let prev = if u > 0 {
-        format!("<a rel=\"prev\" href=\"{}.html\">‹ unit {}</a>", u - 1, u - 1)
+        format!(
+            "<a rel=\"prev\" href=\"{}.html\">‹ unit {}</a>",
+            u - 1,
+            u - 1
+        )
     } else {
         "<span class=\"off\">‹</span>".into()
     };
     let next = if u + 1 < l.channels {
-        format!("<a rel=\"next\" href=\"{}.html\">unit {} ›</a>", u + 1, u + 1)
+        format!(
+            "<a rel=\"next\" href=\"{}.html\">unit {} ›</a>",
+            u + 1,
+            u + 1
+        )
     } else {
         "<span class=\"off\">›</span>".into()
     };
@@ -396,8 +447,16 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
         );
     }
     if d.dead[li][u] {
-        let _ = writeln!(s, "<p class=\"dead\">This unit {}{}.</p>", dead_text(st),
-            if l.pre { format!(": its peak {stage} is never above 0") } else { ": its peak is the same on every image".into() });
+        let _ = writeln!(
+            s,
+            "<p class=\"dead\">This unit {}{}.</p>",
+            dead_text(st),
+            if l.pre {
+                format!(": its peak {stage} is never above 0")
+            } else {
+                ": its peak is the same on every image".into()
+            }
+        );
     } else if hits.is_empty() {
         s.push_str("<p class=\"dead\">no images recorded for this unit</p>\n");
     } else {
@@ -405,8 +464,16 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
     }
     s.push_str("<div class=\"side\">");
     if let Some(st) = st {
-        let _ = write!(s, "<section><h2>Peaks on all images{}</h2>{}</section>",
-            if stage.is_empty() { String::new() } else { format!(" ({stage})") }, histogram_svg(st));
+        let _ = write!(
+            s,
+            "<section><h2>Peaks on all images{}</h2>{}</section>",
+            if stage.is_empty() {
+                String::new()
+            } else {
+                format!(" ({stage})")
+            },
+            histogram_svg(st)
+        );
     }
     if d.filters[li] {
         let _ = write!(
@@ -430,15 +497,24 @@ fn unit_pictures(d: &Data, li: usize, u: usize, root: &str, s: &mut String) {
     let note = "#rank, value | value before the activation; = marks a tie";
     match d.modes[li] {
         Mode::Crop => {
-            let _ = writeln!(s, "<h2>Top {} · receptive-field crops <small>{note}</small></h2>", hits.len());
+            let _ = writeln!(
+                s,
+                "<h2>Top {} · receptive-field crops <small>{note}</small></h2>",
+                hits.len()
+            );
             s.push_str(&crop_sheet(d, l, u, hits, root));
         }
         _ => {
-            let _ = writeln!(s, "<h2>Top {} · where it fired (active region) <small>{note}</small></h2>", hits.len());
+            let _ = writeln!(
+                s,
+                "<h2>Top {} · where it fired (active region) <small>{note}</small></h2>",
+                hits.len()
+            );
             s.push_str(&figures(d, li, u, root, false));
         }
     }
-    let has_heat = (0..hits.len()).any(|i| d.shown.get(&(li, u, i)).is_some_and(|s| s.heat.is_some()));
+    let has_heat =
+        (0..hits.len()).any(|i| d.shown.get(&(li, u, i)).is_some_and(|s| s.heat.is_some()));
     if has_heat {
         let hi = d.stats[li].get(u).map_or(0.0, |s| s.max);
         let stage = stage(l);
@@ -581,7 +657,10 @@ mod tests {
         assert_eq!(slug("a/b c"), "a_b_c");
         assert_eq!(url("units/x y/1.html"), "units/x%20y/1.html");
         assert_eq!(url("t/é.jpg"), "t/%C3%A9.jpg");
-        assert_eq!(html_escape("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+        assert_eq!(
+            html_escape("<a href='x'>&"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;"
+        );
     }
 
     #[test]
@@ -594,7 +673,10 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         // Three distinct occupied bins: 0.5, 1.0 (twice, the tallest), 4.0.
         assert_eq!(svg.matches('z').count(), 3, "{svg}");
-        assert!(svg.contains("4 per-image peaks") && svg.contains("tallest bin 2"), "{svg}");
+        assert!(
+            svg.contains("4 per-image peaks") && svg.contains("tallest bin 2"),
+            "{svg}"
+        );
     }
 
     #[test]
@@ -609,7 +691,11 @@ mod tests {
             .skip(1)
             .map(|t| {
                 let t = &t[t.find('>').unwrap() + 1..];
-                t.split(|c: char| c == '<' || c == ' ').next().unwrap().parse().unwrap()
+                t.split(|c: char| c == '<' || c == ' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
             })
             .collect();
         assert_eq!(labels, vec![0.7, 5.1], "{svg}");

@@ -317,10 +317,7 @@ pub fn render_hits(
     if needs_maps(mode, &l.field, input) {
         let (net, warn) = index_network(store, weights)?;
         warnings.extend(warn);
-        let tap = Tap {
-            node: l.node,
-            pre: l.pre,
-        };
+        let tap = Tap::new(l.node, l.pre);
         warnings.extend(recompute_maps(&net, tap, unit, &mut shots)?);
     }
     let geo = LayerGeometry {
