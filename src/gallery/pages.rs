@@ -691,7 +691,7 @@ mod tests {
             .skip(1)
             .map(|t| {
                 let t = &t[t.find('>').unwrap() + 1..];
-                t.split(|c: char| c == '<' || c == ' ')
+                t.split(['<', ' '])
                     .next()
                     .unwrap()
                     .parse()
