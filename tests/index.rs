@@ -578,6 +578,11 @@ fn unit_and_image_queries_agree_with_the_peaks() {
     let e = query::top(&store, "blocks.99", 0, 9)
         .unwrap_err()
         .to_string();
+    assert!(e.contains("unknown layer \"blocks.99\""), "{e}");
+    assert!(e.contains("did you mean blocks.9?"), "{e}");
+    let e = query::top(&store, "blocks.4", 0, 9)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("indexed layers: blocks.2, head"), "{e}");
     let e = query::top(&store, "head", 5000, 9).unwrap_err().to_string();
     assert!(e.contains("1280 units"), "{e}");
