@@ -475,6 +475,25 @@ fn a_unit_shows_its_top_images_from_the_index_and_its_filter() {
     // blocks.7 sums 1x1 projections: no single filter picture.
     assert!(rep["filter"].is_null());
 
+    // At the head the field (851 px) is larger than the input: each picture is the
+    // region where the unit fired, not the photo shrunk into hatched padding.
+    let rep = get(&srv.addr, "/api/unit/head/415").json();
+    for t in rep["top"].as_array().unwrap() {
+        let url = t["crop"].as_str().unwrap();
+        let png = decode_base64(url.strip_prefix("data:image/png;base64,").unwrap());
+        let crop = image::load_from_memory(&png).unwrap().to_rgb8();
+        let hatched = crop
+            .pixels()
+            .filter(|p| neurodex::render::tile::is_padding(**p))
+            .count();
+        assert!(
+            hatched * 20 < (crop.width() * crop.height()) as usize,
+            "{}: {hatched} hatched pixels of {:?}",
+            t["path"],
+            crop.dimensions()
+        );
+    }
+
     // The stem's filters read RGB: unit 0's filter drawn per the weights, each
     // channel symmetric around mid-grey on the filter's largest |weight|.
     let rep = get(&srv.addr, "/api/unit/stem/0").json();

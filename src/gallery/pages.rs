@@ -691,11 +691,7 @@ mod tests {
             .skip(1)
             .map(|t| {
                 let t = &t[t.find('>').unwrap() + 1..];
-                t.split(['<', ' '])
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
+                t.split(['<', ' ']).next().unwrap().parse().unwrap()
             })
             .collect();
         assert_eq!(labels, vec![0.7, 5.1], "{svg}");

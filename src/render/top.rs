@@ -356,8 +356,8 @@ fn run_images(store: &Store) -> Result<u64> {
 /// The `-o/--mode/--weights` options `neurodex top` takes to draw its grid.
 #[derive(clap::Args, Debug, Default)]
 pub struct GridArgs {
-    /// Also draw the top images as a grid, to this PNG file
-    #[arg(short = 'o', long = "output", value_name = "PNG")]
+    /// Also draw the top images as a grid, to this picture (.png, .jpg or .jpeg)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// How each image is drawn in the grid (default: crop where the layer's
     /// receptive field fits in the network input, region beyond)
