@@ -26,6 +26,13 @@ pub(crate) fn available() -> bool {
     super::simd::isa() == super::simd::Isa::Avx512
 }
 
+/// Whether the CPU can run these kernels at all. Kernels assert this rather than
+/// `available`: a test that forces a lower ISA meanwhile changes which path later
+/// layers choose, not whether a blocked layer already under way may finish.
+pub(crate) fn supported() -> bool {
+    super::simd::detected() == super::simd::Isa::Avx512
+}
+
 /// Numbers in one image of `c` channels over `hw` pixels, blocked.
 pub fn image_len(c: usize, hw: usize) -> usize {
     c.div_ceil(LANES) * LANES * hw
@@ -179,7 +186,7 @@ pub(crate) fn stem(
 ) {
     let g = conv.geom();
     let (oh, ow) = g.out_hw(h, w);
-    assert!(available() && is_stem(conv));
+    assert!(supported() && is_stem(conv));
     assert_eq!(x.len(), n * g.in_ch * h * w, "blocked stem: input");
     assert_eq!(
         out.len(),
@@ -347,7 +354,7 @@ impl Shared {
 /// # Panics
 /// If a slice does not match the shapes or AVX-512 is missing.
 pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
-    assert!(available(), "blocked layout needs AVX-512");
+    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(x.len(), n * c * hw, "to_blocked: input shape");
     assert_eq!(out.len(), n * image_len(c, hw), "to_blocked: output shape");
     let cb = c.div_ceil(LANES);
@@ -374,7 +381,7 @@ pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
 /// # Panics
 /// If a slice does not match the shapes or AVX-512 is missing.
 pub fn from_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
-    assert!(available(), "blocked layout needs AVX-512");
+    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(x.len(), n * image_len(c, hw), "from_blocked: input shape");
     assert_eq!(out.len(), n * c * hw, "from_blocked: output shape");
     let cb = c.div_ceil(LANES);
@@ -458,7 +465,7 @@ pub(crate) fn pointwise(
     residual: Option<(&[f32], Act)>,
 ) {
     let g = conv.geom();
-    assert!(available(), "blocked layout needs AVX-512");
+    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(
         x.len(),
         n * image_len(g.in_ch, p),
@@ -726,7 +733,7 @@ pub(crate) fn depthwise(
 ) {
     let g = conv.geom();
     let (oh, ow) = g.out_hw(h, w);
-    assert!(available() && suits(conv) && g.is_depthwise());
+    assert!(supported() && suits(conv) && g.is_depthwise());
     assert_eq!(
         x.len(),
         n * image_len(g.in_ch, h * w),

@@ -234,7 +234,7 @@ impl Conv2d {
         then: Act,
     ) {
         assert!(
-            self.runs_blocked(),
+            blocked::supported() && blocked::suits(self),
             "conv: layer {:?} does not run blocked",
             self.geom
         );

@@ -36,7 +36,10 @@ pub(super) fn channels(
     buf: &mut Vec<f32>,
 ) {
     let c = conv.geom().in_ch;
-    assert!(available(), "depthwise16 needs AVX-512");
+    assert!(
+        super::simd::detected() == super::simd::Isa::Avx512,
+        "depthwise16 needs AVX-512"
+    );
     assert_eq!(x.len(), c * h * w, "depthwise16: input shape");
     assert!(
         out.len().is_multiple_of(oh * ow),

@@ -62,7 +62,7 @@ pub(super) fn forward(
     out: &mut [f32],
 ) {
     assert!(
-        available() && suits(conv.geom()),
+        super::simd::detected() == super::simd::Isa::Avx512 && suits(conv.geom()),
         "direct conv: unsupported"
     );
     let g = conv.geom();

@@ -26,7 +26,9 @@ pub(crate) fn isa() -> Isa {
     detected()
 }
 
-fn detected() -> Isa {
+/// What the CPU runs, whatever a test forces: the guard of code that would fault
+/// without it (choosing a path follows `isa`).
+pub(crate) fn detected() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

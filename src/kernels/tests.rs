@@ -343,7 +343,8 @@ fn winograd_layers_match_reference() {
 fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
     // Both tile sizes on the same layers, called directly; batches big enough to be
     // cut into several chunks, run serially and on two threads.
-    if !super::winograd::available() {
+    if super::simd::detected() != super::simd::Isa::Avx512 {
+        eprintln!("SKIPPED: the Winograd kernels need AVX-512, which this CPU lacks");
         return;
     }
     let mut rng = Rng(1984);
@@ -1042,7 +1043,8 @@ fn blocked_forward(
 
 #[test]
 fn blocked_layout_round_trips_with_zero_padding() {
-    if !blocked::available() {
+    if !blocked::supported() {
+        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
         return;
     }
     let mut rng = Rng(5);
@@ -1076,7 +1078,8 @@ fn blocked_layout_round_trips_with_zero_padding() {
 
 #[test]
 fn blocked_pointwise_matches_reference() {
-    if !blocked::available() {
+    if !blocked::supported() {
+        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
         return;
     }
     let mut rng = Rng(31);
@@ -1133,7 +1136,8 @@ fn blocked_pointwise_matches_reference() {
 
 #[test]
 fn blocked_depthwise_matches_reference() {
-    if !blocked::available() {
+    if !blocked::supported() {
+        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
         return;
     }
     let mut rng = Rng(47);
@@ -1180,7 +1184,8 @@ fn blocked_depthwise_matches_reference() {
 
 #[test]
 fn blocked_stem_matches_reference() {
-    if !blocked::available() {
+    if !blocked::supported() {
+        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
         return;
     }
     let mut rng = Rng(53);

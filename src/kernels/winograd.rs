@@ -212,7 +212,7 @@ pub(super) fn forward(
     out: &mut [f32],
 ) {
     assert!(
-        available() && suits(job.geom),
+        super::simd::detected() == super::simd::Isa::Avx512 && suits(job.geom),
         "winograd: unsupported layer or CPU"
     );
     let g = job.geom;
