@@ -79,7 +79,7 @@ pub struct Summary {
 }
 
 /// Side of a cell of the layer page's small contact sheets.
-pub const MINI: u32 = 36;
+pub const MINI: u32 = 32;
 /// Longest side of a cell of the browser-side heat maps (larger maps are max-pooled:
 /// a 112 x 112 stem map would weigh 12 kB per image on the page).
 pub const MAP_SIDE: usize = 28;
@@ -553,7 +553,7 @@ fn write_sheets(
                     .collect()
             };
             let mini = grid::compose(None, &tiles(&mut t.minis, false), MINI, MINI);
-            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 60)?;
+            write_jpeg(&mini, &out.join(mini_file(&l.name, u)), 55)?;
             if modes[li] != Mode::Crop {
                 return Ok(1);
             }

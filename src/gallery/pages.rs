@@ -345,16 +345,37 @@ fn figures(d: &Data, li: usize, u: usize, root: &str, heat: bool) -> String {
             }
             (Some(_), None) => String::new(),
         };
+        // The hover text once per image: on the region figures, not again on the heat ones.
+        let title = if heat {
+            String::new()
+        } else {
+            format!(" title=\"{}\"", html_escape(&hit_title(l, h)))
+        };
         let _ = writeln!(
             s,
-            "<figure title=\"{}\"><a href=\"#r{}\">{inner}</a><figcaption>{}</figcaption></figure>",
-            html_escape(&hit_title(l, h)),
+            "<figure{title}><a href=\"#r{}\">{inner}</a><figcaption>{}</figcaption></figure>",
             h.rank,
             html_escape(&hit_label(h))
         );
     }
     s.push_str("</div>\n");
     s
+}
+
+/// A value to 6 significant digits (the f32 peaks' precision, without the 17
+/// digits their f64 form prints).
+fn sig(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(5 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
+/// A box in original pixels to a tenth of a pixel: the JSON's 17-digit floats were
+/// a third of each layer file.
+fn tenths(b: [f64; 4]) -> [f64; 4] {
+    b.map(|v| (v * 10.0).round() / 10.0)
 }
 
 /// The shared thumbnail shown through a window onto `area` (original pixels).
@@ -569,15 +590,15 @@ fn unit_json(d: &Data, li: usize, u: usize) -> serde_json::Value {
             let gone = d.missing.contains(&h.image_id);
             json!({
                 "rank": h.rank,
-                "value": h.value,
-                "pre": h.pre,
+                "value": sig(h.value as f64),
+                "pre": h.pre.map(|p| sig(p as f64)),
                 "tie": h.tie,
                 "y": h.y,
                 "x": h.x,
                 "path": h.path,
                 "box": h.box_orig,
-                "box_exact": h.box_exact,
-                "region": d.shown.get(&(li, u, slot)).and_then(|s| s.region),
+                "box_exact": tenths(h.box_exact),
+                "region": d.shown.get(&(li, u, slot)).and_then(|s| s.region).map(tenths),
                 "thumb": (!gone).then(|| thumb_file(h.image_id)),
             })
         })
@@ -590,12 +611,12 @@ fn unit_json(d: &Data, li: usize, u: usize) -> serde_json::Value {
         "mini": live.then(|| mini_file(&l.name, u)),
         "stats": st.map(|s| json!({
             "count": s.count,
-            "max": (s.count > 0).then_some(s.max),
-            "min": (s.count > 0).then_some(s.min),
-            "mean": s.mean(),
-            "std": s.std(),
+            "max": (s.count > 0).then_some(sig(s.max)),
+            "min": (s.count > 0).then_some(sig(s.min)),
+            "mean": s.mean().map(sig),
+            "std": s.std().map(sig),
             "positive": s.positive,
-            "sparsity": s.sparsity(),
+            "sparsity": s.sparsity().map(sig),
         })),
         "filter": d.filters[li].then(|| filter_file(&l.name, u)),
         "top": top,
