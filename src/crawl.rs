@@ -215,8 +215,10 @@ pub fn load(abs: &Path, size: u64, recipe: &Recipe, max_pixels: u64) -> Result<L
         return Err(Failure::new(FailKind::Empty, "empty file (0 bytes)"));
     }
     let sha256 = sha256_file(abs).map_err(|e| Failure::new(FailKind::Unreadable, e.to_string()))?;
+    // Held until the pixels are prepared and dropped, at the end of this function.
+    let mut reserved = preprocess::budget::GLOBAL.reserve();
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        preprocess::open_image(abs, max_pixels)
+        preprocess::open_image_reserved(abs, max_pixels, &mut reserved)
     }));
     let img = match decoded {
         Ok(Ok(img)) => img,
@@ -238,6 +240,9 @@ fn failure_of(abs: &Path, e: Error) -> Failure {
     let kind = match &e {
         Error::Io { .. } => FailKind::Unreadable,
         Error::TooLarge { .. } => FailKind::TooLarge,
+        Error::Decode { reason, .. } if reason.contains("decode memory budget") => {
+            FailKind::TooLarge
+        }
         Error::Decode { reason, .. } if reason.contains("not a recognised image format") => {
             FailKind::NotImage
         }

@@ -39,6 +39,12 @@ pub enum Error {
     Other(String),
     #[error("{path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// Another process holds the database's writer lock.
+    #[error(
+        "{path}: another neurodex is writing to this database ({holder}); wait for it to \
+         finish or stop it, then run again"
+    )]
+    Locked { path: PathBuf, holder: String },
 }
 
 impl Error {

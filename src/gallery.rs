@@ -18,8 +18,6 @@
 mod pages;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -121,20 +119,15 @@ fn unit_page(l: &str, unit: usize) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    crate::output::write(path, bytes)
 }
 
 fn write_jpeg(img: &RgbImage, path: &Path, quality: u8) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let f = File::create(path).map_err(|e| Error::io(path, e))?;
-    image::codecs::jpeg::JpegEncoder::new_with_quality(BufWriter::new(f), quality)
-        .encode_image(img)
-        .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
+    crate::output::write_with(path, |w| {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(w, quality)
+            .encode_image(img)
+            .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
+    })
 }
 
 /// A unit's map on one image, max-pooled to at most `MAP_SIDE` a side (so the peak
@@ -225,6 +218,7 @@ pub(crate) struct Data {
 
 /// Builds the gallery of `store` into `opts.out`.
 pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
+    crate::output::refuse_linked_dirs(&opts.out)?;
     let run = store.run_info()?;
     let layers = match &opts.layers {
         Some(want) => want

@@ -16,6 +16,7 @@ pub mod import;
 pub mod index;
 pub mod kernels;
 pub mod model;
+pub mod output;
 pub mod peaks;
 pub mod preprocess;
 pub mod query;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{Filter, Norm, Recipe};
 use crate::{Error, Result};
 
+pub mod budget;
+pub use budget::Reservation;
+
 /// Images above this many pixels are refused before their pixels are decoded.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
@@ -70,26 +73,41 @@ impl Transform {
 
 /// Decodes an image file as 8-bit RGB, upright per its EXIF orientation. The format
 /// is found from the content. Alpha is dropped and 16-bit or grayscale data converted,
-/// as PIL's `convert("RGB")` does, so references made with PIL agree.
+/// as PIL's `convert("RGB")` does, so references made with PIL agree. Decoding waits
+/// for its share of the process's decode budget (`budget`).
 pub fn open_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
+    open_image_reserved(path, max_pixels, &mut budget::GLOBAL.reserve())
+}
+
+/// `open_image`, holding what the decoding needed in `r` until the caller is done
+/// with the pixels (and drops `r`).
+pub fn open_image_reserved(
+    path: &Path,
+    max_pixels: u64,
+    r: &mut Reservation<'_>,
+) -> Result<RgbImage> {
     let decode_err = |reason: String| Error::Decode {
         path: path.to_path_buf(),
         reason,
     };
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ImageReader::new(BufReader::new(file))
+    let mut reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     match reader.format() {
         None => return Err(decode_err("not a recognised image format".into())),
         // libjpeg-turbo's decoding (PIL's), except for CMYK/YCCK files, left to `image`.
         Some(image::ImageFormat::Jpeg) => {
-            if let Some(img) = jpeg::decode(path, max_pixels)? {
+            if let Some(img) = jpeg::decode(path, max_pixels, r)? {
                 return Ok(img);
             }
         }
         Some(_) => {}
     }
+    // The decoders' own allocations (PNG's, for one) within the whole budget too.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(budget::GLOBAL.limit());
+    reader.limits(limits);
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| decode_err(e.to_string()))?;
@@ -108,6 +126,12 @@ pub fn open_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
         return Err(decode_err("image has no pixels".into()));
     }
     let orientation = decoder.orientation().ok();
+    // The decoded pixels in their own type, their RGB copy, and a turned copy.
+    let turned = orientation.is_some_and(|o| o != image::metadata::Orientation::NoTransforms);
+    r.grow_to(
+        path,
+        decoder.total_bytes() + pixels * 3 * (1 + turned as u64),
+    )?;
     let mut img =
         image::DynamicImage::from_decoder(decoder).map_err(|e| decode_err(e.to_string()))?;
     if let Some(o) = orientation {
@@ -129,6 +153,7 @@ mod jpeg {
     use mozjpeg::{Decompress, Marker};
     use mozjpeg_sys as ffi;
 
+    use super::Reservation;
     use crate::{Error, Result};
 
     /// libjpeg's message for the current error or warning.
@@ -166,7 +191,16 @@ mod jpeg {
     }
 
     /// The decoded image, or `None` for a colour space left to the `image` crate.
-    pub(super) fn decode(path: &Path, max_pixels: u64) -> Result<Option<RgbImage>> {
+    pub(super) fn decode(
+        path: &Path,
+        max_pixels: u64,
+        r: &mut Reservation<'_>,
+    ) -> Result<Option<RgbImage>> {
+        // The file is read whole, so it counts against the budget too.
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        r.grow_to(path, size)?;
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let decode_err = |reason: String| Error::Decode {
             path: path.to_path_buf(),
@@ -198,6 +232,8 @@ mod jpeg {
             if pixels == 0 {
                 return Err(decode_err("image has no pixels".into()));
             }
+            // The file, the RGB pixels and a turned copy of them.
+            r.grow_to(path, data.len() as u64 + pixels * 6)?;
             if matches!(
                 d.color_space(),
                 ffi::J_COLOR_SPACE::JCS_CMYK | ffi::J_COLOR_SPACE::JCS_YCCK

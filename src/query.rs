@@ -114,7 +114,18 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
         .prepare_cached("SELECT path, path_raw, transform, status FROM image WHERE id = ?1")
         .ctx(conn)?;
     let mut out: Vec<TopHit> = Vec::new();
-    for hit in store::read_top(conn, l.id, unit)? {
+    let mut hits = store::read_top(conn, l.id, unit)?;
+    // Images committed since the top-K was last saved (an index running, or one cut
+    // short) compete from their stored peaks, so the answer is never behind them.
+    let (_, pending) = store.pending(&l)?;
+    if let Some(extra) = pending.get(unit).filter(|t| !t.is_empty()) {
+        let mut merged = store::TopK::new(store.run_info()?.top_k);
+        for h in hits.iter().chain(extra.sorted().iter()) {
+            merged.offer(*h);
+        }
+        hits = merged.sorted();
+    }
+    for hit in hits {
         if out.len() > k {
             break;
         }
@@ -185,7 +196,11 @@ pub fn never_fires(l: &LayerInfo, s: &UnitStats) -> bool {
 /// The statistics of one unit.
 pub fn unit_stats(store: &Store, l: &LayerInfo, unit: usize) -> Result<UnitStats> {
     check_unit(store, l, unit)?;
-    store::read_unit_stats(store.conn(), l.id, unit)
+    let mut s = store::read_unit_stats(store.conn(), l.id, unit)?;
+    if let Some(extra) = store.pending(l)?.0.get(unit) {
+        s.merge(extra);
+    }
+    Ok(s)
 }
 
 /// A unit with its statistics.
@@ -245,11 +260,23 @@ pub fn units(
     let rows = st
         .query_map([l.id], |r| Ok((r.get::<_, i64>(1)?, store::read_stats(r)?)))
         .ctx(conn)?;
-    let mut out = Vec::new();
+    let mut saved = vec![UnitStats::new(); l.channels];
     for row in rows {
         let (u, s) = row.ctx(conn)?;
-        out.push(summarize(u as usize, &s));
+        if let Some(slot) = saved.get_mut(u as usize) {
+            *slot = s;
+        }
     }
+    // Images the saved statistics do not hold yet (see `top`).
+    let (pending, _) = store.pending(&l)?;
+    for (s, extra) in saved.iter_mut().zip(&pending) {
+        s.merge(extra);
+    }
+    let mut out: Vec<UnitSummary> = saved
+        .iter()
+        .enumerate()
+        .map(|(u, s)| summarize(u, s))
+        .collect();
     let key = |u: &UnitSummary| match sort {
         SortBy::Max => u.max,
         SortBy::Mean => u.mean,

@@ -19,6 +19,9 @@ use crate::peaks::{self, Peak};
 use crate::receptive::Field;
 use crate::{Error, Result};
 
+mod lock;
+pub use lock::{lock_path, writer_active, WriterLock};
+
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../migrations/0001_init.sql")),
@@ -54,6 +57,9 @@ impl<T> Ctx<T> for rusqlite::Result<T> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Held by a writer for as long as the store is open (released on drop, and by
+    /// the OS when the process dies); `None` for readers.
+    _writer: Option<WriterLock>,
     /// The schema version read from the file: readers accept older versions from
     /// `MIN_READABLE` on, and fill in what those lack.
     version: i64,
@@ -101,6 +107,24 @@ pub struct LayerInfo {
     pub pre: bool,
     /// The layer's activation (`Act::None` where unrecorded).
     pub act: Act,
+}
+
+/// How far the index is from what its last `index` set out to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Complete,
+    /// An `index` holds the writer lock now (`holder` says which); `pending` images
+    /// are committed but not yet in the saved statistics and top-K.
+    Building {
+        holder: String,
+        pending: u64,
+    },
+    /// The last `index` stopped before its end (killed, or an error such as a full
+    /// disk); the next one completes it.
+    CutShort {
+        pending: u64,
+        needs_rebuild: bool,
+    },
 }
 
 impl LayerInfo {
@@ -174,12 +198,15 @@ pub fn bytes_path(b: &[u8]) -> PathBuf {
 
 impl Store {
     /// Opens (creating if needed) a database for writing: WAL mode, schema upgraded
-    /// to this build's version. A database from a newer neurodex is refused.
+    /// to this build's version. A database from a newer neurodex is refused. The
+    /// writer lock is taken first and held until the store is dropped, so a second
+    /// writer is refused (`Error::Locked`, naming the holder) before it reads anything.
     pub fn open(path: &Path) -> Result<Store> {
         let err = |reason: String| Error::Store {
             path: path.to_path_buf(),
             reason,
         };
+        let writer = WriterLock::acquire(path)?;
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| err(e.to_string()))?;
@@ -199,6 +226,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            _writer: Some(writer),
             version: 0,
         };
         store.migrate()?;
@@ -207,32 +235,49 @@ impl Store {
     }
 
     /// Opens an existing database for queries only; works while `index` writes to it.
+    /// On read-only storage, where SQLite cannot create the WAL's side files, the
+    /// file is opened immutable (nothing can be writing to it there).
     pub fn open_readonly(path: &Path) -> Result<Store> {
         let err = |reason: String| Error::Store {
             path: path.to_path_buf(),
             reason,
         };
-        if !path.exists() {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                err("no such database (create it with `neurodex index`)".into())
+            }
+            _ => Error::io(path, e),
+        })?;
+        if meta.len() == 0 {
             return Err(err(
-                "no such database (create it with `neurodex index`)".into()
+                "an empty file, not a neurodex database (`neurodex index DIR --db FILE` \
+                 fills it)"
+                    .into(),
             ));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| err(e.to_string()))?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-            version: 0,
+        let store = match Self::open_readonly_as(path, false) {
+            Err(e) if on_read_only_storage(&e) => {
+                let wal = side_file(path, "-wal");
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(err(format!(
+                        "on read-only storage with an unfinished write-ahead log ({}) that \
+                         SQLite cannot read there; copy the database and that file to \
+                         writable storage, or open it once where it is writable",
+                        wal.display()
+                    )));
+                }
+                Self::open_readonly_as(path, true)?
+            }
+            other => other?,
         };
-        let v = store.schema_version()?;
-        store.version = v;
+        let v = store.version;
         if v > SCHEMA_VERSION {
             return Err(store.newer_error(v));
+        }
+        if v == 0 {
+            return Err(err(
+                "not a neurodex database (an SQLite file without neurodex's tables)".into(),
+            ));
         }
         if v < MIN_READABLE {
             return Err(err(format!(
@@ -240,6 +285,31 @@ impl Store {
                  run `neurodex index` on it once to upgrade it"
             )));
         }
+        Ok(store)
+    }
+
+    /// A read-only connection whose schema version has been read (the first read is
+    /// what fails where the WAL's side files cannot be made).
+    fn open_readonly_as(path: &Path, immutable: bool) -> Result<Store> {
+        let err = |e: rusqlite::Error| Error::Store {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if immutable {
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            _writer: None,
+            version: 0,
+        };
+        store.version = store.schema_version()?;
         Ok(store)
     }
 
@@ -580,8 +650,79 @@ impl Store {
         tops: &mut [Vec<TopK>],
     ) -> Result<u64> {
         let keep = self.run_info()?.keep_duplicates;
-        let n = add_stored_peaks(&self.conn, after, keep, layers, stats, tops)?;
+        let n = add_stored_peaks(&self.conn, after, None, keep, layers, stats, tops)?;
         Ok(n)
+    }
+
+    /// What the saved statistics and top-K of `layer` lack while an index runs or
+    /// after one was cut short: the images committed since their last save, replayed
+    /// from their stored peaks (`[unit]`). Empty vectors when nothing lags.
+    pub fn pending(&self, layer: &LayerInfo) -> Result<(Vec<UnitStats>, Vec<TopK>)> {
+        let run = self.run_info()?;
+        let layers = self.layers()?;
+        let at = layers.iter().position(|l| l.id == layer.id);
+        let mut stats: Vec<Vec<UnitStats>> = vec![Vec::new(); layers.len()];
+        let mut tops: Vec<Vec<TopK>> = vec![Vec::new(); layers.len()];
+        let Some(at) = at else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if self.lagging_images(run.derived_upto)? == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        stats[at] = vec![UnitStats::new(); layer.channels];
+        tops[at] = (0..layer.channels).map(|_| TopK::new(run.top_k)).collect();
+        add_stored_peaks(
+            &self.conn,
+            run.derived_upto,
+            Some(layer.id),
+            run.keep_duplicates,
+            &layers,
+            &mut stats,
+            &mut tops,
+        )?;
+        Ok((
+            std::mem::take(&mut stats[at]),
+            std::mem::take(&mut tops[at]),
+        ))
+    }
+
+    fn lagging_images(&self, derived_upto: i64) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM image WHERE status = 'ok' AND id > ?1",
+                [derived_upto],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .ctx(&self.conn)
+    }
+
+    /// Whether the index is complete, being built, or was left unfinished.
+    pub fn progress(&self) -> Result<Progress> {
+        let Some(run) = self.run_info_opt()? else {
+            return Ok(Progress::Complete);
+        };
+        let pending = self.lagging_images(run.derived_upto)?;
+        if let Some(holder) = writer_active(&self.path) {
+            return Ok(Progress::Building { holder, pending });
+        }
+        let unfinished: bool = self
+            .conn
+            .query_row(
+                "SELECT finished_at IS NULL FROM session ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(&self.conn)?
+            .unwrap_or(false);
+        if unfinished || pending > 0 || run.needs_rebuild {
+            return Ok(Progress::CutShort {
+                pending,
+                needs_rebuild: run.needs_rebuild,
+            });
+        }
+        Ok(Progress::Complete)
     }
 
     /// Recomputes every unit's statistics and top-K from the stored peaks of the
@@ -598,7 +739,15 @@ impl Store {
             .map(|l| (0..l.channels).map(|_| TopK::new(info.top_k)).collect())
             .collect();
         let tx = self.begin()?;
-        add_stored_peaks(&tx, 0, info.keep_duplicates, &layers, &mut stats, &mut tops)?;
+        add_stored_peaks(
+            &tx,
+            0,
+            None,
+            info.keep_duplicates,
+            &layers,
+            &mut stats,
+            &mut tops,
+        )?;
         for (l, layer) in layers.iter().enumerate() {
             for u in 0..layer.channels {
                 write_stats(&tx, layer.id, u, &stats[l][u])?;
@@ -619,6 +768,7 @@ impl Store {
 fn add_stored_peaks(
     conn: &Connection,
     after: i64,
+    only_layer: Option<i64>,
     keep_duplicates: bool,
     layers: &[LayerInfo],
     stats: &mut [Vec<UnitStats>],
@@ -628,10 +778,11 @@ fn add_stored_peaks(
         .prepare(
             "SELECT p.image_id, p.layer_id, p.data, i.sha256 FROM peaks p
              JOIN image i ON i.id = p.image_id
-             WHERE i.status = 'ok' AND p.image_id > ?1 ORDER BY p.image_id, p.layer_id",
+             WHERE i.status = 'ok' AND p.image_id > ?1 AND (?2 IS NULL OR p.layer_id = ?2)
+             ORDER BY p.image_id, p.layer_id",
         )
         .ctx(conn)?;
-    let mut rows = st.query([after]).ctx(conn)?;
+    let mut rows = st.query(params![after, only_layer]).ctx(conn)?;
     let (mut n, mut last, mut dup) = (0, None, false);
     while let Some(r) = rows.next().ctx(conn)? {
         let id: i64 = r.get(0).ctx(conn)?;
@@ -695,6 +846,44 @@ pub fn count_duplicates(conn: &Connection) -> Result<u64> {
     )
     .ctx(conn)
     .map(|n| n as u64)
+}
+
+/// `DB-wal`, `DB-shm`, `DB.lock`: the files SQLite and neurodex keep beside a database.
+pub(crate) fn side_file(db: &Path, suffix: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Whether opening failed because SQLite may not create or write the WAL's side
+/// files (a read-only directory or medium, or a file without write permission).
+fn on_read_only_storage(e: &Error) -> bool {
+    // The message is all that survives `Ctx`; these are SQLite's texts for
+    // SQLITE_CANTOPEN and SQLITE_READONLY.
+    matches!(e, Error::Store { reason, .. }
+        if reason.contains("unable to open database file")
+            || reason.contains("attempt to write a readonly database"))
+}
+
+/// A `file:` URI opening `path` immutable: no locks, no side files, no WAL.
+fn immutable_uri(path: &Path) -> String {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for &b in path_bytes(&abs).iter() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                uri.push(b as char)
+            }
+            // Windows paths: C:\x becomes /C:/x.
+            b'\\' => uri.push('/'),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    if !uri.starts_with("file:/") {
+        uri.insert(5, '/');
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -1335,6 +1524,7 @@ mod tests {
             let mut s = Store {
                 conn,
                 path: path.clone(),
+                _writer: None,
                 version: 0,
             };
             s.migrate_to(1).unwrap();

@@ -40,6 +40,10 @@ pub struct Args {
     /// Refuse images above this many megapixels (checked before decoding)
     #[arg(long, default_value_t = (crate::preprocess::DEFAULT_MAX_PIXELS / 1_000_000) as f64)]
     pub max_megapixels: f64,
+    /// Memory the image decoders may hold at once, in MB, whatever the thread count
+    /// (default: what one image at the pixel limit needs as 16-bit RGBA plus RGB)
+    #[arg(long, value_name = "MB")]
+    pub decode_memory_mb: Option<u64>,
     /// Let identical files each take a place in a unit's top images (default: one
     /// place per distinct content; fixed when the database is created)
     #[arg(long)]
@@ -59,17 +63,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .build_global()
             .context("cannot set up the thread pool")?;
     }
+    let max_pixels = (args.max_megapixels * 1e6) as u64;
+    crate::preprocess::budget::GLOBAL.set_limit(match args.decode_memory_mb {
+        Some(mb) => mb.saturating_mul(1_000_000),
+        None => max_pixels.saturating_mul(11),
+    });
     if let Some(n) = args.forward_only {
         return forward_only(&args, n);
     }
     let db = args.db.clone().expect("clap requires --db");
-    let mut store = Store::open(&db)?;
-    let model = match (&args.model, store.run_info_opt()?) {
-        (Some(m), _) => m.clone(),
-        (None, Some(run)) => run.model,
-        (None, None) => DEFAULT_MODEL.to_string(),
+    // Before anything is created: a mistyped directory leaves no database behind.
+    match std::fs::metadata(&args.dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("{}: not a directory", args.dir.display()),
+        Err(e) => return Err(crate::Error::io(&args.dir, e).into()),
+    }
+    // The network is loaded before the database is opened for writing, so that a
+    // bad --weights file leaves no database behind (nor an empty schema).
+    let indexed_model = || -> Option<String> {
+        let store = Store::open_readonly(&db).ok()?;
+        store.run_info_opt().ok()?.map(|run| run.model)
+    };
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => indexed_model().unwrap_or_else(|| DEFAULT_MODEL.to_string()),
     };
     let mut net = Network::open(&model, args.weights.as_deref())?;
+    let mut store = Store::open(&db)?;
     let opts = Options {
         root: args.dir.clone(),
         layers: args.layers.clone(),

@@ -69,6 +69,8 @@ pub enum Command {
 pub const EXIT_PARTIAL: u8 = 1;
 /// Exit status for usage and fatal errors.
 pub const EXIT_FATAL: u8 = 2;
+/// Exit status for "another process is writing this database; try again later".
+pub const EXIT_BUSY: u8 = 3;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -94,7 +96,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_FATAL)
+            match e.downcast_ref::<crate::Error>() {
+                Some(crate::Error::Locked { .. }) => ExitCode::from(EXIT_BUSY),
+                _ => ExitCode::from(EXIT_FATAL),
+            }
         }
     }
 }
@@ -109,4 +114,50 @@ fn die_quietly_on_closed_stdout() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Says on stderr when the database is still being built or its last `index` did
+/// not finish, since answers then cover only part of the collection; returns the
+/// state for `--json` output.
+pub fn note_progress(store: &crate::store::Store) -> anyhow::Result<serde_json::Value> {
+    use crate::store::Progress;
+    let progress = store.progress()?;
+    let db = store.path().display();
+    let pending = |n: u64| {
+        if n > 0 {
+            format!(
+                "; {n} images are not in the saved top images yet and were ranked from \
+                 their stored peaks"
+            )
+        } else {
+            String::new()
+        }
+    };
+    Ok(match progress {
+        Progress::Complete => serde_json::json!({ "state": "complete" }),
+        Progress::Building { holder, pending: n } => {
+            eprintln!(
+                "note: {db} is still being indexed ({holder}): answers cover the images \
+                 indexed so far{}",
+                pending(n)
+            );
+            serde_json::json!({ "state": "building", "pending": n })
+        }
+        Progress::CutShort {
+            pending: n,
+            needs_rebuild,
+        } => {
+            eprintln!(
+                "note: the last `neurodex index` into {db} stopped before its end: answers \
+                 cover the images it reached{}{}; run it again to complete the index",
+                pending(n),
+                if needs_rebuild {
+                    "; files that changed or vanished may still be listed"
+                } else {
+                    ""
+                }
+            );
+            serde_json::json!({ "state": "cut-short", "pending": n })
+        }
+    })
 }

@@ -21,6 +21,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open_readonly(&args.db)?;
+    super::note_progress(&store)?;
     let o = query::overview(&store, args.failures)?;
     if args.json {
         println!("{}", serde_json::to_string(&o)?);

@@ -47,6 +47,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.k = kept;
     }
     let l = query::layer(&store, &args.layer)?;
+    let progress = super::note_progress(&store)?;
     let stats = query::unit_stats(&store, &l, args.unit)?;
     if query::never_fires(&l, &stats) {
         let why = if l.pre && l.act.zeroes_negatives() {
@@ -65,7 +66,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         if args.json {
             let out = serde_json::json!({
                 "layer": l.name, "unit": args.unit, "dead": true,
-                "reason": msg, "images": [],
+                "reason": msg, "images": [], "index": progress,
             });
             println!("{out}");
         } else {
@@ -103,6 +104,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             "activation": l.act.name(),
             "dead": false,
             "images": images,
+            "index": progress,
         });
         println!("{out}");
     } else {

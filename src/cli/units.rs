@@ -42,6 +42,7 @@ fn approx(v: Option<f64>) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open_readonly(&args.db)?;
+    super::note_progress(&store)?;
     let (layer, mut units) = query::units(&store, &args.layer, args.sort)?;
     if let Some(n) = args.limit {
         units.truncate(n);

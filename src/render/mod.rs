@@ -12,7 +12,6 @@ pub mod region;
 pub mod tile;
 pub mod top;
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use image::{codecs::jpeg::JpegEncoder, ImageFormat, RgbImage};
@@ -51,27 +50,20 @@ pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `img` as PNG whatever the name, creating the parent directory if needed.
+/// Writes `img` as PNG whatever the name, creating the parent directory if needed;
+/// whole or not at all (see `output`).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    create_parent(path)?;
-    img.save_with_format(path, ImageFormat::Png)
-        .map_err(|e| Error::Other(format!("{}: cannot write PNG: {e}", path.display())))
+    crate::output::write_with(path, |w| {
+        img.write_with_encoder(image::codecs::png::PngEncoder::new(w))
+            .map_err(|e| Error::Other(format!("{}: cannot write PNG: {e}", path.display())))
+    })
 }
 
 fn save_jpeg(img: &RgbImage, path: &Path) -> Result<()> {
-    create_parent(path)?;
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut out = BufWriter::new(file);
-    img.write_with_encoder(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY))
-        .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))?;
-    out.flush().map_err(|e| Error::io(path, e))
-}
-
-fn create_parent(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(())
+    crate::output::write_with(path, |w| {
+        img.write_with_encoder(JpegEncoder::new_with_quality(w, JPEG_QUALITY))
+            .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
+    })
 }
 
 #[cfg(test)]

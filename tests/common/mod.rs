@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 /// Chromium binary when
 /// Debian's Chromium and the node modules are there. Otherwise `None` after a notice,
 /// except under CI, where their absence fails the test: `.ci/run` installs both.
+#[allow(dead_code)]
 pub fn browser() -> Option<(PathBuf, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -20,4 +21,44 @@ pub fn browser() -> Option<(PathBuf, String)> {
     );
     eprintln!("notice: skipping the browser test: needs {chromium} and `npm ci` in tests/browser");
     None
+}
+
+/// The `n` smallest committed demo photos (fast to decode), by name.
+#[allow(dead_code)]
+pub fn demo_images(n: usize) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images");
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .collect();
+    files.sort();
+    let mut out: Vec<PathBuf> = files.into_iter().take(n).map(|(_, p)| p).collect();
+    out.sort();
+    out
+}
+
+/// A folder holding copies of the `n` smallest demo photos.
+#[allow(dead_code)]
+pub fn photo_folder(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in demo_images(n) {
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// `neurodex ARGS`: exit code, stdout, stderr.
+#[allow(dead_code)]
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neurodex"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
