@@ -191,11 +191,22 @@ impl Network {
     /// Loads a safetensors or PyTorch checkpoint (legacy or zip) for `arch`.
     pub fn load(arch: Arch, path: &Path) -> Result<Network> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let tensors: HashMap<String, Tensor> =
-            match candle_core::safetensors::load_buffer(&bytes, &Device::Cpu) {
-                Ok(t) => t,
-                Err(_) => crate::import::read_checkpoint(path)?.into_iter().collect(),
-            };
+        // Safetensors go through the importer's checks too (repeated names).
+        let tensors: HashMap<String, Tensor> = match crate::import::detect(&bytes) {
+            Some(crate::import::Format::Safetensors) => {
+                crate::import::check_safetensors(&bytes).map_err(|reason| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
+                candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+                    Error::Checkpoint {
+                        path: path.to_path_buf(),
+                        reason: format!("bad safetensors: {e}"),
+                    }
+                })?
+            }
+            _ => crate::import::read_checkpoint(path)?.into_iter().collect(),
+        };
         let model = arch.name.clone();
         let mut net = Network::from_tensors(arch, &tensors).map_err(|e| match e {
             Error::Weights { reason, .. } => Error::Weights {

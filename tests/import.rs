@@ -294,3 +294,157 @@ fn corrupted_bytes_never_panic() {
         }
     }
 }
+
+/// A torch zip checkpoint `{"w": tensor}` written by hand: one float storage of
+/// `numel` elements whose bytes are `data` (stored or deflated), viewed with `size`
+/// and `stride`. Small enough to read, hostile where the arguments say so.
+fn zip_checkpoint(numel: u32, size: &[u32], stride: &[u32], data: &[u8], deflate: bool) -> Vec<u8> {
+    let mut p = b"\x80\x02}".to_vec();
+    let s = |p: &mut Vec<u8>, t: &str| {
+        p.push(b'X');
+        p.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        p.extend_from_slice(t.as_bytes());
+    };
+    let int = |p: &mut Vec<u8>, v: u32| {
+        p.push(b'J');
+        p.extend_from_slice(&(v as i32).to_le_bytes());
+    };
+    s(&mut p, "w");
+    p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    p.push(b'(');
+    s(&mut p, "storage");
+    p.extend_from_slice(b"ctorch\nFloatStorage\n");
+    s(&mut p, "0");
+    s(&mut p, "cpu");
+    int(&mut p, numel);
+    p.extend_from_slice(b"tQ");
+    int(&mut p, 0);
+    for dims in [size, stride] {
+        p.push(b'(');
+        for &d in dims {
+            int(&mut p, d);
+        }
+        p.push(b't');
+    }
+    p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtRs.");
+
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let method = if deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(data.len() > u32::MAX as usize / 2);
+    use std::io::Write;
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(&p).unwrap();
+    z.start_file("archive/data/0", opts).unwrap();
+    z.write_all(data).unwrap();
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn the_hand_written_checkpoint_reads_as_torch_would() {
+    // The builder itself, so that the refusals below are for the reasons they name.
+    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.pth");
+    std::fs::write(&path, zip_checkpoint(4, &[2, 2], &[1, 2], &data, false)).unwrap();
+    let t = read_checkpoint(&path).unwrap();
+    assert_eq!(t[0].0, "w");
+    let v: Vec<Vec<f32>> = t[0].1.to_vec2().unwrap();
+    assert_eq!(v, [[1.0, 3.0], [2.0, 4.0]], "a transposed view");
+}
+
+#[test]
+fn a_view_with_more_elements_than_its_storage_is_refused_before_allocating() {
+    // 100000 x 100000 elements over a 4-element storage with stride 0: 40 GB as f32.
+    let data = [0u8; 16];
+    let reason = reason_for(&zip_checkpoint(
+        4,
+        &[100_000, 100_000],
+        &[0, 0],
+        &data,
+        false,
+    ));
+    assert!(
+        reason.contains("w:")
+            && reason.contains("10000000000 elements")
+            && reason.contains("storage 0"),
+        "{reason}"
+    );
+    // Sizes whose product overflows are refused too, not a panic.
+    let huge = [1 << 30; 4];
+    let reason = reason_for(&zip_checkpoint(4, &huge, &[0; 4], &data, false));
+    assert!(
+        reason.contains("overflow") || reason.contains("elements"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_zip_bomb_is_stopped_at_what_its_storage_may_hold() {
+    // 4 floats declared; 32 MB of zeros that deflate to about 32 KB.
+    let zeros = vec![0u8; 32 << 20];
+    let bomb = zip_checkpoint(4, &[4], &[1], &zeros, true);
+    drop(zeros);
+    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+    let reason = reason_for(&bomb);
+    assert!(
+        reason.contains("archive/data/0") && reason.contains("the 16 it may hold"),
+        "{reason}"
+    );
+    // A storage that claims to be as large as a 256 MB bomb: refused by the allowance
+    // for the whole archive (torch.save stores entries uncompressed).
+    let zeros = vec![0u8; 256 << 20];
+    let bomb = zip_checkpoint(64 << 20, &[64 << 20], &[1], &zeros, true);
+    drop(zeros);
+    let reason = reason_for(&bomb);
+    assert!(reason.contains("zip bomb"), "{reason}");
+}
+
+/// A safetensors file whose JSON header is `header` over `data`.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn safetensors_with_a_repeated_name_or_bad_offsets_are_refused() {
+    let data = [0u8; 8];
+    let twice = safetensors(
+        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &data,
+    );
+    let reason = reason_for(&twice);
+    assert!(reason.contains("\"w\" appears twice"), "{reason}");
+    // The same through --weights, which loads safetensors directly.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twice.safetensors");
+    std::fs::write(&path, &twice).unwrap();
+    let e = neurodex::model::Network::open("efficientnet-lite0", Some(&path))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("appears twice") && e.contains("twice.safetensors"),
+        "{e}"
+    );
+
+    for header in [
+        r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, // past the end
+        r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,  // shape x dtype != bytes
+    ] {
+        let reason = reason_for(&safetensors(header, &data));
+        assert!(reason.contains("safetensors"), "{header}: {reason}");
+    }
+}

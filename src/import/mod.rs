@@ -119,7 +119,50 @@ fn unknown_reason(data: &[u8]) -> String {
     )
 }
 
+/// Checks what the safetensors loader lets through: the header's length against the
+/// file, and each tensor name once (a JSON object may repeat a key, and the loader
+/// keeps the last silently). Offsets, shapes and dtypes are the loader's to check.
+pub(crate) fn check_safetensors(data: &[u8]) -> Result<(), String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    let n = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or("bad safetensors: shorter than its 8-byte header length")?;
+    let header = usize::try_from(n)
+        .ok()
+        .and_then(|n| data.get(8..8usize.checked_add(n)?))
+        .ok_or_else(|| {
+            format!(
+                "bad safetensors: a header of {n} bytes in a file of {}",
+                data.len()
+            )
+        })?;
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object of tensors")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(name.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "tensor name {name:?} appears twice"
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+    serde_json::Deserializer::from_slice(header)
+        .deserialize_map(Unique)
+        .map_err(|e| format!("bad safetensors header: {e}"))
+}
+
 fn read_safetensors(data: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+    check_safetensors(data)?;
     let map = candle_core::safetensors::load_buffer(data, &Device::Cpu)
         .map_err(|e| format!("bad safetensors: {e}"))?;
     let mut tensors = map

@@ -127,6 +127,19 @@ pub fn materialize(t: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
         .iter()
         .try_fold(1usize, |a, &s| a.checked_mul(s))
         .ok_or("tensor size overflows")?;
+    // A view never has more elements than its storage unless strides overlap (an
+    // expanded, stride-0 tensor), which no saved weights need; refusing it bounds
+    // what is allocated by what the file holds, before allocating.
+    if count > limit - base {
+        return Err(format!(
+            "tensor of size {:?} (stride {:?}) has {count} elements, more than the {} of \
+             storage {}: overlapping views are not weights",
+            t.size,
+            t.stride,
+            limit - base,
+            t.storage.key
+        ));
+    }
     let start = base
         .checked_add(t.offset)
         .ok_or("tensor offset overflows")?;
