@@ -110,7 +110,8 @@ pub fn looks_like_image(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+/// A file's modification time as the index records it.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

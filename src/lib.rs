@@ -23,6 +23,7 @@ pub mod query;
 pub mod receptive;
 pub mod render;
 pub mod serve;
+pub mod source;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -140,6 +140,13 @@ pub fn open_image_reserved(
     Ok(img.into_rgb8())
 }
 
+/// Decodes JPEG bytes as `open_image` decodes a JPEG file (refusing a truncated
+/// one, as PIL does); `None` for CMYK and YCCK data, which `image` decodes. `name`
+/// names the bytes in errors.
+pub fn decode_jpeg(data: &[u8], name: &Path, max_pixels: u64) -> Result<Option<RgbImage>> {
+    jpeg::decode_mem(data, name, max_pixels, &mut budget::GLOBAL.reserve())
+}
+
 /// JPEG decoding as PIL does it: libjpeg-turbo's (here mozjpeg's, the same decoder built
 /// without SIMD) accurate integer IDCT and fancy chroma upsampling, output as RGB
 /// (grayscale replicated), then the EXIF orientation.
@@ -202,6 +209,16 @@ mod jpeg {
             .len();
         r.grow_to(path, size)?;
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        decode_mem(&data, path, max_pixels, r)
+    }
+
+    /// As `decode`, for JPEG bytes in memory; `path` names them in errors.
+    pub(super) fn decode_mem(
+        data: &[u8],
+        path: &Path,
+        max_pixels: u64,
+        r: &mut Reservation<'_>,
+    ) -> Result<Option<RgbImage>> {
         let decode_err = |reason: String| Error::Decode {
             path: path.to_path_buf(),
             reason,
@@ -216,7 +233,7 @@ mod jpeg {
             let d = Decompress::builder()
                 .with_err(err)
                 .with_markers(&[Marker::APP(1)])
-                .from_mem(&data)
+                .from_mem(data)
                 .map_err(io)?;
             let (w, h) = d.size();
             let pixels = w as u64 * h as u64;

@@ -144,14 +144,38 @@ fn raw_request(
     body: &[u8],
     declared: Option<usize>,
 ) -> Reply {
+    request_with(addr, method, path, &[], body, declared)
+}
+
+/// As `raw_request`, with extra header lines; a `Host` among them replaces the default
+/// (the server's own address).
+fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    declared: Option<usize>,
+) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n",
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in extra {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += &format!(
+        "Connection: close\r\nContent-Length: {}\r\n\r\n",
         declared.unwrap_or(body.len())
     );
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
+    read_reply(s)
+}
+
+/// Reads one response from `s`: the head, then exactly the body it announces.
+fn read_reply(mut s: TcpStream) -> Reply {
     // Read the head, then exactly the body it announces: a server may keep the
     // connection open (e.g. waiting for the rest of a refused upload).
     s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
@@ -258,10 +282,11 @@ fn a_frame_answers_the_layers_maps_on_one_scale_and_the_top5() {
     );
     assert_eq!(maps.len(), 40 * 28 * 28);
 
-    // Independently: decode with the image crate's one-shot loader, run the network
+    // Independently of the server: decode as the index does (libjpeg's decoder, as
+    // PIL; scripts/reference/top9.sh compares the inputs with PIL's), run the network
     // in-process, scale by hand.
     let net = Network::embedded_default().unwrap();
-    let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    let img = preprocess::open_image(photo, u64::MAX).unwrap();
     let (x, _) = preprocess::prepare(&img, &net.arch.recipe);
     let node = net.arch.resolve("blocks.4").unwrap();
     let act = net.forward_raw(&x, 1, &[node]).unwrap().remove(0);
@@ -717,4 +742,349 @@ fn live_view_in_headless_chromium_with_a_fake_camera() {
         summary["layer"],
         out.join("serve.png").display()
     );
+}
+
+// ---- Hardening (issue #13): hosts and origins, files swapped after indexing,
+// ---- idle and slow connections, uploads and query values.
+
+/// Whether a reply is a JSON `{"error": ...}` that contains `says`.
+fn json_error_says(r: &Reply, says: &str) -> bool {
+    r.header("content-type") == Some("application/json")
+        && r.json()["error"].as_str().is_some_and(|e| e.contains(says))
+}
+
+#[test]
+fn a_request_naming_a_host_that_is_not_allowed_is_refused_with_advice() {
+    let f = fixture(2);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap(), "--allow-host", "photos.lan"]);
+    let port = srv.addr.rsplit(':').next().unwrap().to_string();
+    // DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1.
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "127.0.0.1.evil.example",
+    ] {
+        for path in ["/", "/api/layers", "/api/image/1", "/api/images"] {
+            let r = request_with(&srv.addr, "GET", path, &[("Host", host)], b"", None);
+            assert_eq!(r.status, 421, "Host {host} {path}");
+            assert!(json_error_says(&r, "--allow-host"), "Host {host} {path}");
+        }
+    }
+    // An absolute request target names the host too, and is checked the same way.
+    let target = "http://evil.example/api/image/1";
+    let r = request_with(
+        &srv.addr,
+        "GET",
+        target,
+        &[("Host", "evil.example")],
+        b"",
+        None,
+    );
+    assert_eq!(r.status, 421);
+    // Loopback names, with or without the port, the bound address and the added name.
+    for host in [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        "LocalHost.".to_string(),
+        "127.0.0.1".into(),
+        srv.addr.clone(),
+        "[::1]".into(),
+        format!("[::1]:{port}"),
+        "photos.lan".into(),
+        format!("photos.lan:{port}"),
+    ] {
+        let r = request_with(
+            &srv.addr,
+            "GET",
+            "/api/layers",
+            &[("Host", &host)],
+            b"",
+            None,
+        );
+        assert_eq!(r.status, 200, "Host {host}");
+    }
+}
+
+#[test]
+fn a_frame_posted_from_another_origin_is_refused() {
+    let srv = Server::start(&[]);
+    let port = srv.addr.rsplit(':').next().unwrap().to_string();
+    let photo = std::fs::read(&demo_photos(1)[0]).unwrap();
+    let other_port = format!("http://localhost:{}", port.parse::<u16>().unwrap() ^ 1);
+    for headers in [
+        vec![("Origin", "http://evil.example")],
+        vec![("Origin", "null")],
+        vec![("Origin", other_port.as_str())],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site")],
+    ] {
+        let r = request_with(&srv.addr, "POST", "/api/frame", &headers, &photo, None);
+        assert_eq!(r.status, 403, "{headers:?}");
+        assert!(json_error_says(&r, "origin"), "{headers:?}");
+    }
+    // The page itself: same origin, as a browser sends it.
+    let own = format!("http://{}", srv.addr);
+    let same = [("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    let r = request_with(&srv.addr, "POST", "/api/frame", &same, &photo, None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // A tool without browser headers (curl) is not a cross-origin page.
+    assert_eq!(post(&srv.addr, "/api/frame", &photo).status, 200);
+}
+
+/// The indexed photo of image `id`: its path under the fixture's root.
+fn indexed_photo(f: &Fixture, srv: &Server, rank: usize) -> (i64, PathBuf) {
+    let list = get(&srv.addr, "/api/images").json();
+    let img = &list["images"][rank];
+    (
+        img["id"].as_i64().unwrap(),
+        f.photos.join(img["path"].as_str().unwrap()),
+    )
+}
+
+#[test]
+fn a_symlink_swapped_in_after_indexing_is_not_served_even_with_the_same_size_and_mtime() {
+    let f = fixture(2);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let (id, photo) = indexed_photo(&f, &srv, 0);
+    assert_eq!(get(&srv.addr, &format!("/api/image/{id}")).status, 200);
+    // A secret outside the root, made to look like the photo to a size and mtime check.
+    let meta = std::fs::metadata(&photo).unwrap();
+    let mut secret = b"TOP SECRET ".to_vec();
+    secret.resize(meta.len() as usize, b'!');
+    let secret_path = f.tmp.path().join("secret.jpg");
+    std::fs::write(&secret_path, &secret).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&secret_path)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    std::fs::remove_file(&photo).unwrap();
+    std::os::unix::fs::symlink(&secret_path, &photo).unwrap();
+    let r = get(&srv.addr, &format!("/api/image/{id}"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("TOP SECRET"));
+    assert_eq!(r.status, 404);
+    assert!(
+        json_error_says(&r, "outside the indexed folder"),
+        "{}",
+        r.json()
+    );
+}
+
+#[test]
+fn a_file_replaced_after_indexing_is_reported_changed_not_served() {
+    let f = fixture(2);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let (a, photo_a) = indexed_photo(&f, &srv, 0);
+    let (b, photo_b) = indexed_photo(&f, &srv, 1);
+    // Another size.
+    std::fs::write(&photo_a, b"replaced").unwrap();
+    // The same size, but written later (another mtime).
+    let mtime = std::fs::metadata(&photo_b).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&photo_b).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&photo_b, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&photo_b)
+        .unwrap()
+        .set_modified(mtime + std::time::Duration::from_secs(7))
+        .unwrap();
+    for id in [a, b] {
+        let r = get(&srv.addr, &format!("/api/image/{id}"));
+        assert_eq!(r.status, 409, "image {id}");
+        assert!(
+            json_error_says(&r, "changed since it was indexed"),
+            "{}",
+            r.json()
+        );
+    }
+}
+
+#[test]
+fn symlinks_indexed_inside_the_root_are_served_and_ones_leading_out_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    let outside = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(root.join("real")).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let [p, q] = [&demo_photos(2)[0], &demo_photos(2)[1]];
+    std::fs::copy(p, root.join("real/a.jpg")).unwrap();
+    std::fs::copy(q, outside.join("b.jpg")).unwrap();
+    std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+    let db = tmp.path().join("ix.db");
+    let out = Command::new(BIN)
+        .args([
+            "index",
+            root.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args(["--layers", "stem", "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let srv = Server::start(&["--db", db.to_str().unwrap()]);
+    let list = get(&srv.addr, "/api/images").json();
+    let id = |path: &str| {
+        list["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in {list}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    for inside in ["alias/a.jpg", "real/a.jpg"] {
+        let r = get(&srv.addr, &format!("/api/image/{}", id(inside)));
+        assert_eq!(r.status, 200, "{inside}");
+        assert_eq!(r.body, std::fs::read(p).unwrap());
+    }
+    let r = get(&srv.addr, &format!("/api/image/{}", id("out/b.jpg")));
+    assert_eq!(r.status, 404);
+    assert!(
+        json_error_says(&r, "outside the indexed folder"),
+        "{}",
+        r.json()
+    );
+}
+
+/// Reads from `s` until the server closes it; panics if it stays open `guard` long.
+fn closed_by_server(s: &mut TcpStream, guard: std::time::Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(guard)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("still open after {guard:?} ({e}); read {got:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_request_head_or_stays_idle_is_disconnected() {
+    let srv = Server::start(&[]);
+    // Slow headers: a head that never ends.
+    let mut slow = TcpStream::connect(&srv.addr).unwrap();
+    slow.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\nX-Wait: ", srv.addr).as_bytes())
+        .unwrap();
+    // Idle keep-alive: one answered request, then nothing.
+    let mut idle = TcpStream::connect(&srv.addr).unwrap();
+    idle.write_all(format!("GET /page.css HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr).as_bytes())
+        .unwrap();
+    // A failure bound only: the server's own limit is a few seconds.
+    let guard = std::time::Duration::from_secs(60);
+    let got = closed_by_server(&mut idle, guard);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    closed_by_server(&mut slow, guard);
+}
+
+#[test]
+fn idle_sockets_beyond_the_descriptor_limit_do_not_stop_other_clients() {
+    // 64 descriptors for the server, 120 idle connections, then a real request.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {BIN} serve --addr 127.0.0.1:0"
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(|l| eprintln!("server: {}", l.unwrap_or_default())));
+    let srv = Server { child, addr };
+    let idle: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    let r = get(&srv.addr, "/api/layers");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], "efficientnet-lite0");
+    drop(idle);
+}
+
+#[test]
+fn a_truncated_jpeg_frame_is_refused_not_decoded_padded() {
+    let srv = Server::start(&[]);
+    let photo = std::fs::read(&demo_photos(1)[0]).unwrap();
+    // Past the headers, inside the scan: a decoder that pads would "succeed".
+    for keep in [photo.len() / 2, photo.len() - 10] {
+        let r = post(&srv.addr, "/api/frame", &photo[..keep]);
+        assert_eq!(r.status, 400, "{keep} of {} bytes", photo.len());
+        assert!(json_error_says(&r, "truncated"), "{}", r.json());
+    }
+    // Bytes after the end marker are no reason to refuse a complete picture.
+    let mut trailing = photo.clone();
+    trailing.extend_from_slice(b"trailing bytes after EOI");
+    assert_eq!(post(&srv.addr, "/api/frame", &trailing).status, 200);
+}
+
+#[test]
+fn malformed_query_and_path_values_answer_json_errors() {
+    let f = fixture(2);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    for (path, status, says) in [
+        ("/api/images?offset=abc", 400, "offset"),
+        ("/api/images?limit=-1", 400, "limit"),
+        ("/api/unit/blocks.7/notanumber", 400, "notanumber"),
+        ("/api/unit/blocks.7/-1", 400, "-1"),
+        ("/api/image/abc", 400, "abc"),
+        (
+            "/api/image/99999999999999999999",
+            400,
+            "99999999999999999999",
+        ),
+    ] {
+        let r = get(&srv.addr, path);
+        assert_eq!(r.status, status, "{path}");
+        assert!(
+            json_error_says(&r, says),
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let photo = std::fs::read(&demo_photos(1)[0]).unwrap();
+    let r = post(&srv.addr, "/api/frame?layer=stem&layer=head", &photo);
+    assert_eq!(r.status, 400);
+    assert!(
+        json_error_says(&r, "layer"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+#[test]
+fn an_offset_past_the_end_answers_an_empty_page_not_the_first() {
+    let f = fixture(3);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    for offset in [
+        "3",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let r = get(&srv.addr, &format!("/api/images?offset={offset}"));
+        assert_eq!(r.status, 200, "offset {offset}");
+        let v = r.json();
+        assert_eq!(v["total"], 3, "offset {offset}");
+        assert_eq!(
+            v["images"].as_array().unwrap().len(),
+            0,
+            "offset {offset}: {v}"
+        );
+    }
+    let r = get(&srv.addr, "/api/images?offset=1&limit=18446744073709551615").json();
+    assert_eq!(r["images"].as_array().unwrap().len(), 2);
 }

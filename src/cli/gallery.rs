@@ -38,6 +38,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let store = Store::open_readonly(&args.db)?;
+    super::note_progress(&store)?;
     let opts = Options {
         out: args.output.clone(),
         k: args.k,

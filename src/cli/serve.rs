@@ -23,6 +23,14 @@ pub struct Args {
     /// Address to listen on; the default is reachable from this machine only
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: SocketAddr,
+    /// Also answer requests that name this host (repeatable): a LAN name or a
+    /// reverse proxy's. Loopback names and IP addresses are always answered; other
+    /// names are refused, so that a web page cannot reach the server by DNS rebinding
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Connections served at once (default: from the open-file limit)
+    #[arg(long, hide = true)]
+    pub max_connections: Option<usize>,
     /// Largest accepted upload or frame, in MiB
     #[arg(long, default_value_t = 16)]
     pub max_upload_mb: usize,
@@ -47,6 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut app = App::new(net, args.db)?;
     app.max_upload = args.max_upload_mb.max(1) << 20;
+    app.hosts = serve::HostRules::new(&args.allow_host);
+    app.max_connections = args.max_connections;
     serve::serve(app, args.addr)?;
     Ok(ExitCode::SUCCESS)
 }

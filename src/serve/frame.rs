@@ -73,6 +73,23 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err("the frame is not a recognised image format (JPEG, PNG, ...)".into());
     }
+    // JPEGs as the index decodes them: libjpeg's decoder, which reports a truncated
+    // file (the `image` crate's pads it with grey and succeeds).
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let name = std::path::Path::new("frame");
+        match crate::preprocess::decode_jpeg(bytes, name, max_pixels) {
+            Ok(Some(img)) => return Ok(img),
+            Ok(None) => {}
+            Err(e) => {
+                let text = e.to_string();
+                let cause = text.strip_prefix("frame: ").unwrap_or(&text);
+                return Err(match cause.strip_prefix("cannot decode image: ") {
+                    Some(why) => format!("cannot decode the frame: {why}"),
+                    None => format!("the frame: {cause}"),
+                });
+            }
+        }
+    }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| format!("cannot decode the frame: {}", e.to_string().trim()))?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +36,7 @@ const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'se
                    base-uri 'none'; frame-ancestors 'none'";
 
 /// An error reply: status and a sentence.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
     fn bad(msg: impl Into<String>) -> ApiError {
@@ -47,6 +48,18 @@ impl ApiError {
     fn internal(msg: impl Into<String>) -> ApiError {
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
     }
+}
+
+/// Query-string and path values that do not parse answer JSON like every other
+/// error, naming the value (axum's own rejections are text/plain).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad(format!("bad query string: {}", e.body_text())))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad(format!("bad path: {}", e.body_text())))
 }
 
 impl From<crate::Error> for ApiError {
@@ -85,7 +98,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/images", get(images))
         .route("/api/image/{id}", get(image))
         .fallback(|| async { ApiError::not_found("no such page") })
+        .layer(axum::middleware::from_fn(within_time))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::guard::check,
+        ))
         .with_state(app)
+}
+
+/// A request that takes longer than `REQUEST_TIMEOUT` is answered 503.
+async fn within_time(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(super::REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: the request took longer than {} s",
+                super::REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 fn text(body: &'static str, mime: &'static str) -> Response {
@@ -146,10 +179,11 @@ struct FrameQuery {
 
 async fn frame(
     State(app): State<Arc<App>>,
-    Query(q): Query<FrameQuery>,
+    q: Result<Query<FrameQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let q = query(q)?;
     // Refuse an announced oversized upload before reading it, then cap what is read
     // (a client may announce nothing, or lie).
     let too_large = || {
@@ -216,8 +250,9 @@ async fn frame(
 
 async fn unit_report(
     State(app): State<Arc<App>>,
-    Path((name, u)): Path<(String, usize)>,
+    p: Result<Path<(String, usize)>, PathRejection>,
 ) -> Result<Json<unit::UnitReport>, ApiError> {
+    let (name, u) = path(p)?;
     let layer = app
         .layer(&name)
         .ok_or_else(|| ApiError::not_found(format!("unknown layer {name:?}")))?
@@ -246,14 +281,15 @@ async fn unit_report(
 
 #[derive(Deserialize)]
 struct ListQuery {
-    offset: Option<usize>,
-    limit: Option<usize>,
+    offset: Option<u64>,
+    limit: Option<u64>,
 }
 
 async fn images(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query(q)?;
     let Some(db) = app.db.clone() else {
         return Ok(Json(serde_json::json!({ "total": 0, "images": [] })));
     };
@@ -262,16 +298,30 @@ async fn images(
     Ok(Json(serde_json::json!({ "total": total, "images": list })))
 }
 
-async fn image(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+async fn image(
+    State(app): State<Arc<App>>,
+    p: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path(p)?;
     let Some(db) = app.db.clone() else {
         return Err(ApiError::not_found("no database: no images to serve"));
     };
     let bytes = blocking(move || {
-        let path = unit::image_file(&db, id)?
+        let f = unit::image_file(&db, id)?
             .ok_or_else(|| ApiError::not_found(format!("no indexed image {id}")))?;
-        std::fs::read(&path).map_err(|e| {
-            ApiError::not_found(format!("indexed image {id} cannot be read any more: {e}"))
-        })
+        use crate::source::{open_indexed, Refused};
+        let file = open_indexed(&f.root, &f.rel, f.size, f.mtime_ns).map_err(|e| {
+            let status = match e {
+                Refused::Changed(_) => StatusCode::CONFLICT,
+                _ => StatusCode::NOT_FOUND,
+            };
+            ApiError(status, format!("indexed image {id}: {e}"))
+        })?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::BufReader::new(file), &mut bytes).map_err(
+            |e| ApiError::not_found(format!("indexed image {id} cannot be read any more: {e}")),
+        )?;
+        Ok(bytes)
     })
     .await?;
     Ok((

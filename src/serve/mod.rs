@@ -12,6 +12,7 @@
 //! limits the size of uploads and the pixel count of frames.
 
 pub mod frame;
+mod guard;
 mod handlers;
 pub mod unit;
 
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -26,7 +28,14 @@ use crate::model::Network;
 use crate::store::Store;
 use crate::{Error, Result};
 
+pub use guard::HostRules;
 pub use handlers::router;
+
+/// A client has this long to send each request's head; it is also how long an idle
+/// keep-alive connection stays open (hyper times the wait for the next head).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a request may take once its head is in (a frame, a unit's report).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default largest request body (an uploaded picture or a frame).
 pub const DEFAULT_MAX_UPLOAD: usize = 16 << 20;
@@ -56,6 +65,11 @@ pub struct App {
     pub default_layer: String,
     pub max_upload: usize,
     pub max_frame_pixels: u64,
+    /// The names requests may give as `Host` (see `guard`).
+    pub hosts: HostRules,
+    /// Connections served at once; more wait in the listen queue. `None`: from the
+    /// descriptor limit.
+    pub max_connections: Option<usize>,
     /// Set while an inference runs.
     busy: AtomicBool,
 }
@@ -133,6 +147,8 @@ impl App {
             default_layer,
             max_upload: DEFAULT_MAX_UPLOAD,
             max_frame_pixels: DEFAULT_MAX_FRAME_PIXELS,
+            hosts: HostRules::new(&[]),
+            max_connections: None,
             busy: AtomicBool::new(false),
         })
     }
@@ -154,7 +170,12 @@ impl App {
 
 /// Binds `addr` and serves `app` until the process ends. Prints
 /// `listening on http://ADDR/` (the real port when `addr` asks for port 0).
-pub fn serve(app: App, addr: SocketAddr) -> Result<()> {
+///
+/// Each connection is served by hyper's HTTP/1 builder with a header read timeout,
+/// which also closes idle keep-alive connections; at most `max_connections` are
+/// served at once (the rest wait in the kernel's listen queue), so idle or slow
+/// sockets cannot use up the descriptors, and accept errors (EMFILE) are waited out.
+pub fn serve(mut app: App, addr: SocketAddr) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -173,11 +194,52 @@ pub fn serve(app: App, addr: SocketAddr) -> Result<()> {
                  can connect sees the indexed images"
             );
         }
+        app.hosts.port = local.port();
+        let limit = app.max_connections.unwrap_or_else(connection_limit).max(1);
+        let router = router(Arc::new(app));
         eprintln!("listening on http://{local}/");
-        axum::serve(listener, router(Arc::new(app)))
-            .await
-            .map_err(|e| Error::Other(format!("server stopped: {e}")))
+        let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+        loop {
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, or a connection reset before it was accepted:
+                // wait for others to close, then go on.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = conn.await;
+            });
+        }
     })
+}
+
+/// Connections to serve at once: the descriptor limit, less what the process
+/// needs besides (the database, indexed photos, the runtime), at most 1024.
+fn connection_limit() -> usize {
+    #[cfg(unix)]
+    {
+        let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: `r` is a valid rlimit for getrlimit to fill.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+            let soft = usize::try_from(r.rlim_cur).unwrap_or(usize::MAX);
+            return soft.saturating_sub(32).clamp(8, 1024);
+        }
+    }
+    256
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! its filter, the list of indexed images, and an indexed image's bytes. Images are
 //! found by database id only; the path comes from the database, never from the client.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use serde::Serialize;
@@ -196,7 +196,9 @@ pub struct Listed {
 }
 
 /// Up to `limit` successfully indexed images from `offset`, by id.
-pub fn list_images(db: &Path, offset: usize, limit: usize) -> Result<(usize, Vec<Listed>)> {
+pub fn list_images(db: &Path, offset: u64, limit: u64) -> Result<(usize, Vec<Listed>)> {
+    // SQLite's integers are signed: past i64::MAX is past the end all the same.
+    let (offset, limit) = (offset.min(i64::MAX as u64), limit.min(i64::MAX as u64));
     let store = Store::open_readonly(db)?;
     let conn = store.conn();
     let err = |e: rusqlite::Error| Error::Store {
@@ -223,18 +225,33 @@ pub fn list_images(db: &Path, offset: usize, limit: usize) -> Result<(usize, Vec
     Ok((total as usize, list))
 }
 
-/// The file of indexed image `id`: `None` when there is no such image, it is not
-/// indexed successfully, or its recorded path is not a plain relative path (a
-/// damaged or hand-edited database must not make the server read elsewhere).
-pub fn image_file(db: &Path, id: i64) -> Result<Option<PathBuf>> {
+/// Where indexed image `id` lives and what the index recorded of it.
+pub struct IndexedFile {
+    pub root: PathBuf,
+    pub rel: PathBuf,
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+}
+
+/// The file of indexed image `id`, to open with `source::open_indexed` (which
+/// checks that it is still that file, under the root); `None` when there is no such
+/// image or it was not indexed successfully.
+pub fn image_file(db: &Path, id: i64) -> Result<Option<IndexedFile>> {
     let store = Store::open_readonly(db)?;
     let conn = store.conn();
     let row = conn.query_row(
-        "SELECT path_raw, status FROM image WHERE id = ?1",
+        "SELECT path_raw, status, size, mtime_ns FROM image WHERE id = ?1",
         [id],
-        |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+        |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        },
     );
-    let (raw, status) = match row {
+    let (raw, status, size, mtime_ns) = match row {
         Ok(v) => v,
         Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
         Err(e) => {
@@ -244,12 +261,15 @@ pub fn image_file(db: &Path, id: i64) -> Result<Option<PathBuf>> {
             })
         }
     };
-    let rel = store::bytes_path(&raw);
-    let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
-    if status != "ok" || !plain || rel.as_os_str().is_empty() {
+    if status != "ok" {
         return Ok(None);
     }
-    Ok(Some(store.run_info()?.root.join(rel)))
+    Ok(Some(IndexedFile {
+        root: store.run_info()?.root,
+        rel: store::bytes_path(&raw),
+        size: size.map(|s| s as u64),
+        mtime_ns,
+    }))
 }
 
 /// MIME type of image bytes, from their content.
