@@ -50,6 +50,26 @@ impl ApiError {
     }
 }
 
+/// 503 `{"busy": true, "error": ...}`: try again.
+fn busy(msg: &str) -> BusyReply {
+    BusyReply(msg.to_string())
+}
+
+struct BusyReply(String);
+
+impl IntoResponse for BusyReply {
+    fn into_response(self) -> Response {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "busy": true, "error": self.0 })),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
 /// Query-string and path values that do not parse answer JSON like every other
 /// error, naming the value (axum's own rejections are text/plain).
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -214,14 +234,7 @@ async fn frame(
         .clone();
     // Busy: drop this frame now rather than queue it behind the running one.
     let Some(slot) = app.try_slot() else {
-        let mut r = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "busy": true, "error": "busy: frame dropped" })),
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok(r);
+        return Ok(busy("busy: frame dropped").into_response());
     };
     let worker = app.clone();
     let reply = blocking(move || {
@@ -251,7 +264,7 @@ async fn frame(
 async fn unit_report(
     State(app): State<Arc<App>>,
     p: Result<Path<(String, usize)>, PathRejection>,
-) -> Result<Json<unit::UnitReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let (name, u) = path(p)?;
     let layer = app
         .layer(&name)
@@ -263,6 +276,11 @@ async fn unit_report(
             layer.name, layer.c
         )));
     }
+    // Waits a little for the report before this one, else busy (the page asks again).
+    let turn = tokio::time::timeout(super::REPORT_WAIT, app.reports.acquire()).await;
+    let Ok(Ok(_turn)) = turn else {
+        return Ok(busy("busy: another unit's report is being made").into_response());
+    };
     let worker = app.clone();
     let rep = blocking(move || {
         Ok(unit::report(
@@ -276,7 +294,7 @@ async fn unit_report(
         )?)
     })
     .await?;
-    Ok(Json(rep))
+    Ok(Json(rep).into_response())
 }
 
 #[derive(Deserialize)]

@@ -18,8 +18,8 @@ pub mod unit;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -36,6 +36,8 @@ pub use handlers::router;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a request may take once its head is in (a frame, a unit's report).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a unit report waits for its turn before it is answered 503 busy.
+pub const REPORT_WAIT: Duration = Duration::from_millis(500);
 
 /// Default largest request body (an uploaded picture or a frame).
 pub const DEFAULT_MAX_UPLOAD: usize = 16 << 20;
@@ -72,6 +74,9 @@ pub struct App {
     pub max_connections: Option<usize>,
     /// Set while an inference runs.
     busy: AtomicBool,
+    /// Unit reports run one at a time (each runs the network on 9 images): beside
+    /// one frame, that keeps two cores' worth of work and its memory bounded.
+    pub reports: tokio::sync::Semaphore,
 }
 
 /// The right to run the network, held by at most one frame; released on drop.
@@ -150,6 +155,7 @@ impl App {
             hosts: HostRules::new(&[]),
             max_connections: None,
             busy: AtomicBool::new(false),
+            reports: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -199,12 +205,8 @@ pub fn serve(mut app: App, addr: SocketAddr) -> Result<()> {
         let router = router(Arc::new(app));
         eprintln!("listening on http://{local}/");
         let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+        let open: Arc<Mutex<Vec<Arc<Conn>>>> = Arc::default();
         loop {
-            let slot = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 // Out of descriptors, or a connection reset before it was accepted:
@@ -214,17 +216,88 @@ pub fn serve(mut app: App, addr: SocketAddr) -> Result<()> {
                     continue;
                 }
             };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            // All slots taken: the connection idle longest makes room for this one,
+            // so idle sockets cannot keep a client waiting for their timeout.
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(s) => s,
+                Err(_) => {
+                    shed_idlest(&open);
+                    slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed")
+                }
+            };
+            let conn = Arc::new(Conn::new());
+            open.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn.clone());
+            let (router, open) = (router.clone(), open.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                let conn = hyper::server::conn::http1::Builder::new()
+                let mine = conn.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let mut router = router.clone();
+                    let mine = mine.clone();
+                    mine.in_flight.fetch_add(1, Ordering::AcqRel);
+                    async move {
+                        let r = tower_service::Service::call(&mut router, req).await;
+                        mine.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        mine.touch();
+                        r
+                    }
+                });
+                let serving = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let _ = conn.await;
+                tokio::select! {
+                    _ = serving => {}
+                    _ = conn.shed.notified() => {}
+                }
+                open.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|c| !Arc::ptr_eq(c, &conn));
             });
         }
     })
+}
+
+/// A served connection, as the accept loop sees it.
+struct Conn {
+    /// Requests being handled now.
+    in_flight: AtomicUsize,
+    /// When it was accepted or last answered a request.
+    last: Mutex<std::time::Instant>,
+    /// Told to close, to make room.
+    shed: tokio::sync::Notify,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(std::time::Instant::now()),
+            shed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+}
+
+/// Closes the connection that has been idle longest, if any is idle.
+fn shed_idlest(open: &Mutex<Vec<Arc<Conn>>>) {
+    let open = open.lock().unwrap_or_else(|e| e.into_inner());
+    let idlest = open
+        .iter()
+        .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+        .min_by_key(|c| *c.last.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(c) = idlest {
+        c.shed.notify_one();
+    }
 }
 
 /// Connections to serve at once: the descriptor limit, less what the process

@@ -28,11 +28,19 @@ function status(msg, error = false) {
   s.classList.toggle('error', error);
 }
 
+// A 503 "busy" (the server runs a bounded number of unit reports at once) is asked
+// again a few times before it is shown.
 async function getJson(url) {
-  const r = await fetch(url);
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || `${url}: HTTP ${r.status}`);
-  return body;
+  for (let attempt = 0; ; attempt++) {
+    const r = await fetch(url);
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 503 && body.busy && attempt < 20) {
+      await new Promise((done) => setTimeout(done, 250));
+      continue;
+    }
+    if (!r.ok) throw new Error(body.error || `${url}: HTTP ${r.status}`);
+    return body;
+  }
 }
 
 // ---------------------------------------------------------------- sources
