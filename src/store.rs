@@ -317,10 +317,6 @@ impl Store {
         &self.conn
     }
 
-    pub fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -96,13 +96,6 @@ impl Op {
         self
     }
 
-    pub fn with_dilation(mut self, d: usize) -> Op {
-        if let Op::Conv { dilation, .. } = &mut self {
-            *dilation = (d, d);
-        }
-        self
-    }
-
     /// Short human description (`conv3x3/s2 32->64`).
     pub fn describe(&self) -> String {
         match self {
