@@ -16,6 +16,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    crate::import::run_import_cli(&args.checkpoint, &args.output, args.json)?;
+    let summary = crate::import::import(&args.checkpoint, &args.output)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{}: {} checkpoint, {} tensors, {} numbers -> {}",
+            args.checkpoint.display(),
+            summary.format,
+            summary.tensors,
+            summary.numbers,
+            args.output.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

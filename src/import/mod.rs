@@ -199,21 +199,3 @@ pub fn import(input: &Path, output: &Path) -> Result<ImportSummary> {
     Ok(summary)
 }
 
-/// `neurodex import <checkpoint> -o <file.safetensors> [--json]`.
-pub fn run_import_cli(input: &Path, output: &Path, json: bool) -> Result<()> {
-    let summary = import(input, output)?;
-    if json {
-        let text = serde_json::to_string(&summary).map_err(|e| Error::Other(e.to_string()))?;
-        println!("{text}");
-    } else {
-        println!(
-            "{}: {} checkpoint, {} tensors, {} numbers -> {}",
-            input.display(),
-            summary.format,
-            summary.tensors,
-            summary.numbers,
-            output.display()
-        );
-    }
-    Ok(())
-}
