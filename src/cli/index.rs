@@ -177,14 +177,24 @@ fn forward_only(args: &Args, limit: usize) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let loaded: Vec<_> = files
         .par_iter()
-        .map(|(p, size)| (p, crate::crawl::load(p, *size, &net.arch.recipe, max_pixels)))
+        .map(|(p, size)| {
+            (
+                p,
+                crate::crawl::load(p, *size, &net.arch.recipe, max_pixels),
+            )
+        })
         .collect();
     let mut inputs: Vec<Vec<f32>> = Vec::with_capacity(loaded.len());
     for (p, r) in loaded {
         match r {
             Ok(l) => inputs.push(l.input),
             // Left out of the timing, but said: a benchmark must not hide its input.
-            Err(f) => eprintln!("{}: {}: {} (not timed)", p.display(), f.kind.as_str(), f.reason),
+            Err(f) => eprintln!(
+                "{}: {}: {} (not timed)",
+                p.display(),
+                f.kind.as_str(),
+                f.reason
+            ),
         }
     }
     println!(

@@ -198,4 +198,3 @@ pub fn import(input: &Path, output: &Path) -> Result<ImportSummary> {
     std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
     Ok(summary)
 }
-
