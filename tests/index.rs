@@ -2,6 +2,8 @@
 //! bad inputs, reruns (unchanged, changed, removed files) and a killed-and-resumed
 //! run against an uninterrupted one.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,6 +12,8 @@ use std::time::{Duration, Instant};
 use neurodex::model::Network;
 use neurodex::query;
 use neurodex::store::Store;
+
+use common::demo_images;
 
 fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
@@ -22,20 +26,6 @@ fn demo_dir() -> PathBuf {
         return repo;
     }
     PathBuf::from(std::env::var("NEURODEX_DEMO_IMAGES").expect("datasets/demo/images is missing"))
-}
-
-/// The `n` smallest demo photos (fast to decode), by name.
-fn demo_images(n: usize) -> Vec<PathBuf> {
-    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(demo_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
-        .collect();
-    files.sort();
-    let mut out: Vec<PathBuf> = files.into_iter().take(n).map(|(_, p)| p).collect();
-    out.sort();
-    out
 }
 
 fn copy_into(dir: &Path, files: &[PathBuf]) {
