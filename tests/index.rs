@@ -19,15 +19,6 @@ fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
 }
 
-/// The committed demo photos (or NEURODEX_DEMO_IMAGES).
-fn demo_dir() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images");
-    if repo.is_dir() {
-        return repo;
-    }
-    PathBuf::from(std::env::var("NEURODEX_DEMO_IMAGES").expect("datasets/demo/images is missing"))
-}
-
 fn copy_into(dir: &Path, files: &[PathBuf]) {
     for f in files {
         std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap();
