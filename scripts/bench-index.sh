@@ -10,7 +10,7 @@
 #      THREADS=n (default: all cores)
 #
 # Prints, on the same N images and batch size:
-#   forward-only  the network alone on pre-decoded inputs (hidden `index --forward-only`)
+#   forward-only  the network alone on pre-decoded inputs (examples/forward_only.rs)
 #   pipeline      the whole `index` (walk, decode, forward, peaks, SQLite), and its
 #                 overhead over forward-only
 # then the peak RSS of indexing all of IMAGES_DIR.
@@ -25,6 +25,8 @@ if [ -z "${NEURODEX_BIN:-}" ]; then
   NEURODEX_BIN=target/release/neurodex
 fi
 BIN=$(realpath "$NEURODEX_BIN")
+cargo build --release --quiet --example forward_only
+FORWARD=$(realpath target/release/examples/forward_only)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -41,7 +43,7 @@ echo "sample: $i images from $SRC, batch $BATCH, $(nproc) cores"
 # Alternate the two, REPEAT times, and keep each one's best: the machine may be shared.
 best_f=0; best_p=0
 for r in $(seq "${REPEAT:-3}"); do
-  out=$("$BIN" index "$WORK/sample" --forward-only "$N" --batch "$BATCH" "${THREADS_ARG[@]}")
+  out=$("$FORWARD" "$WORK/sample" "$N" "$BATCH" default ${THREADS:-})
   f=$(echo "$out" | sed -n 's/^forward-only.*= \([0-9.]*\) images\/s.*/\1/p')
   rm -f "$WORK"/sample.db*
   "$BIN" index "$WORK/sample" --db "$WORK/sample.db" --batch "$BATCH" "${THREADS_ARG[@]}" 2> "$WORK/pipe.log" || true

@@ -31,6 +31,7 @@ use crate::render::grid::{self, Tile};
 use crate::render::region;
 use crate::render::tile::{Pyramid, UnitMap};
 use crate::render::top::{self, Mode};
+use crate::shots;
 use crate::store::{LayerInfo, Store, UnitStats};
 use crate::{Error, Result};
 
@@ -262,7 +263,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         ..Default::default()
     };
     let net = if opts.heat {
-        match top::index_network(store, opts.weights.as_deref()) {
+        match shots::index_network(store, opts.weights.as_deref()) {
             Ok((net, warn)) => {
                 summary.warnings.extend(warn);
                 Some(net)
@@ -408,15 +409,11 @@ impl Cutter<'_> {
         let present: Vec<usize> = (0..chunk.len()).filter(|&i| decoded[i].is_some()).collect();
         let acts = match net {
             Some(net) if !present.is_empty() => {
-                let input: Vec<f32> = present
-                    .par_iter()
-                    .map(|&i| {
-                        let img = decoded[i].as_ref().unwrap().original();
-                        preprocess::prepare(img, &net.arch.recipe).0
-                    })
-                    .collect::<Vec<_>>()
-                    .concat();
-                Some(net.forward_taps(&input, present.len(), taps)?)
+                let images: Vec<&RgbImage> = present
+                    .iter()
+                    .map(|&i| decoded[i].as_ref().expect("present").original())
+                    .collect();
+                Some(net.run_images(&images, taps)?.0)
             }
             _ => None,
         };
@@ -470,7 +467,7 @@ impl Cutter<'_> {
             });
             if let Some(map) = &map {
                 let got = map.data.get(h.y * map.w + h.x).copied().unwrap_or(f32::NAN);
-                if !top::close(got, h.pre.unwrap_or(h.value)) {
+                if !shots::close(got, h.pre.unwrap_or(h.value)) {
                     cut.mismatched += 1;
                 }
                 let hi = self.stats[job.layer]

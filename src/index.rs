@@ -127,21 +127,7 @@ fn rel_text(p: &Path) -> String {
 /// Resolves the layers to index for a new database.
 fn choose_layers(net: &Network, names: Option<&[String]>) -> Result<Vec<LayerInfo>> {
     let arch = &net.arch;
-    let nodes: Vec<usize> = match names {
-        Some([one]) if one == "all" => arch.taps(),
-        Some(names) => names
-            .iter()
-            .map(|n| arch.resolve(n.trim()))
-            .collect::<Result<_>>()?,
-        None => arch
-            .default_layers
-            .iter()
-            .map(|n| arch.resolve(n))
-            .collect::<Result<_>>()?,
-    };
-    let mut nodes = nodes;
-    nodes.sort_unstable();
-    nodes.dedup();
+    let nodes = arch.layer_nodes(names)?;
     let shapes = arch.output_shapes();
     let fields = crate::receptive::fields(arch);
     Ok(nodes

@@ -8,7 +8,6 @@
 //! from that description.
 
 pub mod arch;
-pub mod cli;
 pub mod crawl;
 pub mod error;
 pub mod gallery;
@@ -23,6 +22,7 @@ pub mod query;
 pub mod receptive;
 pub mod render;
 pub mod serve;
+pub mod shots;
 pub mod source;
 pub mod store;
 

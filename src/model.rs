@@ -5,27 +5,22 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::arch::{self, Act, Arch, Op};
 use crate::kernels::{self, Conv2d, ConvGeom, Linear};
+use crate::preprocess::{self, Transform};
 use crate::{Error, Result};
+
+mod classes;
+pub use classes::{imagenet_label, top_classes, Guess};
 
 /// The embedded default weights (EfficientNet-Lite0, imported by `scripts/fetch-model.sh`).
 static LITE0_WEIGHTS: &[u8] = include_bytes!("../models/efficientnet-lite0.safetensors");
 pub const DEFAULT_MODEL: &str = "efficientnet-lite0";
-
-static CLASSES: OnceLock<Vec<&'static str>> = OnceLock::new();
-
-/// ImageNet-1k class name of index `class` (0..1000).
-pub fn imagenet_label(class: usize) -> &'static str {
-    let classes =
-        CLASSES.get_or_init(|| include_str!("arch/imagenet_classes.txt").lines().collect());
-    classes.get(class).copied().unwrap_or("?")
-}
 
 /// One layer's output for a batch, `[n, c, h, w]` row-major.
 #[derive(Clone, Debug)]
@@ -368,6 +363,28 @@ impl Network {
     pub fn forward_taps(&self, input: &[f32], n: usize, taps: &[Tap]) -> Result<Vec<Activation>> {
         let s = self.arch.recipe.size as usize;
         self.forward_taps_hw(input, n, s, s, taps)
+    }
+
+    /// Decoded images prepared by the network's recipe (in parallel) and run through
+    /// it as one batch: the taps' outputs, and where each image's input came from
+    /// (to map units back onto it).
+    pub fn run_images(
+        &self,
+        images: &[&image::RgbImage],
+        taps: &[Tap],
+    ) -> Result<(Vec<Activation>, Vec<Transform>)> {
+        use rayon::prelude::*;
+        let prepared: Vec<(Vec<f32>, Transform)> = images
+            .par_iter()
+            .map(|img| preprocess::prepare(img, &self.arch.recipe))
+            .collect();
+        let mut input = Vec::with_capacity(prepared.iter().map(|p| p.0.len()).sum());
+        let mut transforms = Vec::with_capacity(prepared.len());
+        for (x, t) in prepared {
+            input.extend_from_slice(&x);
+            transforms.push(t);
+        }
+        Ok((self.forward_taps(&input, images.len(), taps)?, transforms))
     }
 
     /// Forward on `n` images of `h` x `w`; returns the outputs of nodes `taps`, in
@@ -873,7 +890,7 @@ impl Network {
     pub fn classify(&self, input: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
         let last = self.arch.nodes.len() - 1;
         let logits = self.forward_raw(input, n, &[last])?.pop().expect("one tap");
-        Ok(logits.data.chunks(logits.c).map(softmax).collect())
+        Ok(logits.data.chunks(logits.c).map(classes::softmax).collect())
     }
 }
 
@@ -917,11 +934,4 @@ fn fold_batch_norm(
         }
         b[o] = ((b[o] as f64 - mean[o] as f64) * scale + beta[o] as f64) as f32;
     }
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.iter().map(|&e| (e / sum) as f32).collect()
 }

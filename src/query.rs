@@ -219,7 +219,8 @@ pub struct UnitSummary {
     pub sparsity: Option<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// What `units` orders a layer's units by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortBy {
     Max,
     Mean,

@@ -9,26 +9,27 @@ pub use spec::*;
 
 use crate::{Error, Result};
 
+/// The built-in architectures, by the name `--model` takes: one table, so that the
+/// list and the lookup cannot disagree.
+const MODELS: [(&str, fn() -> Arch); 5] = [
+    ("efficientnet-lite0", efficientnet::lite0),
+    ("alexnet", torchvision::alexnet),
+    ("vgg16", torchvision::vgg16),
+    ("resnet18", torchvision::resnet18),
+    ("resnet50", torchvision::resnet50),
+];
+
 /// Names accepted by `--model`.
 pub fn names() -> Vec<&'static str> {
-    vec![
-        "efficientnet-lite0",
-        "alexnet",
-        "vgg16",
-        "resnet18",
-        "resnet50",
-    ]
+    MODELS.iter().map(|(name, _)| *name).collect()
 }
 
 pub fn by_name(name: &str) -> Result<Arch> {
-    match name {
-        "efficientnet-lite0" => Ok(efficientnet::lite0()),
-        "alexnet" => Ok(torchvision::alexnet()),
-        "vgg16" => Ok(torchvision::vgg16()),
-        "resnet18" => Ok(torchvision::resnet18()),
-        "resnet50" => Ok(torchvision::resnet50()),
-        _ => Err(Error::UnknownModel(name.to_string())),
-    }
+    MODELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, build)| build())
+        .ok_or_else(|| Error::UnknownModel(name.to_string()))
 }
 
 impl Op {
@@ -286,6 +287,26 @@ impl Arch {
             .filter(|&(d, _)| d <= most)
             .min_by_key(|&(d, _)| d)
             .map(|(_, cand)| cand)
+    }
+
+    /// The nodes `--layers` names, in network order without repeats: `all` for every
+    /// tap, `None` for the model's default spread; names trimmed (`a, b`).
+    pub fn layer_nodes(&self, names: Option<&[String]>) -> Result<Vec<usize>> {
+        let mut nodes: Vec<usize> = match names {
+            Some([one]) if one.trim() == "all" => self.taps(),
+            Some(names) => names
+                .iter()
+                .map(|n| self.resolve(n.trim()))
+                .collect::<Result<_>>()?,
+            None => self
+                .default_layers
+                .iter()
+                .map(|n| self.resolve(n))
+                .collect::<Result<_>>()?,
+        };
+        nodes.sort_unstable();
+        nodes.dedup();
+        Ok(nodes)
     }
 
     /// Indices of the nodes users may inspect, in network order.

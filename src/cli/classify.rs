@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::model::{imagenet_label, Network, DEFAULT_MODEL};
-use crate::preprocess::{self, DEFAULT_MAX_PIXELS};
+use neurodex::model::{top_classes, Guess, Network, Tap, DEFAULT_MODEL};
+use neurodex::preprocess::{self, DEFAULT_MAX_PIXELS};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,13 +28,6 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct Guess {
-    class: usize,
-    label: &'static str,
-    prob: f32,
-}
-
-#[derive(Serialize)]
 struct Answer<'a> {
     path: &'a Path,
     top: Vec<Guess>,
@@ -52,19 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let (x, _) = preprocess::prepare(&img, &net.arch.recipe);
-        let probs = net.classify(&x, 1)?.pop().expect("one image");
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        let top: Vec<Guess> = order
-            .iter()
-            .take(args.top)
-            .map(|&c| Guess {
-                class: c,
-                label: imagenet_label(c),
-                prob: probs[c],
-            })
-            .collect();
+        let last = Tap::post(net.arch.nodes.len() - 1);
+        let logits = net.run_images(&[&img], &[last])?.0.remove(0);
+        let top = top_classes(&logits.data, args.top);
         if args.json {
             println!("{}", serde_json::to_string(&Answer { path, top })?);
         } else {

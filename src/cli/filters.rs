@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::arch::Op;
-use crate::model::{Network, DEFAULT_MODEL};
-use crate::render::{self, filters};
+use neurodex::arch::Op;
+use neurodex::model::{Network, DEFAULT_MODEL};
+use neurodex::render::{self, filters};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::gallery::{self, Options};
-use crate::store::Store;
+use neurodex::gallery::{self, Options};
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

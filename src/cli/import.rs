@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let summary = crate::import::import(&args.checkpoint, &args.output)?;
+    let summary = neurodex::import::import(&args.checkpoint, &args.output)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

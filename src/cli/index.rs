@@ -3,22 +3,20 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
-use rayon::prelude::*;
 
-use crate::index::{self, Options, Summary};
-use crate::model::{Network, DEFAULT_MODEL};
-use crate::store::Store;
+use neurodex::index::{self, Options, Summary};
+use neurodex::model::{Network, DEFAULT_MODEL};
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of images (walked recursively; symbolic links followed)
     pub dir: PathBuf,
     /// Index database (created if missing; a rerun indexes only new or changed files)
-    #[arg(long, required_unless_present = "forward_only")]
-    pub db: Option<PathBuf>,
+    #[arg(long)]
+    pub db: PathBuf,
     /// Architecture (default: the database's, else efficientnet-lite0)
     #[arg(long)]
     pub model: Option<String>,
@@ -38,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Refuse images above this many megapixels (checked before decoding)
-    #[arg(long, default_value_t = (crate::preprocess::DEFAULT_MAX_PIXELS / 1_000_000) as f64)]
+    #[arg(long, default_value_t = (neurodex::preprocess::DEFAULT_MAX_PIXELS / 1_000_000) as f64)]
     pub max_megapixels: f64,
     /// Memory the image decoders may hold at once, in MB, whatever the thread count
     /// (default: what one image at the pixel limit needs as 16-bit RGBA plus RGB)
@@ -51,9 +49,6 @@ pub struct Args {
     /// No progress bar or summary
     #[arg(long, short)]
     pub quiet: bool,
-    /// Benchmark: decode up to N images first, then time only the forward passes
-    #[arg(long, hide = true, value_name = "N")]
-    pub forward_only: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -64,19 +59,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("cannot set up the thread pool")?;
     }
     let max_pixels = (args.max_megapixels * 1e6) as u64;
-    crate::preprocess::budget::GLOBAL.set_limit(match args.decode_memory_mb {
+    neurodex::preprocess::budget::GLOBAL.set_limit(match args.decode_memory_mb {
         Some(mb) => mb.saturating_mul(1_000_000),
         None => max_pixels.saturating_mul(11),
     });
-    if let Some(n) = args.forward_only {
-        return forward_only(&args, n);
-    }
-    let db = args.db.clone().expect("clap requires --db");
+    let db = args.db.clone();
     // Before anything is created: a mistyped directory leaves no database behind.
     match std::fs::metadata(&args.dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => anyhow::bail!("{}: not a directory", args.dir.display()),
-        Err(e) => return Err(crate::Error::io(&args.dir, e).into()),
+        Err(e) => return Err(neurodex::Error::io(&args.dir, e).into()),
     }
     // The network is loaded before the database is opened for writing, so that a
     // bad --weights file leaves no database behind (nor an empty schema).
@@ -145,78 +137,4 @@ fn print_summary(s: &Summary) {
             s.unchanged_failed
         );
     }
-}
-
-/// Forward passes alone on pre-decoded images, for comparison with the pipeline.
-fn forward_only(args: &Args, limit: usize) -> anyhow::Result<ExitCode> {
-    let net = Network::open(
-        args.model.as_deref().unwrap_or(DEFAULT_MODEL),
-        args.weights.as_deref(),
-    )?;
-    let taps: Vec<usize> = match &args.layers {
-        Some(l) if l.len() == 1 && l[0] == "all" => net.arch.taps(),
-        Some(l) => l
-            .iter()
-            .map(|n| net.arch.resolve(n))
-            .collect::<crate::Result<_>>()?,
-        None => net
-            .arch
-            .default_layers
-            .iter()
-            .map(|n| net.arch.resolve(n))
-            .collect::<crate::Result<_>>()?,
-    };
-    let files: Vec<(PathBuf, u64)> = crate::crawl::walk(&args.dir)
-        .filter_map(|e| match e.what {
-            crate::crawl::Found::File { size, .. } => Some((e.abs, size)),
-            _ => None,
-        })
-        .take(limit)
-        .collect();
-    let max_pixels = (args.max_megapixels * 1e6) as u64;
-    let t = Instant::now();
-    let loaded: Vec<_> = files
-        .par_iter()
-        .map(|(p, size)| {
-            (
-                p,
-                crate::crawl::load(p, *size, &net.arch.recipe, max_pixels),
-            )
-        })
-        .collect();
-    let mut inputs: Vec<Vec<f32>> = Vec::with_capacity(loaded.len());
-    for (p, r) in loaded {
-        match r {
-            Ok(l) => inputs.push(l.input),
-            // Left out of the timing, but said: a benchmark must not hide its input.
-            Err(f) => eprintln!(
-                "{}: {}: {} (not timed)",
-                p.display(),
-                f.kind.as_str(),
-                f.reason
-            ),
-        }
-    }
-    println!(
-        "decode+prepare alone: {} images in {:.2} s = {:.2} images/s ({} failed)",
-        inputs.len(),
-        t.elapsed().as_secs_f64(),
-        inputs.len() as f64 / t.elapsed().as_secs_f64(),
-        files.len() - inputs.len()
-    );
-    let batch = args.batch.max(1);
-    let start = Instant::now();
-    for chunk in inputs.chunks(batch) {
-        let x: Vec<f32> = chunk.concat();
-        let acts = net.forward_raw(&x, chunk.len(), &taps)?;
-        std::hint::black_box(acts);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "forward-only: {} images in {secs:.2} s = {:.2} images/s (batch {batch}, {} threads)",
-        inputs.len(),
-        inputs.len() as f64 / secs,
-        rayon::current_num_threads()
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::arch;
-use crate::model::DEFAULT_MODEL;
-use crate::receptive::{self, Field};
+use neurodex::arch;
+use neurodex::model::DEFAULT_MODEL;
+use neurodex::receptive::{self, Field};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::model::{Network, DEFAULT_MODEL};
-use crate::preprocess::{self, DEFAULT_MAX_PIXELS};
-use crate::render::{self, colormap, colormap::Colormap, grid, maps, tile};
+use neurodex::model::{Network, Tap, DEFAULT_MODEL};
+use neurodex::preprocess::{self, DEFAULT_MAX_PIXELS};
+use neurodex::render::{self, colormap, colormap::Colormap, grid, maps, tile};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,8 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let net = Network::open(&args.model, args.weights.as_deref())?;
     let idx = net.arch.resolve(&args.layer)?;
     let img = preprocess::open_image(&args.image, DEFAULT_MAX_PIXELS)?;
-    let (x, t) = preprocess::prepare(&img, &net.arch.recipe);
-    let act = net.forward_raw(&x, 1, &[idx])?.remove(0);
+    let (mut acts, mut t) = net.run_images(&[&img], &[Tap::post(idx)])?;
+    let (act, t) = (acts.remove(0), t.remove(0));
     if let Some(u) = args.unit.filter(|&u| u >= act.c) {
         anyhow::bail!(
             "layer {} has {} units; there is no unit {u}",

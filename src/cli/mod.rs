@@ -96,8 +96,8 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            match e.downcast_ref::<crate::Error>() {
-                Some(crate::Error::Locked { .. }) => ExitCode::from(EXIT_BUSY),
+            match e.downcast_ref::<neurodex::Error>() {
+                Some(neurodex::Error::Locked { .. }) => ExitCode::from(EXIT_BUSY),
                 _ => ExitCode::from(EXIT_FATAL),
             }
         }
@@ -119,8 +119,8 @@ fn die_quietly_on_closed_stdout() {
 /// Says on stderr when the database is still being built or its last `index` did
 /// not finish, since answers then cover only part of the collection; returns the
 /// state for `--json` output.
-pub fn note_progress(store: &crate::store::Store) -> anyhow::Result<serde_json::Value> {
-    use crate::store::Progress;
+pub fn note_progress(store: &neurodex::store::Store) -> anyhow::Result<serde_json::Value> {
+    use neurodex::store::Progress;
     let progress = store.progress()?;
     let db = store.path().display();
     let pending = |n: u64| {

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::arch;
-use crate::model::DEFAULT_MODEL;
+use neurodex::arch;
+use neurodex::model::DEFAULT_MODEL;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::model::{Network, DEFAULT_MODEL};
-use crate::serve::{self, App};
-use crate::store::Store;
+use neurodex::model::{Network, DEFAULT_MODEL};
+use neurodex::serve::{self, App};
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

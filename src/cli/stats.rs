@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::query;
-use crate::store::Store;
+use neurodex::query;
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::query;
-use crate::store::Store;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use neurodex::query::{self, TopHit};
+use neurodex::render::top::{self, Mode};
+use neurodex::shots;
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,7 +27,31 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub grid: crate::render::top::GridArgs,
+    pub grid: GridArgs,
+}
+
+/// The `-o/--mode/--weights` options `neurodex top` takes to draw its grid.
+#[derive(clap::Args, Debug, Default)]
+pub struct GridArgs {
+    /// Also draw the top images as a grid, to this picture (.png, .jpg or .jpeg)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// How each image is drawn in the grid (default: crop where the layer's
+    /// receptive field fits in the network input, region beyond)
+    #[arg(long, value_parser = mode_parser())]
+    pub mode: Option<Mode>,
+    /// Weights for --mode heat, when the index was built with a weights file
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Tile side in pixels
+    #[arg(long, default_value_t = 160)]
+    pub tile: u32,
+}
+
+/// `--mode` takes the library's mode names, each listed with what it draws.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    let values = Mode::ALL.map(|m| PossibleValue::new(m.name()).help(m.help()));
+    PossibleValuesParser::new(values).map(|s| s.parse::<Mode>().expect("a listed name"))
 }
 
 /// `-k 0` would draw an empty grid; clap's own range message prints `u64::MAX`.
@@ -38,7 +65,7 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.grid.output {
-        crate::render::output_format(out)?;
+        neurodex::render::output_format(out)?;
     }
     let store = Store::open_readonly(&args.db)?;
     let kept = store.run_info()?.top_k;
@@ -114,7 +141,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                  saturated values tie. Index into a new --db to rank before it."
             );
         }
-        let pre_col = if l.pre && l.act != crate::arch::Act::None {
+        let pre_col = if l.pre && l.act != neurodex::arch::Act::None {
             format!("before {}", l.act.name())
         } else {
             String::new()
@@ -144,7 +171,41 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             println!("(= tied: same value exactly; the earlier-indexed image ranks first)");
         }
     }
-    crate::render::top::write_top_grid(&store, &args.layer, args.unit, &hits, &args.grid)
+    write_grid(&store, &args.layer, args.unit, &hits, &args.grid)
+}
+
+/// Draws the grid when `-o` was given (in the layer's default mode unless `--mode`);
+/// warnings go to stderr. Exit status 1 when some images could not be drawn or
+/// disagree with the index.
+fn write_grid(
+    store: &Store,
+    layer: &str,
+    unit: usize,
+    hits: &[TopHit],
+    args: &GridArgs,
+) -> anyhow::Result<ExitCode> {
+    let Some(out) = &args.output else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let l = query::layer(store, layer)?;
+    let model = store.run_info()?.model;
+    let input = neurodex::arch::by_name(&model).map_or(224, |a| a.recipe.size);
+    let mode = args
+        .mode
+        .unwrap_or_else(|| top::default_mode(&l.field, input));
+    let maps = top::needs_maps(mode, &l.field, input);
+    let u = shots::for_unit(store, layer, unit, hits, maps, args.weights.as_deref())?;
+    let img = top::unit_sheet(&u, mode, args.tile.clamp(16, 1024));
+    neurodex::render::save_image(&img, out)?;
+    for w in &u.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("wrote {} ({}x{})", out.display(), img.width(), img.height());
+    Ok(if u.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_PARTIAL)
+    })
 }
 
 /// Four decimals, as the index stores f32 peaks.

@@ -3,8 +3,28 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::query::{self, SortBy};
-use crate::store::Store;
+use neurodex::query::{self, SortBy};
+
+/// `--sort`: the statistic units are listed by, largest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sort {
+    Max,
+    Mean,
+    Sparsity,
+    Unit,
+}
+
+impl From<Sort> for SortBy {
+    fn from(s: Sort) -> SortBy {
+        match s {
+            Sort::Max => SortBy::Max,
+            Sort::Mean => SortBy::Mean,
+            Sort::Sparsity => SortBy::Sparsity,
+            Sort::Unit => SortBy::Unit,
+        }
+    }
+}
+use neurodex::store::Store;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,8 +35,8 @@ pub struct Args {
     #[arg(long)]
     pub layer: String,
     /// Largest first; `sparsity` = fraction of images where the unit stays <= 0
-    #[arg(long, value_enum, default_value_t = SortBy::Max)]
-    pub sort: SortBy,
+    #[arg(long, value_enum, default_value_t = Sort::Max)]
+    pub sort: Sort,
     /// Show only the first N units
     #[arg(short = 'n', long)]
     pub limit: Option<usize>,
@@ -43,7 +63,7 @@ fn approx(v: Option<f64>) -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open_readonly(&args.db)?;
     super::note_progress(&store)?;
-    let (layer, mut units) = query::units(&store, &args.layer, args.sort)?;
+    let (layer, mut units) = query::units(&store, &args.layer, args.sort.into())?;
     if let Some(n) = args.limit {
         units.truncate(n);
     }

@@ -1,26 +1,19 @@
 //! A unit's top images as one sheet: each tile is the receptive-field crop, the
 //! region where the unit's map is active (`region`), the whole image with either
-//! outlined, or the whole image under the unit's activation map (maps are recomputed
-//! by running the images through the network again).
-
-use std::path::{Path, PathBuf};
+//! outlined, or the whole image under the unit's activation map. The shots, and
+//! their maps where a mode needs them, come from `shots`.
 
 use image::RgbImage;
-use rayon::prelude::*;
 
 use super::colormap::Colormap;
 use super::grid::{self, Tile};
 use super::region;
 use super::tile::{self, UnitMap};
-use crate::model::{Network, Tap};
-use crate::preprocess::{self, Transform};
-use crate::query::{self, TopHit};
 use crate::receptive::Field;
-use crate::store::Store;
-use crate::Result;
+use crate::shots::{LayerGeometry, Shot, UnitShots};
 
 /// How each top image is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// The receptive field, cut out (padded where it leaves the image).
     #[default]
@@ -37,6 +30,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Crop, Mode::Region, Mode::Box, Mode::Heat];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Crop => "crop",
@@ -44,6 +39,30 @@ impl Mode {
             Mode::Box => "box",
             Mode::Heat => "heat",
         }
+    }
+
+    /// What the mode draws, in a few words (for `--help`).
+    pub fn help(self) -> &'static str {
+        match self {
+            Mode::Crop => "the receptive field, cut out (padded where it leaves the image)",
+            Mode::Region => {
+                "where the unit's map is active, cut out (the connected part above \
+                 half-way from its median to its peak that holds the peak)"
+            }
+            Mode::Box => "the whole image with the field (or the active region) outlined",
+            Mode::Heat => "the whole image under the unit's activation map",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} (crop, region, box or heat)"))
     }
 }
 
@@ -62,49 +81,13 @@ fn fits(field: &Field, input_size: u32) -> bool {
     field.size.iter().all(|&s| s <= input_size as i64)
 }
 
-/// One top image of a unit, as recorded in the index.
-#[derive(Clone, Debug)]
-pub struct Shot {
-    pub path: PathBuf,
-    /// Decoded original image; `None` when it could not be read any more.
-    pub image: Option<RgbImage>,
-    pub transform: Transform,
-    /// The network's value at the peak (after the activation), and its position in
-    /// the layer's map.
-    pub value: f32,
-    pub y: usize,
-    pub x: usize,
-    /// The value before the activation (the rank key) when the index has it.
-    pub pre: Option<f32>,
-    /// Tied with a neighbour in the ranking.
-    pub tie: bool,
-    /// The unit's whole map on this image (`map_hw`), before the activation when
-    /// `pre` is known: for heat, region and box modes.
-    pub map: Option<Vec<f32>>,
-}
-
-impl Shot {
-    /// The value the index ranks by.
-    pub fn key(&self) -> f32 {
-        self.pre.unwrap_or(self.value)
+/// Whether `mode` needs the units' maps on a layer with this field and input.
+pub fn needs_maps(mode: Mode, field: &Field, input_size: u32) -> bool {
+    match mode {
+        Mode::Heat | Mode::Region => true,
+        Mode::Box => !fits(field, input_size),
+        Mode::Crop => false,
     }
-
-    /// The tile's caption: rank, value, and the value before the activation.
-    pub fn label(&self, rank: usize) -> String {
-        let tie = if self.tie { "=" } else { "" };
-        match self.pre {
-            Some(p) if p != self.value => format!("#{rank}{tie} {:.3} | {:.3}", self.value, p),
-            _ => format!("#{rank}{tie} {:.3}", self.value),
-        }
-    }
-}
-
-/// Where a layer's units look and how large its maps are.
-#[derive(Clone, Copy, Debug)]
-pub struct LayerGeometry {
-    pub field: Field,
-    /// (h, w) of the layer's output at the network's input size.
-    pub map_hw: (usize, usize),
 }
 
 /// The shot's active region in original pixels (needs its map).
@@ -195,223 +178,30 @@ pub fn top_grid(
     grid::stack(&[sheet, framed], 4)
 }
 
-/// Runs every shot with an image through `net` again and stores unit `unit`'s map of
-/// `tap` in it (before the activation where the shots rank by that, which needs
-/// `net` split there). Returns one warning per image whose recomputed value at the
-/// recorded position differs from the recorded one by more than 1e-3 relative (the
-/// file changed, or other weights were used).
-pub fn recompute_maps(
-    net: &Network,
-    tap: Tap,
-    unit: usize,
-    shots: &mut [Shot],
-) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
-    let size = net.arch.recipe.size as usize;
-    let idx: Vec<usize> = (0..shots.len())
-        .filter(|&i| shots[i].image.is_some())
-        .collect();
-    for chunk in idx.chunks(8) {
-        let mut input = Vec::with_capacity(chunk.len() * 3 * size * size);
-        for &i in chunk {
-            let (x, _) = preprocess::prepare(shots[i].image.as_ref().unwrap(), &net.arch.recipe);
-            input.extend_from_slice(&x);
-        }
-        let act = net.forward_taps(&input, chunk.len(), &[tap])?.remove(0);
-        let hw = act.h * act.w;
-        for (j, &i) in chunk.iter().enumerate() {
-            let map = act.image(j)[unit * hw..(unit + 1) * hw].to_vec();
-            let s = &mut shots[i];
-            let got = map.get(s.y * act.w + s.x).copied().unwrap_or(f32::NAN);
-            let want = if tap.pre { s.key() } else { s.value };
-            if !close(got, want) {
-                warnings.push(format!(
-                    "{}: recomputed activation {got} differs from the indexed peak {want} \
-                     (image changed since indexing, or different weights?)",
-                    s.path.display(),
-                ));
-            }
-            s.map = Some(map);
-        }
-    }
-    Ok(warnings)
-}
-
-/// Shots for `hits`, decoding the images in parallel; a file that cannot be read any
-/// more gives a shot without image and a warning.
-pub fn shots_from_hits(hits: &[TopHit], max_pixels: u64) -> (Vec<Shot>, Vec<String>) {
-    let loaded: Vec<(Shot, Option<String>)> = hits
-        .par_iter()
-        .map(|h| {
-            let (image, warn) = match preprocess::open_image(&h.abs_path, max_pixels) {
-                Ok(img) => (Some(img), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
-            let shot = Shot {
-                path: h.abs_path.clone(),
-                image,
-                transform: h.transform.clone(),
-                value: h.value,
-                y: h.y,
-                x: h.x,
-                pre: h.pre,
-                tie: h.tie,
-                map: None,
-            };
-            (shot, warn)
-        })
-        .collect();
-    let warnings = loaded.iter().filter_map(|(_, w)| w.clone()).collect();
-    (loaded.into_iter().map(|(s, _)| s).collect(), warnings)
-}
-
-/// The network an index was built with: its model, with `weights` or the embedded
-/// ones, split where the index ranks before the activation (so that maps can be
-/// recomputed as indexed); a warning when the weights differ from those indexed.
-pub fn index_network(store: &Store, weights: Option<&Path>) -> Result<(Network, Option<String>)> {
-    let run = store.run_info()?;
-    let mut net = Network::open(&run.model, weights)?;
-    let split: Vec<usize> = store
-        .layers()?
-        .iter()
-        .filter(|l| l.pre)
-        .map(|l| l.node)
-        .collect();
-    net.split_activations(&split);
-    let warn = (net.weights_id() != run.weights_id).then(|| {
-        format!(
-            "weights {} differ from the indexed ones ({}); heat maps may not match the index",
-            &net.weights_id()[..12.min(net.weights_id().len())],
-            &run.weights_id[..12.min(run.weights_id.len())]
-        )
-    });
-    Ok((net, warn))
-}
-
-/// Whether `mode` needs the units' maps on a layer with this field and input.
-pub fn needs_maps(mode: Mode, field: &Field, input_size: u32) -> bool {
-    match mode {
-        Mode::Heat | Mode::Region => true,
-        Mode::Box => !fits(field, input_size),
-        Mode::Crop => false,
-    }
-}
-
-/// `neurodex top ... -o FILE [--mode M]`: the sheet of a unit's `hits` (in the
-/// layer's default mode when `mode` is `None`), and warnings (missing images,
-/// recomputed peaks that disagree with the index).
-pub fn render_hits(
-    store: &Store,
-    layer: &str,
-    unit: usize,
-    hits: &[TopHit],
-    mode: Option<Mode>,
-    weights: Option<&Path>,
-    side: u32,
-) -> Result<(RgbImage, Vec<String>)> {
-    let l = query::layer(store, layer)?;
-    let run = store.run_info()?;
-    let (mut shots, mut warnings) = shots_from_hits(hits, run.max_pixels);
-    let input = crate::arch::by_name(&run.model).map_or(224, |a| a.recipe.size);
-    let mode = mode.unwrap_or_else(|| default_mode(&l.field, input));
-    if needs_maps(mode, &l.field, input) {
-        let (net, warn) = index_network(store, weights)?;
-        warnings.extend(warn);
-        let tap = Tap::new(l.node, l.pre);
-        warnings.extend(recompute_maps(&net, tap, unit, &mut shots)?);
-    }
-    let geo = LayerGeometry {
-        field: l.field,
-        map_hw: (l.height, l.width),
-    };
-    let act = l.act.name();
-    let (values, scale) = if l.pre && l.act != crate::arch::Act::None {
-        (format!("value | before {act}"), format!("before {act}"))
-    } else {
-        ("value".to_string(), "value".to_string())
-    };
+/// A unit's sheet as `neurodex top -o` draws it: titled with the model, layer, unit
+/// and mode, heat on the scale of the unit's highest peak over the index.
+pub fn unit_sheet(u: &UnitShots, mode: Mode, side: u32) -> RgbImage {
+    let (values, scale) = u.value_names();
     let title = format!(
-        "{} {} unit {unit} - top {} ({}); {values}",
-        run.model,
-        l.name,
-        hits.len(),
+        "{} {} unit {} - top {} ({}); {values}",
+        u.model,
+        u.layer.name,
+        u.unit,
+        u.shots.len(),
         mode.name()
     );
-    let max = query::unit_stats(store, &l, unit)?.max as f32;
-    let range = heat_range(&shots, Some(max));
+    let range = heat_range(&u.shots, Some(u.max));
     let scale = format!(
         "{scale}, 0 to the unit's highest peak on the {} images",
-        run_images(store)?
+        u.images
     );
-    Ok((
-        top_grid(&title, &shots, &geo, mode, side, range, &scale),
-        warnings,
-    ))
-}
-
-fn run_images(store: &Store) -> Result<u64> {
-    Ok(query::overview(store, 0)?.images_ok)
-}
-
-/// The `-o/--mode/--weights` options `neurodex top` takes to draw its grid.
-#[derive(clap::Args, Debug, Default)]
-pub struct GridArgs {
-    /// Also draw the top images as a grid, to this picture (.png, .jpg or .jpeg)
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// How each image is drawn in the grid (default: crop where the layer's
-    /// receptive field fits in the network input, region beyond)
-    #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
-    /// Weights for --mode heat, when the index was built with a weights file
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Tile side in pixels
-    #[arg(long, default_value_t = 160)]
-    pub tile: u32,
-}
-
-/// Draws the grid when `-o` was given; warnings go to stderr. Exit status 1 when
-/// some images could not be drawn or disagree with the index.
-pub fn write_top_grid(
-    store: &Store,
-    layer: &str,
-    unit: usize,
-    hits: &[TopHit],
-    args: &GridArgs,
-) -> anyhow::Result<std::process::ExitCode> {
-    let Some(out) = &args.output else {
-        return Ok(std::process::ExitCode::SUCCESS);
-    };
-    let (img, warnings) = render_hits(
-        store,
-        layer,
-        unit,
-        hits,
-        args.mode,
-        args.weights.as_deref(),
-        args.tile.clamp(16, 1024),
-    )?;
-    super::save_image(&img, out)?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    eprintln!("wrote {} ({}x{})", out.display(), img.width(), img.height());
-    Ok(if warnings.is_empty() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(crate::cli::EXIT_PARTIAL)
-    })
-}
-
-/// Equal within 1e-3 relative (absolute near 0).
-pub fn close(a: f32, b: f32) -> bool {
-    (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1.0) || (a.is_nan() && b.is_nan())
+    top_grid(&title, &u.shots, &u.geo, mode, side, range, &scale)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::Transform;
     use image::Rgb;
 
     #[test]
@@ -427,37 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn labels_give_both_values_and_mark_ties() {
-        let t = Transform {
-            orig_w: 8,
-            orig_h: 8,
-            crop: [0.0, 0.0, 8.0, 8.0],
-            size: 8,
-        };
-        let mut s = Shot {
-            path: "x".into(),
-            image: None,
-            transform: t,
-            value: 6.0,
-            y: 0,
-            x: 0,
-            pre: Some(15.368),
-            tie: false,
-            map: None,
-        };
-        assert_eq!(s.label(1), "#1 6.000 | 15.368");
-        s.tie = true;
-        s.pre = Some(6.0);
-        assert_eq!(s.label(2), "#2= 6.000");
-        assert_eq!(s.key(), 6.0);
-    }
-
-    #[test]
-    fn tolerance_is_relative() {
-        assert!(close(1000.0, 1000.9));
-        assert!(!close(1000.0, 1001.5));
-        assert!(close(0.0, 0.0009));
-        assert!(!close(0.0, 0.002));
+    fn modes_parse_from_their_names_only() {
+        for m in Mode::ALL {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        }
+        assert!("Crop".parse::<Mode>().is_err());
     }
 
     #[test]

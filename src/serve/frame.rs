@@ -13,8 +13,8 @@ use std::time::Instant;
 use image::{ImageDecoder, ImageReader, RgbImage};
 use serde::Serialize;
 
-use crate::model::{imagenet_label, Network};
-use crate::preprocess::{self, Transform};
+use crate::model::{top_classes, Guess, Network, Tap};
+use crate::preprocess::Transform;
 
 /// What the page needs to draw a reply.
 #[derive(Clone, Debug, Serialize)]
@@ -33,13 +33,6 @@ pub struct Header {
     pub decode_ms: f64,
     pub forward_ms: f64,
     pub total_ms: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Guess {
-    pub class: usize,
-    pub label: &'static str,
-    pub prob: f32,
 }
 
 /// A frame's answer: the header and the quantised maps.
@@ -129,24 +122,6 @@ pub fn quantise(v: f32, lo: f32, hi: f32) -> u8 {
     (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
-/// The `k` most probable classes of `logits`, best first (softmax in f64).
-pub fn top_classes(logits: &[f32], k: usize) -> Vec<Guess> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| exp[b].total_cmp(&exp[a]).then(a.cmp(&b)));
-    order
-        .into_iter()
-        .take(k)
-        .map(|class| Guess {
-            class,
-            label: imagenet_label(class),
-            prob: (exp[class] / sum) as f32,
-        })
-        .collect()
-}
-
 /// Runs `img` through `net` once and answers node `layer`'s maps (named `name`)
 /// and, when the network ends in ImageNet classes, the top 5.
 pub fn infer(
@@ -157,9 +132,10 @@ pub fn infer(
     decode_ms: f64,
 ) -> crate::Result<Reply> {
     let start = Instant::now();
-    let (x, transform) = preprocess::prepare(img, &net.arch.recipe);
     let last = net.arch.nodes.len() - 1;
-    let mut acts = net.forward_raw(&x, 1, &[layer, last])?;
+    let (mut acts, mut transforms) =
+        net.run_images(&[img], &[Tap::post(layer), Tap::post(last)])?;
+    let transform = transforms.remove(0);
     let logits = acts.pop().expect("two taps");
     let act = acts.pop().expect("two taps");
     let forward_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -205,18 +181,6 @@ mod tests {
         assert_eq!(quantise(0.0, -2.0, 2.0), 128);
         // A flat layer is all zeros rather than a division by zero.
         assert_eq!(quantise(3.0, 3.0, 3.0), 0);
-    }
-
-    #[test]
-    fn top_classes_are_softmax_ordered() {
-        // exp(0), exp(ln 3) = 3, exp(ln 6) = 6: probabilities 0.1, 0.3, 0.6.
-        let logits = [0.0, 3f32.ln(), 6f32.ln()];
-        let top = top_classes(&logits, 2);
-        assert_eq!(top.len(), 2);
-        assert_eq!((top[0].class, top[1].class), (2, 1));
-        assert!((top[0].prob - 0.6).abs() < 1e-6);
-        assert!((top[1].prob - 0.3).abs() < 1e-6);
-        assert_eq!(top[0].label, imagenet_label(2));
     }
 
     #[test]

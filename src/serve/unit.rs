@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::model::{Network, Tap};
 use crate::query;
 use crate::render::filters::{filter_picture, FilterShape};
-use crate::render::top::{self, LayerGeometry};
+use crate::render::top;
+use crate::shots::{self, LayerGeometry};
 use crate::store::{self, Store};
 use crate::{Error, Result};
 
@@ -154,19 +155,16 @@ pub fn report(
     }
     let hits = query::top(&store, &layer.name, unit, k)?;
     let run = store.run_info()?;
-    let (mut shots, warnings) = top::shots_from_hits(&hits, run.max_pixels);
+    let (mut shots, warnings) = shots::from_hits(&hits, run.max_pixels);
     rep.notes.extend(warnings);
-    let geo = LayerGeometry {
-        field: layer.field,
-        map_hw: (layer.height, layer.width),
-    };
+    let geo = LayerGeometry::of(&layer);
     // Deep layers show where the unit fired, which needs the top images' maps.
     let input = net.arch.recipe.size;
     let mode = top::default_mode(&layer.field, input);
     if top::needs_maps(mode, &layer.field, input) {
         let tap = Tap::new(node, layer.pre && net.has_pre(node));
         rep.notes
-            .extend(top::recompute_maps(net, tap, unit, &mut shots)?);
+            .extend(shots::recompute_maps(net, tap, unit, &mut shots)?);
     }
     for (h, s) in hits.iter().zip(&shots) {
         let crop = top::shot_tile(s, &geo, mode, CROP_SIDE, (0.0, 1.0));
