@@ -37,8 +37,17 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Other(String),
+    /// What a database holds does not allow the request (no such layer, unit or
+    /// image; not a neurodex database; a newer schema).
     #[error("{path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// SQLite failed; `cause` is its error, kept whole (its text is in the message,
+    /// so it is not also a `source`, as for `Io`).
+    #[error("{path}: {cause}")]
+    Sql {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
     /// Another process holds the database's writer lock.
     #[error(
         "{path}: another neurodex is writing to this database ({holder}); wait for it to \

@@ -32,7 +32,8 @@ use crate::render::region;
 use crate::render::tile::{Pyramid, UnitMap};
 use crate::render::top::{self, Mode};
 use crate::shots;
-use crate::store::{LayerInfo, Store, UnitStats};
+use crate::stats::UnitStats;
+use crate::store::{LayerInfo, Store};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]

@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use rusqlite::params;
 
 use crate::crawl::{self, Entry, FailKind, Failure, Found, Loaded};
 use crate::model::{Network, Tap};
 use crate::peaks::{self, Peak};
-use crate::store::{self, Ctx, Hit, LayerInfo, Offer, RunInfo, Store, TopK, UnitStats};
+use crate::stats::{Hit, Offer, TopK, UnitStats};
+use crate::store::{self, LayerInfo, RunInfo, Store};
 use crate::{Error, Result};
 
 pub const DEFAULT_TOP_K: usize = 100;
@@ -265,14 +265,7 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
         tops,
     };
     let max_id_at_start = store.max_image_id()?;
-    store
-        .conn()
-        .execute(
-            "INSERT INTO session (tool_version, started_at) VALUES (?1, ?2)",
-            params![env!("CARGO_PKG_VERSION"), store::unix_now()],
-        )
-        .ctx(store.conn())?;
-    let session = store.conn().last_insert_rowid();
+    let session = store.start_session()?;
 
     let pb = if opts.progress {
         let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -335,55 +328,34 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
     // Rows of files that were not met this time.
     {
         let tx = store.begin()?;
-        let gone: Vec<(i64, String)> = {
-            let mut st = tx
-                .prepare("SELECT id, status FROM image WHERE id <= ?1 AND status != 'removed'")
-                .ctx(&tx)?;
-            let rows = st
-                .query_map([max_id_at_start], |r| Ok((r.get(0)?, r.get(1)?)))
-                .ctx(&tx)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .ctx(&tx)?
-                .into_iter()
-                .filter(|(id, _)| !bit(&report.seen, *id))
-                .collect()
-        };
+        let gone: Vec<(i64, String)> = tx
+            .live_images_upto(max_id_at_start)?
+            .into_iter()
+            .filter(|(id, _)| !bit(&report.seen, *id))
+            .collect();
         for (id, status) in &gone {
-            store::mark_removed(&tx, *id)?;
+            tx.mark_removed(*id)?;
             if status == "ok" {
-                store::set_needs_rebuild(&tx, true)?;
+                tx.set_needs_rebuild(true)?;
             }
         }
         summary.removed = gone.len() as u64;
-        tx.commit().ctx(store.conn())?;
+        tx.commit()?;
     }
     if store.run_info()?.needs_rebuild {
         store.rebuild()?;
     }
-    summary.failed_total = store
-        .conn()
-        .query_row(
-            "SELECT count(*) FROM image WHERE status = 'failed'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .ctx(store.conn())? as u64;
+    summary.failed_total = store.count_images("failed")?;
     summary.seconds = start.elapsed().as_secs_f64();
-    store
-        .conn()
-        .execute(
-            "UPDATE session SET finished_at = ?2, indexed = ?3, failed = ?4, skipped = ?5,
-                                removed = ?6 WHERE id = ?1",
-            params![
-                session,
-                store::unix_now(),
-                summary.indexed as i64,
-                summary.failed as i64,
-                summary.unchanged as i64,
-                summary.removed as i64
-            ],
-        )
-        .ctx(store.conn())?;
+    store.finish_session(
+        session,
+        [
+            summary.indexed,
+            summary.failed,
+            summary.unchanged,
+            summary.removed,
+        ],
+    )?;
     Ok(summary)
 }
 
@@ -623,7 +595,7 @@ fn write_loop(
     let t = Instant::now();
     let tx = store.begin()?;
     d.save(&tx, layers)?;
-    tx.commit().ctx(store.conn())?;
+    tx.commit()?;
     summary.write_seconds += t.elapsed().as_secs_f64();
     summary.failed_by_kind = by_kind;
     Ok(())
@@ -639,16 +611,16 @@ struct Derived {
 }
 
 impl Derived {
-    fn save(&mut self, tx: &rusqlite::Connection, layers: &[LayerInfo]) -> Result<()> {
+    fn save(&mut self, tx: &store::Batch, layers: &[LayerInfo]) -> Result<()> {
         for (li, layer) in layers.iter().enumerate() {
             for (u, s) in self.stats[li].iter().enumerate() {
-                store::write_stats(tx, layer.id, u, s)?;
+                tx.write_stats(layer.id, u, s)?;
                 if std::mem::take(&mut self.dirty[li][u]) {
-                    store::write_top(tx, layer.id, u, &self.tops[li][u])?;
+                    tx.write_top(layer.id, u, &self.tops[li][u])?;
                 }
             }
         }
-        store::set_derived_upto(tx)
+        tx.set_derived_upto()
     }
 }
 
@@ -670,13 +642,13 @@ fn commit(
 ) -> Result<()> {
     let tx = store.begin()?;
     for &(id, mtime_ns) in &b.touched {
-        store::touch_image(&tx, id, mtime_ns)?;
+        tx.touch_image(id, mtime_ns)?;
     }
     // A file indexed before whose content changed: its old contribution goes.
     let forget = |id: Option<(i64, bool)>| -> Result<()> {
         if let Some((id, true)) = id {
-            store::drop_image_data(&tx, id)?;
-            store::set_needs_rebuild(&tx, true)?;
+            tx.drop_image_data(id)?;
+            tx.set_needs_rebuild(true)?;
         }
         Ok(())
     };
@@ -684,22 +656,19 @@ fn commit(
         forget(*prev)?;
         let raw = store::path_bytes(&entry.rel);
         let path = rel_text(&entry.rel);
-        store::upsert_image(
-            &tx,
-            &store::ImageRecord {
-                path_raw: &raw,
-                path: &path,
-                size: *size,
-                mtime_ns: *mtime_ns,
-                sha256: None,
-                width: None,
-                height: None,
-                transform: None,
-                status: "failed",
-                error_kind: Some(f.kind.as_str()),
-                error: Some(&f.reason),
-            },
-        )?;
+        tx.upsert_image(&store::ImageRecord {
+            path_raw: &raw,
+            path: &path,
+            size: *size,
+            mtime_ns: *mtime_ns,
+            sha256: None,
+            width: None,
+            height: None,
+            transform: None,
+            status: "failed",
+            error_kind: Some(f.kind.as_str()),
+            error: Some(&f.reason),
+        })?;
     }
     let mut ids = Vec::with_capacity(b.ok.len());
     for (entry, size, mtime_ns, prev, l) in &b.ok {
@@ -707,22 +676,19 @@ fn commit(
         let raw = store::path_bytes(&entry.rel);
         let path = rel_text(&entry.rel);
         let transform = serde_json::to_string(&l.transform).expect("transform serialises");
-        let id = store::upsert_image(
-            &tx,
-            &store::ImageRecord {
-                path_raw: &raw,
-                path: &path,
-                size: Some(*size),
-                mtime_ns: Some(*mtime_ns),
-                sha256: Some(&l.sha256),
-                width: Some(l.width),
-                height: Some(l.height),
-                transform: Some(&transform),
-                status: "ok",
-                error_kind: None,
-                error: None,
-            },
-        )?;
+        let id = tx.upsert_image(&store::ImageRecord {
+            path_raw: &raw,
+            path: &path,
+            size: Some(*size),
+            mtime_ns: Some(*mtime_ns),
+            sha256: Some(&l.sha256),
+            width: Some(l.width),
+            height: Some(l.height),
+            transform: Some(&transform),
+            status: "ok",
+            error_kind: None,
+            error: None,
+        })?;
         ids.push(id);
     }
     // Files with the content of an earlier one add to the statistics only. One
@@ -731,15 +697,15 @@ fn commit(
     if !keep_duplicates {
         for (i, (&id, item)) in ids.iter().zip(&b.ok).enumerate() {
             let sha = &item.4.sha256;
-            ranked[i] = store::duplicate_of(&tx, id, sha)?.is_none();
-            if ranked[i] && store::has_later_copy(&tx, id, sha)? {
-                store::set_needs_rebuild(&tx, true)?;
+            ranked[i] = tx.duplicate_of(id, sha)?.is_none();
+            if ranked[i] && tx.has_later_copy(id, sha)? {
+                tx.set_needs_rebuild(true)?;
             }
         }
     }
     for (li, layer) in layers.iter().enumerate() {
         for (i, &id) in ids.iter().enumerate() {
-            store::put_peaks(&tx, id, layer.id, &peaks[li][i])?;
+            tx.put_peaks(id, layer.id, &peaks[li][i])?;
         }
         for (u, (s, top)) in d.stats[li]
             .iter_mut()
@@ -758,7 +724,7 @@ fn commit(
     if flush {
         d.save(&tx, layers)?;
     }
-    tx.commit().ctx(store.conn())
+    tx.commit()
 }
 
 /// Reasons in the order they are most worth reading.

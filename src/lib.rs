@@ -3,7 +3,8 @@
 //! The pipeline, one module per stage, data flowing one way:
 //! `crawl` (walk + decode) -> `preprocess` (invertible crop/resize) -> `model` (batched
 //! forward with named taps, over `kernels`) -> `peaks` (per-channel max and location) ->
-//! `store` (SQLite) -> `query` -> `render` / `gallery` / `serve`.
+//! `stats` (per-unit statistics and top-K) -> `store` (SQLite) -> `query` -> `shots`
+//! (top images decoded, maps recomputed) -> `render` / `gallery` / `serve`.
 //! Architectures are described as data in `arch`; `receptive` derives receptive fields
 //! from that description.
 
@@ -24,6 +25,7 @@ pub mod render;
 pub mod serve;
 pub mod shots;
 pub mod source;
+pub mod stats;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::preprocess::Transform;
-use crate::store::{self, Ctx, LayerInfo, Store, UnitStats};
+use crate::stats::{TopK, UnitStats};
+use crate::store::{self, LayerInfo, Store};
 use crate::{Error, Result};
 
 /// One of a unit's top images.
@@ -109,17 +110,13 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
     let l = layer(store, layer_name)?;
     check_unit(store, &l, unit)?;
     let root = store.run_info()?.root;
-    let conn = store.conn();
-    let mut image = conn
-        .prepare_cached("SELECT path, path_raw, transform, status FROM image WHERE id = ?1")
-        .ctx(conn)?;
     let mut out: Vec<TopHit> = Vec::new();
-    let mut hits = store::read_top(conn, l.id, unit)?;
+    let mut hits = store.top_hits(l.id, unit)?;
     // Images committed since the top-K was last saved (an index running, or one cut
     // short) compete from their stored peaks, so the answer is never behind them.
     let (_, pending) = store.pending(&l)?;
     if let Some(extra) = pending.get(unit).filter(|t| !t.is_empty()) {
-        let mut merged = store::TopK::new(store.run_info()?.top_k);
+        let mut merged = TopK::new(store.run_info()?.top_k);
         for h in hits.iter().chain(extra.sorted().iter()) {
             merged.offer(*h);
         }
@@ -129,21 +126,16 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
         if out.len() > k {
             break;
         }
-        let (path, raw, transform, status) = image
-            .query_row([hit.image_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .ctx(conn)?;
+        let Some(row) = store.image_row(hit.image_id)? else {
+            continue;
+        };
         // Changed or vanished since: its entries go at the end of the running index.
-        if status != "ok" {
+        if row.status != "ok" {
             continue;
         }
-        let transform: Transform = transform
+        let path = row.path;
+        let transform: Transform = row
+            .transform
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
             .ok_or_else(|| Error::Store {
@@ -155,7 +147,7 @@ pub fn top(store: &Store, layer_name: &str, unit: usize, k: usize) -> Result<Vec
         out.push(TopHit {
             rank: out.len() + 1,
             image_id: hit.image_id,
-            abs_path: root.join(store::bytes_path(&raw)),
+            abs_path: root.join(&row.rel),
             path,
             value: l.value_of(hit.value),
             pre: l.pre_of(hit.value),
@@ -196,7 +188,7 @@ pub fn never_fires(l: &LayerInfo, s: &UnitStats) -> bool {
 /// The statistics of one unit.
 pub fn unit_stats(store: &Store, l: &LayerInfo, unit: usize) -> Result<UnitStats> {
     check_unit(store, l, unit)?;
-    let mut s = store::read_unit_stats(store.conn(), l.id, unit)?;
+    let mut s = store.unit_stats(l.id, unit)?;
     if let Some(extra) = store.pending(l)?.0.get(unit) {
         s.merge(extra);
     }
@@ -251,20 +243,9 @@ pub fn units(
     sort: SortBy,
 ) -> Result<(LayerInfo, Vec<UnitSummary>)> {
     let l = layer(store, layer_name)?;
-    let conn = store.conn();
-    let mut st = conn
-        .prepare_cached(
-            "SELECT layer_id, unit, count, nan, sum, sum_sq, min, max, positive, hist
-             FROM unit_stats WHERE layer_id = ?1 ORDER BY unit",
-        )
-        .ctx(conn)?;
-    let rows = st
-        .query_map([l.id], |r| Ok((r.get::<_, i64>(1)?, store::read_stats(r)?)))
-        .ctx(conn)?;
     let mut saved = vec![UnitStats::new(); l.channels];
-    for row in rows {
-        let (u, s) = row.ctx(conn)?;
-        if let Some(slot) = saved.get_mut(u as usize) {
+    for (u, s) in store.layer_stats(l.id)? {
+        if let Some(slot) = saved.get_mut(u) {
             *slot = s;
         }
     }
@@ -355,40 +336,20 @@ pub fn image(
     n: usize,
 ) -> Result<ImageReport> {
     let id = find_image(store, path)?;
-    let conn = store.conn();
-    let (rel, status, error, width, height): (
-        String,
-        String,
-        Option<String>,
-        Option<u32>,
-        Option<u32>,
-    ) = conn
-        .query_row(
-            "SELECT path, status, error, width, height FROM image WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .ctx(conn)?;
+    let row = store.image_row(id)?.ok_or_else(|| Error::Store {
+        path: store.path().to_path_buf(),
+        reason: format!("image {id} vanished from the index while reading it"),
+    })?;
     let layers = match only {
         Some(name) => vec![layer(store, name)?],
         None => store.layers()?,
     };
     let mut units = Vec::new();
     for l in &layers {
-        let Some(peaks) = store::get_peaks(conn, id, l.id)? else {
+        let Some(peaks) = store.peaks(id, l.id)? else {
             continue;
         };
-        let maxes: Vec<Option<f64>> = {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT unit, max FROM unit_stats WHERE layer_id = ?1 ORDER BY unit",
-                )
-                .ctx(conn)?;
-            let rows = st
-                .query_map([l.id], |r| r.get::<_, Option<f64>>(1))
-                .ctx(conn)?;
-            rows.collect::<rusqlite::Result<_>>().ctx(conn)?
-        };
+        let maxes = store.unit_maxima(l.id)?;
         let mut mine: Vec<ImageUnit> = peaks
             .iter()
             .enumerate()
@@ -411,7 +372,8 @@ pub fn image(
         mine.sort_by(|a, b| b.relative.total_cmp(&a.relative).then(a.unit.cmp(&b.unit)));
         mine.truncate(n);
         for u in &mut mine {
-            u.top_rank = store::read_top(conn, l.id, u.unit)?
+            u.top_rank = store
+                .top_hits(l.id, u.unit)?
                 .iter()
                 .position(|h| h.image_id == id)
                 .map(|r| r + 1);
@@ -419,12 +381,12 @@ pub fn image(
         units.extend(mine);
     }
     Ok(ImageReport {
-        path: rel,
+        path: row.path,
         image_id: id,
-        status,
-        error,
-        width,
-        height,
+        status: row.status,
+        error: row.error,
+        width: row.width,
+        height: row.height,
         units,
     })
 }
@@ -473,65 +435,8 @@ pub struct LayerOverview {
 
 pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
     let info = store.run_info()?;
-    let conn = store.conn();
-    let count = |status: &str| -> Result<u64> {
-        conn.query_row(
-            "SELECT count(*) FROM image WHERE status = ?1",
-            [status],
-            |r| r.get::<_, i64>(0),
-        )
-        .ctx(conn)
-        .map(|v| v as u64)
-    };
-    let mut by_kind = Vec::new();
-    {
-        let mut st = conn
-            .prepare(
-                "SELECT error_kind, count(*) FROM image WHERE status = 'failed'
-                 GROUP BY error_kind ORDER BY count(*) DESC, error_kind",
-            )
-            .ctx(conn)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    r.get::<_, i64>(1)? as u64,
-                ))
-            })
-            .ctx(conn)?;
-        for r in rows {
-            by_kind.push(r.ctx(conn)?);
-        }
-    }
-    let mut failures = Vec::new();
-    {
-        let mut st = conn
-            .prepare(
-                "SELECT path, coalesce(error_kind, ''), coalesce(error, '') FROM image
-                 WHERE status = 'failed' ORDER BY path LIMIT ?1",
-            )
-            .ctx(conn)?;
-        let rows = st
-            .query_map([max_failures as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .ctx(conn)?;
-        for r in rows {
-            failures.push(r.ctx(conn)?);
-        }
-    }
-    let (sessions, unfinished): (i64, i64) = conn
-        .query_row(
-            "SELECT count(*), count(*) - count(finished_at) FROM session",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ctx(conn)?;
-    let page = |p: &str| -> Result<u64> {
-        conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
-            .ctx(conn)
-            .map(|v| v as u64)
-    };
+    let failures = store.failures(max_failures)?;
+    let (sessions, unfinished) = store.sessions()?;
     Ok(Overview {
         db: store.path().to_path_buf(),
         model: info.model,
@@ -541,13 +446,13 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
         top_k: info.top_k,
         max_pixels: info.max_pixels,
         schema_version: store.schema_version()?,
-        images_ok: count("ok")?,
-        images_failed: count("failed")?,
-        images_removed: count("removed")?,
-        duplicates: store::count_duplicates(conn)?,
+        images_ok: store.count_images("ok")?,
+        images_failed: store.count_images("failed")?,
+        images_removed: store.count_images("removed")?,
+        duplicates: store.count_duplicates()?,
         keep_duplicates: info.keep_duplicates,
-        failed_by_kind: by_kind,
-        failures,
+        failed_by_kind: failures.by_kind,
+        failures: failures.some,
         layers: store
             .layers()?
             .into_iter()
@@ -561,8 +466,8 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
                 activation: if l.pre { l.act.name() } else { "unrecorded" },
             })
             .collect(),
-        sessions: sessions as u64,
-        sessions_unfinished: unfinished as u64,
-        db_bytes: page("page_count")? * page("page_size")?,
+        sessions,
+        sessions_unfinished: unfinished,
+        db_bytes: store.db_bytes()?,
     })
 }

@@ -162,8 +162,7 @@ fn top_ranks_what_the_saved_top_k_lacks_and_the_next_index_makes_it_whole() {
     assert_eq!(whole["index"]["state"], "complete");
     assert_eq!(paths(&whole).len(), 6);
     let saved = |db: &Path| -> (i64, i64) {
-        let s = Store::open_readonly(db).unwrap();
-        s.conn()
+        common::raw_db(db)
             .query_row(
                 "SELECT (SELECT count(*) FROM top_k), (SELECT count(*) FROM unit_stats)",
                 [],
@@ -176,8 +175,7 @@ fn top_ranks_what_the_saved_top_k_lacks_and_the_next_index_makes_it_whole() {
     // What a run killed (or stopped by a full disk) before its first save leaves:
     // image rows and peaks committed, no statistics or top-K yet, no finish time.
     {
-        let s = Store::open(&db).unwrap();
-        s.conn()
+        common::raw_db(&db)
             .execute_batch(
                 "DELETE FROM top_k; DELETE FROM unit_stats; UPDATE run SET derived_upto = 0;
                  UPDATE session SET finished_at = NULL;",

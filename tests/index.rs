@@ -57,7 +57,7 @@ struct Snapshot {
 
 fn snapshot(db: &Path) -> Snapshot {
     let s = Store::open_readonly(db).unwrap();
-    let c = s.conn();
+    let c = &common::raw_db(db);
     let images = c
         .prepare("SELECT path, status FROM image")
         .unwrap()
@@ -72,7 +72,7 @@ fn snapshot(db: &Path) -> Snapshot {
     let mut top = Vec::new();
     for l in s.layers().unwrap() {
         for u in 0..l.channels {
-            for h in neurodex::store::read_top(c, l.id, u).unwrap() {
+            for h in s.top_hits(l.id, u).unwrap() {
                 // exact float bits
                 top.push((
                     l.id,
@@ -114,13 +114,8 @@ fn count_ok(db: &Path) -> i64 {
     // The database may not exist yet, or be mid-creation.
     Store::open_readonly(db)
         .ok()
-        .and_then(|s| {
-            s.conn()
-                .query_row("SELECT count(*) FROM image WHERE status = 'ok'", [], |r| {
-                    r.get(0)
-                })
-                .ok()
-        })
+        .and_then(|s| s.count_images("ok").ok())
+        .map(|n| n as i64)
         .unwrap_or(0)
 }
 
@@ -311,8 +306,7 @@ fn bad_inputs_are_recorded_with_a_reason_and_do_not_stop_the_run() {
     assert!(err.contains("failed:"), "{err}");
 
     let store = Store::open_readonly(&db).unwrap();
-    let rows: BTreeMap<String, (String, Option<String>, Option<String>)> = store
-        .conn()
+    let rows: BTreeMap<String, (String, Option<String>, Option<String>)> = common::raw_db(&db)
         .prepare("SELECT path, status, error_kind, error FROM image")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
@@ -497,9 +491,7 @@ fn unit_and_image_queries_agree_with_the_peaks() {
     let mut per_unit: Vec<Vec<f32>> = vec![Vec::new(); layer.channels];
     for f in &files {
         let id = query::find_image(&store, Path::new(f.file_name().unwrap())).unwrap();
-        let peaks = neurodex::store::get_peaks(store.conn(), id, layer.id)
-            .unwrap()
-            .unwrap();
+        let peaks = store.peaks(id, layer.id).unwrap().unwrap();
         for (u, p) in peaks.iter().enumerate() {
             per_unit[u].push(p.value);
         }

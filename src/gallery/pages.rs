@@ -17,7 +17,8 @@ use crate::query::TopHit;
 use crate::render::grid::Sheet;
 use crate::render::tile;
 use crate::render::top::Mode;
-use crate::store::{self, LayerInfo, UnitStats};
+use crate::stats::{self, UnitStats};
+use crate::store::LayerInfo;
 use crate::Result;
 
 const STYLE: &str = include_str!("style.css");
@@ -657,8 +658,8 @@ pub(crate) fn histogram_svg(st: &UnitStats) -> String {
         h + 16.0,
         bins.len(),
     );
-    let lo = clamp(store::hist_bin_range(first).0);
-    let hi = clamp(store::hist_bin_range(last).1);
+    let lo = clamp(stats::hist_bin_range(first).0);
+    let hi = clamp(stats::hist_bin_range(last).1);
     let _ = write!(
         s,
         "<text x=\"0\" y=\"{}\">{lo:.3}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{hi:.3} (log bins)</text></svg>",

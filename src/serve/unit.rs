@@ -12,8 +12,8 @@ use crate::query;
 use crate::render::filters::{filter_picture, FilterShape};
 use crate::render::top;
 use crate::shots::{self, LayerGeometry};
-use crate::store::{self, Store};
-use crate::{Error, Result};
+use crate::store::Store;
+use crate::Result;
 
 /// Side of a receptive-field crop tile, in pixels.
 pub const CROP_SIDE: u32 = 112;
@@ -195,31 +195,13 @@ pub struct Listed {
 
 /// Up to `limit` successfully indexed images from `offset`, by id.
 pub fn list_images(db: &Path, offset: u64, limit: u64) -> Result<(usize, Vec<Listed>)> {
-    // SQLite's integers are signed: past i64::MAX is past the end all the same.
-    let (offset, limit) = (offset.min(i64::MAX as u64), limit.min(i64::MAX as u64));
     let store = Store::open_readonly(db)?;
-    let conn = store.conn();
-    let err = |e: rusqlite::Error| Error::Store {
-        path: db.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let total: i64 = conn
-        .query_row("SELECT count(*) FROM image WHERE status = 'ok'", [], |r| {
-            r.get(0)
-        })
-        .map_err(err)?;
-    let mut st = conn
-        .prepare("SELECT id, path FROM image WHERE status = 'ok' ORDER BY id LIMIT ?1 OFFSET ?2")
-        .map_err(err)?;
-    let rows = st
-        .query_map([limit as i64, offset as i64], |r| {
-            Ok(Listed {
-                id: r.get(0)?,
-                path: r.get(1)?,
-            })
-        })
-        .map_err(err)?;
-    let list = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
+    let total = store.count_images("ok")?;
+    let list = store
+        .ok_images(offset, limit)?
+        .into_iter()
+        .map(|(id, path)| Listed { id, path })
+        .collect();
     Ok((total as usize, list))
 }
 
@@ -236,37 +218,14 @@ pub struct IndexedFile {
 /// image or it was not indexed successfully.
 pub fn image_file(db: &Path, id: i64) -> Result<Option<IndexedFile>> {
     let store = Store::open_readonly(db)?;
-    let conn = store.conn();
-    let row = conn.query_row(
-        "SELECT path_raw, status, size, mtime_ns FROM image WHERE id = ?1",
-        [id],
-        |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-            ))
-        },
-    );
-    let (raw, status, size, mtime_ns) = match row {
-        Ok(v) => v,
-        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
-        Err(e) => {
-            return Err(Error::Store {
-                path: db.to_path_buf(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    if status != "ok" {
+    let Some(row) = store.image_row(id)?.filter(|r| r.status == "ok") else {
         return Ok(None);
-    }
+    };
     Ok(Some(IndexedFile {
         root: store.run_info()?.root,
-        rel: store::bytes_path(&raw),
-        size: size.map(|s| s as u64),
-        mtime_ns,
+        rel: row.rel,
+        size: row.size,
+        mtime_ns: row.mtime_ns,
     }))
 }
 

@@ -68,3 +68,10 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The database file itself, for tests that check or damage what is stored the way
+/// another program would (neurodex's own SQL stays in `store`).
+#[allow(dead_code)]
+pub fn raw_db(db: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(db).unwrap()
+}

@@ -1,56 +1,73 @@
-//! The SQLite index: schema migrations, the run description, image rows, per-image
-//! peaks, per-unit statistics and the exact per-unit top-K.
+//! The SQLite index, and the one module that speaks SQL: schema migrations, the run
+//! description, image rows, per-image peaks, per-unit statistics and the exact
+//! per-unit top-K. Writes go through a `Batch` (`batch`), reads are `Store` methods
+//! (`read`), the blobs' byte layouts are in `codec`, the writer lock in `lock`.
 //!
 //! Writers keep unit statistics and top-K lists in memory (`UnitStats`, `TopK`) and
 //! write each batch in one transaction, so a killed process loses at most the batch
 //! in flight. The database runs in WAL mode: readers (`open_readonly`) see the last
 //! committed batch while an index is running.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::arch::Act;
-use crate::peaks::{self, Peak};
+use crate::peaks;
 use crate::receptive::Field;
+use crate::stats::{Hit, TopK, UnitStats};
 use crate::{Error, Result};
 
+mod batch;
+mod codec;
 mod lock;
+mod read;
+
+pub use batch::Batch;
+use batch::{duplicate_of, set_derived_upto, write_stats, write_top};
+pub use codec::{bytes_path, path_bytes};
+use codec::{decode_hits, read_stats};
 pub use lock::{lock_path, writer_active, WriterLock};
+pub use read::{Failures, ImageRow};
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
     (
         2,
         "0002_sessions",
-        include_str!("../migrations/0002_sessions.sql"),
+        include_str!("../../migrations/0002_sessions.sql"),
     ),
     (
         3,
         "0003_pre_activation",
-        include_str!("../migrations/0003_pre_activation.sql"),
+        include_str!("../../migrations/0003_pre_activation.sql"),
     ),
 ];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// Adds the database path to SQLite errors.
-pub(crate) trait Ctx<T> {
+/// Adds the database path to SQLite errors, which keep their cause whole.
+trait Ctx<T> {
     fn ctx(self, conn: &Connection) -> Result<T>;
 }
 
 impl<T> Ctx<T> for rusqlite::Result<T> {
     fn ctx(self, conn: &Connection) -> Result<T> {
-        self.map_err(|e| Error::Store {
-            path: PathBuf::from(conn.path().unwrap_or("<database>")),
-            reason: e.to_string(),
-        })
+        self.map_err(|e| sql_error(conn.path().map(PathBuf::from), e))
+    }
+}
+
+fn sql_error(path: Option<PathBuf>, cause: rusqlite::Error) -> Error {
+    Error::Sql {
+        path: path.unwrap_or_else(|| PathBuf::from("<database>")),
+        cause,
     }
 }
 
@@ -170,32 +187,6 @@ pub struct ImageRecord<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Raw OS bytes of a path (exact on Unix; elsewhere its UTF-8, lossily).
-pub fn path_bytes(p: &Path) -> Vec<u8> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        p.as_os_str().as_bytes().to_vec()
-    }
-    #[cfg(not(unix))]
-    {
-        p.to_string_lossy().as_bytes().to_vec()
-    }
-}
-
-/// Inverse of `path_bytes`.
-pub fn bytes_path(b: &[u8]) -> PathBuf {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        PathBuf::from(OsStr::from_bytes(b))
-    }
-    #[cfg(not(unix))]
-    {
-        PathBuf::from(String::from_utf8_lossy(b).into_owned())
-    }
-}
-
 impl Store {
     /// Opens (creating if needed) a database for writing: WAL mode, schema upgraded
     /// to this build's version. A database from a newer neurodex is refused. The
@@ -206,23 +197,23 @@ impl Store {
             path: path.to_path_buf(),
             reason,
         };
+        let sql = |e| sql_error(Some(path.to_path_buf()), e);
         let writer = WriterLock::acquire(path)?;
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| err(e.to_string()))?;
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
         // NORMAL is durable against a killed process in WAL mode (only power loss can
         // drop the last commits), and much faster than FULL.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| err(format!("cannot use as a database: {e}")))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(sql)?;
         // Every batch rewrites the same statistics and top-K pages: a larger WAL lets a
         // checkpoint copy each of them once instead of once per batch. The page cache
         // holds those hot pages (a few MB) and caps what SQLite keeps in memory.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(sql)?;
         conn.pragma_update(None, "cache_size", -16384)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(sql)?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -291,10 +282,7 @@ impl Store {
     /// A read-only connection whose schema version has been read (the first read is
     /// what fails where the WAL's side files cannot be made).
     fn open_readonly_as(path: &Path, immutable: bool) -> Result<Store> {
-        let err = |e: rusqlite::Error| Error::Store {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let err = |e| sql_error(Some(path.to_path_buf()), e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = if immutable {
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
@@ -313,10 +301,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -326,13 +310,42 @@ impl Store {
         self.version < 3
     }
 
-    /// Starts a write transaction.
-    pub fn begin(&mut self) -> Result<rusqlite::Transaction<'_>> {
-        let path = self.path.clone();
-        self.conn.transaction().map_err(|e| Error::Store {
-            path,
-            reason: e.to_string(),
+    /// Starts an index batch: one transaction of writes.
+    pub fn begin(&mut self) -> Result<Batch<'_>> {
+        Ok(Batch {
+            tx: self.transaction()?,
         })
+    }
+
+    fn transaction(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        let path = self.path.clone();
+        self.conn
+            .transaction()
+            .map_err(|e| sql_error(Some(path), e))
+    }
+
+    /// Records the start of an `index` run; returns its session id.
+    pub fn start_session(&self) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO session (tool_version, started_at) VALUES (?1, ?2)",
+                params![env!("CARGO_PKG_VERSION"), unix_now()],
+            )
+            .ctx(&self.conn)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records how session `id` ended: images indexed, failed, unchanged, removed.
+    pub fn finish_session(&self, id: i64, counts: [u64; 4]) -> Result<()> {
+        let [indexed, failed, unchanged, removed] = counts.map(|c| c as i64);
+        self.conn
+            .execute(
+                "UPDATE session SET finished_at = ?2, indexed = ?3, failed = ?4, skipped = ?5,
+                                    removed = ?6 WHERE id = ?1",
+                params![id, unix_now(), indexed, failed, unchanged, removed],
+            )
+            .ctx(&self.conn)
+            .map(|_| ())
     }
 
     fn err(&self, reason: impl Into<String>) -> Error {
@@ -397,7 +410,7 @@ impl Store {
             if version <= current || version > target {
                 continue;
             }
-            let tx = self.begin()?;
+            let tx = self.transaction()?;
             tx.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                      version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
@@ -507,7 +520,7 @@ impl Store {
 
     /// Writes the run description, its layers and empty statistics (first index only).
     pub fn create_run(&mut self, run: &RunInfo, layers: &[LayerInfo]) -> Result<()> {
-        let tx = self.begin()?;
+        let tx = self.transaction()?;
         tx.execute(
             "INSERT INTO run (id, model, weights_id, root, recipe, max_pixels, top_k,
                               tool_version, created_at, needs_rebuild, keep_duplicates)
@@ -734,7 +747,7 @@ impl Store {
             .iter()
             .map(|l| (0..l.channels).map(|_| TopK::new(info.top_k)).collect())
             .collect();
-        let tx = self.begin()?;
+        let tx = self.transaction()?;
         add_stored_peaks(
             &tx,
             0,
@@ -809,41 +822,6 @@ fn add_stored_peaks(
     Ok(n)
 }
 
-/// The first indexed file (lowest id) with the content `sha256` of image `id`, when
-/// that is an earlier file: `id` is then a duplicate, kept out of the top-K lists.
-pub fn duplicate_of(conn: &Connection, id: i64, sha256: &str) -> Result<Option<i64>> {
-    let first: Option<i64> = conn
-        .prepare_cached("SELECT min(id) FROM image WHERE sha256 = ?1 AND status = 'ok'")
-        .ctx(conn)?
-        .query_row([sha256], |r| r.get(0))
-        .ctx(conn)?;
-    Ok(first.filter(|&f| f < id))
-}
-
-/// Whether a later file (higher id) indexed before has the content `sha256` of image
-/// `id`: that copy entered the top-K lists, which `id` now owns (they need a rebuild).
-pub fn has_later_copy(conn: &Connection, id: i64, sha256: &str) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM image WHERE sha256 = ?1 AND status = 'ok' AND id > ?2)",
-    )
-    .ctx(conn)?
-    .query_row(params![sha256, id], |r| r.get(0))
-    .ctx(conn)
-}
-
-/// How many indexed files have the content of an earlier indexed file.
-pub fn count_duplicates(conn: &Connection) -> Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM image i WHERE i.status = 'ok' AND i.sha256 IS NOT NULL
-           AND EXISTS (SELECT 1 FROM image j WHERE j.sha256 = i.sha256
-                         AND j.status = 'ok' AND j.id < i.id)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .ctx(conn)
-    .map(|n| n as u64)
-}
-
 /// `DB-wal`, `DB-shm`, `DB.lock`: the files SQLite and neurodex keep beside a database.
 pub(crate) fn side_file(db: &Path, suffix: &str) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
@@ -854,11 +832,9 @@ pub(crate) fn side_file(db: &Path, suffix: &str) -> PathBuf {
 /// Whether opening failed because SQLite may not create or write the WAL's side
 /// files (a read-only directory or medium, or a file without write permission).
 fn on_read_only_storage(e: &Error) -> bool {
-    // The message is all that survives `Ctx`; these are SQLite's texts for
-    // SQLITE_CANTOPEN and SQLITE_READONLY.
-    matches!(e, Error::Store { reason, .. }
-        if reason.contains("unable to open database file")
-            || reason.contains("attempt to write a readonly database"))
+    use rusqlite::ErrorCode::{CannotOpen, ReadOnly};
+    matches!(e, Error::Sql { cause, .. }
+        if matches!(cause.sqlite_error_code(), Some(CannotOpen | ReadOnly)))
 }
 
 /// A `file:` URI opening `path` immutable: no locks, no side files, no WAL.
@@ -889,627 +865,9 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Inserts or updates an image row (keyed by its relative path); returns its id.
-pub fn upsert_image(conn: &Connection, r: &ImageRecord) -> Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO image (path_raw, path, size, mtime_ns, sha256, width, height, transform,
-                            status, error_kind, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (path_raw) DO UPDATE SET
-            path = excluded.path, size = excluded.size, mtime_ns = excluded.mtime_ns,
-            sha256 = excluded.sha256, width = excluded.width, height = excluded.height,
-            transform = excluded.transform, status = excluded.status,
-            error_kind = excluded.error_kind, error = excluded.error
-         RETURNING id",
-    )
-    .ctx(conn)?
-    .query_row(
-        params![
-            r.path_raw,
-            r.path,
-            r.size.map(|v| v as i64),
-            r.mtime_ns,
-            r.sha256,
-            r.width,
-            r.height,
-            r.transform,
-            r.status,
-            r.error_kind,
-            r.error
-        ],
-        |row| row.get(0),
-    )
-    .ctx(conn)
-}
-
-/// Records a new modification time for a file whose content is unchanged.
-pub fn touch_image(conn: &Connection, id: i64, mtime_ns: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE image SET mtime_ns = ?2 WHERE id = ?1")
-        .ctx(conn)?
-        .execute(params![id, mtime_ns])
-        .ctx(conn)
-        .map(|_| ())
-}
-
-/// Forgets an image's peaks. Its share of the statistics and top-K lists stays until
-/// `rebuild` (queries skip images that are not indexed).
-pub fn drop_image_data(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached("DELETE FROM peaks WHERE image_id = ?1")
-        .ctx(conn)?
-        .execute([id])
-        .ctx(conn)?;
-    Ok(())
-}
-
-/// Marks a vanished file as removed and drops its data.
-pub fn mark_removed(conn: &Connection, id: i64) -> Result<()> {
-    drop_image_data(conn, id)?;
-    conn.prepare_cached(
-        "UPDATE image SET status = 'removed', error_kind = NULL, error = NULL WHERE id = ?1",
-    )
-    .ctx(conn)?
-    .execute([id])
-    .ctx(conn)
-    .map(|_| ())
-}
-
-/// Records that statistics and top-K now include every image indexed so far.
-pub fn set_derived_upto(conn: &Connection) -> Result<()> {
-    conn.execute(
-        "UPDATE run SET derived_upto = (SELECT coalesce(max(id), 0) FROM image) WHERE id = 1",
-        [],
-    )
-    .ctx(conn)
-    .map(|_| ())
-}
-
-pub fn set_needs_rebuild(conn: &Connection, on: bool) -> Result<()> {
-    conn.execute(
-        "UPDATE run SET needs_rebuild = ?1 WHERE id = 1",
-        [on as i64],
-    )
-    .ctx(conn)
-    .map(|_| ())
-}
-
-pub fn put_peaks(conn: &Connection, image_id: i64, layer_id: i64, p: &[Peak]) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO peaks (image_id, layer_id, data) VALUES (?1, ?2, ?3)",
-    )
-    .ctx(conn)?
-    .execute(params![image_id, layer_id, peaks::encode(p)])
-    .ctx(conn)
-    .map(|_| ())
-}
-
-/// The peaks of one image on one layer, if indexed.
-pub fn get_peaks(conn: &Connection, image_id: i64, layer_id: i64) -> Result<Option<Vec<Peak>>> {
-    let blob: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT data FROM peaks WHERE image_id = ?1 AND layer_id = ?2")
-        .ctx(conn)?
-        .query_row([image_id, layer_id], |r| r.get(0))
-        .optional()
-        .ctx(conn)?;
-    blob.map(|b| peaks::decode(&b)).transpose()
-}
-
-pub fn write_stats(conn: &Connection, layer_id: i64, unit: usize, s: &UnitStats) -> Result<()> {
-    let opt = |v: f64| v.is_finite().then_some(v);
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO unit_stats
-            (layer_id, unit, count, nan, sum, sum_sq, min, max, positive, hist)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .ctx(conn)?
-    .execute(params![
-        layer_id,
-        unit as i64,
-        s.count as i64,
-        s.nan as i64,
-        s.sum,
-        s.sum_sq,
-        if s.count > 0 { opt(s.min) } else { None },
-        if s.count > 0 { opt(s.max) } else { None },
-        s.positive as i64,
-        encode_hist(&s.hist)
-    ])
-    .ctx(conn)
-    .map(|_| ())
-}
-
-/// Reads `count, nan, sum, sum_sq, min, max, positive, hist` from columns 2..=9.
-pub(crate) fn read_stats(r: &rusqlite::Row) -> rusqlite::Result<UnitStats> {
-    let blob: Vec<u8> = r.get(9)?;
-    Ok(UnitStats {
-        count: r.get::<_, i64>(2)? as u64,
-        nan: r.get::<_, i64>(3)? as u64,
-        sum: r.get(4)?,
-        sum_sq: r.get(5)?,
-        min: r.get::<_, Option<f64>>(6)?.unwrap_or(f64::INFINITY),
-        max: r.get::<_, Option<f64>>(7)?.unwrap_or(f64::NEG_INFINITY),
-        positive: r.get::<_, i64>(8)? as u64,
-        hist: decode_hist(&blob),
-    })
-}
-
-/// One unit's statistics (empty when it has no row).
-pub fn read_unit_stats(conn: &Connection, layer_id: i64, unit: usize) -> Result<UnitStats> {
-    conn.prepare_cached(
-        "SELECT layer_id, unit, count, nan, sum, sum_sq, min, max, positive, hist
-         FROM unit_stats WHERE layer_id = ?1 AND unit = ?2",
-    )
-    .ctx(conn)?
-    .query_row(params![layer_id, unit as i64], read_stats)
-    .optional()
-    .ctx(conn)
-    .map(Option::unwrap_or_default)
-}
-
-/// Bytes per hit in a top-K blob.
-pub const HIT_RECORD: usize = 16;
-
-/// Writes a unit's top-K list, best first.
-pub fn write_top(conn: &Connection, layer_id: i64, unit: usize, t: &TopK) -> Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO top_k (layer_id, unit, hits) VALUES (?1, ?2, ?3)")
-        .ctx(conn)?
-        .execute(params![layer_id, unit as i64, encode_hits(&t.sorted())])
-        .ctx(conn)
-        .map(|_| ())
-}
-
-/// A unit's top-K list, best first.
-pub fn read_top(conn: &Connection, layer_id: i64, unit: usize) -> Result<Vec<Hit>> {
-    let blob: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT hits FROM top_k WHERE layer_id = ?1 AND unit = ?2")
-        .ctx(conn)?
-        .query_row(params![layer_id, unit as i64], |r| r.get(0))
-        .optional()
-        .ctx(conn)?;
-    blob.map(|b| decode_hits(&b))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-pub fn encode_hits(hits: &[Hit]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hits.len() * HIT_RECORD);
-    for h in hits {
-        out.extend_from_slice(&h.value.to_le_bytes());
-        out.extend_from_slice(&h.image_id.to_le_bytes());
-        out.extend_from_slice(&h.y.to_le_bytes());
-        out.extend_from_slice(&h.x.to_le_bytes());
-    }
-    out
-}
-
-pub fn decode_hits(blob: &[u8]) -> Result<Vec<Hit>> {
-    if !blob.len().is_multiple_of(HIT_RECORD) {
-        return Err(Error::Other(format!(
-            "corrupt top-K record: {} bytes is not a multiple of {HIT_RECORD}",
-            blob.len()
-        )));
-    }
-    Ok(blob
-        .chunks_exact(HIT_RECORD)
-        .map(|r| Hit {
-            value: f32::from_le_bytes(r[0..4].try_into().unwrap()),
-            image_id: i64::from_le_bytes(r[4..12].try_into().unwrap()),
-            y: u16::from_le_bytes([r[12], r[13]]),
-            x: u16::from_le_bytes([r[14], r[15]]),
-        })
-        .collect())
-}
-
-// ---------------------------------------------------------------------------------
-// Per-unit statistics: mergeable sums and a log-spaced histogram of peaks.
-
-/// Histogram bins: one for |v| < 2^-12 (zero), then 4 per octave from 2^-12 to 2^12
-/// on each side (values beyond fall into the outermost bins).
-pub const HIST_BINS: usize = 193;
-const ZERO_BIN: usize = 96;
-const STEPS: f64 = 4.0;
-const MIN_EXP: i32 = -48;
-
-/// The histogram bin of a finite value.
-pub fn hist_bin(v: f32) -> usize {
-    let a = (v as f64).abs();
-    // (NaN compares false and lands here too.)
-    if a.is_nan() || a < (2f64).powi(MIN_EXP / STEPS as i32) {
-        return ZERO_BIN;
-    }
-    let e = ((a.log2() * STEPS).floor() as i32).clamp(MIN_EXP, -MIN_EXP - 1);
-    let off = (e - MIN_EXP) as usize;
-    if v > 0.0 {
-        ZERO_BIN + 1 + off
-    } else {
-        ZERO_BIN - 1 - off
-    }
-}
-
-/// Values of bin `b`: `[lo, hi)` by magnitude, signed.
-pub fn hist_bin_range(b: usize) -> (f64, f64) {
-    if b == ZERO_BIN {
-        return (0.0, 0.0);
-    }
-    let (off, sign) = if b > ZERO_BIN {
-        (b - ZERO_BIN - 1, 1.0)
-    } else {
-        (ZERO_BIN - 1 - b, -1.0)
-    };
-    let e = off as i32 + MIN_EXP;
-    let lo = (2f64).powf(e as f64 / STEPS);
-    let hi = (2f64).powf((e + 1) as f64 / STEPS);
-    if sign > 0.0 {
-        (lo, hi)
-    } else {
-        (-hi, -lo)
-    }
-}
-
-/// Sparse encoding: `(u8 bin, u32 LE count)` for every non-empty bin.
-pub fn encode_hist(h: &[u32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (b, &c) in h.iter().enumerate() {
-        if c > 0 {
-            out.push(b as u8);
-            out.extend_from_slice(&c.to_le_bytes());
-        }
-    }
-    out
-}
-
-pub fn decode_hist(blob: &[u8]) -> Vec<u32> {
-    let mut h = vec![0u32; HIST_BINS];
-    for r in blob.chunks_exact(5) {
-        if let Some(slot) = h.get_mut(r[0] as usize) {
-            *slot = u32::from_le_bytes([r[1], r[2], r[3], r[4]]);
-        }
-    }
-    h
-}
-
-/// Running statistics of one unit's per-image peaks. `add` in the same order gives
-/// bit-identical sums, and `merge` combines disjoint sets of images.
-#[derive(Clone, Debug, PartialEq)]
-pub struct UnitStats {
-    /// Finite peaks seen.
-    pub count: u64,
-    /// NaN peaks seen (maps with no number at all).
-    pub nan: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
-    pub min: f64,
-    pub max: f64,
-    /// Peaks above zero: the images on which the unit fired at all.
-    pub positive: u64,
-    pub hist: Vec<u32>,
-}
-
-impl Default for UnitStats {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl UnitStats {
-    pub fn new() -> UnitStats {
-        UnitStats {
-            count: 0,
-            nan: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            positive: 0,
-            hist: vec![0; HIST_BINS],
-        }
-    }
-
-    pub fn add(&mut self, v: f32) {
-        if v.is_nan() {
-            self.nan += 1;
-            return;
-        }
-        let x = v as f64;
-        self.count += 1;
-        self.sum += x;
-        self.sum_sq += x * x;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
-        self.positive += (v > 0.0) as u64;
-        self.hist[hist_bin(v)] += 1;
-    }
-
-    pub fn merge(&mut self, o: &UnitStats) {
-        self.count += o.count;
-        self.nan += o.nan;
-        self.sum += o.sum;
-        self.sum_sq += o.sum_sq;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.positive += o.positive;
-        for (a, b) in self.hist.iter_mut().zip(&o.hist) {
-            *a += b;
-        }
-    }
-
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
-    }
-
-    pub fn std(&self) -> Option<f64> {
-        let m = self.mean()?;
-        Some((self.sum_sq / self.count as f64 - m * m).max(0.0).sqrt())
-    }
-
-    /// Fraction of images on which the unit never rose above zero.
-    pub fn sparsity(&self) -> Option<f64> {
-        (self.count > 0).then(|| 1.0 - self.positive as f64 / self.count as f64)
-    }
-
-    /// Approximate `q`-quantile of the peaks from the histogram (within a bin:
-    /// about 19% relative), clamped to the exact min and max.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let target = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
-        for (b, &c) in self.hist.iter().enumerate() {
-            seen += c as u64;
-            if seen >= target {
-                let (lo, hi) = hist_bin_range(b);
-                let mid = if lo == 0.0 && hi == 0.0 {
-                    0.0
-                } else {
-                    lo.signum() * (lo * hi).sqrt()
-                };
-                return Some(mid.clamp(self.min, self.max));
-            }
-        }
-        Some(self.max)
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Exact top-K per unit.
-
-/// One image's peak for a unit, as kept in the top-K.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Hit {
-    pub value: f32,
-    pub image_id: i64,
-    pub y: u16,
-    pub x: u16,
-}
-
-impl Hit {
-    pub fn new(p: &Peak, image_id: i64) -> Hit {
-        Hit {
-            value: p.value,
-            image_id,
-            y: p.y,
-            x: p.x,
-        }
-    }
-
-    /// Rank order: higher value first, then the earlier image.
-    pub fn rank_cmp(&self, o: &Hit) -> Ordering {
-        o.value
-            .total_cmp(&self.value)
-            .then(self.image_id.cmp(&o.image_id))
-    }
-}
-
-/// Heap order with the worst-ranked hit on top.
-#[derive(Clone, Copy, Debug)]
-struct Worst(Hit);
-
-impl PartialEq for Worst {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Worst {}
-impl PartialOrd for Worst {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Worst {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.0.rank_cmp(&o.0)
-    }
-}
-
-/// What `TopK::offer` did.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Offer {
-    Rejected,
-    Added,
-    /// Added, pushing out this hit.
-    Replaced(Hit),
-}
-
-/// The K best hits of one unit, at most one per image (callers offer each image once).
-#[derive(Clone, Debug)]
-pub struct TopK {
-    k: usize,
-    heap: BinaryHeap<Worst>,
-}
-
-impl TopK {
-    pub fn new(k: usize) -> TopK {
-        TopK {
-            k,
-            heap: BinaryHeap::with_capacity(k + 1),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
-    /// Keeps `h` if it ranks among the K best; NaN never does.
-    pub fn offer(&mut self, h: Hit) -> Offer {
-        if h.value.is_nan() || self.k == 0 {
-            return Offer::Rejected;
-        }
-        if self.heap.len() < self.k {
-            self.heap.push(Worst(h));
-            return Offer::Added;
-        }
-        let worst = self.heap.peek().expect("k > 0").0;
-        if h.rank_cmp(&worst) == Ordering::Less {
-            self.heap.pop();
-            self.heap.push(Worst(h));
-            Offer::Replaced(worst)
-        } else {
-            Offer::Rejected
-        }
-    }
-
-    /// Hits best first.
-    pub fn sorted(&self) -> Vec<Hit> {
-        let mut v: Vec<Hit> = self.heap.iter().map(|w| w.0).collect();
-        v.sort_by(|a, b| a.rank_cmp(b));
-        v
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_k_matches_a_full_sort() {
-        // Values with ties and a NaN; the reference sorts everything and cuts.
-        let values = [
-            3.0,
-            1.0,
-            4.0,
-            1.0,
-            5.0,
-            9.0,
-            2.0,
-            6.0,
-            5.0,
-            3.0,
-            5.0,
-            f32::NAN,
-            8.0,
-            9.0,
-            7.0,
-        ];
-        let mut t = TopK::new(5);
-        for (i, &v) in values.iter().enumerate() {
-            t.offer(Hit {
-                value: v,
-                image_id: i as i64,
-                y: 0,
-                x: 0,
-            });
-        }
-        let got: Vec<(f32, i64)> = t.sorted().iter().map(|h| (h.value, h.image_id)).collect();
-        // 9 (ids 5, 13), 8 (12), 7 (14), 6 (7).
-        assert_eq!(
-            got,
-            vec![(9.0, 5), (9.0, 13), (8.0, 12), (7.0, 14), (6.0, 7)]
-        );
-    }
-
-    #[test]
-    fn a_tie_with_the_worst_keeps_the_earlier_image() {
-        let mut t = TopK::new(1);
-        let h = |v, id| Hit {
-            value: v,
-            image_id: id,
-            y: 0,
-            x: 0,
-        };
-        assert_eq!(t.offer(h(2.0, 7)), Offer::Added);
-        assert_eq!(t.offer(h(2.0, 9)), Offer::Rejected);
-        assert_eq!(t.offer(h(2.0, 3)), Offer::Replaced(h(2.0, 7)));
-    }
-
-    #[test]
-    fn top_k_blobs_round_trip() {
-        let hits = vec![
-            Hit {
-                value: 3.5,
-                image_id: 1 << 40,
-                y: 2,
-                x: 7,
-            },
-            Hit {
-                value: -1.0,
-                image_id: 3,
-                y: 0,
-                x: 65535,
-            },
-        ];
-        let blob = encode_hits(&hits);
-        assert_eq!(blob.len(), 32);
-        assert_eq!(decode_hits(&blob).unwrap(), hits);
-        assert!(decode_hits(&blob[..15]).is_err());
-    }
-
-    #[test]
-    fn histogram_bins_are_quarter_octaves() {
-        assert_eq!(hist_bin(0.0), ZERO_BIN);
-        assert_eq!(hist_bin(-0.0), ZERO_BIN);
-        assert_eq!(hist_bin(1e-9), ZERO_BIN);
-        // 1.0 = 2^0: e = 0, off 48 -> bin 96 + 1 + 48.
-        assert_eq!(hist_bin(1.0), 145);
-        // 2^(1/4) starts the next bin; just below it stays.
-        assert_eq!(hist_bin(1.1892), 145);
-        assert_eq!(hist_bin(1.1893), 146);
-        assert_eq!(hist_bin(-1.0), 47);
-        assert_eq!(hist_bin(1e30), HIST_BINS - 1);
-        assert_eq!(hist_bin(-1e30), 0);
-        let (lo, hi) = hist_bin_range(145);
-        assert_eq!(lo, 1.0);
-        assert!((hi - 2f64.powf(0.25)).abs() < 1e-12);
-        assert_eq!(hist_bin_range(47), (-hi, -1.0));
-    }
-
-    #[test]
-    fn stats_merge_like_one_pass_and_survive_the_blob() {
-        let xs: Vec<f32> = (0..50).map(|i| (i as f32 - 10.0) * 0.37).collect();
-        let mut one = UnitStats::new();
-        xs.iter().for_each(|&v| one.add(v));
-        let (mut a, mut b) = (UnitStats::new(), UnitStats::new());
-        xs[..20].iter().for_each(|&v| a.add(v));
-        xs[20..].iter().for_each(|&v| b.add(v));
-        a.merge(&b);
-        assert_eq!(a.count, 50);
-        assert_eq!(a.hist, one.hist);
-        assert_eq!(
-            (a.min, a.max),
-            ((-10.0f32 * 0.37) as f64, (39.0f32 * 0.37) as f64)
-        );
-        assert!((a.sum - one.sum).abs() < 1e-9);
-        // 10 values <= 0 (i = 0..=10 gives -3.7..0; 0 is not positive) -> 11/50.
-        assert_eq!(one.positive, 39);
-        assert!((one.sparsity().unwrap() - 11.0 / 50.0).abs() < 1e-12);
-        assert_eq!(decode_hist(&encode_hist(&one.hist)), one.hist);
-    }
-
-    #[test]
-    fn quantiles_come_within_a_bin() {
-        let mut s = UnitStats::new();
-        for i in 1..=1000 {
-            s.add(i as f32 / 100.0);
-        }
-        let median = s.quantile(0.5).unwrap();
-        assert!((median / 5.0 - 1.0).abs() < 0.2, "{median}");
-        assert_eq!(s.quantile(1.0), Some(10.0));
-        let low = s.quantile(0.0).unwrap();
-        assert!((low / 0.01 - 1.0).abs() < 0.2, "{low}");
-    }
 
     #[test]
     fn migrations_upgrade_old_databases_and_refuse_newer_ones() {
@@ -1530,12 +888,8 @@ mod tests {
         assert!(Store::open_readonly(&path).is_err());
         let s = Store::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-        let n: i64 = s
-            .conn()
-            .query_row("SELECT count(*) FROM session", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 0);
-        s.conn()
+        assert_eq!(s.sessions().unwrap(), (0, 0));
+        s.conn
             .execute(
                 "INSERT INTO schema_migrations VALUES (99, '0099_future', 0)",
                 [],
