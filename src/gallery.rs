@@ -221,6 +221,97 @@ pub(crate) struct Data {
 /// Builds the gallery of `store` into `opts.out`.
 pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     crate::output::refuse_linked_dirs(&opts.out)?;
+    let chosen = choose(store, opts)?;
+    let mut summary = Summary {
+        layers: chosen.layers.len(),
+        units: chosen.layers.iter().map(|l| l.channels).sum(),
+        dead: chosen.dead.iter().flatten().filter(|&&d| d).count(),
+        ..Default::default()
+    };
+    let net = if opts.heat {
+        match shots::index_network(store, opts.weights.as_deref()) {
+            Ok((net, warn)) => {
+                summary.warnings.extend(warn);
+                Some(net)
+            }
+            Err(e) => {
+                summary
+                    .warnings
+                    .push(format!("no heat maps: cannot load the network: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let input = crate::arch::by_name(&chosen.run.model).map_or(224, |a| a.recipe.size);
+    let modes: Vec<Mode> = chosen
+        .layers
+        .iter()
+        .map(|l| layer_mode(l, input, net.is_some()))
+        .collect();
+    let cut = Cutter {
+        out: &opts.out,
+        layers: &chosen.layers,
+        stats: &chosen.stats,
+        modes: &modes,
+        tile: opts.tile,
+        max_pixels: chosen.run.max_pixels,
+    };
+    let cuts = cut.all(&chosen.tops, net.as_ref())?;
+    summary.images = cuts.images;
+    summary.tiles = cuts.thumbs.len();
+    summary.missing_images = cuts.missing.len();
+    if !cuts.missing.is_empty() {
+        summary.warnings.push(format!(
+            "{} top images could not be read any more; their tiles are marked missing",
+            cuts.missing.len()
+        ));
+    }
+    if cuts.mismatched > 0 {
+        summary.warnings.push(format!(
+            "{} recomputed peaks differ from the index by more than 1e-3 relative \
+             (images changed since indexing, or other weights)",
+            cuts.mismatched
+        ));
+    }
+    summary.tiles += write_sheets(
+        &opts.out,
+        &chosen.layers,
+        &chosen.tops,
+        &modes,
+        cuts.tiles,
+        opts.tile,
+    )?;
+    let filters = write_filters(&opts.out, &chosen.layers, net.as_ref())?;
+    let data = Data {
+        run: chosen.run,
+        layers: chosen.layers,
+        stats: chosen.stats,
+        tops: chosen.tops,
+        dead: chosen.dead,
+        modes,
+        shown: cuts.shown,
+        thumbs: cuts.thumbs,
+        missing: cuts.missing,
+        filters,
+        tile: opts.tile,
+    };
+    summary.pages = pages::write_all(&data, &opts.out)?;
+    Ok(summary)
+}
+
+/// What the gallery shows: the layers, their units' statistics, which units never
+/// fire, and the others' top images.
+struct Chosen {
+    run: crate::store::RunInfo,
+    layers: Vec<LayerInfo>,
+    stats: Vec<Vec<UnitStats>>,
+    dead: Vec<Vec<bool>>,
+    tops: Vec<Vec<Vec<TopHit>>>,
+}
+
+fn choose(store: &Store, opts: &Options) -> Result<Chosen> {
     let run = store.run_info()?;
     let layers = match &opts.layers {
         Some(want) => want
@@ -256,120 +347,24 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-
-    let mut summary = Summary {
-        layers: layers.len(),
-        units: layers.iter().map(|l| l.channels).sum(),
-        dead: dead.iter().flatten().filter(|&&d| d).count(),
-        ..Default::default()
-    };
-    let net = if opts.heat {
-        match shots::index_network(store, opts.weights.as_deref()) {
-            Ok((net, warn)) => {
-                summary.warnings.extend(warn);
-                Some(net)
-            }
-            Err(e) => {
-                summary
-                    .warnings
-                    .push(format!("no heat maps: cannot load the network: {e}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let input = crate::arch::by_name(&run.model).map_or(224, |a| a.recipe.size);
-    let modes: Vec<Mode> = layers
-        .iter()
-        .map(|l| layer_mode(l, input, net.is_some()))
-        .collect();
-
-    // Jobs per image.
-    let mut per_image: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
-    for (li, units) in tops.iter().enumerate() {
-        for (u, hits) in units.iter().enumerate() {
-            for (slot, hit) in hits.iter().enumerate() {
-                per_image.entry(hit.image_id).or_default().push(Job {
-                    layer: li,
-                    unit: u,
-                    slot,
-                    hit,
-                });
-            }
-        }
-    }
-    summary.images = per_image.len();
-
-    let cut = Cutter {
-        out: &opts.out,
-        layers: &layers,
-        stats: &stats,
-        modes: &modes,
-        tile: opts.tile,
-        max_pixels: run.max_pixels,
-    };
-    let taps: Vec<Tap> = layers.iter().map(|l| Tap::new(l.node, l.pre)).collect();
-    let tiles: Mutex<HashMap<(usize, usize), UnitTiles>> = Mutex::new(HashMap::new());
-    let mut shown = HashMap::new();
-    let mut thumbs = HashMap::new();
-    let mut missing = HashSet::new();
-    let mut mismatched = 0usize;
-    let entries: Vec<(&i64, &Vec<Job>)> = per_image.iter().collect();
-    for chunk in entries.chunks(8) {
-        let cuts = cut.chunk(chunk, net.as_ref(), &taps, &tiles)?;
-        for (id, c) in chunk.iter().map(|(id, _)| **id).zip(cuts) {
-            match c {
-                None => {
-                    missing.insert(id);
-                }
-                Some(c) => {
-                    thumbs.insert(id, c.thumb);
-                    mismatched += c.mismatched;
-                    shown.extend(c.shown);
-                }
-            }
-        }
-    }
-    summary.tiles = thumbs.len();
-    summary.missing_images = missing.len();
-    if !missing.is_empty() {
-        summary.warnings.push(format!(
-            "{} top images could not be read any more; their tiles are marked missing",
-            missing.len()
-        ));
-    }
-    if mismatched > 0 {
-        summary.warnings.push(format!(
-            "{mismatched} recomputed peaks differ from the index by more than 1e-3 relative \
-             (images changed since indexing, or other weights)"
-        ));
-    }
-    summary.tiles += write_sheets(
-        &opts.out,
-        &layers,
-        &tops,
-        &modes,
-        tiles.into_inner().unwrap(),
-        opts.tile,
-    )?;
-    let filters = write_filters(&opts.out, &layers, net.as_ref())?;
-
-    let data = Data {
+    Ok(Chosen {
         run,
         layers,
         stats,
-        tops,
         dead,
-        modes,
-        shown,
-        thumbs,
-        missing,
-        filters,
-        tile: opts.tile,
-    };
-    summary.pages = pages::write_all(&data, &opts.out)?;
-    Ok(summary)
+        tops,
+    })
+}
+
+/// What cutting every top image gave.
+struct Cuts {
+    /// Distinct top images.
+    images: usize,
+    shown: HashMap<(usize, usize, usize), Shown>,
+    thumbs: HashMap<i64, (u32, u32)>,
+    missing: HashSet<i64>,
+    mismatched: usize,
+    tiles: HashMap<(usize, usize), UnitTiles>,
 }
 
 /// Cuts the tiles of images, one chunk at a time.
@@ -390,6 +385,56 @@ struct ImageCut {
 }
 
 impl Cutter<'_> {
+    /// Every top image, image by image (each decoded and run through `net` once),
+    /// eight at a time.
+    fn all(&self, tops: &[Vec<Vec<TopHit>>], net: Option<&crate::model::Network>) -> Result<Cuts> {
+        let mut per_image: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
+        for (li, units) in tops.iter().enumerate() {
+            for (u, hits) in units.iter().enumerate() {
+                for (slot, hit) in hits.iter().enumerate() {
+                    per_image.entry(hit.image_id).or_default().push(Job {
+                        layer: li,
+                        unit: u,
+                        slot,
+                        hit,
+                    });
+                }
+            }
+        }
+        let taps: Vec<Tap> = self
+            .layers
+            .iter()
+            .map(|l| Tap::new(l.node, l.pre))
+            .collect();
+        let tiles: Mutex<HashMap<(usize, usize), UnitTiles>> = Mutex::new(HashMap::new());
+        let mut cuts = Cuts {
+            images: per_image.len(),
+            shown: HashMap::new(),
+            thumbs: HashMap::new(),
+            missing: HashSet::new(),
+            mismatched: 0,
+            tiles: HashMap::new(),
+        };
+        let entries: Vec<(&i64, &Vec<Job>)> = per_image.iter().collect();
+        for chunk in entries.chunks(8) {
+            let cut = self.chunk(chunk, net, &taps, &tiles)?;
+            for (id, c) in chunk.iter().map(|(id, _)| **id).zip(cut) {
+                match c {
+                    None => {
+                        cuts.missing.insert(id);
+                    }
+                    Some(c) => {
+                        cuts.thumbs.insert(id, c.thumb);
+                        cuts.mismatched += c.mismatched;
+                        cuts.shown.extend(c.shown);
+                    }
+                }
+            }
+        }
+        cuts.tiles = tiles.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(cuts)
+    }
+
     /// Decodes the chunk's images, runs them through `net` (all layers at once), writes
     /// their thumbnails and files their tiles in `tiles`; `None` for an unreadable image.
     fn chunk(

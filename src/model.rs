@@ -16,6 +16,7 @@ use crate::preprocess::{self, Transform};
 use crate::{Error, Result};
 
 mod classes;
+mod plan;
 pub use classes::{imagenet_label, top_classes, Guess};
 
 /// The embedded default weights (EfficientNet-Lite0, imported by `scripts/fetch-model.sh`).
@@ -86,6 +87,8 @@ pub struct Network {
     /// allocations cost page faults comparable to a fast layer's work. One pool per
     /// forward pass running at the same time (one per thread in `forward_hw`).
     pools: Mutex<Vec<Vec<Vec<f32>>>>,
+    /// The plans of recent passes (`plan`), reused by passes of the same shape.
+    plans: Mutex<Vec<std::sync::Arc<plan::Plan>>>,
 }
 
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
@@ -309,6 +312,7 @@ impl Network {
             layers,
             weights_id: String::new(),
             pools: Mutex::new(Vec::new()),
+            plans: Mutex::new(Vec::new()),
         })
     }
 
@@ -330,6 +334,11 @@ impl Network {
     /// activation leaves its kernel and runs as a separate pass over its output
     /// (a copy of the output per tap, a few percent of the layer's time).
     pub fn split_activations(&mut self, nodes: &[usize]) {
+        // Fusions depend on where activations are.
+        self.plans
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         for &i in nodes {
             let act = match self.layers.get_mut(i) {
                 Some(Layer::Conv(c)) => c.take_act(),
@@ -615,243 +624,43 @@ impl Network {
     /// from `bufs`: one slot per node up to that tap, filled (each with `n` images)
     /// for every node before `start` that a later node or a tap reads, and `pre`
     /// likewise for the taps before an activation. Taps before an activation must
-    /// name split nodes (`forward_taps_hw` sees to it).
+    /// name split nodes (`forward_taps_hw` sees to it). Follows the pass's `Plan`.
     #[allow(clippy::too_many_arguments)]
     fn run_nodes(
         &self,
-        mut bufs: Vec<Option<Buf>>,
-        mut pre: Vec<Option<Buf>>,
+        bufs: Vec<Option<Buf>>,
+        pre: Vec<Option<Buf>>,
         start: usize,
         n: usize,
         h: usize,
         w: usize,
         taps: &[Tap],
     ) -> Result<Vec<Activation>> {
-        let Some(last) = taps.iter().map(|t| t.node).max() else {
+        if taps.is_empty() {
             return Ok(vec![]);
-        };
-        let mut want_pre = vec![false; last + 1];
-        for t in taps.iter().filter(|t| t.pre) {
-            want_pre[t.node] = true;
         }
-        let shapes = self.arch.shapes_for(h, w);
-        if let Some(i) = (0..=last).find(|&i| shapes[i].contains(&0)) {
-            return Err(Error::Shape(format!(
-                "a {h}x{w} input is too small for {}: layer {} would be empty",
-                self.arch.name, self.arch.nodes[i].name
-            )));
-        }
-        // How many more times each buffer will be read; requested taps count once each.
-        let mut uses = vec![0usize; last + 1];
-        for node in &self.arch.nodes[start.min(last + 1)..=last] {
-            for &i in &node.inputs {
-                uses[i] += 1;
-            }
-        }
-        for t in taps.iter().filter(|t| !t.pre) {
-            uses[t.node] += 1;
-        }
-        let mut pool = self
+        let plan = self.plan(start, h, w, taps)?;
+        let pool = self
             .pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        let blocked = self.blocked_layout(start, last);
-        // The layout each node reads its inputs in: its own, but for stems.
-        let reads_blocked: Vec<bool> = (0..=last)
-            .map(|i| match &self.layers[i] {
-                Layer::Conv(conv) => blocked[i] && conv.reads_blocked(),
-                _ => blocked[i],
-            })
-            .collect();
-        let len_of = |i: usize| {
-            let [c, h, w] = shapes[i];
-            n * if blocked[i] {
-                kernels::blocked::image_len(c, h * w)
-            } else {
-                c * h * w
-            }
+        let mut pass = Pass {
+            net: self,
+            plan: &plan,
+            n,
+            uses: plan.uses.clone(),
+            bufs,
+            pre,
+            pool,
+            ahead: None,
         };
-        // The output of the node after, computed together with this one.
-        let mut ahead: Option<Buf> = None;
-        for i in start..=last {
-            let node = &self.arch.nodes[i];
-            let src = node.inputs[0];
-            let [c, ih, iw] = shapes[src];
-            // Inputs in the other layout than this node's, converted.
-            let mut converted: Vec<Option<Buf>> = node
-                .inputs
-                .iter()
-                .map(|&j| {
-                    (ahead.is_none() && blocked[j] != reads_blocked[i]).then(|| {
-                        let x = bufs[j].as_deref().expect("input computed");
-                        relayout(&mut pool, x, n, shapes[j], reads_blocked[i])
-                    })
-                })
-                .collect();
-            let x = converted[0]
-                .as_deref()
-                .or(bufs[src].as_deref())
-                .expect("input computed");
-            let out = match &self.layers[i] {
-                _ if ahead.is_some() => ahead.take().expect("checked"),
-                Layer::Input => unreachable!("input is node 0"),
-                // A conv whose only reader is the residual sum after it: the sum is
-                // taken as the conv's output is stored.
-                Layer::Conv(conv)
-                    if i < last
-                        && uses[i] == 1
-                        && conv.act() == Act::None
-                        && self.split[i] == Act::None
-                        && matches!(self.layers[i + 1], Layer::Add(_))
-                        && self.arch.nodes[i + 1].inputs.len() == 2
-                        && self.arch.nodes[i + 1].inputs.contains(&i)
-                        && self.arch.nodes[i + 1]
-                            .inputs
-                            .iter()
-                            .all(|&j| blocked[j] == blocked[i]) =>
-                {
-                    let Layer::Add(then) = self.layers[i + 1] else {
-                        unreachable!("checked")
-                    };
-                    let inputs = &self.arch.nodes[i + 1].inputs;
-                    let other = if inputs[0] == i { inputs[1] } else { inputs[0] };
-                    let y = bufs[other].as_deref().expect("computed before the conv");
-                    let len = len_of(i + 1);
-                    if y.len() != len {
-                        return Err(Error::Shape(format!(
-                            "{}: summed shapes differ",
-                            self.arch.nodes[i + 1].name
-                        )));
-                    }
-                    let mut sum = take_buffer(&mut pool, len);
-                    if blocked[i] {
-                        conv.forward_blocked_into(x, n, ih, iw, &mut sum, Some(y), then);
-                    } else {
-                        conv.forward_add_into(x, n, ih, iw, &mut sum, Some(y), then);
-                    }
-                    ahead = Some(sum);
-                    // This node's own output is never made; the next takes `ahead`.
-                    Buf::from_vec(Vec::new())
-                }
-                Layer::Conv(conv) => {
-                    let mut out = take_buffer(&mut pool, len_of(i));
-                    if blocked[i] {
-                        conv.forward_blocked_into(x, n, ih, iw, &mut out, None, Act::None);
-                    } else {
-                        conv.forward_into(x, n, ih, iw, &mut out);
-                    }
-                    out
-                }
-                Layer::MaxPool {
-                    kernel,
-                    stride,
-                    pad,
-                    ceil_mode,
-                } => Buf::from_vec(
-                    kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
-                ),
-                Layer::AdaptiveAvgPool(oh, ow) => {
-                    Buf::from_vec(kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow))
-                }
-                Layer::Add(act) => {
-                    let mut acc = if converted[0].is_some() {
-                        converted[0].take().expect("checked")
-                    } else if uses[src] == 1 {
-                        bufs[src].take().unwrap()
-                    } else {
-                        let mut copy = take_buffer(&mut pool, x.len());
-                        copy.copy_from_slice(x);
-                        copy
-                    };
-                    for (k, &other) in node.inputs.iter().enumerate().skip(1) {
-                        let y = converted[k]
-                            .as_deref()
-                            .or(bufs[other].as_deref())
-                            .expect("input computed");
-                        if y.len() != acc.len() {
-                            return Err(Error::Shape(format!(
-                                "{}: summed shapes differ",
-                                node.name
-                            )));
-                        }
-                        kernels::add_act(&mut acc, y, Act::None);
-                    }
-                    kernels::apply_act(&mut acc, *act);
-                    acc
-                }
-                Layer::Flatten => {
-                    if converted[0].is_some() {
-                        converted[0].take().expect("checked")
-                    } else if uses[src] == 1 {
-                        bufs[src].take().unwrap()
-                    } else {
-                        let mut copy = take_buffer(&mut pool, x.len());
-                        copy.copy_from_slice(x);
-                        copy
-                    }
-                }
-                Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
-            };
-            debug_assert!(ahead.is_some() || out.len() == len_of(i), "{}", node.name);
-            let mut out = out;
-            if self.split[i] != Act::None {
-                if want_pre[i] {
-                    let mut copy = take_buffer(&mut pool, out.len());
-                    copy.copy_from_slice(&out);
-                    pre[i] = Some(copy);
-                }
-                kernels::apply_act(&mut out, self.split[i]);
-            }
-            pool.extend(converted.into_iter().flatten().map(|b| b.v));
-            for &j in &node.inputs {
-                uses[j] = uses[j].saturating_sub(1);
-                if uses[j] == 0 {
-                    pool.extend(bufs[j].take().map(|b| b.v).filter(|v| v.capacity() > 0));
-                }
-            }
-            bufs[i] = Some(out);
+        for i in start..=plan.last {
+            pass.step(i)?;
         }
-        let outs = taps
-            .iter()
-            .map(
-                |&Tap {
-                     node: t,
-                     pre: before,
-                 }| {
-                    let [c, h, w] = shapes[t];
-                    if before {
-                        let buf = pre[t].as_ref().expect("tap computed");
-                        let data = if blocked[t] {
-                            relayout(&mut pool, buf, n, shapes[t], false).into_vec()
-                        } else {
-                            buf.to_vec()
-                        };
-                        return Activation { n, c, h, w, data };
-                    }
-                    uses[t] -= 1;
-                    let buf = bufs[t].as_ref().expect("tap computed");
-                    let data = if blocked[t] {
-                        relayout(&mut pool, buf, n, shapes[t], false).into_vec()
-                    } else if uses[t] == 0 {
-                        bufs[t].take().expect("tap computed").into_vec()
-                    } else {
-                        buf.to_vec()
-                    };
-                    Activation { n, c, h, w, data }
-                },
-            )
-            .collect();
-        pool.extend(bufs.into_iter().flatten().map(|b| b.v));
-        pool.extend(pre.into_iter().flatten().map(|b| b.v));
-        // Keep the largest buffers, within the limit, for the next call.
-        pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        let mut kept = 0;
-        pool.retain(|b| {
-            kept += b.capacity();
-            kept <= POOL_LIMIT
-        });
+        let outs = taps.iter().map(|&t| pass.output(t)).collect();
+        let pool = pass.finish();
         self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -892,6 +701,212 @@ impl Network {
         let logits = self.forward_raw(input, n, &[last])?.pop().expect("one tap");
         Ok(logits.data.chunks(logits.c).map(classes::softmax).collect())
     }
+}
+
+/// One forward pass in progress: the outputs computed so far, how many more times
+/// each will be read, and the buffers free for the next layers.
+struct Pass<'a> {
+    net: &'a Network,
+    plan: &'a plan::Plan,
+    n: usize,
+    uses: Vec<usize>,
+    bufs: Vec<Option<Buf>>,
+    pre: Vec<Option<Buf>>,
+    pool: Vec<Vec<f32>>,
+    /// The output of the next node, computed with this one (a conv and its sum).
+    ahead: Option<Buf>,
+}
+
+impl Pass<'_> {
+    /// Computes node `i`, applies its split activation (keeping the value before it
+    /// where a tap wants that), and frees the inputs it was the last reader of.
+    fn step(&mut self, i: usize) -> Result<()> {
+        let node = &self.net.arch.nodes[i];
+        let mut out = match self.ahead.take() {
+            Some(sum) => sum,
+            None => self.compute(i)?,
+        };
+        debug_assert!(
+            self.ahead.is_some() || out.len() == self.plan.len_of(i, self.n),
+            "{}",
+            node.name
+        );
+        let act = self.net.split[i];
+        if act != Act::None {
+            if self.plan.want_pre[i] {
+                let mut copy = take_buffer(&mut self.pool, out.len());
+                copy.copy_from_slice(&out);
+                self.pre[i] = Some(copy);
+            }
+            kernels::apply_act(&mut out, act);
+        }
+        for &j in &node.inputs {
+            self.uses[j] = self.uses[j].saturating_sub(1);
+            if self.uses[j] == 0 {
+                let freed = self.bufs[j].take().map(|b| b.v);
+                self.pool.extend(freed.filter(|v| v.capacity() > 0));
+            }
+        }
+        self.bufs[i] = Some(out);
+        Ok(())
+    }
+
+    /// Node `i`'s output from its inputs, read in the layout the plan says (converted
+    /// where an input was written in the other).
+    fn compute(&mut self, i: usize) -> Result<Buf> {
+        let (net, plan, n) = (self.net, self.plan, self.n);
+        let node = &net.arch.nodes[i];
+        let src = node.inputs[0];
+        let [c, ih, iw] = plan.shapes[src];
+        let mut converted: Vec<Option<Buf>> = node
+            .inputs
+            .iter()
+            .map(|&j| {
+                (plan.blocked[j] != plan.reads_blocked[i]).then(|| {
+                    let x = self.bufs[j].as_deref().expect("input computed");
+                    relayout(&mut self.pool, x, n, plan.shapes[j], plan.reads_blocked[i])
+                })
+            })
+            .collect();
+        let x = converted[0]
+            .as_deref()
+            .or(self.bufs[src].as_deref())
+            .expect("input computed");
+        let out = match &net.layers[i] {
+            Layer::Input => unreachable!("input is node 0"),
+            Layer::Conv(conv) => match plan.fused_add[i] {
+                // The sum is taken as the conv's output is stored; this node's own
+                // output is never made, the sum node takes `ahead`.
+                Some(other) => {
+                    let Layer::Add(then) = net.layers[i + 1] else {
+                        unreachable!("planned")
+                    };
+                    let y = self.bufs[other]
+                        .as_deref()
+                        .expect("computed before the conv");
+                    let len = plan.len_of(i + 1, n);
+                    if y.len() != len {
+                        return Err(summed_shapes(&net.arch.nodes[i + 1].name));
+                    }
+                    let mut sum = take_buffer(&mut self.pool, len);
+                    if plan.blocked[i] {
+                        conv.forward_blocked_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    } else {
+                        conv.forward_add_into(x, n, ih, iw, &mut sum, Some(y), then);
+                    }
+                    self.ahead = Some(sum);
+                    Buf::from_vec(Vec::new())
+                }
+                None => {
+                    let mut out = take_buffer(&mut self.pool, plan.len_of(i, n));
+                    if plan.blocked[i] {
+                        conv.forward_blocked_into(x, n, ih, iw, &mut out, None, Act::None);
+                    } else {
+                        conv.forward_into(x, n, ih, iw, &mut out);
+                    }
+                    out
+                }
+            },
+            Layer::MaxPool {
+                kernel,
+                stride,
+                pad,
+                ceil_mode,
+            } => Buf::from_vec(
+                kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
+            ),
+            Layer::AdaptiveAvgPool(oh, ow) => {
+                Buf::from_vec(kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow))
+            }
+            Layer::Add(act) => {
+                let mut acc = self.own_input(i, &mut converted[0]);
+                for (k, &other) in node.inputs.iter().enumerate().skip(1) {
+                    let y = converted[k]
+                        .as_deref()
+                        .or(self.bufs[other].as_deref())
+                        .expect("input computed");
+                    if y.len() != acc.len() {
+                        return Err(summed_shapes(&node.name));
+                    }
+                    kernels::add_act(&mut acc, y, Act::None);
+                }
+                kernels::apply_act(&mut acc, *act);
+                acc
+            }
+            Layer::Flatten => self.own_input(i, &mut converted[0]),
+            Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
+        };
+        self.pool
+            .extend(converted.into_iter().flatten().map(|b| b.v));
+        Ok(out)
+    }
+
+    /// Node `i`'s first input as a buffer of its own to write into: the converted
+    /// copy, the input itself when `i` is its last reader, else a copy.
+    fn own_input(&mut self, i: usize, converted: &mut Option<Buf>) -> Buf {
+        let src = self.net.arch.nodes[i].inputs[0];
+        if let Some(c) = converted.take() {
+            return c;
+        }
+        if self.uses[src] == 1 {
+            return self.bufs[src].take().expect("input computed");
+        }
+        let x = self.bufs[src].as_deref().expect("input computed");
+        let mut copy = take_buffer(&mut self.pool, x.len());
+        copy.copy_from_slice(x);
+        copy
+    }
+
+    /// A tap's output, in NCHW.
+    fn output(
+        &mut self,
+        Tap {
+            node: t,
+            pre: before,
+        }: Tap,
+    ) -> Activation {
+        let [c, h, w] = self.plan.shapes[t];
+        let n = self.n;
+        let blocked = self.plan.blocked[t];
+        let data = if before {
+            let buf = self.pre[t].as_ref().expect("tap computed");
+            if blocked {
+                relayout(&mut self.pool, buf, n, [c, h, w], false).into_vec()
+            } else {
+                buf.to_vec()
+            }
+        } else {
+            self.uses[t] -= 1;
+            let buf = self.bufs[t].as_ref().expect("tap computed");
+            if blocked {
+                relayout(&mut self.pool, buf, n, [c, h, w], false).into_vec()
+            } else if self.uses[t] == 0 {
+                self.bufs[t].take().expect("tap computed").into_vec()
+            } else {
+                buf.to_vec()
+            }
+        };
+        Activation { n, c, h, w, data }
+    }
+
+    /// Every buffer back in the pool, keeping the largest within the limit for the
+    /// next call.
+    fn finish(self) -> Vec<Vec<f32>> {
+        let mut pool = self.pool;
+        pool.extend(self.bufs.into_iter().flatten().map(|b| b.v));
+        pool.extend(self.pre.into_iter().flatten().map(|b| b.v));
+        pool.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        let mut kept = 0;
+        pool.retain(|b| {
+            kept += b.capacity();
+            kept <= POOL_LIMIT
+        });
+        pool
+    }
+}
+
+fn summed_shapes(node: &str) -> Error {
+    Error::Shape(format!("{node}: summed shapes differ"))
 }
 
 /// `n` images of `[c, h, w]` moved into (`to_blocked`) or out of the channel-blocked

@@ -11,7 +11,9 @@ use crate::{Error, Result};
 
 /// The built-in architectures, by the name `--model` takes: one table, so that the
 /// list and the lookup cannot disagree.
-const MODELS: [(&str, fn() -> Arch); 5] = [
+type Build = fn() -> Arch;
+
+const MODELS: [(&str, Build); 5] = [
     ("efficientnet-lite0", efficientnet::lite0),
     ("alexnet", torchvision::alexnet),
     ("vgg16", torchvision::vgg16),

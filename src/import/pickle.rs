@@ -320,12 +320,137 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// The value a literal opcode (None, a bool, a number, a string, bytes) pushes;
+    /// `None` for every other opcode.
+    fn literal(&mut self, op: u8, at: usize) -> Result<Option<Value>, String> {
+        Ok(Some(match op {
+            b'N' => Value::None,
+            b'\x88' => Value::Bool(true),
+            b'\x89' => Value::Bool(false),
+            b'J' => {
+                let v = self.u32()? as i32;
+                Value::Int(v as i64)
+            }
+            b'K' => {
+                let v = self.u8()?;
+                Value::Int(v as i64)
+            }
+            b'M' => {
+                let v = self.u16()?;
+                Value::Int(v as i64)
+            }
+            b'I' | b'L' => {
+                let line = self.line()?;
+                match line.trim_end_matches('L') {
+                    "00" => Value::Bool(false),
+                    "01" => Value::Bool(true),
+                    t => Value::Int(
+                        t.parse()
+                            .map_err(|_| format!("bad INT {line:?} at byte {at}"))?,
+                    ),
+                }
+            }
+            b'\x8a' | b'\x8b' => {
+                let n = if op == b'\x8a' {
+                    self.u8()? as usize
+                } else {
+                    self.u32()? as usize
+                };
+                let bytes = self.take(n)?;
+                // Little-endian two's complement; wider than i64 only for torch's magic number.
+                if n > 8 {
+                    Value::BigInt(Rc::from(bytes))
+                } else {
+                    let neg = bytes.last().is_some_and(|b| b & 0x80 != 0);
+                    let mut buf = if neg { [0xff; 8] } else { [0; 8] };
+                    buf[..n].copy_from_slice(bytes);
+                    Value::Int(i64::from_le_bytes(buf))
+                }
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                Value::Float(v)
+            }
+            b'F' => {
+                let line = self.line()?;
+                let v = line
+                    .parse()
+                    .map_err(|_| format!("bad FLOAT {line:?} at byte {at}"))?;
+                Value::Float(v)
+            }
+            b'X' => {
+                let n = self.u32()? as usize;
+                self.string(n)?
+            }
+            b'\x8c' => {
+                let n = self.u8()? as usize;
+                self.string(n)?
+            }
+            b'\x8d' => {
+                let n = self.u64()?;
+                let n = self.len(n)?;
+                self.string(n)?
+            }
+            b'U' | b'C' => {
+                let n = self.u8()? as usize;
+                self.bytes(n)?
+            }
+            b'T' | b'B' => {
+                let n = self.u32()? as usize;
+                self.bytes(n)?
+            }
+            b'\x8e' => {
+                let n = self.u64()?;
+                let n = self.len(n)?;
+                self.bytes(n)?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Runs a memo opcode (get or put); `false` for every other opcode.
+    fn memo_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'h' => {
+                let id = self.u8()? as u32;
+                let v = self.memo_get(id)?;
+                self.push(v)
+            }
+            b'j' => {
+                let id = self.u32()?;
+                let v = self.memo_get(id)?;
+                self.push(v)
+            }
+            b'q' => {
+                let id = self.u8()? as u32;
+                self.memo_put(id)?;
+            }
+            b'r' => {
+                let id = self.u32()?;
+                self.memo_put(id)?;
+            }
+            b'\x94' => {
+                let id = self.memo.len() as u32;
+                self.memo_put(id)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     fn run(&mut self) -> Result<Value, String> {
         loop {
             let at = self.pos;
             let op = self
                 .u8()
                 .map_err(|_| format!("pickle ends without STOP at byte {at}"))?;
+            if let Some(v) = self.literal(op, at)? {
+                self.push(v);
+                continue;
+            }
+            if self.memo_op(op)? {
+                continue;
+            }
             match op {
                 b'\x80' => {
                     let proto = self.u8()?;
@@ -349,94 +474,6 @@ impl<'a> Vm<'a> {
                 }
                 b'2' => {
                     let v = self.top()?.clone();
-                    self.push(v)
-                }
-                b'N' => self.push(Value::None),
-                b'\x88' => self.push(Value::Bool(true)),
-                b'\x89' => self.push(Value::Bool(false)),
-                b'J' => {
-                    let v = self.u32()? as i32;
-                    self.push(Value::Int(v as i64))
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v as i64))
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.push(Value::Int(v as i64))
-                }
-                b'I' | b'L' => {
-                    let line = self.line()?;
-                    let v = match line.trim_end_matches('L') {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        t => Value::Int(
-                            t.parse()
-                                .map_err(|_| format!("bad INT {line:?} at byte {at}"))?,
-                        ),
-                    };
-                    self.push(v)
-                }
-                b'\x8a' | b'\x8b' => {
-                    let n = if op == b'\x8a' {
-                        self.u8()? as usize
-                    } else {
-                        self.u32()? as usize
-                    };
-                    let bytes = self.take(n)?;
-                    // Little-endian two's complement; wider than i64 only for torch's magic number.
-                    let v = if n > 8 {
-                        Value::BigInt(Rc::from(bytes))
-                    } else {
-                        let neg = bytes.last().is_some_and(|b| b & 0x80 != 0);
-                        let mut buf = if neg { [0xff; 8] } else { [0; 8] };
-                        buf[..n].copy_from_slice(bytes);
-                        Value::Int(i64::from_le_bytes(buf))
-                    };
-                    self.push(v)
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.push(Value::Float(v))
-                }
-                b'F' => {
-                    let line = self.line()?;
-                    let v = line
-                        .parse()
-                        .map_err(|_| format!("bad FLOAT {line:?} at byte {at}"))?;
-                    self.push(Value::Float(v))
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let v = self.string(n)?;
-                    self.push(v)
-                }
-                b'\x8c' => {
-                    let n = self.u8()? as usize;
-                    let v = self.string(n)?;
-                    self.push(v)
-                }
-                b'\x8d' => {
-                    let n = self.u64()?;
-                    let n = self.len(n)?;
-                    let v = self.string(n)?;
-                    self.push(v)
-                }
-                b'U' | b'C' => {
-                    let n = self.u8()? as usize;
-                    let v = self.bytes(n)?;
-                    self.push(v)
-                }
-                b'T' | b'B' => {
-                    let n = self.u32()? as usize;
-                    let v = self.bytes(n)?;
-                    self.push(v)
-                }
-                b'\x8e' => {
-                    let n = self.u64()?;
-                    let n = self.len(n)?;
-                    let v = self.bytes(n)?;
                     self.push(v)
                 }
                 b')' => self.push(tuple(vec![])?),
@@ -515,28 +552,6 @@ impl<'a> Vm<'a> {
                         self.storages.push((**s).clone());
                     }
                     self.push(v)
-                }
-                b'h' => {
-                    let id = self.u8()? as u32;
-                    let v = self.memo_get(id)?;
-                    self.push(v)
-                }
-                b'j' => {
-                    let id = self.u32()?;
-                    let v = self.memo_get(id)?;
-                    self.push(v)
-                }
-                b'q' => {
-                    let id = self.u8()? as u32;
-                    self.memo_put(id)?
-                }
-                b'r' => {
-                    let id = self.u32()?;
-                    self.memo_put(id)?
-                }
-                b'\x94' => {
-                    let id = self.memo.len() as u32;
-                    self.memo_put(id)?
                 }
                 b'\x8f' => self.push(Value::List(Rc::new(vec![]), 1)), // EMPTY_SET, as a list
                 b'\x90' => {
