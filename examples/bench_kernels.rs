@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use neurodex::arch::{self, Act, Op};
-use neurodex::kernels::{self, Conv2d, ConvGeom, Linear};
+use neurodex::kernels::{self, Conv2d, Linear};
 
 struct Args {
     batch: usize,
@@ -155,7 +155,7 @@ fn main() {
                     act,
                     ..
                 } => {
-                    let geom = ConvGeom::of(&node.op).expect("a conv");
+                    let geom = neurodex::model::conv_geom(&node.op).expect("a conv");
                     let wt: Vec<f32> = random(out_ch * geom.weights_per_output(), 1000 + i as u64)
                         .iter()
                         .map(|v| v * 0.1)

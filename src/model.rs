@@ -155,6 +155,31 @@ fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Buf {
     Buf { v, off, len }
 }
 
+/// The kernels' geometry of a described conv layer; `None` for other layers.
+pub fn conv_geom(op: &Op) -> Option<ConvGeom> {
+    match op {
+        Op::Conv {
+            in_ch,
+            out_ch,
+            kernel,
+            stride,
+            pad,
+            dilation,
+            groups,
+            ..
+        } => Some(ConvGeom {
+            in_ch: *in_ch,
+            out_ch: *out_ch,
+            kernel: *kernel,
+            stride: *stride,
+            pad: *pad,
+            dilation: *dilation,
+            groups: *groups,
+        }),
+        _ => None,
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -281,7 +306,7 @@ impl Network {
                             *bn_eps,
                         );
                     }
-                    let geom = ConvGeom::of(&node.op).expect("a conv");
+                    let geom = conv_geom(&node.op).expect("a conv");
                     let has_bias = *bias || bn.is_some();
                     Layer::Conv(Box::new(Conv2d::new(geom, w, has_bias.then_some(b), *act)))
                 }

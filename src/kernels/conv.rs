@@ -24,31 +24,6 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
-    /// The geometry of a described conv layer; `None` for other layers.
-    pub fn of(op: &crate::arch::Op) -> Option<ConvGeom> {
-        match op {
-            crate::arch::Op::Conv {
-                in_ch,
-                out_ch,
-                kernel,
-                stride,
-                pad,
-                dilation,
-                groups,
-                ..
-            } => Some(ConvGeom {
-                in_ch: *in_ch,
-                out_ch: *out_ch,
-                kernel: *kernel,
-                stride: *stride,
-                pad: *pad,
-                dilation: *dilation,
-                groups: *groups,
-            }),
-            _ => None,
-        }
-    }
-
     /// Output size for an `h` x `w` input; 0 on an axis where the (dilated) kernel
     /// does not fit in the padded input.
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {

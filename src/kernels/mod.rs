@@ -27,7 +27,8 @@ mod simd;
 mod tests;
 mod winograd;
 
-pub use crate::arch::spec::{Act, Pad};
+mod terms;
+pub use terms::{Act, Pad};
 
 pub use conv::{Conv2d, ConvGeom};
 pub use linear::Linear;
