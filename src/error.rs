@@ -35,8 +35,37 @@ pub enum Error {
     Shape(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("{0}")]
-    Other(String),
+    /// A picture could not be encoded to its file; `cause` is the encoder's error.
+    #[error("{path}: cannot write the picture: {cause}")]
+    Encode {
+        path: PathBuf,
+        cause: image::ImageError,
+    },
+    /// neurodex refuses to write there (a name it cannot write pictures as, a link
+    /// inside an output folder).
+    #[error("{path}: {reason}")]
+    Output { path: PathBuf, reason: String },
+    #[error("{0}: not a directory")]
+    NotADirectory(PathBuf),
+    /// A stored record does not have the layout this build reads.
+    #[error("corrupt {record} record: {len} bytes is not a multiple of {unit}")]
+    Corrupt {
+        record: &'static str,
+        len: usize,
+        unit: usize,
+    },
+    /// A tap before an activation the kernel applies itself.
+    #[error("{layer}: its activation is fused into the layer; split it to tap before it")]
+    FusedActivation { layer: String },
+    /// Weights could not be written.
+    #[error("{path}: cannot write weights: {cause}")]
+    SaveWeights {
+        path: PathBuf,
+        cause: candle_core::Error,
+    },
+    /// The server could not start (`what`: listening on an address, its runtime).
+    #[error("{what}: {cause}")]
+    Serve { what: String, cause: std::io::Error },
     /// What a database holds does not allow the request (no such layer, unit or
     /// image; not a neurodex database; a newer schema).
     #[error("{path}: {reason}")]

@@ -128,7 +128,10 @@ fn write_jpeg(img: &RgbImage, path: &Path, quality: u8) -> Result<()> {
     crate::output::write_with(path, |w| {
         image::codecs::jpeg::JpegEncoder::new_with_quality(w, quality)
             .encode_image(img)
-            .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
+            .map_err(|cause| Error::Encode {
+                path: path.to_path_buf(),
+                cause,
+            })
     })
 }
 

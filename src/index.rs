@@ -243,7 +243,7 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
     let start = Instant::now();
     let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
     if !root.is_dir() {
-        return Err(Error::Other(format!("{}: not a directory", root.display())));
+        return Err(Error::NotADirectory(root));
     }
     let batch = opts.batch.max(1);
     let run = prepare_run(net, store, opts, &root)?;

@@ -467,10 +467,9 @@ impl Network {
                 .ok_or_else(|| Error::Shape(format!("no node {}", t.node)))?;
             let split = self.split[t.node] != Act::None;
             if t.pre && !split && node.op.act() != Act::None {
-                return Err(Error::Other(format!(
-                    "{}: its activation is fused into the layer; split it to tap before it",
-                    node.name
-                )));
+                return Err(Error::FusedActivation {
+                    layer: node.name.clone(),
+                });
             }
             norm.push(Tap {
                 node: t.node,
@@ -691,33 +690,6 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .push(pool);
         Ok(outs)
-    }
-
-    /// The same through candle tensors: `input` [N, 3, H, W] f32 -> one [N, C, H, W]
-    /// tensor per named tap.
-    pub fn forward(&self, input: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>> {
-        let (n, c, h, w) = input.dims4()?;
-        if c != 3 {
-            return Err(Error::Shape(format!("input has {c} channels, expected 3")));
-        }
-        let idx = taps
-            .iter()
-            .map(|t| self.arch.resolve(t))
-            .collect::<Result<Vec<_>>>()?;
-        let x = input
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        self.forward_hw(&x, n, h, w, &idx)?
-            .into_iter()
-            .map(|a| {
-                Ok(Tensor::from_vec(
-                    a.data,
-                    (a.n, a.c, a.h, a.w),
-                    &Device::Cpu,
-                )?)
-            })
-            .collect()
     }
 
     /// Class probabilities (softmax of the last layer) for `n` prepared images.

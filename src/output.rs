@@ -47,9 +47,10 @@ pub fn write_with(
 /// A new file beside `path`, created exclusively under a name no other writer uses.
 fn temp_beside(path: &Path) -> Result<(PathBuf, File)> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Other(format!("{}: not a file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::Output {
+        path: path.to_path_buf(),
+        reason: "not a file name".into(),
+    })?;
     loop {
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
@@ -76,13 +77,17 @@ pub fn refuse_linked_dirs(out: &Path) -> Result<()> {
         return Ok(());
     }
     for entry in walkdir::WalkDir::new(out).min_depth(1).follow_links(false) {
-        let entry = entry.map_err(|e| Error::Other(format!("{}: {e}", out.display())))?;
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(out).to_path_buf();
+            Error::io(path, e.into())
+        })?;
         if entry.path_is_symlink() && entry.path().is_dir() {
-            return Err(Error::Other(format!(
-                "{}: a symbolic link to a directory inside the output folder; neurodex \
-                 writes no output through links (remove it, or choose another folder)",
-                entry.path().display()
-            )));
+            return Err(Error::Output {
+                path: entry.path().to_path_buf(),
+                reason: "a symbolic link to a directory inside the output folder; neurodex \
+                         writes no output through links (remove it, or choose another folder)"
+                    .into(),
+            });
         }
     }
     Ok(())
@@ -113,7 +118,7 @@ mod tests {
         fs::write(&out, b"old").unwrap();
         let e = write_with(&out, |w| {
             w.write_all(b"half").unwrap();
-            Err(Error::Other("disk full".into()))
+            Err(Error::io(&out, std::io::Error::other("disk full")))
         });
         assert!(e.is_err());
         assert_eq!(fs::read(&out).unwrap(), b"old");

@@ -59,10 +59,11 @@ pub fn encode(peaks: &[Peak]) -> Vec<u8> {
 /// Reads a blob written by `encode`.
 pub fn decode(blob: &[u8]) -> Result<Vec<Peak>> {
     if !blob.len().is_multiple_of(RECORD) {
-        return Err(Error::Other(format!(
-            "corrupt peaks record: {} bytes is not a multiple of {RECORD}",
-            blob.len()
-        )));
+        return Err(Error::Corrupt {
+            record: "peaks",
+            len: blob.len(),
+            unit: RECORD,
+        });
     }
     Ok(blob
         .chunks_exact(RECORD)

@@ -86,19 +86,45 @@ pub fn open_image_reserved(
     max_pixels: u64,
     r: &mut Reservation<'_>,
 ) -> Result<RgbImage> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ImageReader::new(BufReader::new(file));
+    decode_with(reader, path, max_pixels, r, |r| {
+        jpeg::decode(path, max_pixels, r)
+    })
+}
+
+/// Decodes image bytes held in memory (a frame sent to `serve`) as `open_image`
+/// decodes a file, within the same budget; `name` names them in errors.
+pub fn decode_bytes(data: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(data));
+    let r = &mut budget::GLOBAL.reserve();
+    decode_with(reader, name, max_pixels, r, |r| {
+        jpeg::decode_mem(data, name, max_pixels, r)
+    })
+}
+
+/// The one decoding path: the format from the content, the size refused from the
+/// header before any pixel is decoded, JPEGs by `jpeg` (libjpeg's decoder, `None`
+/// for CMYK/YCCK, which `image` decodes), everything within the decode budget.
+fn decode_with<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+    max_pixels: u64,
+    r: &mut Reservation<'_>,
+    jpeg: impl FnOnce(&mut Reservation<'_>) -> Result<Option<RgbImage>>,
+) -> Result<RgbImage> {
     let decode_err = |reason: String| Error::Decode {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = ImageReader::new(BufReader::new(file))
+    let mut reader = reader
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     match reader.format() {
         None => return Err(decode_err("not a recognised image format".into())),
         // libjpeg-turbo's decoding (PIL's), except for CMYK/YCCK files, left to `image`.
         Some(image::ImageFormat::Jpeg) => {
-            if let Some(img) = jpeg::decode(path, max_pixels, r)? {
+            if let Some(img) = jpeg(r)? {
                 return Ok(img);
             }
         }
@@ -138,13 +164,6 @@ pub fn open_image_reserved(
         img.apply_orientation(o);
     }
     Ok(img.into_rgb8())
-}
-
-/// Decodes JPEG bytes as `open_image` decodes a JPEG file (refusing a truncated
-/// one, as PIL does); `None` for CMYK and YCCK data, which `image` decodes. `name`
-/// names the bytes in errors.
-pub fn decode_jpeg(data: &[u8], name: &Path, max_pixels: u64) -> Result<Option<RgbImage>> {
-    jpeg::decode_mem(data, name, max_pixels, &mut budget::GLOBAL.reserve())
 }
 
 /// JPEG decoding as PIL does it: libjpeg-turbo's (here mozjpeg's, the same decoder built

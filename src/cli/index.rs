@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before anything is created: a mistyped directory leaves no database behind.
     match std::fs::metadata(&args.dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => anyhow::bail!("{}: not a directory", args.dir.display()),
+        Ok(_) => return Err(neurodex::Error::NotADirectory(args.dir.clone()).into()),
         Err(e) => return Err(neurodex::Error::io(&args.dir, e).into()),
     }
     // The network is loaded before the database is opened for writing, so that a

@@ -193,8 +193,10 @@ pub fn import(input: &Path, output: &Path) -> Result<ImportSummary> {
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     // Write beside the target and rename, so a failed import never leaves half a file.
     let tmp = output.with_extension("safetensors.part");
-    candle_core::safetensors::save(&map, &tmp)
-        .map_err(|e| Error::Other(format!("{}: {e}", tmp.display())))?;
+    candle_core::safetensors::save(&map, &tmp).map_err(|cause| Error::SaveWeights {
+        path: tmp.clone(),
+        cause,
+    })?;
     std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
     Ok(summary)
 }

@@ -33,10 +33,10 @@ pub fn output_format(path: &Path) -> Result<ImageFormat> {
         Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
         _ => {
             let what = ext.map_or("a name without an extension".into(), |e| format!(".{e}"));
-            Err(Error::Other(format!(
-                "{}: cannot write pictures as {what}; name a .png, .jpg or .jpeg file",
-                path.display()
-            )))
+            Err(Error::Output {
+                path: path.to_path_buf(),
+                reason: format!("cannot write pictures as {what}; name a .png, .jpg or .jpeg file"),
+            })
         }
     }
 }
@@ -55,14 +55,20 @@ pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     crate::output::write_with(path, |w| {
         img.write_with_encoder(image::codecs::png::PngEncoder::new(w))
-            .map_err(|e| Error::Other(format!("{}: cannot write PNG: {e}", path.display())))
+            .map_err(|cause| Error::Encode {
+                path: path.to_path_buf(),
+                cause,
+            })
     })
 }
 
 fn save_jpeg(img: &RgbImage, path: &Path) -> Result<()> {
     crate::output::write_with(path, |w| {
         img.write_with_encoder(JpegEncoder::new_with_quality(w, JPEG_QUALITY))
-            .map_err(|e| Error::Other(format!("{}: cannot write JPEG: {e}", path.display())))
+            .map_err(|cause| Error::Encode {
+                path: path.to_path_buf(),
+                cause,
+            })
     })
 }
 

@@ -7,14 +7,13 @@
 //! rather than a PNG atlas: nothing to encode on the server, and the page draws
 //! them straight into an `ImageData`.
 
-use std::io::Cursor;
 use std::time::Instant;
 
-use image::{ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::model::{top_classes, Guess, Network, Tap};
-use crate::preprocess::Transform;
+use crate::preprocess::{self, Transform};
 
 /// What the page needs to draw a reply.
 #[derive(Clone, Debug, Serialize)]
@@ -53,58 +52,17 @@ impl Reply {
     }
 }
 
-/// Decodes image bytes (format from the content) to upright RGB, refusing pictures
-/// above `max_pixels` from the header, before any pixel is decoded. The error is a
-/// sentence for the page.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
+/// Decodes a frame's bytes as the index decodes image files (format from the
+/// content, size refused from the header, within the decode budget).
+pub fn decode(bytes: &[u8], max_pixels: u64) -> crate::Result<RgbImage> {
+    let name = std::path::Path::new("frame");
     if bytes.is_empty() {
-        return Err("empty frame: no image bytes were sent".into());
+        return Err(crate::Error::Decode {
+            path: name.to_path_buf(),
+            reason: "empty: no image bytes were sent".into(),
+        });
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the frame: {}", e.to_string().trim()))?;
-    if reader.format().is_none() {
-        return Err("the frame is not a recognised image format (JPEG, PNG, ...)".into());
-    }
-    // JPEGs as the index decodes them: libjpeg's decoder, which reports a truncated
-    // file (the `image` crate's pads it with grey and succeeds).
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
-        let name = std::path::Path::new("frame");
-        match crate::preprocess::decode_jpeg(bytes, name, max_pixels) {
-            Ok(Some(img)) => return Ok(img),
-            Ok(None) => {}
-            Err(e) => {
-                let text = e.to_string();
-                let cause = text.strip_prefix("frame: ").unwrap_or(&text);
-                return Err(match cause.strip_prefix("cannot decode image: ") {
-                    Some(why) => format!("cannot decode the frame: {why}"),
-                    None => format!("the frame: {cause}"),
-                });
-            }
-        }
-    }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| format!("cannot decode the frame: {}", e.to_string().trim()))?;
-    let (w, h) = decoder.dimensions();
-    let pixels = w as u64 * h as u64;
-    if pixels == 0 {
-        return Err("the frame has no pixels".into());
-    }
-    if pixels > max_pixels {
-        return Err(format!(
-            "the frame is {w}x{h} = {:.1} MP, above the limit of {:.1} MP",
-            pixels as f64 / 1e6,
-            max_pixels as f64 / 1e6
-        ));
-    }
-    let orientation = decoder.orientation().ok();
-    let mut img = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| format!("cannot decode the frame: {}", e.to_string().trim()))?;
-    if let Some(o) = orientation {
-        img.apply_orientation(o);
-    }
-    Ok(img.into_rgb8())
+    preprocess::decode_bytes(bytes, name, max_pixels)
 }
 
 /// The layer's scale: from min(0, smallest) to the largest finite value, so that
@@ -215,16 +173,15 @@ mod tests {
 
     #[test]
     fn bad_frames_are_refused_with_a_sentence() {
-        assert!(decode(b"", 100).unwrap_err().contains("empty"));
-        assert!(decode(b"definitely not a picture", 100)
-            .unwrap_err()
-            .contains("not a recognised image"));
+        let says = |bytes: &[u8], max: u64| decode(bytes, max).unwrap_err().to_string();
+        assert!(says(b"", 100).contains("empty"));
+        assert!(says(b"definitely not a picture", 100).contains("not a recognised image"));
         // A PPM header announcing 5000 x 5000 pixels is refused before decoding.
-        let e = decode(b"P6\n5000 5000\n255\n\0\0\0", 1_000_000).unwrap_err();
+        let e = says(b"P6\n5000 5000\n255\n\0\0\0", 1_000_000);
         assert!(e.contains("5000x5000"), "{e}");
         let mut png = Vec::new();
         RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]))
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         assert_eq!(decode(&png, 100).unwrap().get_pixel(2, 1).0, [1, 2, 3]);
         assert!(decode(&png[..png.len() / 2], 100).is_err());

@@ -240,7 +240,8 @@ async fn frame(
     let reply = blocking(move || {
         let _slot = slot;
         let start = Instant::now();
-        let img = frame::decode(&body, worker.max_frame_pixels).map_err(ApiError::bad)?;
+        let img = frame::decode(&body, worker.max_frame_pixels)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         let decode_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok(frame::infer(
             &worker.net,

@@ -97,12 +97,13 @@ impl App {
             let store = Store::open_readonly(db)?;
             let run = store.run_info()?;
             if run.model != net.arch.name {
-                return Err(Error::Other(format!(
-                    "{}: the database indexes {}, not {} (drop --model, or pass the same one)",
-                    db.display(),
-                    run.model,
-                    net.arch.name
-                )));
+                return Err(Error::Store {
+                    path: db.to_path_buf(),
+                    reason: format!(
+                        "the database indexes {}, not {} (drop --model, or pass the same one)",
+                        run.model, net.arch.name
+                    ),
+                });
             }
             indexed = store.layers()?.into_iter().map(|l| l.node).collect();
         }
@@ -186,14 +187,21 @@ pub fn serve(mut app: App, addr: SocketAddr) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the server runtime: {e}")))?;
+        .map_err(|cause| Error::Serve {
+            what: "cannot start the server runtime".into(),
+            cause,
+        })?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::Other(format!("{addr}: {e}")))?;
+            .map_err(|cause| Error::Serve {
+                what: format!("cannot listen on {addr}"),
+                cause,
+            })?;
+        let local = listener.local_addr().map_err(|cause| Error::Serve {
+            what: addr.to_string(),
+            cause,
+        })?;
         if !local.ip().is_loopback() {
             eprintln!(
                 "warning: listening on {local}, reachable from other machines: anyone who \

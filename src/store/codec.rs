@@ -23,10 +23,11 @@ pub fn encode_hits(hits: &[Hit]) -> Vec<u8> {
 
 pub fn decode_hits(blob: &[u8]) -> Result<Vec<Hit>> {
     if !blob.len().is_multiple_of(HIT_RECORD) {
-        return Err(Error::Other(format!(
-            "corrupt top-K record: {} bytes is not a multiple of {HIT_RECORD}",
-            blob.len()
-        )));
+        return Err(Error::Corrupt {
+            record: "top-K",
+            len: blob.len(),
+            unit: HIT_RECORD,
+        });
     }
     Ok(blob
         .chunks_exact(HIT_RECORD)
