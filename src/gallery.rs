@@ -247,7 +247,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     } else {
         None
     };
-    let input = crate::arch::by_name(&chosen.run.model).map_or(224, |a| a.recipe.size);
+    let input = chosen.run.input_size();
     let modes: Vec<Mode> = chosen
         .layers
         .iter()

@@ -155,6 +155,21 @@ fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Buf {
     Buf { v, off, len }
 }
 
+/// The description `--model` names: a built-in architecture, or an ONNX file's graph.
+pub fn describe(model: &str) -> Result<Arch> {
+    if is_onnx(model) {
+        return Ok(crate::import::onnx::load(Path::new(model))?.arch);
+    }
+    arch::by_name(model)
+}
+
+/// Whether `--model` names an ONNX file rather than a built-in architecture.
+pub fn is_onnx(model: &str) -> bool {
+    Path::new(model)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
 /// The kernels' geometry of a described conv layer; `None` for other layers.
 pub fn conv_geom(op: &Op) -> Option<ConvGeom> {
     match op {
@@ -191,6 +206,9 @@ impl Network {
     /// `--model NAME [--weights FILE]`: the file when given, else the embedded default
     /// weights of that architecture (only efficientnet-lite0 ships with weights).
     pub fn open(model: &str, weights: Option<&Path>) -> Result<Network> {
+        if is_onnx(model) {
+            return Network::open_onnx(Path::new(model), weights);
+        }
         let arch = arch::by_name(model)?;
         match weights {
             Some(path) => Network::load(arch, path),
@@ -208,6 +226,25 @@ impl Network {
         let tensors = candle_core::safetensors::load_buffer(LITE0_WEIGHTS, &Device::Cpu)?;
         let mut net = Network::from_tensors(arch::by_name(DEFAULT_MODEL)?, &tensors)?;
         net.weights_id = sha256_hex(LITE0_WEIGHTS);
+        Ok(net)
+    }
+
+    /// An ONNX model: its graph as the description, its initializers as the weights
+    /// (a separate weights file is refused: they are in the model).
+    fn open_onnx(path: &Path, weights: Option<&Path>) -> Result<Network> {
+        if let Some(w) = weights {
+            return Err(Error::Weights {
+                model: path.display().to_string(),
+                reason: format!(
+                    "an ONNX model carries its weights; drop --weights {}",
+                    w.display()
+                ),
+            });
+        }
+        let imported = crate::import::onnx::load(path)?;
+        let mut net = Network::from_tensors(imported.arch, &imported.tensors)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        net.weights_id = sha256_hex(&bytes);
         Ok(net)
     }
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use neurodex::arch;
 use neurodex::model::DEFAULT_MODEL;
 use neurodex::receptive::{self, Field};
 
@@ -29,7 +28,7 @@ struct Row<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let a = arch::by_name(&args.model)?;
+    let a = neurodex::model::describe(&args.model)?;
     let shapes = a.output_shapes();
     let fields = receptive::fields(&a);
     if !args.json {

@@ -188,8 +188,7 @@ fn write_grid(
         return Ok(ExitCode::SUCCESS);
     };
     let l = query::layer(store, layer)?;
-    let model = store.run_info()?.model;
-    let input = neurodex::arch::by_name(&model).map_or(224, |a| a.recipe.size);
+    let input = store.run_info()?.input_size();
     let mode = args
         .mode
         .unwrap_or_else(|| top::default_mode(&l.field, input));

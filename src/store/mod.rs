@@ -83,6 +83,17 @@ pub struct RunInfo {
     pub derived_upto: i64,
 }
 
+impl RunInfo {
+    /// The network input side the images were prepared for (from the stored recipe;
+    /// 224 where it cannot be read).
+    pub fn input_size(&self) -> u32 {
+        serde_json::from_str::<serde_json::Value>(&self.recipe)
+            .ok()
+            .and_then(|r| r["size"].as_u64())
+            .map_or(224, |s| s as u32)
+    }
+}
+
 /// An indexed layer: its shape and receptive field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerInfo {

@@ -1,0 +1,1142 @@
+//! ONNX graphs into the architecture description the built-ins use (`arch::Arch`) and
+//! the weights it names, so that receptive fields, taps, layouts and kernels apply to
+//! an exported network unchanged.
+//!
+//! Nodes are read in the file's (topological) order. Convolutions, pooling, residual
+//! sums, flattening and fully connected layers become `arch::Op`s; a BatchNormalization
+//! right after a convolution is folded into it, and a Relu or Clip(0, 6) after a layer
+//! becomes that layer's activation. Initializers, `Constant`s and the shape arithmetic
+//! torch exports (Shape, Gather, Unsqueeze, Concat feeding Reshape) are evaluated here
+//! for the file's fixed input size. Tap names are the module paths in the node names
+//! torch writes: `/layer4/layer4.1/relu_1/Relu` is in module `layer4.1`, and every
+//! module path names the last layer inside it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use onnx_rs::ast::{DataLocation, DataType, Node as NodeProto, TensorProto, ValueInfo};
+
+use crate::arch::{Act, Arch, Filter, Node, Norm, Op, Pad, Recipe};
+use crate::{Error, Result};
+
+/// Larger model files are refused before reading (weights over 4 GB are external data).
+const MAX_FILE: u64 = 4 << 30;
+
+/// An imported network: its description and the weights the description names.
+pub struct Imported {
+    pub arch: Arch,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// A value of the graph while converting: a layer's output, or a constant.
+#[derive(Clone, Debug)]
+enum Value {
+    /// Output of arch node `node`, `[c, h, w]` per image (`[f, 1, 1]` after flattening).
+    Layer { node: usize, shape: [usize; 3] },
+    /// Made by a node neurodex cannot run (or from one): nodes reading it are left out,
+    /// and the error names the first.
+    Missing,
+    /// A constant (initializer, `Constant`, or folded shape arithmetic).
+    Const(Constant),
+}
+
+#[derive(Clone, Debug)]
+struct Constant {
+    dims: Vec<usize>,
+    data: Data,
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl Constant {
+    fn ints(&self) -> Vec<i64> {
+        match &self.data {
+            Data::I64(v) => v.clone(),
+            Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
+        }
+    }
+
+    fn floats(&self) -> Vec<f32> {
+        match &self.data {
+            Data::F32(v) => v.clone(),
+            Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    fn scalar(&self) -> Option<f32> {
+        let f = self.floats();
+        (f.len() == 1).then(|| f[0])
+    }
+}
+
+/// Reads an ONNX file (and the external-data files beside it) into a network
+/// description named `name` and its weights.
+pub fn load(path: &Path) -> Result<Imported> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > MAX_FILE {
+        return Err(bad(format!(
+            "{} bytes is more than an ONNX file holds ({} at most; larger weights are external data)",
+            meta.len(),
+            MAX_FILE
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let model = onnx_rs::parse(&bytes).map_err(|e| bad(format!("not an ONNX model ({e})")))?;
+    let Some(graph) = model.graph.as_ref() else {
+        return Err(bad("not an ONNX model: it has no graph".into()));
+    };
+    if graph.node.is_empty() {
+        return Err(bad("not an ONNX model: its graph has no nodes".into()));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut values: HashMap<String, Value> = HashMap::new();
+    for t in &graph.initializer {
+        let c = constant(t, dir).map_err(|e| bad(format!("initializer {}: {e}", t.name())))?;
+        values.insert(t.name().to_string(), Value::Const(c));
+    }
+    // The image input: the first graph input that is not an initializer.
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !values.contains_key(i.name))
+        .ok_or_else(|| bad("the graph has no input".into()))?;
+    let dims = input_dims(input).map_err(|e| bad(format!("input {}: {e}", input.name)))?;
+    let (c, h, w) = (dims[1], dims[2], dims[3]);
+    if c != 3 {
+        return Err(bad(format!(
+            "input {} has {c} channels; neurodex feeds RGB images (3)",
+            input.name
+        )));
+    }
+    // The model is named by its file, absolute, so that an index built with it finds
+    // it again from any folder (heat maps, the gallery, serve).
+    let name = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned();
+    let mut b = Builder {
+        nodes: vec![Node {
+            name: "input".into(),
+            aliases: vec![],
+            op: Op::Input,
+            inputs: vec![],
+            tap: false,
+        }],
+        paths: vec![vec![]],
+        tensors: HashMap::new(),
+        values,
+        readers: readers(&graph.node),
+    };
+    b.values.insert(
+        input.name.to_string(),
+        Value::Layer {
+            node: 0,
+            shape: [c, h, w],
+        },
+    );
+    let mut unsupported: Vec<(String, String)> = Vec::new();
+    for n in &graph.node {
+        // Downstream of a node that cannot run: named only if its own operator is
+        // outside the list too.
+        if n.input
+            .iter()
+            .any(|i| matches!(b.values.get(*i), Some(Value::Missing)))
+        {
+            if !KNOWN.contains(&n.op_type.as_str()) {
+                unsupported.push((n.op_type.as_str().to_string(), n.name.to_string()));
+            }
+            for out in &n.output {
+                b.values.insert(out.to_string(), Value::Missing);
+            }
+            continue;
+        }
+        match b.node(n) {
+            Ok(()) => {}
+            Err(Unsupported::Op) => {
+                unsupported.push((n.op_type.as_str().to_string(), n.name.to_string()));
+                for out in &n.output {
+                    b.values.insert(out.to_string(), Value::Missing);
+                }
+            }
+            Err(Unsupported::Because(why)) => {
+                return Err(bad(format!(
+                    "node {} ({}): {why}",
+                    n.name,
+                    n.op_type.as_str()
+                )))
+            }
+        }
+    }
+    if !unsupported.is_empty() {
+        let mut by_op: Vec<(String, Vec<String>)> = Vec::new();
+        for (op, node) in unsupported {
+            match by_op.iter_mut().find(|(o, _)| *o == op) {
+                Some((_, nodes)) => nodes.push(node),
+                None => by_op.push((op, vec![node])),
+            }
+        }
+        let list: Vec<String> = by_op
+            .iter()
+            .map(|(op, nodes)| {
+                let shown: Vec<&str> = nodes.iter().take(3).map(String::as_str).collect();
+                let more = if nodes.len() > 3 {
+                    format!(" and {} more", nodes.len() - 3)
+                } else {
+                    String::new()
+                };
+                format!("{op} (nodes {}{more})", shown.join(", "))
+            })
+            .collect();
+        return Err(bad(format!(
+            "operators neurodex cannot run yet: {}",
+            list.join("; ")
+        )));
+    }
+    let classes = match b.nodes.last().map(|n| &n.op) {
+        Some(Op::Linear { out_f, .. }) => *out_f,
+        _ => 0,
+    };
+    let mut nodes = b.nodes;
+    name_taps(&mut nodes, &b.paths);
+    let default_layers = default_layers(&nodes);
+    Ok(Imported {
+        arch: Arch {
+            name: name.clone(),
+            description: format!("imported from ONNX ({} layers)", nodes.len() - 1),
+            // torchvision's evaluation transform, the usual one for exported models.
+            recipe: Recipe {
+                size: h as u32,
+                crop_fraction: 224.0 / 256.0,
+                filter: Filter::Bilinear,
+                norm: Norm::MeanStd {
+                    mean: [0.485, 0.456, 0.406],
+                    std: [0.229, 0.224, 0.225],
+                },
+            },
+            nodes,
+            default_layers,
+            classes,
+        },
+        tensors: b.tensors,
+    })
+}
+
+/// The operators `Builder::node` converts.
+const KNOWN: &[&str] = &[
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "MaxPool",
+    "GlobalAveragePool",
+    "AveragePool",
+    "Add",
+    "Flatten",
+    "Reshape",
+    "Gemm",
+    "Dropout",
+    "Identity",
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Concat",
+];
+
+/// Why a node could not be converted.
+enum Unsupported {
+    /// An operator outside the list: collected, and all named at the end.
+    Op,
+    /// A known operator used in a way neurodex cannot run.
+    Because(String),
+}
+
+impl From<String> for Unsupported {
+    fn from(s: String) -> Unsupported {
+        Unsupported::Because(s)
+    }
+}
+
+impl From<&str> for Unsupported {
+    fn from(s: &str) -> Unsupported {
+        Unsupported::Because(s.to_string())
+    }
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+    /// Each node's module paths (from the ONNX node names): its own, then those of the
+    /// nodes folded into it (a BatchNorm, an activation).
+    paths: Vec<Vec<String>>,
+    tensors: HashMap<String, Tensor>,
+    values: HashMap<String, Value>,
+    /// How many nodes read each tensor (graph outputs count once).
+    readers: HashMap<String, usize>,
+}
+
+fn readers(nodes: &[NodeProto]) -> HashMap<String, usize> {
+    let mut r = HashMap::new();
+    for n in nodes {
+        for i in n.input.iter().filter(|i| !i.is_empty()) {
+            *r.entry(i.to_string()).or_insert(0) += 1;
+        }
+    }
+    r
+}
+
+impl Builder {
+    fn value(&self, name: &str) -> std::result::Result<&Value, String> {
+        self.values
+            .get(name)
+            .ok_or_else(|| format!("reads {name:?}, which nothing before it makes"))
+    }
+
+    fn layer_input(
+        &self,
+        n: &NodeProto,
+        k: usize,
+    ) -> std::result::Result<(usize, [usize; 3]), String> {
+        let name = n.input.get(k).ok_or_else(|| format!("has no input {k}"))?;
+        match self.value(name)? {
+            Value::Layer { node, shape } => Ok((*node, *shape)),
+            Value::Const(_) => Err(format!("input {name} is a constant, not a layer's output")),
+            Value::Missing => Err(format!("input {name} comes from a node that cannot run")),
+        }
+    }
+
+    fn constant(&self, n: &NodeProto, k: usize) -> std::result::Result<Option<Constant>, String> {
+        match n.input.get(k).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(name) => match self.value(name)? {
+                Value::Const(c) => Ok(Some(c.clone())),
+                Value::Layer { .. } | Value::Missing => {
+                    Err(format!("input {name} must be a constant"))
+                }
+            },
+        }
+    }
+
+    fn push(&mut self, n: &NodeProto, op: Op, inputs: Vec<usize>, shape: [usize; 3]) -> usize {
+        let idx = self.nodes.len();
+        self.nodes.push(Node {
+            name: String::new(),
+            aliases: vec![],
+            op,
+            inputs,
+            tap: true,
+        });
+        self.paths.push(vec![module_path(n.name)]);
+        self.set(n, Value::Layer { node: idx, shape });
+        idx
+    }
+
+    fn set(&mut self, n: &NodeProto, v: Value) {
+        if let Some(out) = n.output.first() {
+            self.values.insert(out.to_string(), v);
+        }
+    }
+
+    fn tensor(
+        &mut self,
+        name: String,
+        dims: &[usize],
+        data: Vec<f32>,
+    ) -> std::result::Result<(), String> {
+        let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|e| e.to_string())?;
+        self.tensors.insert(name, t);
+        Ok(())
+    }
+
+    /// Whether the output of `n` (a layer's) is read by one node only, so that what
+    /// follows can be folded into it.
+    fn single_reader(&self, tensor: &str) -> bool {
+        self.readers.get(tensor).copied().unwrap_or(0) <= 1
+    }
+
+    fn node(&mut self, n: &NodeProto) -> std::result::Result<(), Unsupported> {
+        match n.op_type.as_str() {
+            "Conv" => self.conv(n)?,
+            "BatchNormalization" => self.batch_norm(n)?,
+            "Relu" => self.activation(n, Act::Relu)?,
+            "Clip" => {
+                let (lo, hi) = clip_bounds(self, n)?;
+                match (lo, hi) {
+                    (0.0, 6.0) => self.activation(n, Act::Relu6)?,
+                    (0.0, f32::INFINITY) => self.activation(n, Act::Relu)?,
+                    _ => return Err(format!("Clip({lo}, {hi}) is not ReLU or ReLU6").into()),
+                }
+            }
+            "MaxPool" => self.max_pool(n)?,
+            "GlobalAveragePool" => {
+                let (src, [c, _, _]) = self.layer_input(n, 0)?;
+                self.push(n, Op::AdaptiveAvgPool { out: (1, 1) }, vec![src], [c, 1, 1]);
+            }
+            "AveragePool" => self.average_pool(n)?,
+            "Add" => self.add(n)?,
+            "Flatten" => {
+                let axis = attr_int(n, "axis").unwrap_or(1);
+                if axis != 1 {
+                    return Err(format!("Flatten axis {axis} (only 1 is supported)").into());
+                }
+                self.flatten(n)?
+            }
+            "Reshape" => self.reshape(n)?,
+            "Gemm" => self.gemm(n)?,
+            "Dropout" | "Identity" => {
+                let v = self.value(n.input.first().copied().unwrap_or(""))?.clone();
+                self.set(n, v);
+            }
+            "Constant" => {
+                let t = n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| "Constant without a tensor value".to_string())?;
+                let c = constant(t, Path::new("."))?;
+                self.set(n, Value::Const(c));
+            }
+            "Shape" => {
+                let v = match self.value(n.input.first().copied().unwrap_or(""))? {
+                    Value::Layer { shape, .. } if shape[1..] == [1, 1] && self.is_flat(n) => {
+                        vec![1, shape[0] as i64]
+                    }
+                    Value::Layer { shape, .. } => {
+                        vec![1, shape[0] as i64, shape[1] as i64, shape[2] as i64]
+                    }
+                    Value::Const(c) => c.dims.iter().map(|&d| d as i64).collect(),
+                    Value::Missing => return Err(Unsupported::Op),
+                };
+                self.set(n, ints(v));
+            }
+            "Gather" => {
+                let data = self.constant(n, 0)?.ok_or("Gather without data")?;
+                let idx = self.constant(n, 1)?.ok_or("Gather without indices")?;
+                if data.dims.len() != 1 || attr_int(n, "axis").unwrap_or(0) != 0 {
+                    return Err("Gather on a constant other than a 1-D shape"
+                        .to_string()
+                        .into());
+                }
+                let d = data.ints();
+                let out: std::result::Result<Vec<i64>, String> = idx
+                    .ints()
+                    .iter()
+                    .map(|&i| {
+                        let j = if i < 0 { i + d.len() as i64 } else { i };
+                        d.get(j as usize)
+                            .copied()
+                            .ok_or_else(|| format!("index {i} out of range"))
+                    })
+                    .collect();
+                let out = out?;
+                let dims = idx.dims.clone();
+                self.set(
+                    n,
+                    Value::Const(Constant {
+                        dims,
+                        data: Data::I64(out),
+                    }),
+                );
+            }
+            "Unsqueeze" | "Squeeze" | "Cast" => {
+                let c = self.constant(n, 0)?.ok_or("on a layer's output")?;
+                let len = c.ints().len();
+                self.set(
+                    n,
+                    Value::Const(Constant {
+                        dims: vec![len],
+                        data: c.data,
+                    }),
+                );
+            }
+            "Concat" => {
+                let mut all = Vec::new();
+                for k in 0..n.input.len() {
+                    match self.constant(n, k) {
+                        Ok(Some(c)) => all.extend(c.ints()),
+                        _ => return Err(Unsupported::Op),
+                    }
+                }
+                self.set(n, ints(all));
+            }
+            _ => return Err(Unsupported::Op),
+        }
+        Ok(())
+    }
+
+    /// Whether a Shape node reads an already flattened layer (shape [N, F]).
+    fn is_flat(&self, n: &NodeProto) -> bool {
+        match n.input.first().and_then(|i| self.values.get(*i)) {
+            Some(Value::Layer { node, .. }) => {
+                matches!(self.nodes[*node].op, Op::Flatten | Op::Linear { .. })
+            }
+            _ => false,
+        }
+    }
+
+    fn conv(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let wt = self.constant(n, 1)?.ok_or("Conv without weights")?;
+        let bias = self.constant(n, 2)?;
+        if wt.dims.len() != 4 {
+            return Err(format!(
+                "Conv weights of rank {} (2-D convolutions only)",
+                wt.dims.len()
+            ));
+        }
+        let (out_ch, per_group, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
+        let groups = attr_int(n, "group").unwrap_or(1).max(1) as usize;
+        if per_group * groups != c {
+            return Err(format!(
+                "Conv reads {c} channels, but its weights take {per_group} x {groups} groups"
+            ));
+        }
+        let ints2 = |name: &str| -> Option<(usize, usize)> {
+            let v = attr_ints(n, name)?;
+            (v.len() == 2).then(|| (v[0] as usize, v[1] as usize))
+        };
+        let stride = ints2("strides").unwrap_or((1, 1));
+        let dilation = ints2("dilations").unwrap_or((1, 1));
+        let pad = pads(n, (h, w), (kh, kw), stride, dilation)?;
+        let prefix = format!("onnx{}", self.nodes.len());
+        self.tensor(format!("{prefix}.weight"), &wt.dims, wt.floats())?;
+        if let Some(b) = &bias {
+            self.tensor(format!("{prefix}.bias"), &[out_ch], b.floats())?;
+        }
+        let geo = |len: usize, k: usize, s: usize, d: usize, before: usize, after: usize| {
+            (len + before + after).saturating_sub(d * (k - 1) + 1) / s.max(1) + 1
+        };
+        let oh = geo(h, kh, stride.0, dilation.0, pad.top, pad.bottom);
+        let ow = geo(w, kw, stride.1, dilation.1, pad.left, pad.right);
+        let op = Op::Conv {
+            weight: prefix,
+            bn: None,
+            bn_eps: 0.0,
+            in_ch: c,
+            out_ch,
+            kernel: (kh, kw),
+            stride,
+            pad,
+            dilation,
+            groups,
+            bias: bias.is_some(),
+            act: Act::None,
+        };
+        self.push(n, op, vec![src], [out_ch, oh, ow]);
+        Ok(())
+    }
+
+    fn batch_norm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, shape) = self.layer_input(n, 0)?;
+        let fold = self.single_reader(n.input[0])
+            && matches!(
+                &self.nodes[src].op,
+                Op::Conv {
+                    bn: None,
+                    act: Act::None,
+                    ..
+                }
+            );
+        if !fold {
+            return Err("a BatchNormalization that does not directly follow a convolution".into());
+        }
+        let eps = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "epsilon")
+            .map_or(1e-5, |a| a.f);
+        let prefix = format!("onnx{src}_bn");
+        for (k, p) in ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .enumerate()
+        {
+            let c = self
+                .constant(n, k + 1)?
+                .ok_or("BatchNormalization without its parameters")?;
+            self.tensor(format!("{prefix}.{p}"), &[shape[0]], c.floats())?;
+        }
+        if let Op::Conv { bn, bn_eps, .. } = &mut self.nodes[src].op {
+            *bn = Some(prefix);
+            *bn_eps = eps;
+        }
+        self.paths[src].push(module_path(n.name));
+        self.set(n, Value::Layer { node: src, shape });
+        Ok(())
+    }
+
+    /// An activation: folded into the layer before when that layer has none and
+    /// nothing else reads it, else a layer of its own (a one-input sum).
+    fn activation(&mut self, n: &NodeProto, act: Act) -> std::result::Result<(), String> {
+        let (src, shape) = self.layer_input(n, 0)?;
+        if self.single_reader(n.input[0]) {
+            let slot = match &mut self.nodes[src].op {
+                Op::Conv { act: a, .. } | Op::Add { act: a } | Op::Linear { act: a, .. } => Some(a),
+                _ => None,
+            };
+            if let Some(a) = slot.filter(|a| **a == Act::None) {
+                *a = act;
+                self.paths[src].push(module_path(n.name));
+                self.set(n, Value::Layer { node: src, shape });
+                return Ok(());
+            }
+        }
+        self.push(n, Op::Add { act }, vec![src], shape);
+        Ok(())
+    }
+
+    fn max_pool(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let k = attr_ints(n, "kernel_shape").ok_or("MaxPool without kernel_shape")?;
+        if k.len() != 2 {
+            return Err("MaxPool other than 2-D".into());
+        }
+        let kernel = (k[0] as usize, k[1] as usize);
+        let stride = attr_ints(n, "strides")
+            .filter(|s| s.len() == 2)
+            .map_or((1, 1), |s| (s[0] as usize, s[1] as usize));
+        if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            return Err("dilated MaxPool".into());
+        }
+        let pad = pads(n, (h, w), kernel, stride, (1, 1))?;
+        let ceil_mode = attr_int(n, "ceil_mode").unwrap_or(0) != 0;
+        let out = |len: usize, k: usize, s: usize, before: usize, after: usize| {
+            let span = len + before + after - k;
+            if ceil_mode {
+                let o = span.div_ceil(s) + 1;
+                // The last window must start inside the input or its left padding.
+                if (o - 1) * s >= len + before {
+                    o - 1
+                } else {
+                    o
+                }
+            } else {
+                span / s + 1
+            }
+        };
+        if h + pad.top + pad.bottom < kernel.0 || w + pad.left + pad.right < kernel.1 {
+            return Err("MaxPool kernel larger than its input".into());
+        }
+        let shape = [
+            c,
+            out(h, kernel.0, stride.0, pad.top, pad.bottom),
+            out(w, kernel.1, stride.1, pad.left, pad.right),
+        ];
+        let op = Op::MaxPool {
+            kernel,
+            stride,
+            pad,
+            ceil_mode,
+        };
+        self.push(n, op, vec![src], shape);
+        Ok(())
+    }
+
+    /// An AveragePool whose windows tile the input exactly (no padding, kernel = stride,
+    /// dividing the input) is an adaptive pool to the quotient.
+    fn average_pool(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let k = attr_ints(n, "kernel_shape").ok_or("AveragePool without kernel_shape")?;
+        let s = attr_ints(n, "strides").unwrap_or_else(|| k.clone());
+        let padded = attr_ints(n, "pads").is_some_and(|p| p.iter().any(|&x| x != 0));
+        let (kh, kw) = (k[0] as usize, k.get(1).copied().unwrap_or(k[0]) as usize);
+        if k != s || padded || kh == 0 || kw == 0 || h % kh != 0 || w % kw != 0 {
+            return Err(
+                "AveragePool other than non-overlapping windows that tile the input".into(),
+            );
+        }
+        let out = (h / kh, w / kw);
+        self.push(n, Op::AdaptiveAvgPool { out }, vec![src], [c, out.0, out.1]);
+        Ok(())
+    }
+
+    fn add(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (a, sa) = self.layer_input(n, 0)?;
+        let (b, sb) = self.layer_input(n, 1)?;
+        if sa != sb {
+            return Err(format!(
+                "sums outputs of shapes {sa:?} and {sb:?} (broadcasting is not supported yet)"
+            ));
+        }
+        self.push(n, Op::Add { act: Act::None }, vec![a, b], sa);
+        Ok(())
+    }
+
+    fn flatten(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        if matches!(self.nodes[src].op, Op::Flatten | Op::Linear { .. }) {
+            let v = self.value(n.input[0])?.clone();
+            self.set(n, v);
+            return Ok(());
+        }
+        let node = self.push(n, Op::Flatten, vec![src], [c * h * w, 1, 1]);
+        // As for the built-ins: the same numbers as the layer before, not a view of its own.
+        self.nodes[node].tap = false;
+        Ok(())
+    }
+
+    /// A Reshape to [batch, rest] is a flattening; others are not supported yet.
+    fn reshape(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (_, [c, h, w]) = self.layer_input(n, 0)?;
+        let target = self
+            .constant(n, 1)?
+            .ok_or("Reshape without a shape")?
+            .ints();
+        let rest = (c * h * w) as i64;
+        let flat = target.len() == 2
+            && matches!(target[0], -1..=1)
+            && (target[1] == -1 || target[1] == rest)
+            && !(target[0] == -1 && target[1] == -1);
+        if !flat {
+            return Err(format!(
+                "Reshape to {target:?} (only flattening to [batch, {rest}])"
+            ));
+        }
+        self.flatten(n)
+    }
+
+    fn gemm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        if h * w != 1 {
+            return Err("Gemm on an unflattened input".into());
+        }
+        let wt = self.constant(n, 1)?.ok_or("Gemm without weights")?;
+        let bias = self.constant(n, 2)?;
+        let alpha = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "alpha")
+            .map_or(1.0, |a| a.f);
+        let beta = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "beta")
+            .map_or(1.0, |a| a.f);
+        if attr_int(n, "transA").unwrap_or(0) != 0 || wt.dims.len() != 2 {
+            return Err("Gemm with a transposed input".into());
+        }
+        let trans_b = attr_int(n, "transB").unwrap_or(0) != 0;
+        let (out_f, in_f) = if trans_b {
+            (wt.dims[0], wt.dims[1])
+        } else {
+            (wt.dims[1], wt.dims[0])
+        };
+        if in_f != c {
+            return Err(format!(
+                "Gemm takes {in_f} inputs, the layer before gives {c}"
+            ));
+        }
+        // Stored [out, in], scaled by alpha.
+        let raw = wt.floats();
+        let mut weight = vec![0.0f32; out_f * in_f];
+        for o in 0..out_f {
+            for i in 0..in_f {
+                let v = if trans_b {
+                    raw[o * in_f + i]
+                } else {
+                    raw[i * out_f + o]
+                };
+                weight[o * in_f + i] = alpha * v;
+            }
+        }
+        let b = match &bias {
+            Some(b) if b.floats().len() == out_f => b.floats().iter().map(|v| beta * v).collect(),
+            Some(b) if b.floats().len() == 1 => vec![beta * b.floats()[0]; out_f],
+            Some(_) => return Err("Gemm bias of another size than its outputs".into()),
+            None => vec![0.0; out_f],
+        };
+        let prefix = format!("onnx{}", self.nodes.len());
+        self.tensor(format!("{prefix}.weight"), &[out_f, in_f], weight)?;
+        self.tensor(format!("{prefix}.bias"), &[out_f], b)?;
+        let op = Op::Linear {
+            weight: prefix,
+            in_f,
+            out_f,
+            act: Act::None,
+        };
+        self.push(n, op, vec![src], [out_f, 1, 1]);
+        Ok(())
+    }
+}
+
+fn ints(v: Vec<i64>) -> Value {
+    Value::Const(Constant {
+        dims: vec![v.len()],
+        data: Data::I64(v),
+    })
+}
+
+fn attr_int(n: &NodeProto, name: &str) -> Option<i64> {
+    n.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    n.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
+/// Clip's bounds: attributes before opset 11, optional constant inputs since.
+fn clip_bounds(b: &Builder, n: &NodeProto) -> std::result::Result<(f32, f32), String> {
+    let attr = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.f);
+    let lo = match b.constant(n, 1)? {
+        Some(c) => c.scalar().ok_or("Clip min is not a scalar")?,
+        None => attr("min").unwrap_or(f32::NEG_INFINITY),
+    };
+    let hi = match b.constant(n, 2)? {
+        Some(c) => c.scalar().ok_or("Clip max is not a scalar")?,
+        None => attr("max").unwrap_or(f32::INFINITY),
+    };
+    Ok((lo, hi))
+}
+
+/// A conv's or pool's padding: explicit `pads` ([top, left, bottom, right]) or
+/// `auto_pad` SAME_UPPER / SAME_LOWER / VALID.
+fn pads(
+    n: &NodeProto,
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+) -> std::result::Result<Pad, String> {
+    let auto = n
+        .attribute
+        .iter()
+        .find(|a| a.name == "auto_pad")
+        .map(|a| String::from_utf8_lossy(a.s).into_owned())
+        .unwrap_or_default();
+    match auto.as_str() {
+        "" | "NOTSET" => {
+            let p = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+            if p.len() != 4 || p.iter().any(|&x| x < 0) {
+                return Err(format!("pads {p:?}"));
+            }
+            Ok(Pad {
+                top: p[0] as usize,
+                left: p[1] as usize,
+                bottom: p[2] as usize,
+                right: p[3] as usize,
+            })
+        }
+        "VALID" => Ok(Pad::default()),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            // Total padding so that out = ceil(in / stride); the odd one after (UPPER)
+            // or before (LOWER).
+            let total = |len: usize, k: usize, s: usize, d: usize| {
+                let out = len.div_ceil(s);
+                ((out - 1) * s + d * (k - 1) + 1).saturating_sub(len)
+            };
+            let (th, tw) = (
+                total(h, kh, stride.0, dilation.0),
+                total(w, kw, stride.1, dilation.1),
+            );
+            let split = |t: usize| {
+                if auto == "SAME_UPPER" {
+                    (t / 2, t - t / 2)
+                } else {
+                    (t - t / 2, t / 2)
+                }
+            };
+            let ((top, bottom), (left, right)) = (split(th), split(tw));
+            Ok(Pad {
+                top,
+                left,
+                bottom,
+                right,
+            })
+        }
+        other => Err(format!("auto_pad {other:?}")),
+    }
+}
+
+/// The input's [N, C, H, W], which must be fixed but for the batch size.
+fn input_dims(v: &ValueInfo) -> std::result::Result<[usize; 4], String> {
+    use onnx_rs::ast::{Dimension, TypeValue};
+    let shape = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TypeValue::Tensor(t)) => t.shape.as_ref().ok_or("has no shape")?,
+        _ => return Err("is not a tensor".into()),
+    };
+    if shape.dim.len() != 4 {
+        return Err(format!(
+            "has {} dimensions; an image input has 4 (N, C, H, W)",
+            shape.dim.len()
+        ));
+    }
+    let mut out = [0usize; 4];
+    for (k, d) in shape.dim.iter().enumerate() {
+        out[k] = match d.value {
+            Dimension::Value(v) if v > 0 => v as usize,
+            _ if k == 0 => 1,
+            _ => {
+                return Err(format!(
+                    "its {} is not fixed (a dynamic spatial size); export with a fixed input size",
+                    ["batch", "channel count", "height", "width"][k]
+                ))
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// An initializer or `Constant` tensor: f32 or integer data (f64 read as f32), inline
+/// or external.
+fn constant(t: &TensorProto, dir: &Path) -> std::result::Result<Constant, String> {
+    let dims: Vec<usize> = t
+        .dims()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("too many elements")?;
+    let size = match t.data_type() {
+        DataType::Float | DataType::Int32 => 4,
+        DataType::Double | DataType::Int64 => 8,
+        other => {
+            return Err(format!(
+                "data type {other:?} (f32, f64, int32 and int64 are read)"
+            ))
+        }
+    };
+    let external = if t.data_location() == DataLocation::External {
+        Some(external_data(t, dir, count * size)?)
+    } else {
+        None
+    };
+    let raw: Option<&[u8]> = external.as_deref().or(t.as_raw());
+    if let Some(raw) = raw {
+        if raw.len() != count * size {
+            return Err(format!(
+                "{} bytes of data for {count} elements of {size} bytes",
+                raw.len()
+            ));
+        }
+    }
+    let le = |b: &[u8]| -> [u8; 8] {
+        let mut a = [0u8; 8];
+        a[..b.len()].copy_from_slice(b);
+        a
+    };
+    let data = match (t.data_type(), raw) {
+        (DataType::Float, Some(r)) => Data::F32(
+            r.chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        (DataType::Double, Some(r)) => Data::F32(
+            r.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(le(b)) as f32)
+                .collect(),
+        ),
+        (DataType::Int64, Some(r)) => Data::I64(
+            r.chunks_exact(8)
+                .map(|b| i64::from_le_bytes(le(b)))
+                .collect(),
+        ),
+        (DataType::Int32, Some(r)) => Data::I64(
+            r.chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                .collect(),
+        ),
+        (DataType::Float, None) => Data::F32(t.as_f32().map(|v| v.to_vec()).unwrap_or_default()),
+        (DataType::Double, None) => Data::F32(
+            t.as_f64()
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .unwrap_or_default(),
+        ),
+        (DataType::Int64, None) => Data::I64(t.as_i64().map(|v| v.to_vec()).unwrap_or_default()),
+        (_, None) => Data::I64(
+            t.as_i32()
+                .map(|v| v.iter().map(|&x| x as i64).collect())
+                .unwrap_or_default(),
+        ),
+        _ => unreachable!("sizes checked above"),
+    };
+    let len = match &data {
+        Data::F32(v) => v.len(),
+        Data::I64(v) => v.len(),
+    };
+    if len != count {
+        return Err(format!("{len} values for shape {dims:?}"));
+    }
+    Ok(Constant { dims, data })
+}
+
+/// The bytes of an external-data tensor: `location` (a file beside the model, never
+/// outside its folder), from `offset`, `length` bytes.
+fn external_data(
+    t: &TensorProto,
+    dir: &Path,
+    bytes: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let get = |k: &str| {
+        t.external_data()
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.to_string())
+    };
+    let location = get("location").ok_or("external data without a location")?;
+    let rel = Path::new(&location);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data {location:?} outside the model's folder"
+        ));
+    }
+    let offset: u64 = get("offset")
+        .map_or(Ok(0), |v| v.parse())
+        .map_err(|_| "bad offset")?;
+    let path = dir.join(rel);
+    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let length: u64 = match get("length") {
+        Some(v) => v.parse().map_err(|_| "bad length")?,
+        None => size.saturating_sub(offset),
+    };
+    // Exactly what the tensor needs, and within the file.
+    if offset.saturating_add(length) > size || length != bytes as u64 {
+        return Err(format!(
+            "external data {location:?}: {length} bytes from {offset} do not fit the file or the tensor"
+        ));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; length as usize];
+    f.read_exact(&mut buf)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// The module path of a node torch named: `/layer4/layer4.1/relu_1/Relu` is in
+/// `layer4.1.relu_1`. A scope is an attribute name, or the scope before it and an index
+/// (a Sequential's child: `layer4` then `layer4.1`; `conv` then `conv.2`).
+fn module_path(onnx_name: &str) -> String {
+    let parts: Vec<&str> = onnx_name.split('/').filter(|p| !p.is_empty()).collect();
+    let scopes = if parts.len() > 1 {
+        &parts[..parts.len() - 1]
+    } else {
+        &parts[..]
+    };
+    let (mut path, mut last) = (String::new(), "");
+    for s in scopes {
+        if path.is_empty() {
+            path = s.to_string();
+        } else if let Some(index) = s.strip_prefix(last).filter(|r| r.starts_with('.')) {
+            path.push_str(index);
+        } else {
+            path.push('.');
+            path.push_str(s);
+        }
+        last = s;
+    }
+    path
+}
+
+/// Node names from module paths (unique: a repeated path gets `#2`, `#3`), and every
+/// enclosing module path as an alias of the last node inside it (`layer4.1`, `layer4`).
+fn name_taps(nodes: &mut [Node], paths: &[Vec<String>]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+        let base = match paths[i].first() {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => format!("node{i}"),
+        };
+        let k = seen.entry(base.clone()).or_insert(0);
+        *k += 1;
+        node.name = if *k == 1 { base } else { format!("{base}#{k}") };
+    }
+    let names: std::collections::HashSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut last_in: HashMap<String, usize> = HashMap::new();
+    for (i, p) in paths
+        .iter()
+        .enumerate()
+        .skip(1)
+        .flat_map(|(i, ps)| ps.iter().map(move |p| (i, p)))
+    {
+        let mut prefix = p.as_str();
+        loop {
+            if !prefix.is_empty() {
+                last_in.insert(prefix.to_string(), i);
+            }
+            match prefix.rfind('.') {
+                Some(d) => prefix = &prefix[..d],
+                None => break,
+            }
+        }
+    }
+    let mut aliases: Vec<(usize, String)> = last_in
+        .into_iter()
+        .filter(|(p, _)| !names.contains(p))
+        .map(|(p, i)| (i, p))
+        .collect();
+    aliases.sort();
+    for (i, p) in aliases {
+        nodes[i].aliases.push(p);
+    }
+}
+
+/// About six layers spread over the network, and the last: among the outputs of
+/// top-level modules and their direct children (`layer2`, `layer2.0`, `features.5`)
+/// where there are such, else among all taps.
+fn default_layers(nodes: &[Node]) -> Vec<String> {
+    let shallow = |n: &Node| {
+        std::iter::once(&n.name)
+            .chain(&n.aliases)
+            .any(|a| a.matches('.').count() <= 1 && !a.contains('#'))
+    };
+    let all: Vec<usize> = (1..nodes.len()).filter(|&i| nodes[i].tap).collect();
+    let blocks: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| shallow(&nodes[i]))
+        .collect();
+    let taps = if blocks.len() >= 4 { blocks } else { all };
+    if taps.is_empty() {
+        return vec![];
+    }
+    let mut pick: Vec<usize> = (1..=6).map(|k| taps[(k * taps.len()) / 7]).collect();
+    pick.push(*taps.last().expect("not empty"));
+    pick.sort_unstable();
+    pick.dedup();
+    pick.into_iter().map(|i| nodes[i].name.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_follow_torch_scopes() {
+        assert_eq!(
+            module_path("/layer4/layer4.1/relu_1/Relu"),
+            "layer4.1.relu_1"
+        );
+        assert_eq!(module_path("/layer1/layer1.0/conv1/Conv"), "layer1.0.conv1");
+        assert_eq!(module_path("/features/features.12/Conv"), "features.12");
+        assert_eq!(
+            module_path("/features/features.2/conv/conv.2/Conv"),
+            "features.2.conv.2"
+        );
+        assert_eq!(
+            module_path("/features/features.18/features.18.2/Clip"),
+            "features.18.2"
+        );
+        assert_eq!(module_path("/fc/Gemm"), "fc");
+        assert_eq!(module_path("Conv_0"), "Conv_0");
+    }
+}

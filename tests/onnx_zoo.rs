@@ -1,0 +1,171 @@
+//! Imported ONNX networks compute what onnxruntime computes.
+//!
+//! `scripts/make-onnx-zoo.py` exports torchvision's classification CNNs (random weights,
+//! randomised BatchNorm statistics) and stores onnxruntime's logits and three module
+//! outputs for a seeded input; `.ci/run` makes them (into `NEURODEX_ONNX_ZOO`, default
+//! `~/.cache/neurodex/onnx-zoo`). Each must match within 1e-4 of its largest magnitude.
+//! Networks with operators the importer does not run yet must be refused with an error
+//! naming those operators.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use neurodex::model::{Network, Tap};
+
+fn zoo() -> Option<PathBuf> {
+    let dir = std::env::var_os("NEURODEX_ONNX_ZOO")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex/onnx-zoo"))
+        })?;
+    dir.is_dir().then_some(dir)
+}
+
+/// The models the importer runs, and the operators it names for the others.
+const RUNS: &[&str] = &[
+    "resnet18",
+    "resnet50",
+    "vgg16_bn",
+    "alexnet",
+    "mobilenet_v2",
+];
+const REFUSED: &[(&str, &str)] = &[
+    ("mobilenet_v3_large", "HardSigmoid"),
+    ("efficientnet_b0", "Sigmoid"),
+    ("densenet121", "Concat"),
+    ("googlenet", "Concat"),
+    ("inception_v3", "Pad"),
+    ("squeezenet1_1", "Concat"),
+    ("shufflenet_v2_x1_0", "Transpose"),
+    ("regnet_y_400mf", "Sigmoid"),
+    ("convnext_tiny", "Transpose"),
+];
+
+fn max_abs(t: &[f32]) -> f32 {
+    t.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// Max |a - b| over max |b|, and the tensor sizes agree.
+fn rel_diff(got: &[f32], want: &Tensor) -> f32 {
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    let d = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    d / max_abs(&want).max(1e-6)
+}
+
+/// The operator that made each reference tap (the file's `__metadata__`).
+fn tap_ops(path: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn check(dir: &std::path::Path, stem: &str) -> Vec<String> {
+    let model = dir.join(format!("{stem}.onnx"));
+    let ref_path = dir.join(format!("{stem}.ref.safetensors"));
+    let refs = candle_core::safetensors::load(&ref_path, &Device::Cpu).unwrap();
+    let ops = tap_ops(&ref_path);
+    let mut net =
+        Network::open(model.to_str().unwrap(), None).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let input = &refs["input"];
+    let (n, _, h, w) = input.dims4().unwrap();
+    let x: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+    let mut names: Vec<String> = refs
+        .keys()
+        .filter_map(|k| k.strip_prefix("tap.").map(str::to_string))
+        .collect();
+    names.sort();
+    let nodes: Vec<usize> = names
+        .iter()
+        .map(|t| {
+            net.arch
+                .resolve(t)
+                .unwrap_or_else(|e| panic!("{stem}: {e}"))
+        })
+        .collect();
+    // A reference made by a layer (not by the activation folded into it) is the value
+    // before that activation.
+    let pre: Vec<bool> = names
+        .iter()
+        .map(|t| !matches!(ops[&format!("tap.{t}")].as_str(), Some("Relu" | "Clip")))
+        .collect();
+    let split: Vec<usize> = (0..nodes.len())
+        .filter(|&k| pre[k])
+        .map(|k| nodes[k])
+        .collect();
+    net.split_activations(&split);
+    let mut taps: Vec<Tap> = (0..nodes.len())
+        .map(|k| Tap::new(nodes[k], pre[k]))
+        .collect();
+    taps.push(Tap::post(net.arch.nodes.len() - 1));
+    let outs = net.forward_taps_hw(&x, n, h, w, &taps).unwrap();
+    let mut report = Vec::new();
+    let mut worst = Vec::new();
+    for (name, out) in names.iter().zip(&outs) {
+        let d = rel_diff(&out.data, &refs[&format!("tap.{name}")]);
+        report.push(format!("{name} {d:.1e}"));
+        if d > 1e-4 {
+            worst.push(format!("{stem} {name}: {d:.2e} of its largest magnitude"));
+        }
+    }
+    let d = rel_diff(&outs.last().unwrap().data, &refs["logits"]);
+    report.push(format!("logits {d:.1e}"));
+    if d > 1e-4 {
+        worst.push(format!("{stem} logits: {d:.2e} of their largest magnitude"));
+    }
+    eprintln!("{stem}: {}", report.join(", "));
+    worst
+}
+
+#[test]
+fn imported_networks_match_onnxruntime() {
+    let Some(dir) = zoo() else {
+        eprintln!(
+            "SKIPPED: no ONNX zoo (run `/usr/bin/python3 scripts/make-onnx-zoo.py`, or set \
+             NEURODEX_ONNX_ZOO); .ci/run makes it"
+        );
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for model in RUNS {
+        for opset in [13, 17] {
+            let stem = format!("{model}-op{opset}");
+            if dir.join(format!("{stem}.onnx")).exists() {
+                failures.extend(check(&dir, &stem));
+                checked += 1;
+            } else if opset == 13 {
+                failures.push(format!("{stem}.onnx is missing from {}", dir.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= RUNS.len());
+}
+
+#[test]
+fn networks_with_operators_not_run_yet_are_refused_by_name() {
+    let Some(dir) = zoo() else {
+        eprintln!("SKIPPED: no ONNX zoo (see imported_networks_match_onnxruntime)");
+        return;
+    };
+    for (model, op) in REFUSED {
+        let path = dir.join(format!("{model}-op13.onnx"));
+        if !path.exists() {
+            panic!("{} is missing", path.display());
+        }
+        let err = Network::open(path.to_str().unwrap(), None)
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("{model} imported; move it to RUNS"));
+        assert!(err.contains(op) && err.contains("nodes"), "{model}: {err}");
+        eprintln!("{model}: {err}");
+    }
+}
