@@ -56,7 +56,7 @@ pub fn layer(store: &Store, name: &str) -> Result<LayerInfo> {
         .join(", ");
     let model = store.run_info()?.model;
     // A misspelling and a real layer this index skipped need different advice.
-    let reason = match crate::arch::by_name(&model) {
+    let reason = match crate::model::describe(&model) {
         Ok(arch) => match arch.find(name) {
             Some(node) if arch.nodes[node].tap || layers.iter().any(|l| l.node == node) => {
                 if let Some(l) = layers.iter().find(|l| l.node == node) {

@@ -169,3 +169,28 @@ fn networks_with_operators_not_run_yet_are_refused_by_name() {
         eprintln!("{model}: {err}");
     }
 }
+
+#[test]
+fn the_imported_resnet18_has_the_built_in_receptive_fields() {
+    let Some(dir) = zoo() else {
+        eprintln!("SKIPPED: no ONNX zoo (see imported_networks_match_onnxruntime)");
+        return;
+    };
+    let path = dir.join("resnet18-op13.onnx");
+    let imported = neurodex::model::describe(path.to_str().unwrap()).unwrap();
+    let built_in = neurodex::arch::by_name("resnet18").unwrap();
+    let (fi, fb) = (
+        neurodex::receptive::fields(&imported),
+        neurodex::receptive::fields(&built_in),
+    );
+    let mut compared = 0;
+    for (b, node) in built_in.nodes.iter().enumerate().filter(|(_, n)| n.tap) {
+        let i = imported
+            .find(&node.name)
+            .unwrap_or_else(|| panic!("imported resnet18 has no {}", node.name));
+        assert_eq!(fi[i], fb[b], "{}", node.name);
+        compared += 1;
+    }
+    // conv1 .. fc: every tap of the built-in description.
+    assert!(compared >= 30, "{compared}");
+}
