@@ -236,7 +236,8 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     kernels::apply_act(&mut acc, act);
                 })
             }
-            Op::Flatten => Box::new(|| {}),
+            // Copies only, like flattening: not timed.
+            Op::Flatten | Op::Concat => Box::new(|| {}),
             Op::Linear { weight, act, .. } => {
                 let lin = Linear::new(
                     param(&format!("{weight}.weight"))?,

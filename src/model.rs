@@ -52,6 +52,7 @@ enum Layer {
     },
     AdaptiveAvgPool(usize, usize),
     Add(Act),
+    Concat,
     Flatten,
     Linear(Linear),
 }
@@ -360,6 +361,7 @@ impl Network {
                 },
                 Op::AdaptiveAvgPool { out } => Layer::AdaptiveAvgPool(out.0, out.1),
                 Op::Add { act } => Layer::Add(*act),
+                Op::Concat => Layer::Concat,
                 Op::Flatten => Layer::Flatten,
                 Op::Linear { weight, act, .. } => Layer::Linear(Linear::new(
                     get(&format!("{weight}.weight"))?,
@@ -866,6 +868,30 @@ impl Pass<'_> {
                 }
                 kernels::apply_act(&mut acc, *act);
                 acc
+            }
+            Layer::Concat => {
+                // Image by image, each input's channels in turn (NCHW: the plan keeps
+                // concatenations out of the blocked layout and converts their inputs).
+                let mut out = take_buffer(&mut self.pool, plan.len_of(i, n));
+                let mut at = 0;
+                for img in 0..n {
+                    for (k, &j) in node.inputs.iter().enumerate() {
+                        let y = converted[k]
+                            .as_deref()
+                            .or(self.bufs[j].as_deref())
+                            .expect("input computed");
+                        let per = y.len() / n;
+                        out[at..at + per].copy_from_slice(&y[img * per..(img + 1) * per]);
+                        at += per;
+                    }
+                }
+                if at != out.len() {
+                    return Err(Error::Shape(format!(
+                        "{}: concatenated sizes differ",
+                        node.name
+                    )));
+                }
+                out
             }
             Layer::Flatten => self.own_input(i, &mut converted[0]),
             Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),

@@ -103,7 +103,11 @@ pub fn fields(arch: &Arch) -> Vec<Field> {
                         let s = ((h / oh).max(1), (w / ow).max(1));
                         inp.window(k, s, (0, 0), (1, 1))
                     }
-                    Op::Add { .. } => node.inputs[1..].iter().fold(inp, |f, &i| f.union(&out[i])),
+                    // A unit of a sum sees every branch; a unit of a concatenation sees
+                    // its own branch, and a layer's field is the union over its units.
+                    Op::Add { .. } | Op::Concat => {
+                        node.inputs[1..].iter().fold(inp, |f, &i| f.union(&out[i]))
+                    }
                     // Every output of a flattening or fully connected layer sees the whole map.
                     Op::Flatten | Op::Linear { .. } => {
                         inp.window((h, w), (h.max(1), w.max(1)), (0, 0), (1, 1))

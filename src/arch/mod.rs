@@ -132,6 +132,7 @@ impl Op {
             }
             Op::AdaptiveAvgPool { out } => format!("avgpool->{}x{}", out.0, out.1),
             Op::Add { act } => format!("add{}", act_suffix(*act)),
+            Op::Concat => "concat".into(),
             Op::Flatten => "flatten".into(),
             Op::Linear {
                 in_f, out_f, act, ..
@@ -403,6 +404,7 @@ impl Arch {
                 ],
                 Op::AdaptiveAvgPool { out } => [c, out.0, out.1],
                 Op::Add { .. } => inp,
+                Op::Concat => [node.inputs.iter().map(|&i| shapes[i][0]).sum(), h, w],
                 Op::Flatten => [c * h * w, 1, 1],
                 Op::Linear { out_f, .. } => [*out_f, 1, 1],
             };

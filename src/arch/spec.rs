@@ -40,6 +40,9 @@ pub enum Op {
     AdaptiveAvgPool { out: (usize, usize) },
     /// Elementwise sum of the inputs (residual connection), then `act`.
     Add { act: Act },
+    /// The inputs' channels one after the other (inception branches, dense blocks);
+    /// their maps have one size.
+    Concat,
     /// [N,C,H,W] -> [N, C*H*W].
     Flatten,
     /// Fully connected layer: `<weight>.weight` [out,in], `<weight>.bias` [out].

@@ -252,6 +252,7 @@ const KNOWN: &[&str] = &[
     "Squeeze",
     "Cast",
     "Concat",
+    "Pad",
 ];
 
 /// Why a node could not be converted.
@@ -461,15 +462,21 @@ impl Builder {
                 );
             }
             "Concat" => {
-                let mut all = Vec::new();
-                for k in 0..n.input.len() {
-                    match self.constant(n, k) {
-                        Ok(Some(c)) => all.extend(c.ints()),
-                        _ => return Err(Unsupported::Op),
+                let layers = n
+                    .input
+                    .iter()
+                    .any(|i| matches!(self.values.get(*i), Some(Value::Layer { .. })));
+                if layers {
+                    self.concat(n)?;
+                } else {
+                    let mut all = Vec::new();
+                    for k in 0..n.input.len() {
+                        all.extend(self.constant(n, k)?.ok_or("Concat of nothing")?.ints());
                     }
+                    self.set(n, ints(all));
                 }
-                self.set(n, ints(all));
             }
+            "Pad" => self.pad(n)?,
             _ => return Err(Unsupported::Op),
         }
         Ok(())
@@ -537,6 +544,103 @@ impl Builder {
         Ok(())
     }
 
+    /// Channel concatenation of layer outputs of one map size.
+    fn concat(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let axis = attr_int(n, "axis").unwrap_or(1);
+        if axis != 1 && axis != -3 {
+            return Err(format!("Concat on axis {axis} (only channels, 1)"));
+        }
+        let mut srcs = Vec::new();
+        let mut shape = [0usize, 0, 0];
+        for k in 0..n.input.len() {
+            let (src, [c, h, w]) = self.layer_input(n, k)?;
+            if k == 0 {
+                shape = [0, h, w];
+            } else if [h, w] != shape[1..] {
+                return Err(format!(
+                    "concatenates maps of sizes {:?} and {:?}",
+                    &shape[1..],
+                    [h, w]
+                ));
+            }
+            shape[0] += c;
+            srcs.push(src);
+        }
+        self.push(n, Op::Concat, srcs, shape);
+        Ok(())
+    }
+
+    /// A Pad of zeros on no side is nothing (torch writes one before some pools).
+    fn pad(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let pads = match self.constant(n, 1)? {
+            Some(c) => c.ints(),
+            None => attr_ints(n, "pads").unwrap_or_default(),
+        };
+        if pads.iter().any(|&p| p != 0) {
+            return Err(format!("Pad {pads:?} (only a Pad of nothing is read yet)"));
+        }
+        let v = self.value(n.input[0])?.clone();
+        self.set(n, v);
+        Ok(())
+    }
+
+    /// A BatchNormalization on anything but a convolution's sole output (DenseNet's
+    /// pre-activation blocks) is a per-channel scale and shift: a depthwise 1x1
+    /// convolution with those as weight and bias.
+    fn scale_shift(
+        &mut self,
+        n: &NodeProto,
+        src: usize,
+        shape: [usize; 3],
+    ) -> std::result::Result<(), String> {
+        let c = shape[0];
+        let eps = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "epsilon")
+            .map_or(1e-5, |a| a.f) as f64;
+        let mut p = Vec::new();
+        for k in 1..=4 {
+            let v = self
+                .constant(n, k)?
+                .ok_or("BatchNormalization without its parameters")?
+                .floats();
+            if v.len() != c {
+                return Err(format!(
+                    "BatchNormalization parameters for {} channels, not {c}",
+                    v.len()
+                ));
+            }
+            p.push(v);
+        }
+        let (gamma, beta, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
+        let scale: Vec<f32> = (0..c)
+            .map(|k| (gamma[k] as f64 / (var[k] as f64 + eps).sqrt()) as f32)
+            .collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|k| (beta[k] as f64 - mean[k] as f64 * scale[k] as f64) as f32)
+            .collect();
+        let prefix = format!("onnx{}", self.nodes.len());
+        self.tensor(format!("{prefix}.weight"), &[c, 1, 1, 1], scale)?;
+        self.tensor(format!("{prefix}.bias"), &[c], shift)?;
+        let op = Op::Conv {
+            weight: prefix,
+            bn: None,
+            bn_eps: 0.0,
+            in_ch: c,
+            out_ch: c,
+            kernel: (1, 1),
+            stride: (1, 1),
+            pad: Pad::default(),
+            dilation: (1, 1),
+            groups: c,
+            bias: true,
+            act: Act::None,
+        };
+        self.push(n, op, vec![src], shape);
+        Ok(())
+    }
+
     fn batch_norm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
         let (src, shape) = self.layer_input(n, 0)?;
         let fold = self.single_reader(n.input[0])
@@ -549,7 +653,7 @@ impl Builder {
                 }
             );
         if !fold {
-            return Err("a BatchNormalization that does not directly follow a convolution".into());
+            return self.scale_shift(n, src, shape);
         }
         let eps = n
             .attribute
