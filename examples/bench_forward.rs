@@ -236,8 +236,8 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     kernels::apply_act(&mut acc, act);
                 })
             }
-            // Copies only, like flattening: not timed.
-            Op::Flatten | Op::Concat => Box::new(|| {}),
+            // Copies and elementwise passes: not timed.
+            Op::Flatten | Op::Concat | Op::Unary { .. } | Op::Mul => Box::new(|| {}),
             Op::Linear { weight, act, .. } => {
                 let lin = Linear::new(
                     param(&format!("{weight}.weight"))?,

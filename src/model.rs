@@ -53,6 +53,8 @@ enum Layer {
     AdaptiveAvgPool(usize, usize),
     Add(Act),
     Concat,
+    Unary(arch::Unary),
+    Mul,
     Flatten,
     Linear(Linear),
 }
@@ -362,6 +364,8 @@ impl Network {
                 Op::AdaptiveAvgPool { out } => Layer::AdaptiveAvgPool(out.0, out.1),
                 Op::Add { act } => Layer::Add(*act),
                 Op::Concat => Layer::Concat,
+                Op::Unary { f } => Layer::Unary(*f),
+                Op::Mul => Layer::Mul,
                 Op::Flatten => Layer::Flatten,
                 Op::Linear { weight, act, .. } => Layer::Linear(Linear::new(
                     get(&format!("{weight}.weight"))?,
@@ -890,6 +894,51 @@ impl Pass<'_> {
                         "{}: concatenated sizes differ",
                         node.name
                     )));
+                }
+                out
+            }
+            Layer::Unary(f) => {
+                let mut out = self.own_input(i, &mut converted[0]);
+                out.iter_mut().for_each(|v| *v = f.apply(*v));
+                out
+            }
+            Layer::Mul => {
+                // The map input (the larger) is written; a gate [C, 1, 1] scales each
+                // channel of each image.
+                let big = if plan.shapes[node.inputs[1]][1] * plan.shapes[node.inputs[1]][2]
+                    > plan.shapes[src][1] * plan.shapes[src][2]
+                {
+                    1
+                } else {
+                    0
+                };
+                let small = 1 - big;
+                let mut out = if big == 0 {
+                    self.own_input(i, &mut converted[0])
+                } else {
+                    let y = converted[1]
+                        .as_deref()
+                        .or(self.bufs[node.inputs[1]].as_deref())
+                        .expect("input computed");
+                    let mut copy = take_buffer(&mut self.pool, y.len());
+                    copy.copy_from_slice(y);
+                    copy
+                };
+                let g = converted[small]
+                    .as_deref()
+                    .or(self.bufs[node.inputs[small]].as_deref())
+                    .expect("input computed");
+                if g.len() == out.len() {
+                    out.iter_mut().zip(g).for_each(|(v, s)| *v *= s);
+                } else {
+                    let [c, h, w] = plan.shapes[i];
+                    if g.len() != n * c {
+                        return Err(Error::Shape(format!("{}: gate shape differs", node.name)));
+                    }
+                    for (k, plane) in out.chunks_mut(h * w).enumerate() {
+                        let s = g[k];
+                        plane.iter_mut().for_each(|v| *v *= s);
+                    }
                 }
                 out
             }

@@ -76,7 +76,7 @@ impl Field {
 pub fn fields(arch: &Arch) -> Vec<Field> {
     let shapes = arch.output_shapes();
     let mut out: Vec<Field> = Vec::with_capacity(arch.nodes.len());
-    for node in &arch.nodes {
+    for (idx, node) in arch.nodes.iter().enumerate() {
         let field = match (&node.op, node.inputs.first()) {
             (Op::Input, _) | (_, None) => Field::PIXEL,
             (op, Some(&first)) => {
@@ -107,6 +107,20 @@ pub fn fields(arch: &Arch) -> Vec<Field> {
                     // its own branch, and a layer's field is the union over its units.
                     Op::Add { .. } | Op::Concat => {
                         node.inputs[1..].iter().fold(inp, |f, &i| f.union(&out[i]))
+                    }
+                    Op::Unary { .. } => inp,
+                    // A per-channel gate (squeeze-and-excitation) scales a unit but does
+                    // not move where it looks: the field is the map inputs' only.
+                    Op::Mul => {
+                        let maps: Vec<usize> = node
+                            .inputs
+                            .iter()
+                            .copied()
+                            .filter(|&i| shapes[i][1..] == shapes[idx][1..])
+                            .collect();
+                        maps.iter()
+                            .skip(1)
+                            .fold(out[maps[0]], |f, &i| f.union(&out[i]))
                     }
                     // Every output of a flattening or fully connected layer sees the whole map.
                     Op::Flatten | Op::Linear { .. } => {

@@ -133,6 +133,8 @@ impl Op {
             Op::AdaptiveAvgPool { out } => format!("avgpool->{}x{}", out.0, out.1),
             Op::Add { act } => format!("add{}", act_suffix(*act)),
             Op::Concat => "concat".into(),
+            Op::Unary { f } => f.name().into(),
+            Op::Mul => "mul".into(),
             Op::Flatten => "flatten".into(),
             Op::Linear {
                 in_f, out_f, act, ..
@@ -405,6 +407,14 @@ impl Arch {
                 Op::AdaptiveAvgPool { out } => [c, out.0, out.1],
                 Op::Add { .. } => inp,
                 Op::Concat => [node.inputs.iter().map(|&i| shapes[i][0]).sum(), h, w],
+                Op::Unary { .. } => inp,
+                // A gate [C, 1, 1] takes the map's shape.
+                Op::Mul => node
+                    .inputs
+                    .iter()
+                    .map(|&i| shapes[i])
+                    .max_by_key(|s| s[1] * s[2])
+                    .unwrap_or(inp),
                 Op::Flatten => [c * h * w, 1, 1],
                 Op::Linear { out_f, .. } => [*out_f, 1, 1],
             };

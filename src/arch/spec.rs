@@ -43,6 +43,11 @@ pub enum Op {
     /// The inputs' channels one after the other (inception branches, dense blocks);
     /// their maps have one size.
     Concat,
+    /// A function of each value on its own.
+    Unary { f: Unary },
+    /// The product of two inputs: of one shape (SiLU's x * sigmoid(x)), or a map and a
+    /// per-channel gate of shape [C, 1, 1] (squeeze-and-excitation).
+    Mul,
     /// [N,C,H,W] -> [N, C*H*W].
     Flatten,
     /// Fully connected layer: `<weight>.weight` [out,in], `<weight>.bias` [out].
@@ -52,6 +57,38 @@ pub enum Op {
         out_f: usize,
         act: Act,
     },
+}
+
+/// Elementwise functions that are not clamps (those are `Act`s, fused into layers).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum Unary {
+    Sigmoid,
+    /// max(0, min(1, alpha * x + beta)).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x * max(0, min(1, x / 6 + 1 / 2)).
+    HardSwish,
+}
+
+impl Unary {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Sigmoid => "sigmoid",
+            Unary::HardSigmoid { .. } => "hardsigmoid",
+            Unary::HardSwish => "hardswish",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

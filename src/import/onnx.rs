@@ -17,7 +17,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use onnx_rs::ast::{DataLocation, DataType, Node as NodeProto, TensorProto, ValueInfo};
 
-use crate::arch::{Act, Arch, Filter, Node, Norm, Op, Pad, Recipe};
+use crate::arch::{Act, Arch, Filter, Node, Norm, Op, Pad, Recipe, Unary};
 use crate::{Error, Result};
 
 /// Larger model files are refused before reading (weights over 4 GB are external data).
@@ -253,6 +253,10 @@ const KNOWN: &[&str] = &[
     "Cast",
     "Concat",
     "Pad",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Mul",
 ];
 
 /// Why a node could not be converted.
@@ -477,6 +481,22 @@ impl Builder {
                 }
             }
             "Pad" => self.pad(n)?,
+            "Sigmoid" => self.unary(n, Unary::Sigmoid)?,
+            "HardSigmoid" => {
+                let attr = |name: &str, default: f32| {
+                    n.attribute
+                        .iter()
+                        .find(|a| a.name == name)
+                        .map_or(default, |a| a.f)
+                };
+                let f = Unary::HardSigmoid {
+                    alpha: attr("alpha", 0.2),
+                    beta: attr("beta", 0.5),
+                };
+                self.unary(n, f)?
+            }
+            "HardSwish" => self.unary(n, Unary::HardSwish)?,
+            "Mul" => self.mul(n)?,
             _ => return Err(Unsupported::Op),
         }
         Ok(())
@@ -567,6 +587,29 @@ impl Builder {
             srcs.push(src);
         }
         self.push(n, Op::Concat, srcs, shape);
+        Ok(())
+    }
+
+    fn unary(&mut self, n: &NodeProto, f: Unary) -> std::result::Result<(), String> {
+        let (src, shape) = self.layer_input(n, 0)?;
+        self.push(n, Op::Unary { f }, vec![src], shape);
+        Ok(())
+    }
+
+    /// The product of two layer outputs of one shape, or of a map and a per-channel
+    /// gate [C, 1, 1].
+    fn mul(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (a, sa) = self.layer_input(n, 0)?;
+        let (b, sb) = self.layer_input(n, 1)?;
+        let gate = |g: [usize; 3], m: [usize; 3]| g[0] == m[0] && g[1..] == [1, 1];
+        let shape = if sa == sb || gate(sb, sa) {
+            sa
+        } else if gate(sa, sb) {
+            sb
+        } else {
+            return Err(format!("multiplies outputs of shapes {sa:?} and {sb:?}"));
+        };
+        self.push(n, Op::Mul, vec![a, b], shape);
         Ok(())
     }
 
