@@ -236,8 +236,10 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                     kernels::apply_act(&mut acc, act);
                 })
             }
-            // Copies and elementwise passes: not timed.
-            Op::Flatten | Op::Concat | Op::Unary { .. } | Op::Mul => Box::new(|| {}),
+            // Copies and the cheap passes only imported networks have: not timed.
+            Op::Flatten | Op::Concat | Op::Unary { .. } | Op::Mul | Op::AvgPool { .. } => {
+                Box::new(|| {})
+            }
             Op::Linear { weight, act, .. } => {
                 let lin = Linear::new(
                     param(&format!("{weight}.weight"))?,

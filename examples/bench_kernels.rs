@@ -233,7 +233,12 @@ fn main() {
                     flops += 2.0 * (n * in_f * out_f) as f64;
                     tally(&mut by_kind, "linear", t, 2.0 * (n * in_f * out_f) as f64);
                 }
-                Op::Input | Op::Flatten | Op::Concat | Op::Unary { .. } | Op::Mul => {}
+                Op::Input
+                | Op::Flatten
+                | Op::Concat
+                | Op::Unary { .. }
+                | Op::Mul
+                | Op::AvgPool { .. } => {}
             }
         }
         let total = conv_s + other_s;

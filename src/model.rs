@@ -51,6 +51,12 @@ enum Layer {
         ceil_mode: bool,
     },
     AdaptiveAvgPool(usize, usize),
+    AvgPool {
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: arch::Pad,
+        count_include_pad: bool,
+    },
     Add(Act),
     Concat,
     Unary(arch::Unary),
@@ -362,6 +368,17 @@ impl Network {
                     ceil_mode: *ceil_mode,
                 },
                 Op::AdaptiveAvgPool { out } => Layer::AdaptiveAvgPool(out.0, out.1),
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    pad,
+                    count_include_pad,
+                } => Layer::AvgPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                    pad: *pad,
+                    count_include_pad: *count_include_pad,
+                },
                 Op::Add { act } => Layer::Add(*act),
                 Op::Concat => Layer::Concat,
                 Op::Unary { f } => Layer::Unary(*f),
@@ -854,6 +871,14 @@ impl Pass<'_> {
                 ceil_mode,
             } => Buf::from_vec(
                 kernels::max_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *ceil_mode).0,
+            ),
+            Layer::AvgPool {
+                kernel,
+                stride,
+                pad,
+                count_include_pad,
+            } => Buf::from_vec(
+                kernels::avg_pool2d(x, n, c, ih, iw, *kernel, *stride, *pad, *count_include_pad).0,
             ),
             Layer::AdaptiveAvgPool(oh, ow) => {
                 Buf::from_vec(kernels::adaptive_avg_pool2d(x, n, c, ih, iw, *oh, *ow))

@@ -95,6 +95,12 @@ pub fn fields(arch: &Arch) -> Vec<Field> {
                         stride,
                         pad,
                         ..
+                    }
+                    | Op::AvgPool {
+                        kernel,
+                        stride,
+                        pad,
+                        ..
                     } => inp.window(*kernel, *stride, (pad.top, pad.left), (1, 1)),
                     Op::AdaptiveAvgPool { out: (oh, ow) } => {
                         // Exact when the size divides evenly (including global pooling);

@@ -131,6 +131,9 @@ impl Op {
                 format!("maxpool{}x{}/s{}", kernel.0, kernel.1, stride.0)
             }
             Op::AdaptiveAvgPool { out } => format!("avgpool->{}x{}", out.0, out.1),
+            Op::AvgPool { kernel, stride, .. } => {
+                format!("avgpool{}x{}/s{}", kernel.0, kernel.1, stride.0)
+            }
             Op::Add { act } => format!("add{}", act_suffix(*act)),
             Op::Concat => "concat".into(),
             Op::Unary { f } => f.name().into(),
@@ -405,6 +408,16 @@ impl Arch {
                     out_len(w, kernel.1, stride.1, pad.left, pad.right, 1, *ceil_mode),
                 ],
                 Op::AdaptiveAvgPool { out } => [c, out.0, out.1],
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    pad,
+                    ..
+                } => [
+                    c,
+                    out_len(h, kernel.0, stride.0, pad.top, pad.bottom, 1, false),
+                    out_len(w, kernel.1, stride.1, pad.left, pad.right, 1, false),
+                ],
                 Op::Add { .. } => inp,
                 Op::Concat => [node.inputs.iter().map(|&i| shapes[i][0]).sum(), h, w],
                 Op::Unary { .. } => inp,

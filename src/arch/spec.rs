@@ -36,6 +36,14 @@ pub enum Op {
         pad: Pad,
         ceil_mode: bool,
     },
+    /// Average pooling (output size rounded down); padded cells count as zeros with
+    /// `count_include_pad`, else they are left out of the average.
+    AvgPool {
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        pad: Pad,
+        count_include_pad: bool,
+    },
     /// torch-style adaptive average pooling to a fixed output size ((1,1) = global).
     AdaptiveAvgPool { out: (usize, usize) },
     /// Elementwise sum of the inputs (residual connection), then `act`.

@@ -34,6 +34,13 @@ pub struct Imported {
 enum Value {
     /// Output of arch node `node`, `[c, h, w]` per image (`[f, 1, 1]` after flattening).
     Layer { node: usize, shape: [usize; 3] },
+    /// A layer's output with zeros around it (a Pad), for the convolution or average
+    /// pool that reads it to take as its own padding.
+    Padded {
+        node: usize,
+        shape: [usize; 3],
+        pad: Pad,
+    },
     /// Made by a node neurodex cannot run (or from one): nodes reading it are left out,
     /// and the error names the first.
     Missing,
@@ -317,6 +324,10 @@ impl Builder {
             Value::Layer { node, shape } => Ok((*node, *shape)),
             Value::Const(_) => Err(format!("input {name} is a constant, not a layer's output")),
             Value::Missing => Err(format!("input {name} comes from a node that cannot run")),
+            Value::Padded { .. } => Err(format!(
+                "input {name} is padded (a Pad), which only a convolution or an average pool \
+                 can take"
+            )),
         }
     }
 
@@ -325,7 +336,7 @@ impl Builder {
             None => Ok(None),
             Some(name) => match self.value(name)? {
                 Value::Const(c) => Ok(Some(c.clone())),
-                Value::Layer { .. } | Value::Missing => {
+                Value::Layer { .. } | Value::Missing | Value::Padded { .. } => {
                     Err(format!("input {name} must be a constant"))
                 }
             },
@@ -421,7 +432,7 @@ impl Builder {
                         vec![1, shape[0] as i64, shape[1] as i64, shape[2] as i64]
                     }
                     Value::Const(c) => c.dims.iter().map(|&d| d as i64).collect(),
-                    Value::Missing => return Err(Unsupported::Op),
+                    Value::Missing | Value::Padded { .. } => return Err(Unsupported::Op),
                 };
                 self.set(n, ints(v));
             }
@@ -512,8 +523,22 @@ impl Builder {
         }
     }
 
+    /// Input `k` as a layer's output, with the zero padding a Pad before it added.
+    fn padded_input(
+        &self,
+        n: &NodeProto,
+        k: usize,
+    ) -> std::result::Result<(usize, [usize; 3], Pad), String> {
+        match n.input.get(k).and_then(|i| self.values.get(*i)) {
+            Some(Value::Padded { node, shape, pad }) => Ok((*node, *shape, *pad)),
+            _ => self
+                .layer_input(n, k)
+                .map(|(node, shape)| (node, shape, Pad::default())),
+        }
+    }
+
     fn conv(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
-        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let (src, [c, h, w], extra) = self.padded_input(n, 0)?;
         let wt = self.constant(n, 1)?.ok_or("Conv without weights")?;
         let bias = self.constant(n, 2)?;
         if wt.dims.len() != 4 {
@@ -535,7 +560,7 @@ impl Builder {
         };
         let stride = ints2("strides").unwrap_or((1, 1));
         let dilation = ints2("dilations").unwrap_or((1, 1));
-        let pad = pads(n, (h, w), (kh, kw), stride, dilation)?;
+        let pad = add_pads(pads(n, (h, w), (kh, kw), stride, dilation)?, extra);
         let prefix = format!("onnx{}", self.nodes.len());
         self.tensor(format!("{prefix}.weight"), &wt.dims, wt.floats())?;
         if let Some(b) = &bias {
@@ -614,16 +639,40 @@ impl Builder {
     }
 
     /// A Pad of zeros on no side is nothing (torch writes one before some pools).
+    /// A Pad of zeros around the maps is left for the convolution or average pool
+    /// that reads it; one that pads nothing is nothing.
     fn pad(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
         let pads = match self.constant(n, 1)? {
             Some(c) => c.ints(),
             None => attr_ints(n, "pads").unwrap_or_default(),
         };
-        if pads.iter().any(|&p| p != 0) {
-            return Err(format!("Pad {pads:?} (only a Pad of nothing is read yet)"));
+        if pads.iter().all(|&p| p == 0) {
+            let v = self.value(n.input[0])?.clone();
+            self.set(n, v);
+            return Ok(());
         }
-        let v = self.value(n.input[0])?.clone();
-        self.set(n, v);
+        let mode = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "mode")
+            .map_or("constant".into(), |a| {
+                String::from_utf8_lossy(a.s).into_owned()
+            });
+        let value = self.constant(n, 2)?.and_then(|c| c.scalar()).unwrap_or(0.0);
+        let spatial = pads.len() == 8 && [pads[0], pads[1], pads[4], pads[5]] == [0; 4];
+        if mode != "constant" || value != 0.0 || !spatial || pads.iter().any(|&p| p < 0) {
+            return Err(format!(
+                "Pad {pads:?} ({mode}, {value}): only zeros around the maps are read"
+            ));
+        }
+        let (node, shape) = self.layer_input(n, 0)?;
+        let pad = Pad {
+            top: pads[2] as usize,
+            left: pads[3] as usize,
+            bottom: pads[6] as usize,
+            right: pads[7] as usize,
+        };
+        self.set(n, Value::Padded { node, shape, pad });
         Ok(())
     }
 
@@ -791,19 +840,53 @@ impl Builder {
 
     /// An AveragePool whose windows tile the input exactly (no padding, kernel = stride,
     /// dividing the input) is an adaptive pool to the quotient.
+    /// Average pooling; windows that tile the input exactly are an adaptive pool to
+    /// the quotient. Zeros from a Pad before it count in the average.
     fn average_pool(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
-        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let (src, [c, h, w], extra) = self.padded_input(n, 0)?;
         let k = attr_ints(n, "kernel_shape").ok_or("AveragePool without kernel_shape")?;
-        let s = attr_ints(n, "strides").unwrap_or_else(|| k.clone());
-        let padded = attr_ints(n, "pads").is_some_and(|p| p.iter().any(|&x| x != 0));
-        let (kh, kw) = (k[0] as usize, k.get(1).copied().unwrap_or(k[0]) as usize);
-        if k != s || padded || kh == 0 || kw == 0 || h % kh != 0 || w % kw != 0 {
-            return Err(
-                "AveragePool other than non-overlapping windows that tile the input".into(),
-            );
+        if k.len() != 2 || k.iter().any(|&x| x <= 0) {
+            return Err(format!("AveragePool kernel {k:?}"));
         }
-        let out = (h / kh, w / kw);
-        self.push(n, Op::AdaptiveAvgPool { out }, vec![src], [c, out.0, out.1]);
+        let s = attr_ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+        let kernel = (k[0] as usize, k[1] as usize);
+        let stride = (
+            s[0].max(1) as usize,
+            s.get(1).copied().unwrap_or(s[0]).max(1) as usize,
+        );
+        if attr_int(n, "ceil_mode").unwrap_or(0) != 0 {
+            return Err("AveragePool with ceil_mode".into());
+        }
+        let own = pads(n, (h, w), kernel, stride, (1, 1))?;
+        let include = attr_int(n, "count_include_pad").unwrap_or(0) != 0;
+        let has = |p: Pad| p != Pad::default();
+        if has(own) && has(extra) && !include {
+            return Err("AveragePool padding its own and a Pad's cells differently".into());
+        }
+        let pad = add_pads(own, extra);
+        let tiles = !has(pad) && kernel == stride && h % kernel.0 == 0 && w % kernel.1 == 0;
+        if tiles {
+            let out = (h / kernel.0, w / kernel.1);
+            self.push(n, Op::AdaptiveAvgPool { out }, vec![src], [c, out.0, out.1]);
+            return Ok(());
+        }
+        let ph = h + pad.top + pad.bottom;
+        let pw = w + pad.left + pad.right;
+        if ph < kernel.0 || pw < kernel.1 {
+            return Err("AveragePool kernel larger than its input".into());
+        }
+        let shape = [
+            c,
+            (ph - kernel.0) / stride.0 + 1,
+            (pw - kernel.1) / stride.1 + 1,
+        ];
+        let op = Op::AvgPool {
+            kernel,
+            stride,
+            pad,
+            count_include_pad: include || has(extra),
+        };
+        self.push(n, op, vec![src], shape);
         Ok(())
     }
 
@@ -932,6 +1015,15 @@ fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
         .iter()
         .find(|a| a.name == name)
         .map(|a| a.ints.clone())
+}
+
+fn add_pads(a: Pad, b: Pad) -> Pad {
+    Pad {
+        top: a.top + b.top,
+        left: a.left + b.left,
+        bottom: a.bottom + b.bottom,
+        right: a.right + b.right,
+    }
 }
 
 /// Clip's bounds: attributes before opset 11, optional constant inputs since.
@@ -1194,18 +1286,28 @@ fn module_path(onnx_name: &str) -> String {
     path
 }
 
-/// Node names from module paths (unique: a repeated path gets `#2`, `#3`), and every
-/// enclosing module path as an alias of the last node inside it (`layer4.1`, `layer4`).
+/// Node names from module paths, and every enclosing module path as an alias of the
+/// last node inside it (`layer4.1`, `layer4`). A module path names the module's output:
+/// where several nodes share one, the last has it and the others are `path#1`, `#2`, ...
 fn name_taps(nodes: &mut [Node], paths: &[Vec<String>]) {
+    let base = |i: usize| match paths[i].first() {
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => format!("node{i}"),
+    };
+    let mut total: HashMap<String, usize> = HashMap::new();
+    for i in 1..nodes.len() {
+        *total.entry(base(i)).or_insert(0) += 1;
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, node) in nodes.iter_mut().enumerate().skip(1) {
-        let base = match paths[i].first() {
-            Some(p) if !p.is_empty() => p.clone(),
-            _ => format!("node{i}"),
-        };
-        let k = seen.entry(base.clone()).or_insert(0);
+        let b = base(i);
+        let k = seen.entry(b.clone()).or_insert(0);
         *k += 1;
-        node.name = if *k == 1 { base } else { format!("{base}#{k}") };
+        node.name = if *k == total[&b] {
+            b
+        } else {
+            format!("{b}#{k}")
+        };
     }
     let names: std::collections::HashSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let mut last_in: HashMap<String, usize> = HashMap::new();

@@ -33,7 +33,7 @@ pub use terms::{Act, Pad};
 pub use conv::{Conv2d, ConvGeom};
 pub use linear::Linear;
 pub use peaks::channel_peaks;
-pub use pool::{adaptive_avg_pool2d, max_pool2d};
+pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 use rayon::prelude::*;
 
 thread_local! {

@@ -1,4 +1,5 @@
-//! Max pooling and adaptive average pooling (torch semantics), one plane per task.
+//! Max pooling, average pooling and adaptive average pooling (torch semantics), one
+//! plane per task.
 
 use rayon::prelude::*;
 
@@ -166,6 +167,64 @@ fn pooled_len(
         out -= 1;
     }
     out
+}
+
+/// Average pooling over `[n, c, h, w]` (output size rounded down); returns the output
+/// and its height and width. Padded cells are zeros that count in the average with
+/// `count_include_pad`, and are left out of it otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn avg_pool2d(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad,
+    count_include_pad: bool,
+) -> (Vec<f32>, usize, usize) {
+    assert_eq!(
+        x.len(),
+        n * c * h * w,
+        "avg_pool2d: input length does not match {n}x{c}x{h}x{w}"
+    );
+    let oh = pooled_len(h, pad.top, pad.bottom, kernel.0, stride.0, false);
+    let ow = pooled_len(w, pad.left, pad.right, kernel.1, stride.1, false);
+    let mut out = vec![0f32; n * c * oh * ow];
+    if out.is_empty() {
+        return (out, oh, ow);
+    }
+    // Window [start, start + k) on one axis, clipped to the input (and, for the count,
+    // to the padded input).
+    let window = |o: usize, s: usize, k: usize, before: usize, len: usize, after: usize| {
+        let start = (o * s) as isize - before as isize;
+        let end = start + k as isize;
+        let padded = (end.min((len + after) as isize) - start.max(-(before as isize))) as usize;
+        let (a, b) = (start.max(0) as usize, end.clamp(0, len as isize) as usize);
+        (a, b.max(a), padded)
+    };
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(o, xp)| {
+            for oy in 0..oh {
+                let (y0, y1, py) = window(oy, stride.0, kernel.0, pad.top, h, pad.bottom);
+                for ox in 0..ow {
+                    let (x0, x1, px) = window(ox, stride.1, kernel.1, pad.left, w, pad.right);
+                    let mut sum = 0f32;
+                    for y in y0..y1 {
+                        sum += xp[y * w + x0..y * w + x1].iter().sum::<f32>();
+                    }
+                    let count = if count_include_pad {
+                        py * px
+                    } else {
+                        (y1 - y0) * (x1 - x0)
+                    };
+                    o[oy * ow + ox] = sum / count.max(1) as f32;
+                }
+            }
+        });
+    (out, oh, ow)
 }
 
 /// Adaptive average pooling of `[n, c, h, w]` to `[n, c, oh, ow]`: output cell i
