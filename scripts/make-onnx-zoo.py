@@ -4,7 +4,8 @@ neurodex's ONNX importer test (tests/onnx_zoo.rs).
 
 Each model gets random weights and randomised BatchNorm statistics (seeded), is exported
 at a fixed input size with torch.onnx.export, and run by onnxruntime on a seeded input.
-Into OUT (default: ~/.cache/neurodex/onnx-zoo) go, per model and opset:
+Into OUT (default: ~/.cache/neurodex/onnx-zoo-1; bump the number when what is
+stored changes) go, per model and opset:
 
   <model>-op<opset>.onnx           the exported graph and its weights
   <model>-op<opset>.ref.safetensors  "input", "logits" and "tap.<module path>" for three
@@ -146,7 +147,7 @@ def make(name, opset, out):
 
 def main():
     args = sys.argv[1:]
-    out = args[0] if args else os.path.expanduser("~/.cache/neurodex/onnx-zoo")
+    out = args[0] if args else os.path.expanduser("~/.cache/neurodex/onnx-zoo-1")
     names = args[1:] or list(ZOO)
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)

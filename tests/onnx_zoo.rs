@@ -3,7 +3,7 @@
 //! `scripts/make-onnx-zoo.py` exports torchvision's classification CNNs (random weights,
 //! randomised BatchNorm statistics) and stores onnxruntime's logits and three module
 //! outputs for a seeded input; `.ci/run` makes them (into `NEURODEX_ONNX_ZOO`, default
-//! `~/.cache/neurodex/onnx-zoo`). Each must match within 1e-4 of its largest magnitude.
+//! `~/.cache/neurodex/onnx-zoo-1`). Each must match within 1e-4 of its largest magnitude.
 //! Networks with operators the importer does not run yet must be refused with an error
 //! naming those operators.
 
@@ -16,7 +16,7 @@ fn zoo() -> Option<PathBuf> {
     let dir = std::env::var_os("NEURODEX_ONNX_ZOO")
         .map(PathBuf::from)
         .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex/onnx-zoo"))
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex/onnx-zoo-1"))
         })?;
     dir.is_dir().then_some(dir)
 }
