@@ -238,3 +238,68 @@ fn bad_models_are_refused_with_the_file_and_the_cause() {
         .to_string();
     assert!(e.contains("drop --weights"), "{e}");
 }
+
+/// `x` as numpy writes a C-ordered f32 array of `shape`.
+fn npy(shape: &[usize], x: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut h = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    b.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+    b
+}
+
+#[test]
+fn forward_writes_the_taps_and_the_output_for_an_exact_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        None,
+    );
+    let path = write(tmp.path(), "tiny.onnx", &onnx_rs::encode(&model));
+    // Two images; the second is the first negated.
+    let one: Vec<f32> = (0..3 * 16)
+        .map(|k| ((k * 5) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let x: Vec<f32> = one.iter().copied().chain(one.iter().map(|v| -v)).collect();
+    let input = write(tmp.path(), "x.npy", &npy(&[2, 3, 4, 4], &x));
+    let out = tmp.path().join("out.safetensors");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_neurodex"))
+        .args(["forward", "--model"])
+        .arg(&path)
+        .arg("--input")
+        .arg(&input)
+        .args(["--taps", "conv", "--pre", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["conv"].dims(), &[2, 2, 4, 4]);
+    assert_eq!(t["output"].dims(), &[2, 2, 1, 1]);
+    let pre: Vec<f32> = t["conv:pre"].flatten_all().unwrap().to_vec1().unwrap();
+    let post: Vec<f32> = t["conv"].flatten_all().unwrap().to_vec1().unwrap();
+    // By hand: channel o, image i, pixel p.
+    for i in 0..2 {
+        for o in 0..2 {
+            for p in 0..16 {
+                let v: f32 = (0..3)
+                    .map(|c| CONV_W[o * 3 + c] * x[i * 48 + c * 16 + p])
+                    .sum::<f32>()
+                    + CONV_B[o];
+                let k = (i * 2 + o) * 16 + p;
+                assert!((pre[k] - v).abs() < 1e-5, "pre {k}: {} vs {v}", pre[k]);
+                assert!((post[k] - v.max(0.0)).abs() < 1e-5, "post {k}");
+            }
+        }
+    }
+}

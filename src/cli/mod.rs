@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 pub mod classify;
 pub mod filters;
+pub mod forward;
 pub mod gallery;
 pub mod image;
 pub mod import;
@@ -57,6 +58,9 @@ pub enum Command {
     Stats(stats::Args),
     /// Every channel of a layer on one image, as a picture
     Maps(maps::Args),
+    /// The outputs of named layers for one exact input, as safetensors (to compare with
+    /// another framework)
+    Forward(forward::Args),
     /// A convolution layer's filters, as a picture
     Filters(filters::Args),
     /// A static HTML gallery of every indexed unit's top images
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Image(a) => image::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Maps(a) => maps::run(a),
+        Command::Forward(a) => forward::run(a),
         Command::Filters(a) => filters::run(a),
         Command::Gallery(a) => gallery::run(a),
         Command::Serve(a) => serve::run(a),

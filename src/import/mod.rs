@@ -7,6 +7,7 @@
 //! `state_dict`, `model`, ...) is found, and DataParallel's `module.` prefix is stripped.
 
 mod legacy;
+pub mod npy;
 pub mod onnx;
 mod pickle;
 mod torch;
