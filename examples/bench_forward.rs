@@ -237,9 +237,13 @@ fn layers(net: &Network, weights: &str, batch: usize, reps: usize) -> anyhow::Re
                 })
             }
             // Copies and the cheap passes only imported networks have: not timed.
-            Op::Flatten | Op::Concat | Op::Unary { .. } | Op::Mul | Op::AvgPool { .. } => {
-                Box::new(|| {})
-            }
+            Op::Flatten
+            | Op::Concat
+            | Op::Unary { .. }
+            | Op::Mul
+            | Op::AvgPool { .. }
+            | Op::Shuffle { .. }
+            | Op::Slice { .. } => Box::new(|| {}),
             Op::Linear { weight, act, .. } => {
                 let lin = Linear::new(
                     param(&format!("{weight}.weight"))?,

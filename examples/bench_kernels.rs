@@ -238,7 +238,9 @@ fn main() {
                 | Op::Concat
                 | Op::Unary { .. }
                 | Op::Mul
-                | Op::AvgPool { .. } => {}
+                | Op::AvgPool { .. }
+                | Op::Shuffle { .. }
+                | Op::Slice { .. } => {}
             }
         }
         let total = conv_s + other_s;

@@ -60,6 +60,8 @@ enum Layer {
     Add(Act),
     Concat,
     Unary(arch::Unary),
+    Shuffle(usize),
+    Slice(usize, usize),
     Mul,
     Flatten,
     Linear(Linear),
@@ -382,6 +384,8 @@ impl Network {
                 Op::Add { act } => Layer::Add(*act),
                 Op::Concat => Layer::Concat,
                 Op::Unary { f } => Layer::Unary(*f),
+                Op::Shuffle { groups } => Layer::Shuffle(*groups),
+                Op::Slice { from, to } => Layer::Slice(*from, *to),
                 Op::Mul => Layer::Mul,
                 Op::Flatten => Layer::Flatten,
                 Op::Linear { weight, act, .. } => Layer::Linear(Linear::new(
@@ -919,6 +923,28 @@ impl Pass<'_> {
                         "{}: concatenated sizes differ",
                         node.name
                     )));
+                }
+                out
+            }
+            Layer::Shuffle(groups) => {
+                // Output channel j is input channel (j % g) * (C / g) + j / g.
+                let (g, hw) = (*groups, ih * iw);
+                let per = c / g;
+                let mut out = take_buffer(&mut self.pool, x.len());
+                for (img, o) in out.chunks_mut(c * hw).enumerate() {
+                    let xi = &x[img * c * hw..(img + 1) * c * hw];
+                    for (j, plane) in o.chunks_mut(hw).enumerate() {
+                        let from = (j % g) * per + j / g;
+                        plane.copy_from_slice(&xi[from * hw..(from + 1) * hw]);
+                    }
+                }
+                out
+            }
+            Layer::Slice(from, to) => {
+                let hw = ih * iw;
+                let mut out = take_buffer(&mut self.pool, plan.len_of(i, n));
+                for (img, o) in out.chunks_mut((to - from) * hw).enumerate() {
+                    o.copy_from_slice(&x[(img * c + from) * hw..(img * c + to) * hw]);
                 }
                 out
             }

@@ -114,7 +114,7 @@ pub fn fields(arch: &Arch) -> Vec<Field> {
                     Op::Add { .. } | Op::Concat => {
                         node.inputs[1..].iter().fold(inp, |f, &i| f.union(&out[i]))
                     }
-                    Op::Unary { .. } => inp,
+                    Op::Unary { .. } | Op::Shuffle { .. } | Op::Slice { .. } => inp,
                     // A per-channel gate (squeeze-and-excitation) scales a unit but does
                     // not move where it looks: the field is the map inputs' only.
                     Op::Mul => {

@@ -137,6 +137,8 @@ impl Op {
             Op::Add { act } => format!("add{}", act_suffix(*act)),
             Op::Concat => "concat".into(),
             Op::Unary { f } => f.name().into(),
+            Op::Shuffle { groups } => format!("shuffle/{groups}"),
+            Op::Slice { from, to } => format!("channels {from}..{to}"),
             Op::Mul => "mul".into(),
             Op::Flatten => "flatten".into(),
             Op::Linear {
@@ -420,7 +422,8 @@ impl Arch {
                 ],
                 Op::Add { .. } => inp,
                 Op::Concat => [node.inputs.iter().map(|&i| shapes[i][0]).sum(), h, w],
-                Op::Unary { .. } => inp,
+                Op::Unary { .. } | Op::Shuffle { .. } => inp,
+                Op::Slice { from, to } => [to - from, h, w],
                 // A gate [C, 1, 1] takes the map's shape.
                 Op::Mul => node
                     .inputs

@@ -53,6 +53,10 @@ pub enum Op {
     Concat,
     /// A function of each value on its own.
     Unary { f: Unary },
+    /// ShuffleNet's channel shuffle: channels seen as `groups` x (C / groups), transposed.
+    Shuffle { groups: usize },
+    /// Channels `from..to` of the input (a split).
+    Slice { from: usize, to: usize },
     /// The product of two inputs: of one shape (SiLU's x * sigmoid(x)), or a map and a
     /// per-channel gate of shape [C, 1, 1] (squeeze-and-excitation).
     Mul,

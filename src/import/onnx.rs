@@ -41,6 +41,14 @@ enum Value {
         shape: [usize; 3],
         pad: Pad,
     },
+    /// A layer's output reshaped to [batch, groups, C / groups, H, W], and (`swapped`)
+    /// those two axes transposed: the first steps of a channel shuffle.
+    Grouped {
+        node: usize,
+        shape: [usize; 3],
+        groups: usize,
+        swapped: bool,
+    },
     /// Made by a node neurodex cannot run (or from one): nodes reading it are left out,
     /// and the error names the first.
     Missing,
@@ -142,6 +150,7 @@ pub fn load(path: &Path) -> Result<Imported> {
         tensors: HashMap::new(),
         values,
         readers: readers(&graph.node),
+        batch: dims[0],
     };
     b.values.insert(
         input.name.to_string(),
@@ -264,6 +273,11 @@ const KNOWN: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Mul",
+    "Sub",
+    "Div",
+    "Transpose",
+    "Slice",
+    "ReduceMean",
 ];
 
 /// Why a node could not be converted.
@@ -295,6 +309,8 @@ struct Builder {
     values: HashMap<String, Value>,
     /// How many nodes read each tensor (graph outputs count once).
     readers: HashMap<String, usize>,
+    /// The batch size the file was exported with (shape arithmetic sees it).
+    batch: usize,
 }
 
 fn readers(nodes: &[NodeProto]) -> HashMap<String, usize> {
@@ -324,6 +340,10 @@ impl Builder {
             Value::Layer { node, shape } => Ok((*node, *shape)),
             Value::Const(_) => Err(format!("input {name} is a constant, not a layer's output")),
             Value::Missing => Err(format!("input {name} comes from a node that cannot run")),
+            Value::Grouped { .. } => Err(format!(
+                "input {name} is a layer's output regrouped for a channel shuffle, which \
+                 only the shuffle's last Reshape can take"
+            )),
             Value::Padded { .. } => Err(format!(
                 "input {name} is padded (a Pad), which only a convolution or an average pool \
                  can take"
@@ -336,9 +356,10 @@ impl Builder {
             None => Ok(None),
             Some(name) => match self.value(name)? {
                 Value::Const(c) => Ok(Some(c.clone())),
-                Value::Layer { .. } | Value::Missing | Value::Padded { .. } => {
-                    Err(format!("input {name} must be a constant"))
-                }
+                Value::Layer { .. }
+                | Value::Missing
+                | Value::Padded { .. }
+                | Value::Grouped { .. } => Err(format!("input {name} must be a constant")),
             },
         }
     }
@@ -399,7 +420,30 @@ impl Builder {
                 self.push(n, Op::AdaptiveAvgPool { out: (1, 1) }, vec![src], [c, 1, 1]);
             }
             "AveragePool" => self.average_pool(n)?,
+            "ReduceMean" => {
+                // The mean over the map (x.mean([2, 3]), with or without kept axes) is
+                // a global average pool; its [C, 1, 1] is also the flat [C].
+                let (src, [c, _, _]) = self.layer_input(n, 0)?;
+                let axes = match self.constant(n, 1)? {
+                    Some(a) => a.ints(),
+                    None => attr_ints(n, "axes").unwrap_or_default(),
+                };
+                let mut axes: Vec<i64> = axes
+                    .iter()
+                    .map(|&a| if a < 0 { a + 4 } else { a })
+                    .collect();
+                axes.sort_unstable();
+                if axes != [2, 3] {
+                    return Err(
+                        format!("ReduceMean over axes {axes:?} (only the map, [2, 3])").into(),
+                    );
+                }
+                self.push(n, Op::AdaptiveAvgPool { out: (1, 1) }, vec![src], [c, 1, 1]);
+            }
+            "Add" | "Sub" | "Mul" | "Div" if self.all_constant(n) => self.arithmetic(n)?,
             "Add" => self.add(n)?,
+            "Transpose" => self.transpose(n)?,
+            "Slice" => self.slice(n)?,
             "Flatten" => {
                 let axis = attr_int(n, "axis").unwrap_or(1);
                 if axis != 1 {
@@ -426,13 +470,18 @@ impl Builder {
             "Shape" => {
                 let v = match self.value(n.input.first().copied().unwrap_or(""))? {
                     Value::Layer { shape, .. } if shape[1..] == [1, 1] && self.is_flat(n) => {
-                        vec![1, shape[0] as i64]
+                        vec![self.batch as i64, shape[0] as i64]
                     }
-                    Value::Layer { shape, .. } => {
-                        vec![1, shape[0] as i64, shape[1] as i64, shape[2] as i64]
-                    }
+                    Value::Layer { shape, .. } => vec![
+                        self.batch as i64,
+                        shape[0] as i64,
+                        shape[1] as i64,
+                        shape[2] as i64,
+                    ],
                     Value::Const(c) => c.dims.iter().map(|&d| d as i64).collect(),
-                    Value::Missing | Value::Padded { .. } => return Err(Unsupported::Op),
+                    Value::Missing | Value::Padded { .. } | Value::Grouped { .. } => {
+                        return Err(Unsupported::Op)
+                    }
                 };
                 self.set(n, ints(v));
             }
@@ -917,14 +966,47 @@ impl Builder {
 
     /// A Reshape to [batch, rest] is a flattening; others are not supported yet.
     fn reshape(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
-        let (_, [c, h, w]) = self.layer_input(n, 0)?;
         let target = self
             .constant(n, 1)?
             .ok_or("Reshape without a shape")?
             .ints();
+        let batch = |d: i64| d == -1 || d == 0 || d == self.batch as i64;
+        // A channel shuffle: [b, g, C/g, h, w], transposed, then back to [b, C, h, w].
+        if let Some(Value::Grouped {
+            node,
+            shape,
+            groups,
+            swapped: true,
+        }) = self.values.get(n.input[0]).cloned()
+        {
+            let [c, h, w] = shape;
+            let back = target.len() == 4
+                && batch(target[0])
+                && (target[1] == c as i64 || target[1] == -1)
+                && target[2..] == [h as i64, w as i64];
+            if !back {
+                return Err(format!("Reshape of a regrouped output to {target:?}"));
+            }
+            self.push(n, Op::Shuffle { groups }, vec![node], shape);
+            return Ok(());
+        }
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        if target.len() == 5 && batch(target[0]) && target[3..] == [h as i64, w as i64] {
+            let (g, per) = (target[1], target[2]);
+            if g > 0 && per > 0 && (g * per) as usize == c {
+                let v = Value::Grouped {
+                    node: src,
+                    shape: [c, h, w],
+                    groups: g as usize,
+                    swapped: false,
+                };
+                self.set(n, v);
+                return Ok(());
+            }
+        }
         let rest = (c * h * w) as i64;
         let flat = target.len() == 2
-            && matches!(target[0], -1..=1)
+            && batch(target[0])
             && (target[1] == -1 || target[1] == rest)
             && !(target[0] == -1 && target[1] == -1);
         if !flat {
@@ -933,6 +1015,105 @@ impl Builder {
             ));
         }
         self.flatten(n)
+    }
+
+    /// The transpose of a channel shuffle ([b, g, C/g, h, w] -> [b, C/g, g, h, w]).
+    fn transpose(&mut self, n: &NodeProto) -> std::result::Result<(), Unsupported> {
+        let perm = attr_ints(n, "perm").unwrap_or_default();
+        match self.values.get(n.input[0]).cloned() {
+            Some(Value::Grouped {
+                node,
+                shape,
+                groups,
+                swapped: false,
+            }) if perm == [0, 2, 1, 3, 4] => {
+                let v = Value::Grouped {
+                    node,
+                    shape,
+                    groups,
+                    swapped: true,
+                };
+                self.set(n, v);
+                Ok(())
+            }
+            _ => Err(Unsupported::Op),
+        }
+    }
+
+    /// A Slice of channels (a split); the bounds are constants or folded arithmetic.
+    fn slice(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let get = |k: usize| -> std::result::Result<Option<Vec<i64>>, String> {
+            Ok(self.constant(n, k)?.map(|v| v.ints()))
+        };
+        let starts = get(1)?.ok_or("Slice without starts")?;
+        let ends = get(2)?.ok_or("Slice without ends")?;
+        let axes = get(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = get(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        if axes.len() != 1 || !(axes[0] == 1 || axes[0] == -3) || steps != [1] {
+            return Err(format!(
+                "Slice on axes {axes:?} with steps {steps:?} (only channels)"
+            ));
+        }
+        let clamp = |v: i64| {
+            let v = if v < 0 { v + c as i64 } else { v };
+            v.clamp(0, c as i64) as usize
+        };
+        let (from, to) = (clamp(starts[0]), clamp(ends[0]));
+        if from >= to {
+            return Err(format!("Slice of channels {from}..{to}: empty"));
+        }
+        self.push(n, Op::Slice { from, to }, vec![src], [to - from, h, w]);
+        Ok(())
+    }
+
+    fn all_constant(&self, n: &NodeProto) -> bool {
+        n.input
+            .iter()
+            .all(|i| matches!(self.values.get(*i), Some(Value::Const(_))))
+    }
+
+    /// Arithmetic on constants (shape computations), elementwise with broadcasting
+    /// of a scalar; integers divide as integers.
+    fn arithmetic(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let a = self.constant(n, 0)?.ok_or("no first operand")?;
+        let b = self.constant(n, 1)?.ok_or("no second operand")?;
+        let len = a.ints().len().max(b.ints().len());
+        let at = |v: &Vec<i64>, k: usize| if v.len() == 1 { v[0] } else { v[k] };
+        let atf = |v: &Vec<f32>, k: usize| if v.len() == 1 { v[0] } else { v[k] };
+        let dims = if a.ints().len() >= b.ints().len() {
+            a.dims.clone()
+        } else {
+            b.dims.clone()
+        };
+        let ok = |v: usize| v == 1 || v == len;
+        if !ok(a.ints().len()) || !ok(b.ints().len()) {
+            return Err("arithmetic on constants of other shapes".into());
+        }
+        let data = match (&a.data, &b.data) {
+            (Data::I64(x), Data::I64(y)) => {
+                let f = |p: i64, q: i64| match n.op_type.as_str() {
+                    "Add" => Some(p + q),
+                    "Sub" => Some(p - q),
+                    "Mul" => Some(p * q),
+                    _ => (q != 0).then(|| p.div_euclid(q)),
+                };
+                let v: Option<Vec<i64>> = (0..len).map(|k| f(at(x, k), at(y, k))).collect();
+                Data::I64(v.ok_or("division by zero in shape arithmetic")?)
+            }
+            _ => {
+                let (x, y) = (a.floats(), b.floats());
+                let f = |p: f32, q: f32| match n.op_type.as_str() {
+                    "Add" => p + q,
+                    "Sub" => p - q,
+                    "Mul" => p * q,
+                    _ => p / q,
+                };
+                Data::F32((0..len).map(|k| f(atf(&x, k), atf(&y, k))).collect())
+            }
+        };
+        self.set(n, Value::Const(Constant { dims, data }));
+        Ok(())
     }
 
     fn gemm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
