@@ -3,13 +3,16 @@
 //! an exported network unchanged.
 //!
 //! Nodes are read in the file's (topological) order. Convolutions, pooling, residual
-//! sums, flattening and fully connected layers become `arch::Op`s; a BatchNormalization
-//! right after a convolution is folded into it, and a Relu or Clip(0, 6) after a layer
-//! becomes that layer's activation. Initializers, `Constant`s and the shape arithmetic
-//! torch exports (Shape, Gather, Unsqueeze, Concat feeding Reshape) are evaluated here
-//! for the file's fixed input size. Tap names are the module paths in the node names
-//! torch writes: `/layer4/layer4.1/relu_1/Relu` is in module `layer4.1`, and every
-//! module path names the last layer inside it.
+//! sums, channel concatenations, splits and shuffles, elementwise functions and
+//! products (squeeze-and-excitation gates), flattening and fully connected layers
+//! become `arch::Op`s. A BatchNormalization right after a convolution is folded into
+//! it (elsewhere it is a depthwise 1x1 scale and shift), a Relu or Clip(0, 6) after a
+//! layer becomes that layer's activation, and a Pad of zeros becomes the padding of
+//! the conv or pool that reads it. Initializers, `Constant`s and the shape arithmetic
+//! torch exports (Shape, Gather, Unsqueeze, Concat, Add/Sub/Mul/Div feeding Reshape or
+//! Slice) are evaluated here for the file's fixed input size. Tap names are the module
+//! paths in the node names torch writes: `/layer4/layer4.1/relu_1/Relu` is in module
+//! `layer4.1`, and every module path names the last layer inside it.
 
 use std::collections::HashMap;
 use std::path::Path;
