@@ -230,6 +230,27 @@ fn bad_models_are_refused_with_the_file_and_the_cause() {
     ));
     assert!(e.contains("/conv/Conv") && e.contains("3 channels"), "{e}");
 
+    // Hostile attributes: a stride of 0 and a kernel of 0 are refused, not divided by.
+    let mut zero = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        None,
+    );
+    zero.graph.as_mut().unwrap().node[0]
+        .attribute
+        .push(attr_ints("strides", vec![0, 0]));
+    let e = open_err(&write(tmp.path(), "stride0.onnx", &onnx_rs::encode(&zero)));
+    assert!(e.contains("strides [0, 0]"), "{e}");
+    let mut empty = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        None,
+    );
+    empty.graph.as_mut().unwrap().initializer[0] =
+        TensorProto::from_f32("conv.w", vec![2, 3, 0, 1], vec![]);
+    let e = open_err(&write(tmp.path(), "kernel0.onnx", &onnx_rs::encode(&empty)));
+    assert!(e.contains("Conv weights of shape [2, 3, 0, 1]"), "{e}");
+
     // An ONNX model carries its weights.
     let ok = write(tmp.path(), "ok.onnx", &good);
     let e = Network::open(ok.to_str().unwrap(), Some(&ok))

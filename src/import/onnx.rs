@@ -601,17 +601,19 @@ impl Builder {
         }
         let (out_ch, per_group, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
         let groups = attr_int(n, "group").unwrap_or(1).max(1) as usize;
+        if out_ch == 0 || kh == 0 || kw == 0 || out_ch % groups != 0 {
+            return Err(format!(
+                "Conv weights of shape {:?} for {groups} groups",
+                wt.dims
+            ));
+        }
         if per_group * groups != c {
             return Err(format!(
                 "Conv reads {c} channels, but its weights take {per_group} x {groups} groups"
             ));
         }
-        let ints2 = |name: &str| -> Option<(usize, usize)> {
-            let v = attr_ints(n, name)?;
-            (v.len() == 2).then(|| (v[0] as usize, v[1] as usize))
-        };
-        let stride = ints2("strides").unwrap_or((1, 1));
-        let dilation = ints2("dilations").unwrap_or((1, 1));
+        let stride = positive_pair(n, "strides")?;
+        let dilation = positive_pair(n, "dilations")?;
         let pad = add_pads(pads(n, (h, w), (kh, kw), stride, dilation)?, extra);
         let prefix = format!("onnx{}", self.nodes.len());
         self.tensor(format!("{prefix}.weight"), &wt.dims, wt.floats())?;
@@ -849,10 +851,11 @@ impl Builder {
         if k.len() != 2 {
             return Err("MaxPool other than 2-D".into());
         }
+        if k.iter().any(|&x| x <= 0) {
+            return Err(format!("MaxPool kernel {k:?}"));
+        }
         let kernel = (k[0] as usize, k[1] as usize);
-        let stride = attr_ints(n, "strides")
-            .filter(|s| s.len() == 2)
-            .map_or((1, 1), |s| (s[0] as usize, s[1] as usize));
+        let stride = positive_pair(n, "strides")?;
         if attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
             return Err("dilated MaxPool".into());
         }
@@ -1201,6 +1204,17 @@ fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
         .map(|a| a.ints.clone())
 }
 
+/// A two-element attribute of positive sizes (strides, dilations); (1, 1) when absent.
+fn positive_pair(n: &NodeProto, name: &str) -> std::result::Result<(usize, usize), String> {
+    match attr_ints(n, name) {
+        None => Ok((1, 1)),
+        Some(v) if v.len() == 2 && v.iter().all(|&x| (1..=4096).contains(&x)) => {
+            Ok((v[0] as usize, v[1] as usize))
+        }
+        Some(v) => Err(format!("{name} {v:?} (two sizes from 1 are read)")),
+    }
+}
+
 fn add_pads(a: Pad, b: Pad) -> Pad {
     Pad {
         top: a.top + b.top,
@@ -1242,7 +1256,7 @@ fn pads(
     match auto.as_str() {
         "" | "NOTSET" => {
             let p = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-            if p.len() != 4 || p.iter().any(|&x| x < 0) {
+            if p.len() != 4 || p.iter().any(|&x| !(0..=4096).contains(&x)) {
                 return Err(format!("pads {p:?}"));
             }
             Ok(Pad {
