@@ -169,7 +169,7 @@ fn take_buffer(pool: &mut Vec<Vec<f32>>, len: usize) -> Buf {
 /// The description `--model` names: a built-in architecture, or an ONNX file's graph.
 pub fn describe(model: &str) -> Result<Arch> {
     if is_onnx(model) {
-        return Ok(crate::import::onnx::load(Path::new(model))?.arch);
+        return crate::import::onnx::describe(Path::new(model));
     }
     arch::by_name(model)
 }
@@ -254,8 +254,7 @@ impl Network {
         }
         let imported = crate::import::onnx::load(path)?;
         let mut net = Network::from_tensors(imported.arch, &imported.tensors)?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        net.weights_id = sha256_hex(&bytes);
+        net.weights_id = imported.sha256;
         Ok(net)
     }
 

@@ -194,13 +194,7 @@ impl Default for Builder {
 impl Builder {
     pub fn new() -> Builder {
         Builder {
-            nodes: vec![Node {
-                name: "input".into(),
-                aliases: vec![],
-                op: Op::Input,
-                inputs: vec![],
-                tap: false,
-            }],
+            nodes: vec![Node::input()],
         }
     }
 

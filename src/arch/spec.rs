@@ -116,6 +116,19 @@ pub struct Node {
     pub tap: bool,
 }
 
+impl Node {
+    /// Node 0 of every description: the network input, not a tap.
+    pub fn input() -> Node {
+        Node {
+            name: "input".into(),
+            aliases: vec![],
+            op: Op::Input,
+            inputs: vec![],
+            tap: false,
+        }
+    }
+}
+
 /// How an image becomes the network input.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recipe {

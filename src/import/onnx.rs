@@ -30,6 +30,8 @@ const MAX_FILE: u64 = 4 << 30;
 pub struct Imported {
     pub arch: Arch,
     pub tensors: HashMap<String, Tensor>,
+    /// sha256 of the file, hex: the weights' identity.
+    pub sha256: String,
 }
 
 /// A value of the graph while converting: a layer's output, or a constant.
@@ -95,6 +97,15 @@ impl Constant {
 /// Reads an ONNX file (and the external-data files beside it) into a network
 /// description named `name` and its weights.
 pub fn load(path: &Path) -> Result<Imported> {
+    import(path, true)
+}
+
+/// The description alone (no weight tensors made), to name layers and fields.
+pub fn describe(path: &Path) -> Result<Arch> {
+    Ok(import(path, false)?.arch)
+}
+
+fn import(path: &Path, weights: bool) -> Result<Imported> {
     let bad = |reason: String| Error::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -142,15 +153,10 @@ pub fn load(path: &Path) -> Result<Imported> {
         .to_string_lossy()
         .into_owned();
     let mut b = Builder {
-        nodes: vec![Node {
-            name: "input".into(),
-            aliases: vec![],
-            op: Op::Input,
-            inputs: vec![],
-            tap: false,
-        }],
+        nodes: vec![Node::input()],
         paths: vec![vec![]],
         tensors: HashMap::new(),
+        weights,
         values,
         readers: readers(&graph.node),
         batch: dims[0],
@@ -246,6 +252,15 @@ pub fn load(path: &Path) -> Result<Imported> {
             classes,
         },
         tensors: b.tensors,
+        sha256: if weights {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -314,6 +329,8 @@ struct Builder {
     readers: HashMap<String, usize>,
     /// The batch size the file was exported with (shape arithmetic sees it).
     batch: usize,
+    /// Whether to make the weight tensors (not for `describe`).
+    weights: bool,
 }
 
 fn readers(nodes: &[NodeProto]) -> HashMap<String, usize> {
@@ -393,6 +410,9 @@ impl Builder {
         dims: &[usize],
         data: Vec<f32>,
     ) -> std::result::Result<(), String> {
+        if !self.weights {
+            return Ok(());
+        }
         let t = Tensor::from_vec(data, dims, &Device::Cpu).map_err(|e| e.to_string())?;
         self.tensors.insert(name, t);
         Ok(())

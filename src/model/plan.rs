@@ -130,16 +130,18 @@ impl Network {
         w: usize,
         taps: &[Tap],
     ) -> Result<std::sync::Arc<Plan>> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up without building a key: this runs once per image in a batch.
+        let same = |k: &Key| (k.start, k.h, k.w) == (start, h, w) && k.taps == taps;
+        if let Some(p) = plans.iter().find(|p| same(&p.key)) {
+            return Ok(p.clone());
+        }
         let key = Key {
             start,
             h,
             w,
             taps: taps.to_vec(),
         };
-        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = plans.iter().find(|p| p.key == key) {
-            return Ok(p.clone());
-        }
         let plan = std::sync::Arc::new(Plan::new(self, key)?);
         if plans.len() >= KEPT {
             plans.remove(0);
