@@ -4,12 +4,12 @@
 # the two alternated ROUNDS times and the best of each kept (the machine may be shared).
 #
 #   scripts/bench-onnx.sh [ZOO_DIR] [MODEL ...]
-#   ZOO_DIR  the ONNX zoo (scripts/make-onnx-zoo.py; default ~/.cache/neurodex/onnx-zoo-1)
+#   ZOO_DIR  the ONNX zoo (scripts/make-onnx-zoo.py; default ~/.cache/neurodex/onnx-zoo-2)
 # Env: BATCH=16 REPS=5 ROUNDS=2; PY=/usr/bin/python3 (with onnxruntime and numpy)
 # Prints one line per model: RATIO <model> b<batch> neurodex=<img/s> onnxruntime=<img/s> ratio=<neurodex/ort>
 set -euo pipefail
 cd "$(dirname "$0")/.."
-zoo=${1:-$HOME/.cache/neurodex/onnx-zoo-1}
+zoo=${1:-$HOME/.cache/neurodex/onnx-zoo-2}
 shift || true
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then

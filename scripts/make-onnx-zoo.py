@@ -4,7 +4,7 @@ neurodex's ONNX importer test (tests/onnx_zoo.rs).
 
 Each model gets random weights and randomised BatchNorm statistics (seeded), is exported
 at a fixed input size with torch.onnx.export, and run by onnxruntime on a seeded input.
-Into OUT (default: ~/.cache/neurodex/onnx-zoo-1; bump the number when what is
+Into OUT (default: ~/.cache/neurodex/onnx-zoo-2; bump the number when what is
 stored changes) go, per model and opset:
 
   <model>-op<opset>.onnx           the exported graph and its weights
@@ -12,6 +12,15 @@ stored changes) go, per model and opset:
                                     module paths: the output of the last ONNX node inside
                                     that module, as onnxruntime computes it (the metadata
                                     names that node's operator)
+  torchvision-demo.safetensors     "pixels", u8 [N, 224, 224, 3]: torchvision.transforms'
+                                    Resize(256) and CenterCrop(224) of each photo of
+                                    datasets/demo opened by PIL (metadata "files": their
+                                    paths under datasets/demo/images, in order), for
+                                    tests/preprocess_torchvision.rs
+
+"opmix" is no torchvision model: a small network written here to exercise operators the
+torchvision CNNs do not (LeakyRelu, Split, Pad, scalar Sub/Div, a channel normalisation
+written out, GELU on a permuted tensor, Softmax over channels, ReduceMean).
 
 Nothing here is committed (vgg16_bn alone is 550 MB); CI makes it once and keeps it.
 Run with Debian's torch and onnx (apt install python3-torch python3-torchvision
@@ -48,7 +57,58 @@ ZOO = {
     "convnext_tiny": (224, ["features.1", "features.4", "features.7"]),
 }
 # Every model at opset 13; these also at 17 (torch's newest here).
-OPSET17 = ["resnet18", "mobilenet_v2"]
+OPSET17 = ["resnet18", "mobilenet_v2", "convnext_tiny", "opmix"]
+ZOO["opmix"] = (64, ["conv", "norm", "conv3"])
+
+
+class ChannelNorm(torch.nn.Module):
+    """Normalisation over channels written out, as people do by hand (not LayerNorm)."""
+
+    def forward(self, x):
+        m = x.mean(1, keepdim=True)
+        v = ((x - m) ** 2).mean(1, keepdim=True)
+        return (x - m) / torch.sqrt(v + 1e-5)
+
+
+class OpMix(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pad = torch.nn.ZeroPad2d((1, 2, 0, 1))
+        self.conv = torch.nn.Conv2d(3, 16, 3, stride=2)
+        self.act = torch.nn.LeakyReLU(0.1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = ChannelNorm()
+        self.conv3 = torch.nn.Conv2d(16, 24, 1)
+        self.head = torch.nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.act(self.conv(self.pad(x)))
+        a, b = torch.split(x, 8, dim=1)
+        a = self.conv2(a) * torch.sigmoid(a)
+        b = b / 2.0 - 0.5
+        x = self.norm(torch.cat([a, b], 1))
+        x = self.conv3(x)
+        x = torch.nn.functional.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x * torch.softmax(x, dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+def torchvision_demo(out):
+    """What torchvision.transforms makes of each demo photo, before ToTensor's /255."""
+    path = os.path.join(out, "torchvision-demo.safetensors")
+    if os.path.exists(path):
+        return
+    from PIL import Image
+    import torchvision.transforms as T
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "demo", "images")
+    files = sorted(os.path.relpath(os.path.join(d, f), root)
+                   for d, _, fs in os.walk(root) for f in fs
+                   if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    t = T.Compose([T.Resize(256), T.CenterCrop(224)])
+    pixels = np.stack([np.asarray(t(Image.open(os.path.join(root, f)).convert("RGB")))
+                       for f in files])
+    write_safetensors(path, {"pixels": pixels}, {"files": json.dumps(files)})
+    print(f"torchvision-demo: {len(files)} photos")
 
 
 def module_path(name):
@@ -70,8 +130,9 @@ def module_path(name):
 
 
 def randomise(model, seed):
-    """Random weights (torchvision's own initialisation, seeded) and BatchNorm
-    statistics and affine terms drawn so that folding them matters."""
+    """Random weights (torchvision's own initialisation, seeded), BatchNorm statistics
+    and affine terms drawn so that folding them matters, LayerNorm affine terms and
+    layer scales drawn so that they are not the identity."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -80,14 +141,22 @@ def randomise(model, seed):
             m.running_var.copy_(torch.rand(c, generator=g) * 1.0 + 0.5)
             m.weight.data.copy_(torch.rand(c, generator=g) * 1.0 + 0.5)
             m.bias.data.copy_((torch.rand(c, generator=g) - 0.5) * 0.4)
+        elif isinstance(m, torch.nn.LayerNorm):
+            c = m.normalized_shape[0]
+            m.weight.data.copy_(torch.rand(c, generator=g) * 1.0 + 0.5)
+            m.bias.data.copy_((torch.rand(c, generator=g) - 0.5) * 0.4)
+        # ConvNeXt's layer scale starts at 1e-6, which would hide every block's branch.
+        if hasattr(m, "layer_scale") and isinstance(m.layer_scale, torch.nn.Parameter):
+            m.layer_scale.data.copy_(torch.rand(m.layer_scale.shape, generator=g) * 0.5 + 0.25)
 
 
 def write_safetensors(path, tensors, metadata):
     """safetensors by hand: u64 LE header length, JSON header, raw little-endian f32 data."""
     header, blobs, offset = {"__metadata__": metadata}, [], 0
     for name, array in tensors.items():
-        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(array.shape),
+        u8 = array.dtype == np.uint8
+        data = np.ascontiguousarray(array, dtype="u1" if u8 else "<f4").tobytes()
+        header[name] = {"dtype": "U8" if u8 else "F32", "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
@@ -108,7 +177,7 @@ def make(name, opset, out):
         return
     torch.manual_seed(1)
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    model = getattr(tvm, name)(weights=None, **kwargs)
+    model = OpMix() if name == "opmix" else getattr(tvm, name)(weights=None, **kwargs)
     randomise(model, 2)
     model.eval()
     x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(3))
@@ -147,10 +216,11 @@ def make(name, opset, out):
 
 def main():
     args = sys.argv[1:]
-    out = args[0] if args else os.path.expanduser("~/.cache/neurodex/onnx-zoo-1")
+    out = args[0] if args else os.path.expanduser("~/.cache/neurodex/onnx-zoo-2")
     names = args[1:] or list(ZOO)
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
+    torchvision_demo(out)
     for name in names:
         make(name, 13, out)
         if name in OPSET17:

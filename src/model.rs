@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 mod classes;
 mod plan;
-pub use classes::{imagenet_label, top_classes, Guess};
+pub use classes::{imagenet_label, top_classes, Guess, Labels};
 
 /// The embedded default weights (EfficientNet-Lite0, imported by `scripts/fetch-model.sh`).
 static LITE0_WEIGHTS: &[u8] = include_bytes!("../models/efficientnet-lite0.safetensors");
@@ -63,6 +63,14 @@ enum Layer {
     Shuffle(usize),
     Slice(usize, usize),
     Mul,
+    Binary(arch::Binary),
+    ChannelMean,
+    ChannelNorm {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        eps: f32,
+    },
+    Softmax,
     Flatten,
     Linear(Linear),
 }
@@ -89,6 +97,8 @@ impl Tap {
 
 pub struct Network {
     pub arch: Arch,
+    /// The names of the output classes (`--labels`; ImageNet-1k's for 1000 outputs).
+    pub labels: Labels,
     layers: Vec<Layer>,
     /// Per node, the activation taken out of its kernel by `split_activations` and
     /// applied as a pass of its own (`Act::None` where it stays fused or there is none).
@@ -386,6 +396,14 @@ impl Network {
                 Op::Shuffle { groups } => Layer::Shuffle(*groups),
                 Op::Slice { from, to } => Layer::Slice(*from, *to),
                 Op::Mul => Layer::Mul,
+                Op::Binary { f } => Layer::Binary(*f),
+                Op::ChannelMean => Layer::ChannelMean,
+                Op::LayerNorm { weight, eps, .. } => Layer::ChannelNorm {
+                    gamma: get(&format!("{weight}.weight"))?,
+                    beta: get(&format!("{weight}.bias"))?,
+                    eps: *eps,
+                },
+                Op::Softmax => Layer::Softmax,
                 Op::Flatten => Layer::Flatten,
                 Op::Linear { weight, act, .. } => Layer::Linear(Linear::new(
                     get(&format!("{weight}.weight"))?,
@@ -395,6 +413,7 @@ impl Network {
             });
         }
         Ok(Network {
+            labels: Labels::for_outputs(arch.classes),
             split: vec![Act::None; layers.len()],
             arch,
             layers,
@@ -757,7 +776,7 @@ impl Network {
 
     /// Class probabilities (softmax of the last layer) for `n` prepared images.
     pub fn classify(&self, input: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
-        let last = self.arch.nodes.len() - 1;
+        let last = self.arch.resolve("logits")?;
         let logits = self.forward_raw(input, n, &[last])?.pop().expect("one tap");
         Ok(logits.data.chunks(logits.c).map(classes::softmax).collect())
     }
@@ -992,6 +1011,42 @@ impl Pass<'_> {
                 }
                 out
             }
+            Layer::Binary(f) => {
+                let y = converted[1]
+                    .as_deref()
+                    .or(self.bufs[node.inputs[1]].as_deref())
+                    .expect("input computed");
+                let (sa, sb, so) = (
+                    plan.shapes[src],
+                    plan.shapes[node.inputs[1]],
+                    plan.shapes[i],
+                );
+                let mut out = take_buffer(&mut self.pool, plan.len_of(i, n));
+                broadcast(*f, x, sa, y, sb, &mut out, so);
+                out
+            }
+            Layer::ChannelMean => {
+                let hw = ih * iw;
+                let mut out = take_buffer(&mut self.pool, n * hw);
+                for (o, xi) in out.chunks_mut(hw).zip(x.chunks(c * hw)) {
+                    o.fill(0.0);
+                    for plane in xi.chunks(hw) {
+                        o.iter_mut().zip(plane).for_each(|(a, v)| *a += v);
+                    }
+                    o.iter_mut().for_each(|a| *a /= c as f32);
+                }
+                out
+            }
+            Layer::ChannelNorm { gamma, beta, eps } => {
+                let mut out = self.own_input(i, &mut converted[0]);
+                layer_norm(&mut out, c, ih * iw, gamma, beta, *eps);
+                out
+            }
+            Layer::Softmax => {
+                let mut out = self.own_input(i, &mut converted[0]);
+                softmax_channels(&mut out, c, ih * iw);
+                out
+            }
             Layer::Flatten => self.own_input(i, &mut converted[0]),
             Layer::Linear(lin) => Buf::from_vec(lin.forward(x, n)),
         };
@@ -1107,5 +1162,99 @@ fn fold_batch_norm(
             *v = (*v as f64 * scale) as f32;
         }
         b[o] = ((b[o] as f64 - mean[o] as f64) * scale + beta[o] as f64) as f32;
+    }
+}
+
+/// `f(a, b)` with numpy broadcasting over `[c, h, w]` per image (an axis of size 1
+/// stretches to the other's), into `out` of shape `so`.
+fn broadcast(
+    f: arch::Binary,
+    a: &[f32],
+    sa: [usize; 3],
+    b: &[f32],
+    sb: [usize; 3],
+    out: &mut [f32],
+    so: [usize; 3],
+) {
+    let (la, lb, lo) = (
+        sa.iter().product::<usize>(),
+        sb.iter().product::<usize>(),
+        so.iter().product::<usize>(),
+    );
+    // Index of an output position in an input: its coordinate, or 0 on a stretched axis.
+    let at = |s: [usize; 3], ch: usize, y: usize, x: usize| {
+        let (ch, y, x) = (ch % s[0], y % s[1], x % s[2]);
+        (ch * s[1] + y) * s[2] + x
+    };
+    for (img, o) in out.chunks_mut(lo).enumerate() {
+        let (ai, bi) = (&a[img * la..(img + 1) * la], &b[img * lb..(img + 1) * lb]);
+        if sa == so && sb == so {
+            o.iter_mut()
+                .zip(ai.iter().zip(bi))
+                .for_each(|(v, (&p, &q))| *v = f.apply(p, q));
+            continue;
+        }
+        for ch in 0..so[0] {
+            for y in 0..so[1] {
+                for x in 0..so[2] {
+                    let v = f.apply(ai[at(sa, ch, y, x)], bi[at(sb, ch, y, x)]);
+                    o[(ch * so[1] + y) * so[2] + x] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Layer normalisation over the `c` channels of each of `hw` pixels per image, in
+/// place, then the per-channel affine terms. Mean and variance in f64: over 768
+/// channels f32 sums drift by more than the comparison tolerance.
+fn layer_norm(x: &mut [f32], c: usize, hw: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let mut mean = vec![0.0f64; hw];
+    let mut var = vec![0.0f64; hw];
+    for img in x.chunks_mut(c * hw) {
+        mean.fill(0.0);
+        var.fill(0.0);
+        for plane in img.chunks(hw) {
+            mean.iter_mut()
+                .zip(plane)
+                .for_each(|(m, &v)| *m += v as f64);
+        }
+        mean.iter_mut().for_each(|m| *m /= c as f64);
+        for plane in img.chunks(hw) {
+            for ((s, &m), &v) in var.iter_mut().zip(&mean).zip(plane) {
+                let d = v as f64 - m;
+                *s += d * d;
+            }
+        }
+        let inv: Vec<f32> = var
+            .iter()
+            .map(|&s| (1.0 / (s / c as f64 + eps as f64).sqrt()) as f32)
+            .collect();
+        for (k, plane) in img.chunks_mut(hw).enumerate() {
+            let (g, b) = (gamma[k], beta[k]);
+            for ((v, &m), &r) in plane.iter_mut().zip(&mean).zip(&inv) {
+                *v = (*v - m as f32) * r * g + b;
+            }
+        }
+    }
+}
+
+/// Softmax over the `c` channels of each of `hw` pixels per image, in place.
+fn softmax_channels(x: &mut [f32], c: usize, hw: usize) {
+    for img in x.chunks_mut(c * hw) {
+        for p in 0..hw {
+            let top = (0..c)
+                .map(|k| img[k * hw + p])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f64;
+            for k in 0..c {
+                let e = (img[k * hw + p] - top).exp();
+                img[k * hw + p] = e;
+                sum += e as f64;
+            }
+            for k in 0..c {
+                img[k * hw + p] = (img[k * hw + p] as f64 / sum) as f32;
+            }
+        }
     }
 }

@@ -310,21 +310,28 @@ mod jpeg {
 /// The network input for `img` per `recipe` (CHW f32, `3*size*size`) and its transform.
 pub fn prepare(img: &RgbImage, recipe: &Recipe) -> (Vec<f32>, Transform) {
     let (w, h) = img.dimensions();
-    // Whole pixels, rounded half to even, as the reference (PIL crop, Python round) does.
-    let side = recipe.crop_fraction * w.min(h) as f64;
-    let (x0, y0) = (
-        ((w as f64 - side) / 2.0).round_ties_even(),
-        ((h as f64 - side) / 2.0).round_ties_even(),
-    );
-    let side = side.round_ties_even().max(1.0);
-    let crop = [x0, y0, side, side];
     let size = recipe.size as usize;
-    let pixels = resample(img, crop, size, recipe.filter);
+    let (pixels, crop) = match recipe.resize {
+        Some(short) => resize_then_crop(img, short, size, recipe.filter),
+        None => {
+            // Whole pixels, rounded half to even, as the reference (PIL crop, Python
+            // round) does.
+            let side = recipe.crop_fraction * w.min(h) as f64;
+            let (x0, y0) = (
+                ((w as f64 - side) / 2.0).round_ties_even(),
+                ((h as f64 - side) / 2.0).round_ties_even(),
+            );
+            let side = side.round_ties_even().max(1.0);
+            let crop = [x0, y0, side, side];
+            (resample(img, crop, size, recipe.filter), crop)
+        }
+    };
     let mut out = vec![0f32; 3 * size * size];
     let plane = size * size;
+    let order = if recipe.bgr { [2, 1, 0] } else { [0, 1, 2] };
     for (i, px) in pixels.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            let v = px[c] as f32;
+            let v = px[order[c]] as f32;
             out[c * plane + i] = match recipe.norm {
                 Norm::Affine { sub, div } => (v - sub) / div,
                 Norm::MeanStd { mean, std } => (v / 255.0 - mean[c]) / std[c],
@@ -338,6 +345,43 @@ pub fn prepare(img: &RgbImage, recipe: &Recipe) -> (Vec<f32>, Transform) {
         size: recipe.size,
     };
     (out, t)
+}
+
+/// torchvision's `Resize(short)` then `CenterCrop(size)` on a PIL image: PIL resizes
+/// the whole image (short side to `short`, long side to `int(short * long / short)`),
+/// and the crop keeps the centre `size` outputs (offsets rounded half to even, as
+/// Python's `round`). Computing only those outputs of the same filter taps gives the
+/// same bytes. Returns the pixels and the crop in original-image coordinates.
+fn resize_then_crop(
+    img: &RgbImage,
+    short: u32,
+    size: usize,
+    filter: Filter,
+) -> (Vec<u8>, [f64; 4]) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let short = short as usize;
+    let (ow, oh) = if w <= h {
+        (short, (short as u64 * h as u64 / w.max(1) as u64) as usize)
+    } else {
+        ((short as u64 * w as u64 / h.max(1) as u64) as usize, short)
+    };
+    let (ow, oh) = (ow.max(size), oh.max(size));
+    let left = ((ow - size) as f64 / 2.0).round_ties_even() as usize;
+    let top = ((oh - size) as f64 / 2.0).round_ties_even() as usize;
+    let cut = |t: Taps, from: usize| Taps {
+        first: t.first[from..from + size].to_vec(),
+        weights: t.weights[from..from + size].to_vec(),
+    };
+    let xt = cut(taps(0.0, w as f32, w, ow, filter), left);
+    let yt = cut(taps(0.0, h as f32, h, oh, filter), top);
+    let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
+    let crop = [
+        left as f64 * sx,
+        top as f64 * sy,
+        size as f64 * sx,
+        size as f64 * sy,
+    ];
+    (resample_taps(img, &xt, &yt, size, true, true), crop)
 }
 
 /// Keys' cubic convolution kernel with a = -0.5 (PIL's and Catmull-Rom's bicubic).
@@ -435,6 +479,20 @@ fn resample(img: &RgbImage, crop: [f64; 4], size: usize, filter: Filter) -> Vec<
     let need_v = size != h || bx[1] != 0.0 || bx[3] != size as f32;
     let xt = taps(bx[0], bx[2], w, size, filter);
     let yt = taps(bx[1], bx[3], h, size, filter);
+    resample_taps(img, &xt, &yt, size, need_h, need_v)
+}
+
+/// The two passes of PIL's resampling with given taps, horizontal then vertical (each
+/// rounded to 8 bits), to `size` x `size`; a pass not needed is skipped as PIL does.
+fn resample_taps(
+    img: &RgbImage,
+    xt: &Taps,
+    yt: &Taps,
+    size: usize,
+    need_h: bool,
+    need_v: bool,
+) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let half = 1i32 << (PRECISION_BITS - 1);
     let raw = img.as_raw();
     // The rows the vertical pass reads, and the image it reads them from.
@@ -504,6 +562,8 @@ mod tests {
             crop_fraction: 1.0,
             filter,
             norm: Norm::Affine { sub: 0.0, div: 1.0 },
+            resize: None,
+            bgr: false,
         }
     }
 
@@ -532,6 +592,8 @@ mod tests {
                 sub: 127.0,
                 div: 128.0,
             },
+            resize: None,
+            bgr: false,
         };
         let (x, t) = prepare(&img, &r);
         let plane = 224 * 224;

@@ -114,19 +114,24 @@ pub fn fields(arch: &Arch) -> Vec<Field> {
                     Op::Add { .. } | Op::Concat => {
                         node.inputs[1..].iter().fold(inp, |f, &i| f.union(&out[i]))
                     }
-                    Op::Unary { .. } | Op::Shuffle { .. } | Op::Slice { .. } => inp,
+                    Op::Unary { .. }
+                    | Op::Shuffle { .. }
+                    | Op::Slice { .. }
+                    | Op::ChannelMean
+                    | Op::LayerNorm { .. }
+                    | Op::Softmax => inp,
                     // A per-channel gate (squeeze-and-excitation) scales a unit but does
                     // not move where it looks: the field is the map inputs' only.
-                    Op::Mul => {
+                    Op::Mul | Op::Binary { .. } => {
                         let maps: Vec<usize> = node
                             .inputs
                             .iter()
                             .copied()
                             .filter(|&i| shapes[i][1..] == shapes[idx][1..])
                             .collect();
-                        maps.iter()
-                            .skip(1)
-                            .fold(out[maps[0]], |f, &i| f.union(&out[i]))
+                        // (Broadcasting [1, H, 1] against [1, 1, W] has no map input.)
+                        let first = maps.first().map_or(inp, |&i| out[i]);
+                        maps.iter().skip(1).fold(first, |f, &i| f.union(&out[i]))
                     }
                     // Every output of a flattening or fully connected layer sees the whole map.
                     Op::Flatten | Op::Linear { .. } => {

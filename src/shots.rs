@@ -144,6 +144,10 @@ pub fn recompute_maps(
 pub fn index_network(store: &Store, weights: Option<&Path>) -> Result<(Network, Option<String>)> {
     let run = store.run_info()?;
     let mut net = Network::open(&run.model, weights)?;
+    // Maps are recomputed from the images prepared as they were indexed.
+    if let Some(r) = run.parsed_recipe() {
+        net.arch.recipe = r;
+    }
     let split: Vec<usize> = store
         .layers()?
         .iter()

@@ -192,18 +192,27 @@ fn bad_models_are_refused_with_the_file_and_the_cause() {
         "{e}"
     );
 
-    let extra = node("/act/Softplus", "Softplus", vec!["logits"], "y");
-    let unknown = tiny(
+    // An operator outside the list at the start: nothing runs, so the file is refused.
+    let mut first = tiny(
         image_input(Dimension::Value(4), Dimension::Value(4)),
         3,
-        Some(extra),
+        None,
     );
+    {
+        let g = first.graph.as_mut().unwrap();
+        g.node[0].input[0] = "soft";
+        g.node
+            .insert(0, node("/act/Softplus", "Softplus", vec!["input"], "soft"));
+    }
     let e = open_err(&write(
         tmp.path(),
-        "softplus.onnx",
-        &onnx_rs::encode(&unknown),
+        "softplus0.onnx",
+        &onnx_rs::encode(&first),
     ));
-    assert!(e.contains("Softplus") && e.contains("/act/Softplus"), "{e}");
+    assert!(
+        e.contains("softplus0.onnx") && e.contains("Softplus") && e.contains("/act/Softplus"),
+        "{e}"
+    );
 
     let dynamic = tiny(
         image_input(Dimension::Param("H"), Dimension::Param("W")),
@@ -322,5 +331,53 @@ fn forward_writes_the_taps_and_the_output_for_an_exact_input() {
                 assert!((post[k] - v.max(0.0)).abs() < 1e-5, "post {k}");
             }
         }
+    }
+}
+
+/// An operator outside the list is no error while every requested layer lies before
+/// it; asking for one past it names the operator and its node.
+#[test]
+fn an_operator_not_run_yet_only_matters_past_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // After the logits: every layer runs, the output does not.
+    let after = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        Some(node("/act/Softplus", "Softplus", vec!["logits"], "y")),
+    );
+    let path = write(tmp.path(), "after.onnx", &onnx_rs::encode(&after));
+    let net = Network::open(path.to_str().unwrap(), None).unwrap();
+    let (conv, fc) = (
+        net.arch.resolve("conv").unwrap(),
+        net.arch.resolve("fc").unwrap(),
+    );
+    let outs = net.forward_hw(&[0.5; 48], 1, 4, 4, &[conv, fc]).unwrap();
+    assert_eq!(outs[1].data.len(), 2);
+    let e = net.arch.resolve("logits").unwrap_err().to_string();
+    assert!(e.contains("Softplus") && e.contains("/act/Softplus"), "{e}");
+
+    // Between the conv and the pool: the conv runs, the classifier is past it.
+    let mut mid = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        None,
+    );
+    {
+        let g = mid.graph.as_mut().unwrap();
+        g.node[2].input[0] = "soft";
+        g.node
+            .insert(2, node("/act/Softplus", "Softplus", vec!["r"], "soft"));
+    }
+    let path = write(tmp.path(), "mid.onnx", &onnx_rs::encode(&mid));
+    let net = Network::open(path.to_str().unwrap(), None).unwrap();
+    let conv = net.arch.resolve("conv").unwrap();
+    let outs = net.forward_hw(&[0.5; 48], 1, 4, 4, &[conv]).unwrap();
+    assert_eq!((outs[0].c, outs[0].h, outs[0].w), (2, 4, 4));
+    for name in ["fc", "logits"] {
+        let e = net.arch.resolve(name).unwrap_err().to_string();
+        assert!(
+            e.contains("Softplus") && e.contains("/act/Softplus"),
+            "{name}: {e}"
+        );
     }
 }

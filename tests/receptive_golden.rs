@@ -81,6 +81,8 @@ fn caffenet() -> Arch {
         crop_fraction: 1.0,
         filter: Filter::Bilinear,
         norm: Norm::Affine { sub: 0.0, div: 1.0 },
+        resize: None,
+        bgr: false,
     };
     b.finish("caffenet", "CaffeNet geometry", recipe, &["conv5"])
 }

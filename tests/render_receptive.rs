@@ -22,6 +22,8 @@ fn recipe(size: u32, crop_fraction: f64) -> Recipe {
             sub: 0.0,
             div: 255.0,
         },
+        resize: None,
+        bgr: false,
     }
 }
 

@@ -126,6 +126,8 @@ pub fn lite0() -> Arch {
             crop_fraction: 0.875,
             filter: Filter::Bicubic,
             norm: Norm::Affine { sub: 127.0, div: 128.0 },
+            resize: None,
+            bgr: false,
         },
         &["stem", "blocks.2", "blocks.4", "blocks.7", "blocks.10", "blocks.14", "head"],
     )

@@ -2,6 +2,7 @@
 //! description: name lookup, expected parameters, output shapes.
 
 pub mod efficientnet;
+pub mod recipes;
 pub mod spec;
 pub mod torchvision;
 
@@ -140,6 +141,10 @@ impl Op {
             Op::Shuffle { groups } => format!("shuffle/{groups}"),
             Op::Slice { from, to } => format!("channels {from}..{to}"),
             Op::Mul => "mul".into(),
+            Op::Binary { f } => format!("{} (broadcast)", f.name()),
+            Op::ChannelMean => "channel mean".into(),
+            Op::LayerNorm { .. } => "layernorm (channels)".into(),
+            Op::Softmax => "softmax".into(),
             Op::Flatten => "flatten".into(),
             Op::Linear {
                 in_f, out_f, act, ..
@@ -249,6 +254,7 @@ impl Builder {
             nodes: self.nodes,
             default_layers: default_layers.iter().map(|s| s.to_string()).collect(),
             classes,
+            unsupported: None,
         };
         for l in &arch.default_layers {
             assert!(
@@ -272,6 +278,14 @@ impl Arch {
     }
 
     pub fn resolve(&self, name: &str) -> Result<usize> {
+        if let Some(why) = &self.unsupported {
+            if name == "logits" || self.find(name).is_none() {
+                return Err(Error::Shape(format!(
+                    "{}: {name:?} is not among the layers before the graph's {why}",
+                    self.name
+                )));
+            }
+        }
         self.find(name)
             .filter(|&i| self.nodes[i].tap)
             .ok_or_else(|| Error::UnknownLayer {
@@ -358,6 +372,12 @@ impl Arch {
                     out.push((format!("{weight}.weight"), vec![*out_f, *in_f]));
                     out.push((format!("{weight}.bias"), vec![*out_f]));
                 }
+                Op::LayerNorm {
+                    weight, channels, ..
+                } => {
+                    out.push((format!("{weight}.weight"), vec![*channels]));
+                    out.push((format!("{weight}.bias"), vec![*channels]));
+                }
                 _ => {}
             }
         }
@@ -425,6 +445,12 @@ impl Arch {
                     .map(|&i| shapes[i])
                     .max_by_key(|s| s[1] * s[2])
                     .unwrap_or(inp),
+                Op::Binary { .. } => {
+                    let [a, b] = [shapes[node.inputs[0]], shapes[node.inputs[1]]];
+                    [a[0].max(b[0]), a[1].max(b[1]), a[2].max(b[2])]
+                }
+                Op::ChannelMean => [1, h, w],
+                Op::LayerNorm { .. } | Op::Softmax => inp,
                 Op::Flatten => [c * h * w, 1, 1],
                 Op::Linear { out_f, .. } => [*out_f, 1, 1],
             };

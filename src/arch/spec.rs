@@ -2,7 +2,7 @@
 //! dilation, groups, channels and activation. The forward pass (`model`) and the
 //! receptive-field computation (`receptive`) both read only this description.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // The kernels' own terms, which layers are described in.
 pub use crate::kernels::{Act, Pad};
@@ -60,6 +60,20 @@ pub enum Op {
     /// The product of two inputs: of one shape (SiLU's x * sigmoid(x)), or a map and a
     /// per-channel gate of shape [C, 1, 1] (squeeze-and-excitation).
     Mul,
+    /// Elementwise `f` of two inputs, numpy-broadcast per axis (an axis of size 1
+    /// stretches): a layer norm's `x - mean` and `(x - mean) / std`.
+    Binary { f: Binary },
+    /// The mean over channels at each pixel: [C, H, W] -> [1, H, W].
+    ChannelMean,
+    /// Layer normalisation over the channels at each pixel (ConvNeXt's LayerNorm on
+    /// channels-last maps), then `<weight>.weight` [C] times it plus `<weight>.bias` [C].
+    LayerNorm {
+        weight: String,
+        channels: usize,
+        eps: f32,
+    },
+    /// Softmax over the channels at each pixel (over the features of a flat input).
+    Softmax,
     /// [N,C,H,W] -> [N, C*H*W].
     Flatten,
     /// Fully connected layer: `<weight>.weight` [out,in], `<weight>.bias` [out].
@@ -69,6 +83,36 @@ pub enum Op {
         out_f: usize,
         act: Act,
     },
+}
+
+/// Functions of two values, for `Op::Binary`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Binary {
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Div => "div",
+        }
+    }
 }
 
 /// Elementwise functions that are not clamps (those are `Act`s, fused into layers).
@@ -83,6 +127,21 @@ pub enum Unary {
     },
     /// x * max(0, min(1, x / 6 + 1 / 2)).
     HardSwish,
+    /// x * mul + add: arithmetic with a scalar constant.
+    Affine {
+        mul: f32,
+        add: f32,
+    },
+    /// x for x >= 0, alpha * x below.
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sqrt,
+    /// x * x (a Pow with exponent 2).
+    Square,
+    Erf,
+    /// x * (1 + erf(x / sqrt 2)) / 2, exactly (not the tanh approximation).
+    Gelu,
 }
 
 impl Unary {
@@ -91,6 +150,18 @@ impl Unary {
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::Affine { mul, add } => x * mul + add,
+            Unary::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Unary::Sqrt => x.sqrt(),
+            Unary::Square => x * x,
+            Unary::Erf => libm::erff(x),
+            Unary::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         }
     }
 
@@ -99,6 +170,12 @@ impl Unary {
             Unary::Sigmoid => "sigmoid",
             Unary::HardSigmoid { .. } => "hardsigmoid",
             Unary::HardSwish => "hardswish",
+            Unary::Affine { .. } => "affine",
+            Unary::LeakyRelu { .. } => "leakyrelu",
+            Unary::Sqrt => "sqrt",
+            Unary::Square => "square",
+            Unary::Erf => "erf",
+            Unary::Gelu => "gelu",
         }
     }
 }
@@ -129,26 +206,36 @@ impl Node {
     }
 }
 
-/// How an image becomes the network input.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How an image becomes the network input. Stored with an index as JSON (fields
+/// added since are left out where unused, so that older indexes compare equal).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     /// Network input side (square).
     pub size: u32,
     /// Centre crop: this fraction of the short side is kept, then resized to `size`.
     pub crop_fraction: f64,
+    /// torchvision's order instead: the short side resized to this first (the long
+    /// side to `int(resize * long / short)`), then the centre `size` x `size` cut out,
+    /// as `Resize(resize)` and `CenterCrop(size)` do on a PIL image; `crop_fraction`
+    /// is then not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<u32>,
     pub filter: Filter,
     /// x = (pixel/255 - mean[c]) / std[c] with pixel in 0..=255 scaled as below.
     pub norm: Norm,
+    /// The channels in BGR order (Caffe's models); `norm`'s terms are then per BGR.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bgr: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Filter {
     Bicubic,
     Bilinear,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Norm {
     /// x = (pixel - sub) / div, pixel in 0..=255 (EfficientNet-Lite: 127, 128).
@@ -167,4 +254,8 @@ pub struct Arch {
     pub default_layers: Vec<String>,
     /// Number of output classes of the final layer (ImageNet: 1000).
     pub classes: usize,
+    /// For an imported graph with operators neurodex cannot run: the error naming
+    /// them. The nodes before them are here and run; the output past them does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }

@@ -22,6 +22,8 @@ fn imagenet_recipe() -> Recipe {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         },
+        resize: None,
+        bgr: false,
     }
 }
 

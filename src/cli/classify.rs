@@ -25,6 +25,12 @@ pub struct Args {
     /// One JSON object per image: {"path", "top": [{"class", "label", "prob"}]}
     #[arg(long)]
     pub json: bool,
+    /// Class names, one per line in output order (default: ImageNet-1k's for 1000
+    /// outputs, else class numbers)
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: super::RecipeArgs,
 }
 
 #[derive(Serialize)]
@@ -34,7 +40,10 @@ struct Answer<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let net = Network::open(&args.model, args.weights.as_deref())?;
+    let mut net = Network::open(&args.model, args.weights.as_deref())?;
+    net.arch.recipe = args.recipe.recipe(&net.arch.recipe)?;
+    super::set_labels(&mut net, args.labels.as_deref())?;
+    let last = Tap::post(net.arch.resolve("logits")?);
     let mut failed = 0;
     for path in &args.images {
         let img = match preprocess::open_image(path, DEFAULT_MAX_PIXELS) {
@@ -45,9 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let last = Tap::post(net.arch.nodes.len() - 1);
         let logits = net.run_images(&[&img], &[last])?.0.remove(0);
-        let top = top_classes(&logits.data, args.top);
+        let top = top_classes(&logits.data, args.top, &net.labels);
         if args.json {
             println!("{}", serde_json::to_string(&Answer { path, top })?);
         } else {

@@ -33,10 +33,16 @@ pub struct Args {
     /// Output file: safetensors, one [N, C, H, W] tensor per tap and `output`
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Also write "input": the tensor the network was given (an image's, prepared)
+    #[arg(long)]
+    pub save_input: bool,
+    #[command(flatten)]
+    pub recipe: super::RecipeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut net = Network::open(&args.model, args.weights.as_deref())?;
+    net.arch.recipe = args.recipe.recipe(&net.arch.recipe)?;
     let nodes = args
         .taps
         .iter()
@@ -78,9 +84,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             taps.push((format!("{}:pre", name.trim()), Tap::pre(node)));
         }
     }
-    taps.push(("output".into(), Tap::post(net.arch.nodes.len() - 1)));
+    match &net.arch.unsupported {
+        None => taps.push(("output".into(), Tap::post(net.arch.nodes.len() - 1))),
+        Some(why) => eprintln!("note: no \"output\": the graph's {why}"),
+    }
     let acts = net.forward_taps_hw(&x, n, h, w, &taps.iter().map(|t| t.1).collect::<Vec<_>>())?;
     let mut tensors = HashMap::new();
+    if args.save_input {
+        tensors.insert(
+            "input".to_string(),
+            Tensor::from_vec(x.clone(), (n, 3, h, w), &Device::Cpu)?,
+        );
+    }
     for ((name, _), a) in taps.iter().zip(acts) {
         let shape = (a.n, a.c, a.h, a.w);
         eprintln!("{name}: {:?}", [a.n, a.c, a.h, a.w]);

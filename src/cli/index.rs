@@ -49,6 +49,8 @@ pub struct Args {
     /// No progress bar or summary
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub recipe: super::RecipeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -72,15 +74,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // The network is loaded before the database is opened for writing, so that a
     // bad --weights file leaves no database behind (nor an empty schema).
-    let indexed_model = || -> Option<String> {
+    let indexed = || -> Option<neurodex::store::RunInfo> {
         let store = Store::open_readonly(&db).ok()?;
-        store.run_info_opt().ok()?.map(|run| run.model)
+        store.run_info_opt().ok()?
     };
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => indexed_model().unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+    let indexed = if db.exists() { indexed() } else { None };
+    let model = match (&args.model, &indexed) {
+        (Some(m), _) => m.clone(),
+        (None, Some(run)) => run.model.clone(),
+        (None, None) => DEFAULT_MODEL.to_string(),
     };
     let mut net = Network::open(&model, args.weights.as_deref())?;
+    // A rerun prepares images as the index did unless told otherwise (and is refused
+    // if told otherwise).
+    if let Some(r) = indexed
+        .as_ref()
+        .filter(|run| run.model == net.arch.name)
+        .and_then(|run| run.parsed_recipe())
+    {
+        net.arch.recipe = r;
+    }
+    if args.recipe.given() {
+        net.arch.recipe = args.recipe.recipe(&net.arch.recipe)?;
+    }
+    if let Some(why) = &net.arch.unsupported {
+        eprintln!("note: {model}: the graph's {why}; only the layers before them can be indexed");
+    }
     let mut store = Store::open(&db)?;
     let opts = Options {
         root: args.dir.clone(),

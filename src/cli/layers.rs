@@ -31,6 +31,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let a = neurodex::model::describe(&args.model)?;
     let shapes = a.output_shapes();
     let fields = receptive::fields(&a);
+    if let Some(why) = &a.unsupported {
+        eprintln!(
+            "note: {}: the graph's {why}; the layers listed are those before them",
+            a.name
+        );
+    }
     if !args.json {
         println!(
             "{:<22} {:<34} {:>16} {:>9} {:>5} {:>7}",

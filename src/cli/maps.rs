@@ -29,11 +29,14 @@ pub struct Args {
     /// Weights file (default: the embedded weights)
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: super::RecipeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     render::output_format(&args.output)?;
-    let net = Network::open(&args.model, args.weights.as_deref())?;
+    let mut net = Network::open(&args.model, args.weights.as_deref())?;
+    net.arch.recipe = args.recipe.recipe(&net.arch.recipe)?;
     let idx = net.arch.resolve(&args.layer)?;
     let img = preprocess::open_image(&args.image, DEFAULT_MAX_PIXELS)?;
     let (mut acts, mut t) = net.run_images(&[&img], &[Tap::post(idx)])?;

@@ -166,3 +166,87 @@ pub fn note_progress(store: &neurodex::store::Store) -> anyhow::Result<serde_jso
         }
     })
 }
+
+/// The preprocessing options of every command that prepares images for a model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecipeArgs {
+    /// Preprocessing recipe: torchvision (resize the short side to 256, centre crop
+    /// 224, ImageNet mean/std: torchvision.transforms on a PIL image), tf-lite (centre
+    /// 87.5% resized bicubic, (x - 127) / 128) or caffe (torchvision's geometry, BGR,
+    /// mean subtraction). Default: the model's own (ONNX files: torchvision)
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(neurodex::arch::recipes::NAMES))]
+    pub preprocess: Option<String>,
+    /// Network input side, in pixels (the recipe's resize follows it)
+    #[arg(long, value_name = "PIXELS")]
+    pub input_size: Option<u32>,
+    /// Resize the short side to this, then cut the centre input-size square
+    #[arg(long, value_name = "PIXELS")]
+    pub resize: Option<u32>,
+    /// Cut the centre square of this fraction of the short side, then resize it
+    #[arg(long, value_name = "F")]
+    pub crop_fraction: Option<f64>,
+    /// Per-channel mean on 0..1 pixels, subtracted: R,G,B
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation on 0..1 pixels, divided by: R,G,B
+    #[arg(long, value_name = "R,G,B", value_parser = parse_triple)]
+    pub std: Option<[f32; 3]>,
+    /// Resampling filter (PIL's): bilinear or bicubic
+    #[arg(long, value_name = "FILTER", value_parser = ["bilinear", "bicubic"])]
+    pub interpolation: Option<String>,
+}
+
+impl RecipeArgs {
+    pub fn given(&self) -> bool {
+        self.preprocess.is_some() || !self.overrides().is_empty()
+    }
+
+    fn overrides(&self) -> neurodex::arch::recipes::Overrides {
+        use neurodex::arch::Filter;
+        neurodex::arch::recipes::Overrides {
+            size: self.input_size,
+            resize: self.resize,
+            crop_fraction: self.crop_fraction,
+            mean: self.mean,
+            std: self.std,
+            filter: self.interpolation.as_deref().map(|f| match f {
+                "bicubic" => Filter::Bicubic,
+                _ => Filter::Bilinear,
+            }),
+        }
+    }
+
+    /// `base` (the model's recipe, or the one an index was built with) as these options
+    /// change it.
+    pub fn recipe(&self, base: &neurodex::arch::Recipe) -> anyhow::Result<neurodex::arch::Recipe> {
+        let start = match &self.preprocess {
+            Some(name) => neurodex::arch::recipes::preset(name, base.size)?,
+            None => base.clone(),
+        };
+        Ok(self.overrides().apply(&start)?)
+    }
+}
+
+fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    v.try_into()
+        .map_err(|v: Vec<f32>| format!("three numbers (R,G,B), not {}", v.len()))
+}
+
+/// `--labels FILE` over the network's default class names.
+pub fn set_labels(
+    net: &mut neurodex::model::Network,
+    labels: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = labels {
+        let n = net.arch.classes;
+        if n == 0 {
+            anyhow::bail!("{}: the model has no class outputs to name", path.display());
+        }
+        net.labels = neurodex::model::Labels::read(path, n)?;
+    }
+    Ok(())
+}

@@ -34,6 +34,12 @@ pub struct Args {
     /// Largest accepted upload or frame, in MiB
     #[arg(long, default_value_t = 16)]
     pub max_upload_mb: usize,
+    /// Class names, one per line in output order (default: ImageNet-1k's for 1000
+    /// outputs)
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: super::RecipeArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -42,9 +48,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(db)) => Store::open_readonly(db)?.run_info()?.model,
         (None, None) => DEFAULT_MODEL.to_string(),
     };
-    let net = Network::open(&model, args.weights.as_deref())?;
+    let mut net = Network::open(&model, args.weights.as_deref())?;
+    super::set_labels(&mut net, args.labels.as_deref())?;
     if let Some(db) = &args.db {
         let run = Store::open_readonly(db)?.run_info()?;
+        // Frames are prepared as the indexed images were, unless told otherwise.
+        if run.model == net.arch.name {
+            if let Some(r) = run.parsed_recipe() {
+                net.arch.recipe = r;
+            }
+        }
         if run.model == net.arch.name && run.weights_id != net.weights_id() {
             eprintln!(
                 "warning: {} was indexed with other weights than these; live maps and the \
@@ -53,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    net.arch.recipe = args.recipe.recipe(&net.arch.recipe)?;
     let mut app = App::new(net, args.db)?;
     app.max_upload = args.max_upload_mb.max(1) << 20;
     app.hosts = serve::HostRules::new(&args.allow_host);

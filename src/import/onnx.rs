@@ -20,8 +20,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use onnx_rs::ast::{DataLocation, DataType, Node as NodeProto, TensorProto, ValueInfo};
 
-use crate::arch::{Act, Arch, Filter, Node, Norm, Op, Pad, Recipe, Unary};
+use crate::arch::{Act, Arch, Binary, Node, Op, Pad, Unary};
 use crate::{Error, Result};
+
+mod fold;
 
 /// Larger model files are refused before reading (weights over 4 GB are external data).
 const MAX_FILE: u64 = 4 << 30;
@@ -54,10 +56,27 @@ enum Value {
         groups: usize,
         swapped: bool,
     },
+    /// A layer's output seen channels-last, [N, H, W, C], after a Transpose
+    /// [0, 2, 3, 1] (ConvNeXt's blocks): the data stays channels-first, and operators
+    /// on the last axis (LayerNorm, MatMul, ReduceMean) act on the channels.
+    Permuted { node: usize, shape: [usize; 3] },
     /// Made by a node neurodex cannot run (or from one): nodes reading it are left out,
     /// and the error names the first.
     Missing,
     /// A constant (initializer, `Constant`, or folded shape arithmetic).
+    Const(Constant),
+}
+
+/// A map input of an operator: a layer's output and the layout the graph sees it in.
+#[derive(Clone, Copy, Debug)]
+struct Map {
+    node: usize,
+    shape: [usize; 3],
+    nhwc: bool,
+}
+
+enum Operand {
+    Map(Map),
     Const(Constant),
 }
 
@@ -168,8 +187,19 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
             shape: [c, h, w],
         },
     );
+    let fused = fusions(&graph.node, &b.values, dir);
     let mut unsupported: Vec<(String, String)> = Vec::new();
-    for n in &graph.node {
+    for (idx, n) in graph.node.iter().enumerate() {
+        match fused.get(&idx) {
+            Some(Fused::Skip) => continue,
+            Some(f) => {
+                b.fused(n, f).map_err(|why| {
+                    bad(format!("node {} ({}): {why}", n.name, n.op_type.as_str()))
+                })?;
+                continue;
+            }
+            None => {}
+        }
         // Downstream of a node that cannot run: named only if its own operator is
         // outside the list too.
         if n.input
@@ -201,6 +231,7 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
             }
         }
     }
+    let mut missing = None;
     if !unsupported.is_empty() {
         let mut by_op: Vec<(String, Vec<String>)> = Vec::new();
         for (op, node) in unsupported {
@@ -221,10 +252,13 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
                 format!("{op} (nodes {}{more})", shown.join(", "))
             })
             .collect();
-        return Err(bad(format!(
-            "operators neurodex cannot run yet: {}",
-            list.join("; ")
-        )));
+        let why = format!("operators neurodex cannot run yet: {}", list.join("; "));
+        // The layers before them run; only asking for one past them is an error
+        // (`Arch::resolve`).
+        if b.nodes.len() <= 1 {
+            return Err(bad(why));
+        }
+        missing = Some(why);
     }
     let classes = match b.nodes.last().map(|n| &n.op) {
         Some(Op::Linear { out_f, .. }) => *out_f,
@@ -237,19 +271,13 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
         arch: Arch {
             name: name.clone(),
             description: format!("imported from ONNX ({} layers)", nodes.len() - 1),
-            // torchvision's evaluation transform, the usual one for exported models.
-            recipe: Recipe {
-                size: h as u32,
-                crop_fraction: 224.0 / 256.0,
-                filter: Filter::Bilinear,
-                norm: Norm::MeanStd {
-                    mean: [0.485, 0.456, 0.406],
-                    std: [0.229, 0.224, 0.225],
-                },
-            },
+            // torchvision's evaluation transform, the usual one for exported models
+            // (`--preprocess` chooses another).
+            recipe: crate::arch::recipes::preset("torchvision", h as u32)?,
             nodes,
             default_layers,
             classes,
+            unsupported: missing,
         },
         tensors: b.tensors,
         sha256: if weights {
@@ -285,6 +313,7 @@ const KNOWN: &[&str] = &[
     "Unsqueeze",
     "Squeeze",
     "Cast",
+    "ConstantOfShape",
     "Concat",
     "Pad",
     "Sigmoid",
@@ -296,6 +325,14 @@ const KNOWN: &[&str] = &[
     "Transpose",
     "Slice",
     "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Erf",
+    "LeakyRelu",
+    "LayerNormalization",
+    "MatMul",
+    "Softmax",
+    "Split",
 ];
 
 /// Why a node could not be converted.
@@ -368,7 +405,80 @@ impl Builder {
                 "input {name} is padded (a Pad), which only a convolution or an average pool \
                  can take"
             )),
+            Value::Permuted { .. } => Err(format!(
+                "input {name} is channels-last (a Transpose), which only elementwise \
+                 operators, LayerNormalization, ReduceMean, MatMul and Softmax read"
+            )),
         }
+    }
+
+    /// Input `k` of an elementwise operator: a map in either layout, or a constant.
+    fn operand(&self, n: &NodeProto, k: usize) -> std::result::Result<Operand, String> {
+        let name = n.input.get(k).ok_or_else(|| format!("has no input {k}"))?;
+        match self.value(name)? {
+            // `layer_input` says why a padded or grouped map cannot be read here.
+            Value::Padded { .. } | Value::Grouped { .. } | Value::Missing => {
+                self.layer_input(n, k).map(|_| unreachable!("not a map"))
+            }
+            _ => self.operand_named(name),
+        }
+    }
+
+    /// Input `k` as a map in either layout.
+    fn map_input(&self, n: &NodeProto, k: usize) -> std::result::Result<Map, String> {
+        match self.operand(n, k)? {
+            Operand::Map(m) => Ok(m),
+            Operand::Const(_) => Err(format!(
+                "input {} is a constant, not a layer's output",
+                n.input[k]
+            )),
+        }
+    }
+
+    /// A node of the graph whose output keeps the layout of its input map.
+    fn push_map(
+        &mut self,
+        n: &NodeProto,
+        op: Op,
+        inputs: Vec<usize>,
+        shape: [usize; 3],
+        nhwc: bool,
+    ) -> usize {
+        let idx = self.push(n, op, inputs, shape);
+        if nhwc {
+            self.set(n, Value::Permuted { node: idx, shape });
+        }
+        idx
+    }
+
+    fn set_map(&mut self, n: &NodeProto, m: Map) {
+        let (node, shape) = (m.node, m.shape);
+        let v = if m.nhwc {
+            Value::Permuted { node, shape }
+        } else {
+            Value::Layer { node, shape }
+        };
+        self.set(n, v);
+    }
+
+    /// Whether at most one graph node reads arch node `node`'s output (under any of
+    /// the names it has: a Transpose or an Identity gives it another), so that what
+    /// reads it can be folded into it.
+    fn sole_reader(&self, node: usize) -> bool {
+        let refers = |v: &Value| match v {
+            Value::Layer { node: j, .. }
+            | Value::Permuted { node: j, .. }
+            | Value::Padded { node: j, .. }
+            | Value::Grouped { node: j, .. } => *j == node,
+            Value::Missing | Value::Const(_) => false,
+        };
+        let reads: usize = self
+            .values
+            .iter()
+            .filter(|(_, v)| refers(v))
+            .map(|(name, _)| self.readers.get(name).copied().unwrap_or(0))
+            .sum();
+        reads <= 1
     }
 
     fn constant(&self, n: &NodeProto, k: usize) -> std::result::Result<Option<Constant>, String> {
@@ -377,6 +487,7 @@ impl Builder {
             Some(name) => match self.value(name)? {
                 Value::Const(c) => Ok(Some(c.clone())),
                 Value::Layer { .. }
+                | Value::Permuted { .. }
                 | Value::Missing
                 | Value::Padded { .. }
                 | Value::Grouped { .. } => Err(format!("input {name} must be a constant")),
@@ -425,10 +536,26 @@ impl Builder {
     }
 
     fn node(&mut self, n: &NodeProto) -> std::result::Result<(), Unsupported> {
-        match n.op_type.as_str() {
+        let op = n.op_type.as_str();
+        if fold::FOLDED.contains(&op)
+            && n.input
+                .iter()
+                .all(|i| i.is_empty() || matches!(self.values.get(*i), Some(Value::Const(_))))
+        {
+            let inputs: Vec<Option<Constant>> = (0..n.input.len())
+                .map(|k| self.constant(n, k))
+                .collect::<std::result::Result<_, _>>()?;
+            let c = fold::fold(n, &inputs)?;
+            self.set(n, Value::Const(c));
+            return Ok(());
+        }
+        match op {
             "Conv" => self.conv(n)?,
             "BatchNormalization" => self.batch_norm(n)?,
-            "Relu" => self.activation(n, Act::Relu)?,
+            "Relu" => match self.values.get(n.input[0]) {
+                Some(Value::Permuted { .. }) => self.unary(n, Unary::LeakyRelu { alpha: 0.0 })?,
+                _ => self.activation(n, Act::Relu)?,
+            },
             "Clip" => {
                 let (lo, hi) = clip_bounds(self, n)?;
                 match (lo, hi) {
@@ -445,7 +572,22 @@ impl Builder {
             "AveragePool" => self.average_pool(n)?,
             "ReduceMean" => {
                 // The mean over the map (x.mean([2, 3]), with or without kept axes) is
-                // a global average pool; its [C, 1, 1] is also the flat [C].
+                // a global average pool; its [C, 1, 1] is also the flat [C]. The mean
+                // over the channels (the last axis channels-last) is a channel mean.
+                let m = self.map_input(n, 0)?;
+                let axes = match self.constant(n, 1)? {
+                    Some(a) => a.ints(),
+                    None => attr_ints(n, "axes").unwrap_or_default(),
+                };
+                let channel_axis = if m.nhwc { [3, -1] } else { [1, -3] };
+                if axes.len() == 1 && channel_axis.contains(&axes[0]) {
+                    if attr_int(n, "keepdims").unwrap_or(1) == 0 {
+                        return Err("ReduceMean over the channels without keepdims".into());
+                    }
+                    let [_, h, w] = m.shape;
+                    self.push_map(n, Op::ChannelMean, vec![m.node], [1, h, w], m.nhwc);
+                    return Ok(());
+                }
                 let (src, [c, _, _]) = self.layer_input(n, 0)?;
                 let axes = match self.constant(n, 1)? {
                     Some(a) => a.ints(),
@@ -464,7 +606,40 @@ impl Builder {
                 self.push(n, Op::AdaptiveAvgPool { out: (1, 1) }, vec![src], [c, 1, 1]);
             }
             "Add" | "Sub" | "Mul" | "Div" if self.all_constant(n) => self.arithmetic(n)?,
-            "Add" => self.add(n)?,
+            "Add" => self.elementwise(n, Binary::Add)?,
+            "Sub" => self.elementwise(n, Binary::Sub)?,
+            "Mul" => self.elementwise(n, Binary::Mul)?,
+            "Div" => self.elementwise(n, Binary::Div)?,
+            "Pow" => {
+                let e = self.constant(n, 1)?.and_then(|c| c.scalar());
+                match e {
+                    Some(2.0) => self.unary(n, Unary::Square)?,
+                    Some(0.5) => self.unary(n, Unary::Sqrt)?,
+                    Some(1.0) => {
+                        let m = self.map_input(n, 0)?;
+                        self.set_map(n, m);
+                    }
+                    _ => {
+                        return Err(
+                            format!("Pow with exponent {e:?} (2, 0.5 and 1 are read)").into()
+                        )
+                    }
+                }
+            }
+            "Sqrt" => self.unary(n, Unary::Sqrt)?,
+            "Erf" => self.unary(n, Unary::Erf)?,
+            "LeakyRelu" => {
+                let alpha = n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "alpha")
+                    .map_or(0.01, |a| a.f);
+                self.unary(n, Unary::LeakyRelu { alpha })?
+            }
+            "LayerNormalization" => self.layer_norm(n)?,
+            "MatMul" => self.matmul(n)?,
+            "Softmax" => self.softmax(n)?,
+            "Split" => self.split(n)?,
             "Transpose" => self.transpose(n)?,
             "Slice" => self.slice(n)?,
             "Flatten" => {
@@ -500,6 +675,12 @@ impl Builder {
                         shape[0] as i64,
                         shape[1] as i64,
                         shape[2] as i64,
+                    ],
+                    Value::Permuted { shape, .. } => vec![
+                        self.batch as i64,
+                        shape[1] as i64,
+                        shape[2] as i64,
+                        shape[0] as i64,
                     ],
                     Value::Const(c) => c.dims.iter().map(|&d| d as i64).collect(),
                     Value::Missing | Value::Padded { .. } | Value::Grouped { .. } => {
@@ -537,16 +718,12 @@ impl Builder {
                     }),
                 );
             }
-            "Unsqueeze" | "Squeeze" | "Cast" => {
-                let c = self.constant(n, 0)?.ok_or("on a layer's output")?;
-                let len = c.ints().len();
-                self.set(
-                    n,
-                    Value::Const(Constant {
-                        dims: vec![len],
-                        data: c.data,
-                    }),
-                );
+            "Unsqueeze" | "Squeeze" | "Cast" | "ConstantOfShape" => {
+                return Err(
+                    "on a layer's output (only shape arithmetic on constants is folded)"
+                        .to_string()
+                        .into(),
+                )
             }
             "Concat" => {
                 let layers = n
@@ -579,10 +756,80 @@ impl Builder {
                 self.unary(n, f)?
             }
             "HardSwish" => self.unary(n, Unary::HardSwish)?,
-            "Mul" => self.mul(n)?,
             _ => return Err(Unsupported::Op),
         }
         Ok(())
+    }
+
+    /// A fused run of nodes (`fusions`), made at its last node `n`.
+    fn fused(&mut self, n: &NodeProto, f: &Fused) -> std::result::Result<(), String> {
+        let (x, op) = match f {
+            Fused::Skip => return Ok(()),
+            Fused::Gelu { x } | Fused::LayerNorm { x, .. } => (x, f),
+        };
+        let m = match self.value(x)? {
+            Value::Missing => {
+                for out in &n.output {
+                    self.values.insert(out.to_string(), Value::Missing);
+                }
+                return Ok(());
+            }
+            _ => match self.operand_named(x)? {
+                Operand::Map(m) => m,
+                Operand::Const(_) => return Err(format!("input {x} is a constant")),
+            },
+        };
+        match op {
+            Fused::Gelu { .. } => {
+                self.push_map(
+                    n,
+                    Op::Unary { f: Unary::Gelu },
+                    vec![m.node],
+                    m.shape,
+                    m.nhwc,
+                );
+                Ok(())
+            }
+            Fused::LayerNorm {
+                eps, gamma, beta, ..
+            } => {
+                if !m.nhwc && m.shape[1..] != [1, 1] {
+                    return Err("a layer norm over the width of a channels-first map".into());
+                }
+                let c = m.shape[0];
+                let get = |name: &Option<String>, default: f32| match name {
+                    None => Ok(vec![default; c]),
+                    Some(t) => match self.value(t)? {
+                        Value::Const(k) if k.floats().len() == c => Ok(k.floats()),
+                        Value::Const(k) if k.floats().len() == 1 => Ok(vec![k.floats()[0]; c]),
+                        _ => Err(format!(
+                            "layer norm term {t} is not one constant per channel"
+                        )),
+                    },
+                };
+                let (gamma, beta) = (get(gamma, 1.0)?, get(beta, 0.0)?);
+                self.push_layer_norm(n, m, gamma, beta, *eps)
+            }
+            Fused::Skip => unreachable!(),
+        }
+    }
+
+    /// Value `name` as an operand: a map in either layout, or a constant.
+    fn operand_named(&self, name: &str) -> std::result::Result<Operand, String> {
+        match self.value(name)? {
+            Value::Layer { node, shape } => Ok(Operand::Map(Map {
+                node: *node,
+                shape: *shape,
+                nhwc: false,
+            })),
+            Value::Permuted { node, shape } => Ok(Operand::Map(Map {
+                node: *node,
+                shape: *shape,
+                nhwc: true,
+            })),
+            Value::Const(c) => Ok(Operand::Const(c.clone())),
+            _ => Err(format!("input {name} cannot be read here")),
+        }
     }
 
     /// Whether a Shape node reads an already flattened layer (shape [N, F]).
@@ -690,25 +937,8 @@ impl Builder {
     }
 
     fn unary(&mut self, n: &NodeProto, f: Unary) -> std::result::Result<(), String> {
-        let (src, shape) = self.layer_input(n, 0)?;
-        self.push(n, Op::Unary { f }, vec![src], shape);
-        Ok(())
-    }
-
-    /// The product of two layer outputs of one shape, or of a map and a per-channel
-    /// gate [C, 1, 1].
-    fn mul(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
-        let (a, sa) = self.layer_input(n, 0)?;
-        let (b, sb) = self.layer_input(n, 1)?;
-        let gate = |g: [usize; 3], m: [usize; 3]| g[0] == m[0] && g[1..] == [1, 1];
-        let shape = if sa == sb || gate(sb, sa) {
-            sa
-        } else if gate(sa, sb) {
-            sb
-        } else {
-            return Err(format!("multiplies outputs of shapes {sa:?} and {sb:?}"));
-        };
-        self.push(n, Op::Mul, vec![a, b], shape);
+        let m = self.map_input(n, 0)?;
+        self.push_map(n, Op::Unary { f }, vec![m.node], m.shape, m.nhwc);
         Ok(())
     }
 
@@ -965,18 +1195,6 @@ impl Builder {
         Ok(())
     }
 
-    fn add(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
-        let (a, sa) = self.layer_input(n, 0)?;
-        let (b, sb) = self.layer_input(n, 1)?;
-        if sa != sb {
-            return Err(format!(
-                "sums outputs of shapes {sa:?} and {sb:?} (broadcasting is not supported yet)"
-            ));
-        }
-        self.push(n, Op::Add { act: Act::None }, vec![a, b], sa);
-        Ok(())
-    }
-
     fn flatten(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
         let (src, [c, h, w]) = self.layer_input(n, 0)?;
         if matches!(self.nodes[src].op, Op::Flatten | Op::Linear { .. }) {
@@ -1043,10 +1261,24 @@ impl Builder {
         self.flatten(n)
     }
 
-    /// The transpose of a channel shuffle ([b, g, C/g, h, w] -> [b, C/g, g, h, w]).
+    /// The transpose of a channel shuffle ([b, g, C/g, h, w] -> [b, C/g, g, h, w]), or
+    /// to channels-last and back (which moves no data here: the value is marked).
     fn transpose(&mut self, n: &NodeProto) -> std::result::Result<(), Unsupported> {
         let perm = attr_ints(n, "perm").unwrap_or_default();
         match self.values.get(n.input[0]).cloned() {
+            Some(Value::Layer { node, shape }) if perm == [0, 2, 3, 1] => {
+                self.set(n, Value::Permuted { node, shape });
+                Ok(())
+            }
+            Some(Value::Permuted { node, shape }) if perm == [0, 3, 1, 2] => {
+                self.set(n, Value::Layer { node, shape });
+                Ok(())
+            }
+            // A map of one pixel, or flat: the same numbers in either order.
+            Some(Value::Layer { node, shape }) if shape[1..] == [1, 1] && perm.len() == 2 => {
+                self.set(n, Value::Layer { node, shape });
+                Ok(())
+            }
             Some(Value::Grouped {
                 node,
                 shape,
@@ -1090,6 +1322,419 @@ impl Builder {
             return Err(format!("Slice of channels {from}..{to}: empty"));
         }
         self.push(n, Op::Slice { from, to }, vec![src], [to - from, h, w]);
+        Ok(())
+    }
+
+    /// Add, Sub, Mul or Div of two maps (numpy broadcasting: a squeeze-and-excitation
+    /// gate [C, 1, 1], a layer norm's [1, H, W] statistics), or of a map and a constant.
+    fn elementwise(&mut self, n: &NodeProto, f: Binary) -> std::result::Result<(), String> {
+        match (self.operand(n, 0)?, self.operand(n, 1)?) {
+            (Operand::Map(a), Operand::Map(b)) => {
+                if a.nhwc != b.nhwc {
+                    return Err("combines a channels-first and a channels-last input".into());
+                }
+                let (sa, sb) = (a.shape, b.shape);
+                if !(0..3).all(|d| sa[d] == sb[d] || sa[d] == 1 || sb[d] == 1) {
+                    return Err(format!(
+                        "{} of outputs of shapes {sa:?} and {sb:?}",
+                        f.name()
+                    ));
+                }
+                let out = [sa[0].max(sb[0]), sa[1].max(sb[1]), sa[2].max(sb[2])];
+                let gate = |g: [usize; 3], m: [usize; 3]| g[0] == m[0] && g[1..] == [1, 1];
+                let op = match f {
+                    Binary::Add if sa == sb => Op::Add { act: Act::None },
+                    Binary::Mul if sa == sb || gate(sb, sa) || gate(sa, sb) => Op::Mul,
+                    _ => Op::Binary { f },
+                };
+                self.push_map(n, op, vec![a.node, b.node], out, a.nhwc);
+                Ok(())
+            }
+            (Operand::Map(m), Operand::Const(c)) => self.with_constant(n, m, &c, f, true),
+            (Operand::Const(c), Operand::Map(m)) => self.with_constant(n, m, &c, f, false),
+            (Operand::Const(_), Operand::Const(_)) => self.arithmetic(n),
+        }
+    }
+
+    /// A map and a constant that is a scalar or one value per channel: a scale and a
+    /// shift per channel, folded into the layer of the same module that made the map
+    /// where nothing else reads it (a bias after a MatMul), else a layer of its own.
+    fn with_constant(
+        &mut self,
+        n: &NodeProto,
+        m: Map,
+        c: &Constant,
+        f: Binary,
+        map_first: bool,
+    ) -> std::result::Result<(), String> {
+        let channels = m.shape[0];
+        let vals = c.floats();
+        let mut dims: &[usize] = &c.dims;
+        while dims.first() == Some(&1) && dims.len() > 1 {
+            dims = &dims[1..];
+        }
+        let per_channel = if m.nhwc {
+            dims == [channels]
+        } else {
+            dims == [channels, 1, 1] || (m.shape[1..] == [1, 1] && dims == [channels])
+        };
+        if vals.len() != 1 && !per_channel {
+            return Err(format!(
+                "{} of a {:?} output and a constant of shape {:?} (scalars and one value \
+                 per channel are read)",
+                f.name(),
+                m.shape,
+                c.dims
+            ));
+        }
+        let v = |k: usize| if vals.len() == 1 { vals[0] } else { vals[k] };
+        let (scale, shift): (Vec<f32>, Vec<f32>) = (0..vals.len())
+            .map(|k| match (f, map_first) {
+                (Binary::Add, _) => Ok((1.0, v(k))),
+                (Binary::Sub, true) => Ok((1.0, -v(k))),
+                (Binary::Sub, false) => Ok((-1.0, v(k))),
+                (Binary::Mul, _) => Ok((v(k), 0.0)),
+                (Binary::Div, true) => Ok((1.0 / v(k), 0.0)),
+                (Binary::Div, false) => Err("a constant divided by a layer's output"),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        if scale.iter().all(|&s| s == 1.0) && shift.iter().all(|&t| t == 0.0) {
+            self.set_map(n, m);
+            return Ok(());
+        }
+        let full = |v: &[f32]| -> Vec<f32> { (0..channels).map(|k| v[k % v.len()]).collect() };
+        // Folded only inside one module (a Linear's bias after its MatMul, a layer
+        // norm's terms): a tap names a module's output, which must stay what the
+        // framework computes there (ConvNeXt's layer scale is the block's, not its
+        // last Linear's).
+        let same_module = self.paths[m.node].first() == Some(&module_path(n.name));
+        if same_module && self.fold_affine(m.node, &full(&scale), &full(&shift))? {
+            self.paths[m.node].push(module_path(n.name));
+            self.set_map(n, m);
+            return Ok(());
+        }
+        if scale.len() == 1 {
+            let (mul, add) = (scale[0], shift[0]);
+            self.push_map(
+                n,
+                Op::Unary {
+                    f: Unary::Affine { mul, add },
+                },
+                vec![m.node],
+                m.shape,
+                m.nhwc,
+            );
+            return Ok(());
+        }
+        // Per channel: a depthwise 1x1 convolution, which a following constant folds into.
+        let prefix = format!("onnx{}", self.nodes.len());
+        self.tensor(
+            format!("{prefix}.weight"),
+            &[channels, 1, 1, 1],
+            full(&scale),
+        )?;
+        self.tensor(format!("{prefix}.bias"), &[channels], full(&shift))?;
+        let op = Op::Conv {
+            weight: prefix,
+            bn: None,
+            bn_eps: 0.0,
+            in_ch: channels,
+            out_ch: channels,
+            kernel: (1, 1),
+            stride: (1, 1),
+            pad: Pad::default(),
+            dilation: (1, 1),
+            groups: channels,
+            bias: true,
+            act: Act::None,
+        };
+        self.push_map(n, op, vec![m.node], m.shape, m.nhwc);
+        Ok(())
+    }
+
+    /// Folds `y * scale + shift` (per channel) into node `node` when nothing else reads
+    /// it and it is linear in its output: a convolution or a fully connected layer
+    /// without an activation, a layer norm, a scalar affine map. Whether it did.
+    fn fold_affine(
+        &mut self,
+        node: usize,
+        scale: &[f32],
+        shift: &[f32],
+    ) -> std::result::Result<bool, String> {
+        if !self.sole_reader(node) {
+            return Ok(false);
+        }
+        let per_row = |v: &mut Vec<f32>, s: &[f32]| {
+            let row = v.len() / s.len();
+            for (r, chunk) in v.chunks_mut(row).enumerate() {
+                chunk.iter_mut().for_each(|x| *x *= s[r]);
+            }
+        };
+        let affine = |v: &mut Vec<f32>| {
+            for (k, x) in v.iter_mut().enumerate() {
+                *x = *x * scale[k] + shift[k];
+            }
+        };
+        match self.nodes[node].op.clone() {
+            Op::Conv {
+                weight,
+                bn: Some(bn),
+                act: Act::None,
+                ..
+            } => {
+                let _ = weight;
+                self.retensor(&format!("{bn}.weight"), |v| per_row(v, scale))?;
+                self.retensor(&format!("{bn}.bias"), affine)?;
+            }
+            Op::Conv {
+                weight,
+                bn: None,
+                act: Act::None,
+                bias,
+                out_ch,
+                ..
+            } => {
+                if !bias {
+                    self.tensor(format!("{weight}.bias"), &[out_ch], vec![0.0; out_ch])?;
+                }
+                self.retensor(&format!("{weight}.weight"), |v| per_row(v, scale))?;
+                self.retensor(&format!("{weight}.bias"), affine)?;
+                if let Op::Conv { bias, .. } = &mut self.nodes[node].op {
+                    *bias = true;
+                }
+            }
+            Op::Linear {
+                weight,
+                act: Act::None,
+                ..
+            } => {
+                self.retensor(&format!("{weight}.weight"), |v| per_row(v, scale))?;
+                self.retensor(&format!("{weight}.bias"), affine)?;
+            }
+            Op::LayerNorm { weight, .. } => {
+                self.retensor(&format!("{weight}.weight"), |v| per_row(v, scale))?;
+                self.retensor(&format!("{weight}.bias"), affine)?;
+            }
+            Op::Unary {
+                f: Unary::Affine { mul, add },
+            } if scale.windows(2).all(|w| w[0] == w[1])
+                && shift.windows(2).all(|w| w[0] == w[1]) =>
+            {
+                let (s, t) = (scale[0], shift[0]);
+                self.nodes[node].op = Op::Unary {
+                    f: Unary::Affine {
+                        mul: mul * s,
+                        add: add * s + t,
+                    },
+                };
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Rewrites weight tensor `name` in place (nothing without weights).
+    fn retensor(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Vec<f32>),
+    ) -> std::result::Result<(), String> {
+        if !self.weights {
+            return Ok(());
+        }
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("no tensor {name} to fold into"))?;
+        let dims = t.dims().to_vec();
+        let mut v = t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        f(&mut v);
+        self.tensor(name.to_string(), &dims, v)
+    }
+
+    /// LayerNormalization over the last axis: the channels of a channels-last map, or
+    /// the features of a flat one.
+    fn layer_norm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let m = self.map_input(n, 0)?;
+        let axis = attr_int(n, "axis").unwrap_or(-1);
+        let flat = m.shape[1..] == [1, 1];
+        if !(axis == -1 || axis == 3 && m.nhwc || axis == 1 && flat) || !(m.nhwc || flat) {
+            return Err(format!(
+                "LayerNormalization on axis {axis} of a {} map (only over the channels)",
+                if m.nhwc {
+                    "channels-last"
+                } else {
+                    "channels-first"
+                }
+            ));
+        }
+        let eps = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "epsilon")
+            .map_or(1e-5, |a| a.f);
+        let c = m.shape[0];
+        let gamma = self.constant(n, 1)?.map_or(vec![1.0; c], |v| v.floats());
+        let beta = self.constant(n, 2)?.map_or(vec![0.0; c], |v| v.floats());
+        self.push_layer_norm(n, m, gamma, beta, eps)
+    }
+
+    fn push_layer_norm(
+        &mut self,
+        n: &NodeProto,
+        m: Map,
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        eps: f32,
+    ) -> std::result::Result<(), String> {
+        let c = m.shape[0];
+        if gamma.len() != c || beta.len() != c {
+            return Err(format!(
+                "layer norm terms for {} and {} channels, not {c}",
+                gamma.len(),
+                beta.len()
+            ));
+        }
+        let prefix = format!("onnx{}", self.nodes.len());
+        self.tensor(format!("{prefix}.weight"), &[c], gamma)?;
+        self.tensor(format!("{prefix}.bias"), &[c], beta)?;
+        let op = Op::LayerNorm {
+            weight: prefix,
+            channels: c,
+            eps,
+        };
+        self.push_map(n, op, vec![m.node], m.shape, m.nhwc);
+        Ok(())
+    }
+
+    /// A map times a constant matrix [C, K] on its last axis: a 1x1 convolution on a
+    /// channels-last map (ConvNeXt's pointwise Linear layers), a fully connected layer
+    /// on a flat one.
+    fn matmul(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let m = self.map_input(n, 0)?;
+        let wt = self.constant(n, 1)?.ok_or("MatMul by a layer's output")?;
+        let flat = m.shape[1..] == [1, 1] && !m.nhwc;
+        if wt.dims.len() != 2 || wt.dims[0] != m.shape[0] || !(m.nhwc || flat) {
+            return Err(format!(
+                "MatMul of a {:?} {} output by a constant of shape {:?} (a [C, K] matrix on \
+                 the channels is read)",
+                m.shape,
+                if m.nhwc {
+                    "channels-last"
+                } else {
+                    "channels-first"
+                },
+                wt.dims
+            ));
+        }
+        let (cin, k) = (wt.dims[0], wt.dims[1]);
+        let raw = wt.floats();
+        // Stored [K, C] as both a conv's [K, C, 1, 1] and a linear layer's [K, C].
+        let mut weight = vec![0.0f32; k * cin];
+        for i in 0..cin {
+            for o in 0..k {
+                weight[o * cin + i] = raw[i * k + o];
+            }
+        }
+        let prefix = format!("onnx{}", self.nodes.len());
+        if flat {
+            self.tensor(format!("{prefix}.weight"), &[k, cin], weight)?;
+            self.tensor(format!("{prefix}.bias"), &[k], vec![0.0; k])?;
+            let op = Op::Linear {
+                weight: prefix,
+                in_f: cin,
+                out_f: k,
+                act: Act::None,
+            };
+            self.push(n, op, vec![m.node], [k, 1, 1]);
+            return Ok(());
+        }
+        self.tensor(format!("{prefix}.weight"), &[k, cin, 1, 1], weight)?;
+        let op = Op::Conv {
+            weight: prefix,
+            bn: None,
+            bn_eps: 0.0,
+            in_ch: cin,
+            out_ch: k,
+            kernel: (1, 1),
+            stride: (1, 1),
+            pad: Pad::default(),
+            dilation: (1, 1),
+            groups: 1,
+            bias: false,
+            act: Act::None,
+        };
+        let [_, h, w] = m.shape;
+        self.push_map(n, op, vec![m.node], [k, h, w], true);
+        Ok(())
+    }
+
+    /// Softmax over the channels (the class scores of a flat output).
+    fn softmax(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let m = self.map_input(n, 0)?;
+        let axis = attr_int(n, "axis").unwrap_or(-1);
+        let flat = m.shape[1..] == [1, 1] && !m.nhwc;
+        let channels = if m.nhwc {
+            axis == -1 || axis == 3
+        } else {
+            axis == 1 || axis == -3 || flat && axis == -1
+        };
+        if !channels {
+            return Err(format!("Softmax on axis {axis} (only over the channels)"));
+        }
+        self.push_map(n, Op::Softmax, vec![m.node], m.shape, m.nhwc);
+        Ok(())
+    }
+
+    /// A Split of the channels into consecutive parts: one channel slice per output.
+    fn split(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
+        let (src, [c, h, w]) = self.layer_input(n, 0)?;
+        let axis = attr_int(n, "axis").unwrap_or(0);
+        if axis != 1 && axis != -3 {
+            return Err(format!("Split on axis {axis} (only channels)"));
+        }
+        let parts = n.output.len();
+        let sizes: Vec<i64> = match self.constant(n, 1)? {
+            Some(s) => s.ints(),
+            None => attr_ints(n, "split").unwrap_or_else(|| {
+                let per = c.div_ceil(parts.max(1));
+                (0..parts)
+                    .map(|k| (c.saturating_sub(k * per)).min(per) as i64)
+                    .collect()
+            }),
+        };
+        if sizes.len() != parts
+            || sizes.iter().any(|&s| s <= 0)
+            || sizes.iter().sum::<i64>() != c as i64
+        {
+            return Err(format!("Split of {c} channels into {sizes:?}"));
+        }
+        let mut from = 0;
+        for (k, &size) in sizes.iter().enumerate() {
+            let to = from + size as usize;
+            let idx = self.nodes.len();
+            self.nodes.push(Node {
+                name: String::new(),
+                aliases: vec![],
+                op: Op::Slice { from, to },
+                inputs: vec![src],
+                tap: true,
+            });
+            self.paths.push(vec![module_path(n.name)]);
+            self.values.insert(
+                n.output[k].to_string(),
+                Value::Layer {
+                    node: idx,
+                    shape: [to - from, h, w],
+                },
+            );
+            from = to;
+        }
         Ok(())
     }
 
@@ -1204,6 +1849,190 @@ impl Builder {
         self.push(n, op, vec![src], [out_f, 1, 1]);
         Ok(())
     }
+}
+
+/// What the fusion pass decided for a graph node.
+#[derive(Debug)]
+enum Fused {
+    /// Part of a run made at its last node.
+    Skip,
+    /// x * (1 + erf(x / sqrt 2)) / 2: torch's exact GELU, five nodes.
+    Gelu { x: String },
+    /// The opset-13 decomposition of layer normalisation over the last axis
+    /// (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div, then optionally Mul
+    /// by the weight and Add the bias).
+    LayerNorm {
+        x: String,
+        eps: f32,
+        gamma: Option<String>,
+        beta: Option<String>,
+    },
+}
+
+/// Runs of nodes that are one operation exported in pieces (GELU, LayerNorm before
+/// opset 17), found by their shape in the graph so that they run as one layer: eight
+/// passes over a ConvNeXt block's widest map become one. Every inner value must be
+/// read only inside the run; anything else is converted node by node.
+fn fusions(
+    nodes: &[NodeProto],
+    values: &HashMap<String, Value>,
+    dir: &Path,
+) -> HashMap<usize, Fused> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut scalars: HashMap<&str, f32> = HashMap::new();
+    let mut consts: std::collections::HashSet<&str> = values.keys().map(String::as_str).collect();
+    for (k, n) in nodes.iter().enumerate() {
+        for o in &n.output {
+            producer.insert(o, k);
+        }
+        for i in n.input.iter().filter(|i| !i.is_empty()) {
+            readers.entry(i).or_default().push(k);
+        }
+        if n.op_type.as_str() == "Constant" {
+            let t = n
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref());
+            if let (Some(t), Some(o)) = (t, n.output.first()) {
+                consts.insert(o);
+                if let Some(v) = constant(t, dir).ok().and_then(|c| c.scalar()) {
+                    scalars.insert(o, v);
+                }
+            }
+        }
+    }
+    for (name, v) in values {
+        if let Value::Const(c) = v {
+            if let Some(x) = c.scalar() {
+                scalars.insert(name.as_str(), x);
+            }
+        }
+    }
+    let op = |k: usize| nodes[k].op_type.as_str();
+    let out = |k: usize| nodes[k].output.first().copied().unwrap_or("");
+    // The only reader of node k's output, when there is exactly one.
+    let sole = |k: usize| match readers.get(out(k)).map(Vec::as_slice) {
+        Some([r]) => Some(*r),
+        _ => None,
+    };
+    // For a two-input node: the input other than `this`, and whether it is a scalar `v`.
+    let other = |k: usize, this: &str| -> Option<&str> {
+        let i = &nodes[k].input;
+        (i.len() == 2).then(|| if i[0] == this { i[1] } else { i[0] })
+    };
+    let is_scalar = |name: &str, v: f32| {
+        scalars
+            .get(name)
+            .is_some_and(|&s| (s - v).abs() <= 1e-6 * v.abs().max(1.0))
+    };
+    let last_axis = |k: usize| {
+        let axes = attr_ints(&nodes[k], "axes").unwrap_or_default();
+        axes == [-1] && attr_int(&nodes[k], "keepdims").unwrap_or(1) == 1
+    };
+    let mut fused = HashMap::new();
+    for (e, n) in nodes.iter().enumerate() {
+        // GELU: Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5.
+        if n.op_type.as_str() == "Erf" {
+            let gelu = (|| {
+                let d = *producer.get(n.input.first()?)?;
+                let x = nodes[d].input.first()?.to_string();
+                let by = other(d, &x)?;
+                let scaled = (op(d) == "Div" && is_scalar(by, std::f32::consts::SQRT_2))
+                    || (op(d) == "Mul" && is_scalar(by, std::f32::consts::FRAC_1_SQRT_2));
+                if !scaled || sole(d)? != e {
+                    return None;
+                }
+                let a = sole(e)?;
+                if op(a) != "Add" || !is_scalar(other(a, out(e))?, 1.0) {
+                    return None;
+                }
+                let m = sole(a)?;
+                if op(m) != "Mul" || other(m, out(a))? != x {
+                    return None;
+                }
+                let h = sole(m)?;
+                if op(h) != "Mul" || !is_scalar(other(h, out(m))?, 0.5) {
+                    return None;
+                }
+                Some((x, [d, e, a, m], h))
+            })();
+            if let Some((x, inner, last)) = gelu {
+                for k in inner {
+                    fused.insert(k, Fused::Skip);
+                }
+                fused.insert(last, Fused::Gelu { x });
+            }
+        }
+        // LayerNorm: the mean and variance of x over its last axis.
+        if n.op_type.as_str() == "ReduceMean" && last_axis(e) {
+            let ln = (|| {
+                let x = n.input.first()?.to_string();
+                let sub = sole(e)?;
+                if op(sub) != "Sub" || nodes[sub].input.first()? != &x {
+                    return None;
+                }
+                let centred = readers.get(out(sub))?;
+                let (pow, div) = match centred.as_slice() {
+                    [p, q] if op(*p) == "Pow" => (*p, *q),
+                    [q, p] if op(*p) == "Pow" => (*p, *q),
+                    _ => return None,
+                };
+                if !is_scalar(nodes[pow].input.get(1)?, 2.0) || op(div) != "Div" {
+                    return None;
+                }
+                let var = sole(pow)?;
+                if op(var) != "ReduceMean" || !last_axis(var) {
+                    return None;
+                }
+                let add = sole(var)?;
+                let eps_name = other(add, out(var))?;
+                let eps = *scalars.get(eps_name)?;
+                let sqrt = sole(add)?;
+                if op(add) != "Add" || op(sqrt) != "Sqrt" || sole(sqrt)? != div {
+                    return None;
+                }
+                if nodes[div].input.first()? != &out(sub) {
+                    return None;
+                }
+                let mut run = vec![e, sub, pow, var, add, sqrt];
+                let (mut last, mut gamma, mut beta) = (div, None, None);
+                if let Some(mul) = sole(div).filter(|&k| op(k) == "Mul") {
+                    let g = other(mul, out(div))?;
+                    if consts.contains(g) {
+                        run.push(div);
+                        last = mul;
+                        gamma = Some(g.to_string());
+                        if let Some(plus) = sole(mul).filter(|&k| op(k) == "Add") {
+                            let b = other(plus, out(mul))?;
+                            if consts.contains(b) {
+                                run.push(mul);
+                                last = plus;
+                                beta = Some(b.to_string());
+                            }
+                        }
+                    }
+                }
+                Some((x, eps, gamma, beta, run, last))
+            })();
+            if let Some((x, eps, gamma, beta, run, last)) = ln {
+                for k in run {
+                    fused.insert(k, Fused::Skip);
+                }
+                fused.insert(
+                    last,
+                    Fused::LayerNorm {
+                        x,
+                        eps,
+                        gamma,
+                        beta,
+                    },
+                );
+            }
+        }
+    }
+    fused
 }
 
 fn ints(v: Vec<i64>) -> Value {

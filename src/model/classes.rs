@@ -1,9 +1,68 @@
-//! ImageNet class names and the network's most probable classes, for `classify` and
-//! the live view alike.
+//! Class names (ImageNet-1k's, or a `--labels` file's) and the network's most
+//! probable classes, for `classify` and the live view alike.
 
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// The names of a network's output classes.
+#[derive(Clone, Debug, Default)]
+pub struct Labels {
+    names: Arc<Vec<String>>,
+}
+
+impl Labels {
+    /// ImageNet-1k's names for a network of 1000 outputs; none (classes by number)
+    /// for others.
+    pub fn for_outputs(n: usize) -> Labels {
+        if n != 1000 {
+            return Labels::default();
+        }
+        let names = (0..1000).map(|c| imagenet_label(c).to_string()).collect();
+        Labels {
+            names: Arc::new(names),
+        }
+    }
+
+    /// A labels file: one class name per line, in output order (blank lines at the
+    /// end ignored); it must name exactly `n` classes.
+    pub fn read(path: &Path, n: usize) -> Result<Labels> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > 16 << 20 {
+            return Err(bad("a labels file of more than 16 MB".into()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("labels are not UTF-8 text".into()))?;
+        let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+        while names.last().is_some_and(|l| l.is_empty()) {
+            names.pop();
+        }
+        if names.len() != n {
+            return Err(bad(format!(
+                "{} labels for a network of {n} outputs (one name per line)",
+                names.len()
+            )));
+        }
+        Ok(Labels {
+            names: Arc::new(names),
+        })
+    }
+
+    /// The name of class `class`; `class N` where there is none.
+    pub fn name(&self, class: usize) -> String {
+        match self.names.get(class) {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => format!("class {class}"),
+        }
+    }
+}
 
 static CLASSES: OnceLock<Vec<&'static str>> = OnceLock::new();
 
@@ -21,7 +80,7 @@ pub fn imagenet_label(class: usize) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Guess {
     pub class: usize,
-    pub label: &'static str,
+    pub label: String,
     pub prob: f32,
 }
 
@@ -35,7 +94,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 /// The `k` most probable classes of `logits`, best first; equally probable ones by
 /// class number.
-pub fn top_classes(logits: &[f32], k: usize) -> Vec<Guess> {
+pub fn top_classes(logits: &[f32], k: usize, labels: &Labels) -> Vec<Guess> {
     let probs = softmax(logits);
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
@@ -44,7 +103,7 @@ pub fn top_classes(logits: &[f32], k: usize) -> Vec<Guess> {
         .take(k)
         .map(|class| Guess {
             class,
-            label: imagenet_label(class),
+            label: labels.name(class),
             prob: probs[class],
         })
         .collect()
@@ -58,11 +117,14 @@ mod tests {
     fn top_classes_are_softmax_ordered() {
         // exp(0), exp(ln 3) = 3, exp(ln 6) = 6: probabilities 0.1, 0.3, 0.6.
         let logits = [0.0, 3f32.ln(), 6f32.ln()];
-        let top = top_classes(&logits, 2);
+        let top = top_classes(&logits, 2, &Labels::for_outputs(3));
         assert_eq!(top.len(), 2);
         assert_eq!((top[0].class, top[1].class), (2, 1));
         assert!((top[0].prob - 0.6).abs() < 1e-6);
         assert!((top[1].prob - 0.3).abs() < 1e-6);
-        assert_eq!(top[0].label, imagenet_label(2));
+        assert_eq!(top[0].label, "class 2");
+        let imagenet = Labels::for_outputs(1000);
+        assert_eq!(imagenet.name(2), imagenet_label(2));
+        assert_eq!(imagenet.name(1000), "class 1000");
     }
 }

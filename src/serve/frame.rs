@@ -100,7 +100,7 @@ pub fn infer(
     let (lo, hi) = scale(&act.data);
     let maps = act.data.iter().map(|&v| quantise(v, lo, hi)).collect();
     let top5 = if net.arch.classes > 0 && logits.data.len() == net.arch.classes {
-        top_classes(&logits.data, 5)
+        top_classes(&logits.data, 5, &net.labels)
     } else {
         Vec::new()
     };

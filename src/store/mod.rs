@@ -84,6 +84,11 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
+    /// The recipe the images were prepared with, when it reads as one.
+    pub fn parsed_recipe(&self) -> Option<crate::arch::Recipe> {
+        serde_json::from_str(&self.recipe).ok()
+    }
+
     /// The network input side the images were prepared for (from the stored recipe;
     /// 224 where it cannot be read).
     pub fn input_size(&self) -> u32 {

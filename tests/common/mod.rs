@@ -75,3 +75,28 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
 pub fn raw_db(db: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(db).unwrap()
 }
+
+/// The ONNX zoo `scripts/make-onnx-zoo.py` writes (`NEURODEX_ONNX_ZOO`, default
+/// `~/.cache/neurodex/onnx-zoo-2`), or `None` after a SKIPPED line; under CI, which
+/// makes it, its absence fails the test.
+#[allow(dead_code)]
+pub fn onnx_zoo() -> Option<PathBuf> {
+    let dir = std::env::var_os("NEURODEX_ONNX_ZOO")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex/onnx-zoo-2"))
+        });
+    if let Some(dir) = dir.filter(|d| d.is_dir()) {
+        return Some(dir);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "CI is set but the ONNX zoo is missing (.ci/run makes it)"
+    );
+    eprintln!(
+        "SKIPPED: no ONNX zoo (run `/usr/bin/python3 scripts/make-onnx-zoo.py`, or set \
+         NEURODEX_ONNX_ZOO)"
+    );
+    None
+}
