@@ -14,7 +14,8 @@ shift || true
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
     models=(resnet18 resnet50 vgg16_bn alexnet mobilenet_v2 densenet121 googlenet squeezenet1_1
-            mobilenet_v3_large efficientnet_b0 regnet_y_400mf inception_v3 shufflenet_v2_x1_0)
+            mobilenet_v3_large efficientnet_b0 regnet_y_400mf inception_v3 shufflenet_v2_x1_0
+            convnext_tiny)
 fi
 batch=${BATCH:-16} reps=${REPS:-5} rounds=${ROUNDS:-2}
 py=${PY:-/usr/bin/python3}

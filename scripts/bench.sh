@@ -14,6 +14,8 @@
 #   scripts/bench.sh --quick               5 runs per case (under 3 minutes once built)
 #   scripts/bench.sh --layers MODEL [B]    per-layer times, neurodex vs onnxruntime (batch B, default 16)
 #   scripts/bench.sh [--quick] --models efficientnet-lite0,resnet18   only those models
+#   scripts/bench.sh --onnx [MODEL ...]    the ONNX zoo's imported networks against onnxruntime
+#                                          on the same files (scripts/bench-onnx.sh)
 #
 # onnxruntime comes from PyPI into target/bench-venv. PyTorch is Debian's python3-torch:
 # TORCH_PYTHON (default /usr/bin/python3) is used if `import torch` works there.
@@ -27,6 +29,7 @@ while (($#)); do
     case $1 in
         --quick) runs=5 ;;
         --models) models=${2:?--models needs a list}; shift ;;
+        --onnx) shift; exec scripts/bench-onnx.sh "${NEURODEX_ONNX_ZOO:-$HOME/.cache/neurodex/onnx-zoo-2}" "$@" ;;
         --layers) mode=layers; layers_model=${2:?--layers needs a model name}; layers_batch=${3:-16}; break ;;
         *) usage ;;
     esac

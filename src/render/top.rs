@@ -182,9 +182,14 @@ pub fn top_grid(
 /// and mode, heat on the scale of the unit's highest peak over the index.
 pub fn unit_sheet(u: &UnitShots, mode: Mode, side: u32) -> RgbImage {
     let (values, scale) = u.value_names();
+    // An imported model is named by its file, not by the path to it (which would make
+    // the title wider than the grid).
+    let model = std::path::Path::new(&u.model)
+        .file_name()
+        .map_or(u.model.clone(), |f| f.to_string_lossy().into_owned());
     let title = format!(
         "{} {} unit {} - top {} ({}); {values}",
-        u.model,
+        model,
         u.layer.name,
         u.unit,
         u.shots.len(),
