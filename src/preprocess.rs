@@ -368,12 +368,10 @@ fn resize_then_crop(
     let (ow, oh) = (ow.max(size), oh.max(size));
     let left = ((ow - size) as f64 / 2.0).round_ties_even() as usize;
     let top = ((oh - size) as f64 / 2.0).round_ties_even() as usize;
-    let cut = |t: Taps, from: usize| Taps {
-        first: t.first[from..from + size].to_vec(),
-        weights: t.weights[from..from + size].to_vec(),
-    };
-    let xt = cut(taps(0.0, w as f32, w, ow, filter), left);
-    let yt = cut(taps(0.0, h as f32, h, oh, filter), top);
+    // PIL resizes the whole axis and torchvision then crops; only the kept outputs are
+    // computed here, the same numbers.
+    let xt = taps_of(0.0, w as f32, w, ow, left..left + size, filter);
+    let yt = taps_of(0.0, h as f32, h, oh, top..top + size, filter);
     let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
     let crop = [
         left as f64 * sx,
@@ -416,6 +414,19 @@ struct Taps {
 }
 
 fn taps(in0: f32, in1: f32, in_len: usize, out_len: usize, filter: Filter) -> Taps {
+    taps_of(in0, in1, in_len, out_len, 0..out_len, filter)
+}
+
+/// `taps` for the outputs `outs` only: a resize to a huge axis (a 1 x 10^8 photo's short
+/// side to 256) is cut to its centre without computing the rest.
+fn taps_of(
+    in0: f32,
+    in1: f32,
+    in_len: usize,
+    out_len: usize,
+    outs: std::ops::Range<usize>,
+    filter: Filter,
+) -> Taps {
     let (kernel, support): (fn(f64) -> f64, f64) = match filter {
         Filter::Bicubic => (bicubic, 2.0),
         Filter::Bilinear => (triangle, 1.0),
@@ -426,9 +437,9 @@ fn taps(in0: f32, in1: f32, in_len: usize, out_len: usize, filter: Filter) -> Ta
     let support = support * filterscale;
     let ss = 1.0 / filterscale;
     let one = (1i64 << PRECISION_BITS) as f64;
-    let mut first = Vec::with_capacity(out_len);
-    let mut weights = Vec::with_capacity(out_len);
-    for i in 0..out_len {
+    let mut first = Vec::with_capacity(outs.len());
+    let mut weights = Vec::with_capacity(outs.len());
+    for i in outs {
         let center = in0 as f64 + (i as f64 + 0.5) * scale;
         // C's (int) casts: truncation toward zero.
         let lo = ((center - support + 0.5) as i64).max(0);
@@ -579,6 +590,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_sliver_resized_by_its_short_side_computes_only_the_centre() {
+        // Resize(256) would make this 256 x 10^9: only the centre 224 x 224 is computed.
+        let img = RgbImage::from_pixel(1, 4_000_000, image::Rgb([10, 200, 30]));
+        let r = Recipe {
+            resize: Some(256),
+            ..recipe(224, Filter::Bilinear)
+        };
+        let (x, t) = prepare(&img, &r);
+        assert_eq!(x.len(), 3 * 224 * 224);
+        assert!(x[..224 * 224].iter().all(|&v| v == 10.0));
+        assert!(x[2 * 224 * 224..].iter().all(|&v| v == 30.0));
+        // The crop maps back to the middle of the sliver: 224/256 of its width, and the
+        // matching 224 / 256 px of its height around the centre.
+        let [x0, y0, w, h] = t.crop;
+        assert!(
+            (w - 0.875).abs() < 1e-9 && (x0 - 16.0 / 256.0).abs() < 1e-9,
+            "{:?}",
+            t.crop
+        );
+        assert!(
+            (h - 0.875).abs() < 1e-6 && (y0 + h / 2.0 - 2e6).abs() < 1.0,
+            "{:?}",
+            t.crop
+        );
     }
 
     #[test]
