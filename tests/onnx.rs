@@ -381,3 +381,34 @@ fn an_operator_not_run_yet_only_matters_past_it() {
         );
     }
 }
+
+/// A classifier that ends in Softmax: its logits are the Linear before it.
+#[test]
+fn a_trailing_softmax_leaves_the_logits_to_the_linear_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        Some(Node {
+            attribute: vec![attr_int("axis", 1)],
+            ..node("/softmax/Softmax", "Softmax", vec!["logits"], "probs")
+        }),
+    );
+    let path = write(tmp.path(), "softmax.onnx", &onnx_rs::encode(&model));
+    let net = Network::open(path.to_str().unwrap(), None).unwrap();
+    assert_eq!(net.arch.classes, 2);
+    let fc = net.arch.resolve("fc").unwrap();
+    assert_eq!(net.arch.resolve("logits").unwrap(), fc);
+    // The Softmax layer itself computes probabilities.
+    let last = net.arch.nodes.len() - 1;
+    let outs = net.forward_hw(&[0.5; 48], 1, 4, 4, &[fc, last]).unwrap();
+    let e: Vec<f64> = outs[0].data.iter().map(|&v| (v as f64).exp()).collect();
+    for k in 0..2 {
+        let want = e[k] / (e[0] + e[1]);
+        assert!(
+            (outs[1].data[k] as f64 - want).abs() < 1e-6,
+            "{:?}",
+            outs[1].data
+        );
+    }
+}

@@ -267,10 +267,17 @@ impl Builder {
 }
 
 impl Arch {
-    /// Node index by name or alias; `logits` always names the last node.
+    /// Node index by name or alias; `logits` names the last node (the one before it
+    /// when the graph ends in a Softmax: its input are the logits).
     pub fn find(&self, name: &str) -> Option<usize> {
         if name == "logits" {
-            return Some(self.nodes.len() - 1);
+            let last = self.nodes.len() - 1;
+            return Some(
+                match (&self.nodes[last].op, self.nodes[last].inputs.first()) {
+                    (Op::Softmax, Some(&before)) => before,
+                    _ => last,
+                },
+            );
         }
         self.nodes
             .iter()

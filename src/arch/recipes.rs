@@ -75,7 +75,8 @@ pub struct Overrides {
     pub resize: Option<u32>,
     /// Crop this fraction of the short side first, then resize (tf-lite's order).
     pub crop_fraction: Option<f64>,
-    /// On 0..1 pixels, in the recipe's channel order.
+    /// On 0..1 pixels, R, G, B (reordered for a BGR recipe, whose terms are stored
+    /// per BGR channel).
     pub mean: Option<[f32; 3]>,
     pub std: Option<[f32; 3]>,
     pub filter: Option<Filter>,
@@ -131,10 +132,17 @@ impl Overrides {
                 // (p - sub) / div is (p / 255 - sub / 255) / (div / 255).
                 Norm::Affine { sub, div } => ([sub / 255.0; 3], [div / 255.0; 3]),
             };
-            if let Some(m) = self.mean {
+            // Given as R, G, B; a BGR recipe's terms are per B, G, R.
+            let order = |mut v: [f32; 3]| {
+                if r.bgr {
+                    v.reverse();
+                }
+                v
+            };
+            if let Some(m) = self.mean.map(order) {
                 mean = m;
             }
-            if let Some(s) = self.std {
+            if let Some(s) = self.std.map(order) {
                 if s.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
                     return bad(format!("std {s:?} (each above 0)"));
                 }
@@ -221,5 +229,18 @@ mod tests {
             ..Default::default()
         };
         assert!(small.apply(&base).is_err());
+    }
+
+    #[test]
+    fn a_bgr_recipe_takes_its_overrides_as_rgb() {
+        let caffe = preset("caffe", 224).unwrap();
+        let o = Overrides {
+            mean: Some([0.1, 0.2, 0.3]),
+            ..Default::default()
+        };
+        let Norm::MeanStd { mean, .. } = o.apply(&caffe).unwrap().norm else {
+            panic!("mean and std")
+        };
+        assert_eq!(mean, [0.3, 0.2, 0.1]);
     }
 }

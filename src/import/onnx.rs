@@ -171,7 +171,13 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
         .unwrap_or_else(|_| path.to_path_buf())
         .to_string_lossy()
         .into_owned();
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(13, |o| o.version);
     let mut b = Builder {
+        opset,
         nodes: vec![Node::input()],
         paths: vec![vec![]],
         tensors: HashMap::new(),
@@ -260,7 +266,17 @@ fn import(path: &Path, weights: bool) -> Result<Imported> {
         }
         missing = Some(why);
     }
-    let classes = match b.nodes.last().map(|n| &n.op) {
+    // A trailing Softmax turns the logits into probabilities; the classes are still
+    // the Linear's outputs (`Arch::find("logits")` names it).
+    let logits = match b.nodes.last() {
+        Some(Node {
+            op: Op::Softmax,
+            inputs,
+            ..
+        }) => inputs.first().map(|&i| &b.nodes[i]),
+        last => last,
+    };
+    let classes = match logits.map(|n| &n.op) {
         Some(Op::Linear { out_f, .. }) => *out_f,
         _ => 0,
     };
@@ -368,6 +384,8 @@ struct Builder {
     batch: usize,
     /// Whether to make the weight tensors (not for `describe`).
     weights: bool,
+    /// The default ONNX domain's opset (Softmax's meaning changed at 13).
+    opset: i64,
 }
 
 fn readers(nodes: &[NodeProto]) -> HashMap<String, usize> {
@@ -552,7 +570,7 @@ impl Builder {
         match op {
             "Conv" => self.conv(n)?,
             "BatchNormalization" => self.batch_norm(n)?,
-            "Relu" => match self.values.get(n.input[0]) {
+            "Relu" => match n.input.first().and_then(|i| self.values.get(*i)) {
                 Some(Value::Permuted { .. }) => self.unary(n, Unary::LeakyRelu { alpha: 0.0 })?,
                 _ => self.activation(n, Act::Relu)?,
             },
@@ -1677,8 +1695,16 @@ impl Builder {
     /// Softmax over the channels (the class scores of a flat output).
     fn softmax(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
         let m = self.map_input(n, 0)?;
-        let axis = attr_int(n, "axis").unwrap_or(-1);
         let flat = m.shape[1..] == [1, 1] && !m.nhwc;
+        // Before opset 13 Softmax flattens from `axis` (default 1) on: over the channels
+        // only when nothing follows them.
+        if self.opset < 13 && !flat {
+            return Err(format!(
+                "Softmax at opset {} normalises over more than the channels of a map",
+                self.opset
+            ));
+        }
+        let axis = attr_int(n, "axis").unwrap_or(if self.opset < 13 { 1 } else { -1 });
         let channels = if m.nhwc {
             axis == -1 || axis == 3
         } else {
@@ -1708,10 +1734,10 @@ impl Builder {
                     .collect()
             }),
         };
-        if sizes.len() != parts
-            || sizes.iter().any(|&s| s <= 0)
-            || sizes.iter().sum::<i64>() != c as i64
-        {
+        let total = sizes
+            .iter()
+            .try_fold(0i64, |a, &s| (s > 0 && s <= c as i64).then(|| a + s));
+        if sizes.len() != parts || total != Some(c as i64) {
             return Err(format!("Split of {c} channels into {sizes:?}"));
         }
         let mut from = 0;

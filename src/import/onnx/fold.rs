@@ -174,7 +174,7 @@ pub(super) fn fold(n: &NodeProto, inputs: &[Option<Constant>]) -> Res<Constant> 
             let ends = get(2, "ends").ok_or("Slice without ends")?;
             let axes = match get(3, "axes") {
                 Some(a) => normalise(&a, rank)?,
-                None => (0..starts.len()).collect(),
+                None => normalise(&(0..starts.len() as i64).collect::<Vec<_>>(), rank)?,
             };
             let steps = get(4, "steps").unwrap_or_else(|| vec![1; starts.len()]);
             if ends.len() != starts.len()
@@ -190,8 +190,8 @@ pub(super) fn fold(n: &NodeProto, inputs: &[Option<Constant>]) -> Res<Constant> 
             for k in 0..starts.len() {
                 let (ax, s) = (axes[k], steps[k]);
                 let d = c.dims[ax] as i64;
-                if s == 0 {
-                    return Err("Slice with a step of 0".into());
+                if s == 0 || s == i64::MIN {
+                    return Err(format!("Slice with a step of {s}"));
                 }
                 let at = |v: i64| if v < 0 { v + d } else { v };
                 let (lo, hi) = if s > 0 { (0, d) } else { (-1, d - 1) };
@@ -359,6 +359,25 @@ mod tests {
         assert_eq!(s(4, 0, -2), [4, 2]);
         assert_eq!(s(5, -100, -1), [5, 4, 3, 2, 1, 0]);
         assert_eq!(s(3, 3, 1), Vec::<i64>::new());
+        // More starts than axes, and a step that cannot be negated: refused, no panic.
+        let e = fold(
+            &node("Slice"),
+            &[c.clone(), ints(&[2], &[0, 0]), ints(&[2], &[1, 1])],
+        )
+        .unwrap_err();
+        assert!(e.contains("axis 1 of rank 1"), "{e}");
+        let e = fold(
+            &node("Slice"),
+            &[
+                c.clone(),
+                ints(&[1], &[0]),
+                ints(&[1], &[1]),
+                None,
+                ints(&[1], &[i64::MIN]),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("step"), "{e}");
     }
 
     #[test]
