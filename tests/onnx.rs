@@ -111,6 +111,21 @@ fn tiny<'a>(input: ValueInfo<'a>, conv_in: i64, extra: Option<Node<'a>>) -> Mode
     }
 }
 
+/// The tiny network with a Softplus (outside the importer's list) feeding its node `k`.
+fn softplus_before(k: usize) -> Model<'static> {
+    let mut m = tiny(
+        image_input(Dimension::Value(4), Dimension::Value(4)),
+        3,
+        None,
+    );
+    let g = m.graph.as_mut().unwrap();
+    let from = g.node[k].input[0];
+    g.node[k].input[0] = "soft";
+    g.node
+        .insert(k, node("/act/Softplus", "Softplus", vec![from], "soft"));
+    m
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -193,17 +208,7 @@ fn bad_models_are_refused_with_the_file_and_the_cause() {
     );
 
     // An operator outside the list at the start: nothing runs, so the file is refused.
-    let mut first = tiny(
-        image_input(Dimension::Value(4), Dimension::Value(4)),
-        3,
-        None,
-    );
-    {
-        let g = first.graph.as_mut().unwrap();
-        g.node[0].input[0] = "soft";
-        g.node
-            .insert(0, node("/act/Softplus", "Softplus", vec!["input"], "soft"));
-    }
+    let first = softplus_before(0);
     let e = open_err(&write(
         tmp.path(),
         "softplus0.onnx",
@@ -357,17 +362,7 @@ fn an_operator_not_run_yet_only_matters_past_it() {
     assert!(e.contains("Softplus") && e.contains("/act/Softplus"), "{e}");
 
     // Between the conv and the pool: the conv runs, the classifier is past it.
-    let mut mid = tiny(
-        image_input(Dimension::Value(4), Dimension::Value(4)),
-        3,
-        None,
-    );
-    {
-        let g = mid.graph.as_mut().unwrap();
-        g.node[2].input[0] = "soft";
-        g.node
-            .insert(2, node("/act/Softplus", "Softplus", vec!["r"], "soft"));
-    }
+    let mid = softplus_before(2);
     let path = write(tmp.path(), "mid.onnx", &onnx_rs::encode(&mid));
     let net = Network::open(path.to_str().unwrap(), None).unwrap();
     let conv = net.arch.resolve("conv").unwrap();

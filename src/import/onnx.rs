@@ -1034,10 +1034,23 @@ impl Builder {
         let shift: Vec<f32> = (0..c)
             .map(|k| (beta[k] as f64 - mean[k] as f64 * scale[k] as f64) as f32)
             .collect();
+        let op = self.channel_affine(scale, shift)?;
+        self.push(n, op, vec![src], shape);
+        Ok(())
+    }
+
+    /// `x * scale + shift` per channel as a depthwise 1x1 convolution (its weights made
+    /// here), which the kernels run and a following constant folds into.
+    fn channel_affine(
+        &mut self,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    ) -> std::result::Result<Op, String> {
+        let c = scale.len();
         let prefix = format!("onnx{}", self.nodes.len());
         self.tensor(format!("{prefix}.weight"), &[c, 1, 1, 1], scale)?;
         self.tensor(format!("{prefix}.bias"), &[c], shift)?;
-        let op = Op::Conv {
+        Ok(Op::Conv {
             weight: prefix,
             bn: None,
             bn_eps: 0.0,
@@ -1050,9 +1063,7 @@ impl Builder {
             groups: c,
             bias: true,
             act: Act::None,
-        };
-        self.push(n, op, vec![src], shape);
-        Ok(())
+        })
     }
 
     fn batch_norm(&mut self, n: &NodeProto) -> std::result::Result<(), String> {
@@ -1446,28 +1457,7 @@ impl Builder {
             );
             return Ok(());
         }
-        // Per channel: a depthwise 1x1 convolution, which a following constant folds into.
-        let prefix = format!("onnx{}", self.nodes.len());
-        self.tensor(
-            format!("{prefix}.weight"),
-            &[channels, 1, 1, 1],
-            full(&scale),
-        )?;
-        self.tensor(format!("{prefix}.bias"), &[channels], full(&shift))?;
-        let op = Op::Conv {
-            weight: prefix,
-            bn: None,
-            bn_eps: 0.0,
-            in_ch: channels,
-            out_ch: channels,
-            kernel: (1, 1),
-            stride: (1, 1),
-            pad: Pad::default(),
-            dilation: (1, 1),
-            groups: channels,
-            bias: true,
-            act: Act::None,
-        };
+        let op = self.channel_affine(full(&scale), full(&shift))?;
         self.push_map(n, op, vec![m.node], m.shape, m.nhwc);
         Ok(())
     }
