@@ -70,6 +70,9 @@ pub enum Error {
     /// image; not a neurodex database; a newer schema).
     #[error("{path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// A label file or label source that cannot be used (not text, a bad line).
+    #[error("{path}: {reason}")]
+    Labels { path: PathBuf, reason: String },
     /// SQLite failed; `cause` is its error, kept whole (its text is in the message,
     /// so it is not also a `source`, as for `Io`).
     #[error("{path}: {cause}")]

@@ -428,6 +428,43 @@ impl Network {
         &self.weights_id
     }
 
+    /// For a node whose output reaches the network's final fully connected layer
+    /// through global average pooling and flattening only (EfficientNet's and
+    /// ResNet's last conv), that layer's weights read per channel: `w[c][u]` is the
+    /// weight from channel `u` to output `c`. `None` for every other node.
+    pub fn classifier_columns(&self, node: usize) -> Option<Vec<Vec<f32>>> {
+        let nodes = &self.arch.nodes;
+        let readers = |i: usize| -> Vec<usize> {
+            (i + 1..nodes.len())
+                .filter(|&j| nodes[j].inputs.contains(&i))
+                .collect()
+        };
+        let channels = match self.arch.nodes.get(node)?.op {
+            Op::Conv { out_ch, .. } => out_ch,
+            _ => return None,
+        };
+        let mut at = node;
+        loop {
+            let r = readers(at);
+            let [next] = r[..] else { return None };
+            match (&nodes[next].op, &self.layers[next]) {
+                (Op::AdaptiveAvgPool { out: (1, 1) }, _) | (Op::Flatten, _) => at = next,
+                (_, Layer::Linear(lin)) => {
+                    let last = next == nodes.len() - 1;
+                    if !last || lin.in_features() != channels {
+                        return None;
+                    }
+                    return Some(
+                        (0..lin.out_features())
+                            .map(|c| (0..channels).map(|u| lin.weight(c, u)).collect())
+                            .collect(),
+                    );
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Conv weights of node `i` after BatchNorm folding, `[out, in/groups, kh, kw]`,
     /// with the geometry; `None` for other layers.
     pub fn conv_weights(&self, i: usize) -> Option<(&ConvGeom, &[f32])> {

@@ -56,6 +56,15 @@ pub fn encode(peaks: &[Peak]) -> Vec<u8> {
     out
 }
 
+/// The values alone of a blob written by `encode`, without allocating; `None` when
+/// its length is not whole records.
+pub fn values(blob: &[u8]) -> Option<impl Iterator<Item = f32> + '_> {
+    blob.len().is_multiple_of(RECORD).then(|| {
+        blob.chunks_exact(RECORD)
+            .map(|r| f32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+    })
+}
+
 /// Reads a blob written by `encode`.
 pub fn decode(blob: &[u8]) -> Result<Vec<Peak>> {
     if !blob.len().is_multiple_of(RECORD) {

@@ -114,11 +114,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         print_summary(&summary);
     }
+    label_imagenet_folders(&mut store, &summary, args.quiet)?;
     Ok(if summary.failed_total > 0 {
         ExitCode::from(super::EXIT_PARTIAL)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An ImageNet-style tree (`n01440764/...`) is labelled by its folders as it is
+/// indexed, in the set `imagenet`, so that `neurodex concepts` works at once; again
+/// after each run that changed what is indexed.
+fn label_imagenet_folders(store: &mut Store, s: &Summary, quiet: bool) -> anyhow::Result<()> {
+    let have = store.label_sets()?.iter().any(|l| l.name == "imagenet");
+    let changed = s.indexed + s.changed + s.removed > 0;
+    if (have && !changed) || !neurodex::concepts::looks_like_imagenet(store)? {
+        return Ok(());
+    }
+    let r = neurodex::concepts::add_from_dirs(store, None, true)?;
+    if !quiet {
+        eprintln!(
+            "labelled {} images with {} ImageNet classes from their folder names (set `imagenet`)",
+            r.images, r.concepts
+        );
+    }
+    Ok(())
 }
 
 fn print_summary(s: &Summary) {

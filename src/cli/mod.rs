@@ -6,12 +6,14 @@
 use std::process::ExitCode;
 
 pub mod classify;
+pub mod concepts;
 pub mod filters;
 pub mod forward;
 pub mod gallery;
 pub mod image;
 pub mod import;
 pub mod index;
+pub mod labels;
 pub mod layers;
 pub mod maps;
 pub mod models;
@@ -52,6 +54,10 @@ pub enum Command {
     Top(top::Args),
     /// A layer's units by statistic
     Units(units::Args),
+    /// Add, replace, remove or list the concept labels of indexed images
+    Labels(labels::Args),
+    /// Which units detect which labelled concepts (AP, AUROC, top-9, selectivity)
+    Concepts(concepts::Args),
     /// The units an image excites most
     Image(image::Args),
     /// What an index holds and what failed
@@ -89,6 +95,8 @@ pub fn main() -> ExitCode {
         Command::Index(a) => index::run(a),
         Command::Top(a) => top::run(a),
         Command::Units(a) => units::run(a),
+        Command::Labels(a) => labels::run(a),
+        Command::Concepts(a) => concepts::run(a),
         Command::Image(a) => image::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Maps(a) => maps::run(a),

@@ -108,6 +108,8 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let hits = query::top(&store, &args.layer, args.unit, args.k)?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.image_id).collect();
+    let labels = neurodex::concepts::label_counts(&store, &ids)?;
     if args.json {
         let images: Vec<serde_json::Value> = hits
             .iter()
@@ -131,6 +133,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             "activation": l.act.name(),
             "dead": false,
             "images": images,
+            "labels": labels,
             "index": progress,
         });
         println!("{out}");
@@ -169,6 +172,13 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         }
         if hits.iter().any(|h| h.tie) {
             println!("(= tied: same value exactly; the earlier-indexed image ranks first)");
+        }
+        if !labels.is_empty() {
+            let counts: Vec<String> = labels
+                .iter()
+                .map(|l| format!("{} {}/{} ({})", l.concept, l.count, hits.len(), l.set))
+                .collect();
+            println!("labels of these {}: {}", hits.len(), counts.join(", "));
         }
     }
     write_grid(&store, &args.layer, args.unit, &hits, &args.grid)

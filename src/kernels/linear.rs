@@ -81,6 +81,15 @@ impl Linear {
         self.out_f
     }
 
+    /// The weight from input `i` to output `o` (`weight[o][i]` as given to `new`).
+    pub fn weight(&self, o: usize, i: usize) -> f32 {
+        assert!(
+            o < self.out_f && i < self.in_f,
+            "weight ({o}, {i}) out of range"
+        );
+        self.wt[(o / OB) * self.in_f * OB + i * OB + o % OB]
+    }
+
     /// `x`: `[n, in]` -> `[n, out]`.
     ///
     /// # Panics

@@ -1,7 +1,8 @@
 //! The SQLite index, and the one module that speaks SQL: schema migrations, the run
 //! description, image rows, per-image peaks, per-unit statistics and the exact
-//! per-unit top-K. Writes go through a `Batch` (`batch`), reads are `Store` methods
-//! (`read`), the blobs' byte layouts are in `codec`, the writer lock in `lock`.
+//! per-unit top-K; concept labels (`labels`). Writes go through a `Batch` (`batch`),
+//! reads are `Store` methods (`read`), the blobs' byte layouts are in `codec`, the
+//! writer lock in `lock`.
 //!
 //! Writers keep unit statistics and top-K lists in memory (`UnitStats`, `TopK`) and
 //! write each batch in one transaction, so a killed process loses at most the batch
@@ -21,6 +22,7 @@ use crate::{Error, Result};
 
 mod batch;
 mod codec;
+mod labels;
 mod lock;
 mod read;
 mod schema;
@@ -29,6 +31,7 @@ pub use batch::Batch;
 use batch::{duplicate_of, set_derived_upto, write_stats, write_top};
 pub use codec::{bytes_path, path_bytes};
 use codec::{decode_hits, read_stats};
+pub use labels::{Concept, LabelSet, PutLabels, SetKind};
 pub use lock::{lock_path, writer_active, WriterLock};
 pub use read::{Failures, ImageRow};
 pub use schema::{MIN_READABLE, SCHEMA_VERSION};

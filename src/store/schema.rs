@@ -24,6 +24,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_pre_activation",
         include_str!("../../migrations/0003_pre_activation.sql"),
     ),
+    (
+        4,
+        "0004_labels",
+        include_str!("../../migrations/0004_labels.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
