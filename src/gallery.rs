@@ -3,7 +3,11 @@
 //! each, sortable by max, mean and sparsity, with a jump-to-unit box), and a page per
 //! unit with its top images large, their values before and after the activation, its
 //! peak histogram, its filter where one picture shows it, and keyboard links to its
-//! neighbours. The layer's data is in JSON beside its page.
+//! neighbours. The layer's data is in JSON beside its page. When the index has
+//! labels (`neurodex labels`), unit pages list their best concepts (AP, AUROC, top-9
+//! counts, class selectivity, the classifier hint), layer pages sort by best AP and
+//! selectivity, and `concepts.html` shows each concept's detector units with their
+//! sheets.
 //!
 //! The gallery stays small because pictures are shared wherever they can be: each
 //! top image is written once, as one whole-image thumbnail (`img/`), and the unit
@@ -219,6 +223,56 @@ pub(crate) struct Data {
     pub missing: HashSet<i64>,
     pub filters: Vec<bool>,
     pub tile: u32,
+    /// The units scored against the index's labels (`None`: it has none).
+    pub concepts: Option<Concepts>,
+}
+
+/// What the gallery shows of the labels: the scores of the gallery's layers, every
+/// stored concept's name (`set/name`) and each top image's labels (indices into it),
+/// and per layer, for the one before the classifier, the classes each unit pushes.
+pub(crate) struct Concepts {
+    pub scores: crate::concepts::Scores,
+    pub names: Vec<String>,
+    pub of_image: HashMap<i64, Vec<usize>>,
+    pub hints: Vec<Option<Vec<Vec<crate::concepts::Hint>>>>,
+}
+
+/// Scores the gallery's layers against the index's labels, when it has any.
+fn concepts_of(
+    store: &Store,
+    layers: &[LayerInfo],
+    net: Option<&crate::model::Network>,
+) -> Result<Option<Concepts>> {
+    let stored = store.concepts()?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let opts = crate::concepts::Options {
+        layers: Some(layers.iter().map(|l| l.name.clone()).collect()),
+        ..Default::default()
+    };
+    let scores = crate::concepts::score(store, &opts)?;
+    let index: HashMap<i64, usize> = stored.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let mut of_image: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (cid, img) in store.concept_images()? {
+        if let Some(&i) = index.get(&cid) {
+            of_image.entry(img).or_default().push(i);
+        }
+    }
+    let hints = layers
+        .iter()
+        .zip(&scores.layers)
+        .map(|(l, ls)| net.and_then(|n| crate::concepts::hints(n, l, &ls.mean_value, 3)))
+        .collect();
+    Ok(Some(Concepts {
+        scores,
+        names: stored
+            .iter()
+            .map(|c| format!("{}/{}", c.set, c.name))
+            .collect(),
+        of_image,
+        hints,
+    }))
 }
 
 /// Builds the gallery of `store` into `opts.out`.
@@ -287,6 +341,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         opts.tile,
     )?;
     let filters = write_filters(&opts.out, &chosen.layers, net.as_ref())?;
+    let concepts = concepts_of(store, &chosen.layers, net.as_ref())?;
     let data = Data {
         run: chosen.run,
         layers: chosen.layers,
@@ -299,6 +354,7 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         missing: cuts.missing,
         filters,
         tile: opts.tile,
+        concepts,
     };
     summary.pages = pages::write_all(&data, &opts.out)?;
     Ok(summary)

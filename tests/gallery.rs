@@ -456,3 +456,82 @@ fn bar_height() -> u32 {
     use neurodex::render::colormap::{colorbar, Colormap};
     colorbar(Colormap::Gray, (0.0, 1.0), 200, "caption").height()
 }
+
+#[test]
+fn labels_show_on_unit_layer_and_concept_pages_escaped_everywhere() {
+    let f = fixture(7);
+    let mut names: Vec<String> = std::fs::read_dir(&f.images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let hostile = "<script>alert(1)</script>&\"x\"";
+    let mut csv = String::from("path,label\n");
+    for (i, n) in names.iter().enumerate() {
+        let label = if i < 3 {
+            format!("\"{}\"", hostile.replace('"', "\"\""))
+        } else {
+            "plain".into()
+        };
+        csv += &format!("{n},{label}\n");
+    }
+    let file = f.root.join("odd.csv");
+    std::fs::write(&file, csv).unwrap();
+    let (code, text) = run(&[
+        "labels",
+        "--db",
+        f.db.to_str().unwrap(),
+        "--csv",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (out, code, text) = build_gallery(&f);
+    assert_eq!(code, 0, "{text}");
+    let pages = html_files(&out);
+    assert_eq!(
+        pages.len(),
+        1 + 1 + 2 + 32 + 40,
+        "the concepts page joins the others"
+    );
+    for page in &pages {
+        let html = std::fs::read_to_string(page).unwrap();
+        assert!(
+            !html.contains("<script>alert"),
+            "{} shows the label raw",
+            page.display()
+        );
+    }
+    let concepts = std::fs::read_to_string(out.join("concepts.html")).unwrap();
+    assert!(
+        concepts.contains("odd/&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x&quot;"),
+        "{concepts}"
+    );
+    assert!(concepts.contains("odd/plain"));
+    for link in attrs(&concepts, "href")
+        .into_iter()
+        .chain(attrs(&concepts, "src"))
+    {
+        let file = link.split('#').next().unwrap();
+        assert!(
+            file.is_empty() || out.join(percent_decode(file)).exists(),
+            "concepts.html: {link}"
+        );
+    }
+    // A unit page lists its best concepts with their scores; its JSON has them too.
+    let unit = std::fs::read_to_string(out.join("units/blocks.4/0.html")).unwrap();
+    assert!(
+        unit.contains("<h2>Concepts</h2>") && unit.contains("AUROC"),
+        "{unit}"
+    );
+    assert!(unit.contains("labels of the top"), "{unit}");
+    assert!(unit.contains("class selectivity over odd"), "{unit}");
+    let layer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("layers/blocks.4.json")).unwrap())
+            .unwrap();
+    let best = &layer["units"][0]["concepts"];
+    assert_eq!(best.as_array().unwrap().len(), 2, "{best}");
+    // The layer page sorts by the best AP and by selectivity.
+    let lp = std::fs::read_to_string(out.join("layers/blocks.4.html")).unwrap();
+    assert!(lp.contains("<option value=\"ap\">") && lp.contains("<option value=\"sel0\">"));
+    assert_eq!(attrs(&lp, "data-sel0").len(), 40);
+}

@@ -645,13 +645,14 @@ fn databases_ranked_after_the_activation_stay_readable() {
     copy_into(&root, &demo_images(3));
     let db = dir.path().join("old.db");
     assert_eq!(index(&root, &db, &["--layers", "stem"]).0, 0);
-    // Back to schema 2: what 0003_pre_activation added goes.
+    // Back to schema 2: what 0003_pre_activation and 0004_labels added goes.
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch(
             "ALTER TABLE layer DROP COLUMN stage; ALTER TABLE layer DROP COLUMN activation;
              ALTER TABLE run DROP COLUMN keep_duplicates; DROP INDEX image_sha256;
-             DELETE FROM schema_migrations WHERE version = 3;",
+             DROP TABLE image_label; DROP TABLE concept; DROP TABLE label_set;
+             DELETE FROM schema_migrations WHERE version >= 3;",
         )
         .unwrap();
     let top = |extra: &[&str]| {

@@ -36,6 +36,10 @@ pub(crate) fn write_all(d: &Data, out: &Path) -> Result<usize> {
             .as_bytes(),
     )?;
     let mut pages = 1;
+    if d.concepts.is_some() {
+        write_file(&out.join("concepts.html"), concepts_html(d).as_bytes())?;
+        pages += 1;
+    }
     for (li, l) in d.layers.iter().enumerate() {
         write_file(&out.join(layer_page(&l.name)), layer_html(d, li).as_bytes())?;
         let units: Vec<serde_json::Value> = (0..l.channels).map(|u| unit_json(d, li, u)).collect();
@@ -106,7 +110,8 @@ fn field_text(l: &LayerInfo) -> String {
 
 /// What the layer's stored peaks are: "before relu6" or "".
 fn stage(l: &LayerInfo) -> String {
-    if l.pre {
+    // A layer without an activation has one value: "before none" would say nothing.
+    if l.pre && l.act != crate::arch::Act::None {
         format!("before {}", l.act.name())
     } else {
         String::new()
@@ -125,14 +130,20 @@ fn index_html(d: &Data) -> String {
     let k = d.tops.iter().flatten().map(|t| t.len()).max().unwrap_or(0);
     let _ = write!(
         s,
-        "<nav><b>neurodex gallery</b> · <a href=\"gallery.json\">gallery.json</a></nav>\n\
+        "<nav><b>neurodex gallery</b> · {}<a href=\"gallery.json\">gallery.json</a></nav>\n\
          <h1>{}</h1><p class=\"meta\">weights {} · images from {} · top {k} per unit</p>\n\
-         <table><tr><th>layer</th><th>units</th><th>never fire</th><th>map</th><th>receptive field</th><th>shown as</th><th>strongest unit</th></tr>\n",
+         <table><tr><th>layer</th><th>units</th><th>never fire</th><th>map</th><th>receptive field</th><th>shown as</th><th>strongest unit</th>{}</tr>\n",
+        if d.concepts.is_some() { "<a href=\"concepts.html\">concepts</a> · " } else { "" },
         html_escape(&d.run.model),
         html_escape(&d.run.weights_id[..12.min(d.run.weights_id.len())]),
         html_escape(&d.run.root.display().to_string()),
+        if d.concepts.is_some() { "<th>detectors (distinct concepts)</th>" } else { "" },
     );
+    let summary = d.concepts.as_ref().map(|c| c.scores.summary());
     for (li, l) in d.layers.iter().enumerate() {
+        let detectors = summary.as_ref().map_or(String::new(), |v| {
+            format!("<td>{} ({})</td>", v[li].detectors, v[li].concepts)
+        });
         let best = (0..l.channels)
             .filter_map(|u| d.tops[li][u].first().map(|h| (u, h)))
             .max_by(|a, b| {
@@ -149,7 +160,7 @@ fn index_html(d: &Data) -> String {
         let dead = d.dead[li].iter().filter(|&&x| x).count();
         let _ = writeln!(
             s,
-            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{dead}</td><td>{}x{}</td><td>{}</td><td>{}</td><td>{best}</td></tr>",
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{dead}</td><td>{}x{}</td><td>{}</td><td>{}</td><td>{best}</td>{detectors}</tr>",
             url(&layer_page(&l.name)),
             html_escape(&l.name),
             l.channels,
@@ -213,7 +224,7 @@ fn layer_html(d: &Data, li: usize) -> String {
          <button type=\"submit\">go</button> \
          <label>sort by <select id=\"sort\"><option value=\"unit\">unit</option>\
          <option value=\"max\">max (highest first)</option><option value=\"mean\">mean (highest first)</option>\
-         <option value=\"sparsity\">sparsity (sparsest first)</option></select></label></form>\n\
+         <option value=\"sparsity\">sparsity (sparsest first)</option>{}</select></label></form>\n\
          <div class=\"units\" id=\"units\">\n",
         html_escape(&l.name),
         url(&slug(&l.name)),
@@ -227,6 +238,7 @@ fn layer_html(d: &Data, li: usize) -> String {
         url(&slug(&l.name)),
         l.channels.saturating_sub(1),
         l.channels.saturating_sub(1),
+        concept_sort_options(d),
     );
     let side = Sheet::new(
         d.tops[li].iter().map(|t| t.len()).max().unwrap_or(9),
@@ -269,9 +281,10 @@ fn layer_html(d: &Data, li: usize) -> String {
             ),
             None => "no data".into(),
         };
+        let (concept_data, concept_cap) = unit_card_concepts(d, li, u);
         let _ = writeln!(
             s,
-            "<a class=\"unit{}\" id=\"u{u}\" data-unit=\"{u}\" data-max=\"{}\" data-mean=\"{}\" data-sparsity=\"{}\" href=\"../{}\">{body}<span class=\"cap\"><b>{u}</b> <small>{stat}</small></span></a>",
+            "<a class=\"unit{}\" id=\"u{u}\" data-unit=\"{u}\" data-max=\"{}\" data-mean=\"{}\" data-sparsity=\"{}\"{concept_data} href=\"../{}\">{body}<span class=\"cap\"><b>{u}</b> <small>{stat}</small>{concept_cap}</span></a>",
             if d.dead[li][u] { " dead" } else { "" },
             num(max),
             num(mean),
@@ -504,12 +517,246 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
             url(&filter_file(&l.name, u))
         );
     }
+    s.push_str(&concepts_section(d, li, u));
     s.push_str("</div>\n");
     if !hits.is_empty() {
         hits_table(l, hits, &mut s);
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// The layer page's extra sort keys when the index has labels: the unit's best AP,
+/// and its class selectivity over each set of classes.
+fn concept_sort_options(d: &Data) -> String {
+    let Some(c) = &d.concepts else {
+        return String::new();
+    };
+    let mut s = String::from("<option value=\"ap\">best concept AP (highest first)</option>");
+    for (i, set) in c.scores.class_sets.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<option value=\"sel{i}\">selectivity over {} (highest first)</option>",
+            html_escape(set)
+        );
+    }
+    s
+}
+
+/// A unit card's data attributes for those keys, and its caption line: the unit's
+/// best concept with its AP (bold when it counts as a detector).
+fn unit_card_concepts(d: &Data, li: usize, u: usize) -> (String, String) {
+    let Some(c) = &d.concepts else {
+        return (String::new(), String::new());
+    };
+    let s = &c.scores;
+    let l = &s.layers[li];
+    let best = s.best(l, u, 1).into_iter().next();
+    let ap = best.map_or(String::new(), |(_, sc)| format!("{}", sc.ap));
+    let mut data = format!(" data-ap=\"{ap}\"");
+    for (i, sel) in l.selectivity.iter().enumerate() {
+        let _ = write!(data, " data-sel{i}=\"{}\"", sel[u].index);
+    }
+    let cap = best.map_or(String::new(), |(k, sc)| {
+        let det = s.is_detector(k, &sc);
+        format!(
+            "<small class=\"concept{}\" title=\"best concept: AP, and its count in the top 9\">{} AP {:.2} · {}/{}</small>",
+            if det { " det" } else { "" },
+            html_escape(&s.concepts[k].name),
+            sc.ap,
+            sc.top9,
+            crate::concepts::TOP.min(s.images)
+        )
+    });
+    (data, cap)
+}
+
+/// The unit page's concept section: its best concepts (AP, AUROC, top-9), the labels
+/// of its top images, its class selectivity and the classifier hint.
+fn concepts_section(d: &Data, li: usize, u: usize) -> String {
+    let Some(c) = &d.concepts else {
+        return String::new();
+    };
+    let s = &c.scores;
+    let l = &s.layers[li];
+    let mut out = String::from("<section class=\"concepts\"><h2>Concepts</h2>");
+    if s.concepts.is_empty() {
+        out.push_str("<p class=\"meta\">no concept left to score</p>");
+    } else {
+        out.push_str(
+            "<table><tr><th>concept</th><th>images</th><th>AP</th><th>AUROC</th><th>top 9</th><th></th></tr>",
+        );
+        for (k, sc) in s.best(l, u, 5) {
+            let info = &s.concepts[k];
+            let _ = write!(
+                out,
+                "<tr><td><a href=\"../../concepts.html#c{k}\">{}</a></td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}/{}</td><td>{}</td></tr>",
+                html_escape(&info.qualified()),
+                info.images,
+                sc.ap,
+                sc.auroc,
+                sc.top9,
+                crate::concepts::TOP.min(s.images),
+                if s.is_detector(k, &sc) { "detector" } else { "" }
+            );
+        }
+        out.push_str("</table>");
+        let _ = write!(
+            out,
+            "<p class=\"meta\">by AP above the concept's share of the {} images; a detector has AP &ge; {} and AUROC &ge; {}</p>",
+            s.images,
+            crate::concepts::DETECTOR_AP,
+            crate::concepts::DETECTOR_AUROC
+        );
+    }
+    let hits = &d.tops[li][u];
+    let mut counts: std::collections::BTreeMap<usize, usize> = Default::default();
+    for h in hits {
+        for &k in c.of_image.get(&h.image_id).into_iter().flatten() {
+            *counts.entry(k).or_default() += 1;
+        }
+    }
+    if !counts.is_empty() {
+        let mut v: Vec<(usize, usize)> = counts.into_iter().collect();
+        v.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+        let items: Vec<String> = v
+            .iter()
+            .map(|&(k, n)| format!("{} {n}/{}", html_escape(&c.names[k]), hits.len()))
+            .collect();
+        let _ = write!(
+            out,
+            "<p>labels of the top {}: {}</p>",
+            hits.len(),
+            items.join(" · ")
+        );
+    }
+    for (i, set) in s.class_sets.iter().enumerate() {
+        let sel = l.selectivity[i][u];
+        let _ = write!(
+            out,
+            "<p>class selectivity over {}: {:.3} (highest mean: {})</p>",
+            html_escape(set),
+            sel.index,
+            html_escape(&s.concepts[sel.class].name)
+        );
+    }
+    if let Some(h) = c.hints.get(li).and_then(|h| h.as_ref()) {
+        let items: Vec<String> = h[u]
+            .iter()
+            .map(|h| format!("{} ({:+.3})", html_escape(&h.name), h.push))
+            .collect();
+        let _ = write!(
+            out,
+            "<p title=\"the classifier's weight from this unit times its mean peak; needs no labels\">pushes most through the classifier: {}</p>",
+            items.join(", ")
+        );
+    }
+    out.push_str("</section>");
+    out
+}
+
+/// `concepts.html`: per concept, its units best first (the detectors, else the best
+/// three), each with its small contact sheet; then the units per layer that detect.
+fn concepts_html(d: &Data) -> String {
+    let c = d.concepts.as_ref().expect("called with concepts");
+    let s = &c.scores;
+    let mut out = head("concepts - neurodex", "");
+    let _ = write!(
+        out,
+        "<nav><a rel=\"up\" href=\"index.html\">index</a> › concepts</nav>\n<h1>Concepts</h1>\n\
+         <p class=\"meta\">each unit's per-image peak scored as a detector of each label over the {} indexed images: \
+         average precision (AP), AUROC, and its count in the unit's top 9. A detector has AP &ge; {} and AUROC &ge; {} \
+         over a concept of at least {} images.</p>\n",
+        s.images,
+        crate::concepts::DETECTOR_AP,
+        crate::concepts::DETECTOR_AUROC,
+        crate::concepts::DETECTOR_MIN_IMAGES
+    );
+    out.push_str(
+        "<table><tr><th>layer</th><th>units</th><th>detectors</th><th>distinct concepts</th></tr>",
+    );
+    for l in s.summary() {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            url(&layer_page(&l.layer)),
+            html_escape(&l.layer),
+            l.units,
+            l.detectors,
+            l.concepts
+        );
+    }
+    out.push_str("</table>\n");
+    for k in &s.skipped {
+        let _ = writeln!(
+            out,
+            "<p class=\"meta\">{} left out: {}</p>",
+            html_escape(&k.concept),
+            html_escape(&k.reason)
+        );
+    }
+    // Concepts with the best detectors first.
+    let mut order: Vec<(usize, Vec<crate::concepts::Ranked>)> =
+        (0..s.concepts.len()).map(|k| (k, s.ranked(k))).collect();
+    order.sort_by(|a, b| {
+        let ap = |r: &[crate::concepts::Ranked]| r.first().map_or(0.0, |r| r.score.ap);
+        ap(&b.1).total_cmp(&ap(&a.1))
+    });
+    for (k, ranked) in order {
+        let info = &s.concepts[k];
+        let detectors: Vec<_> = ranked
+            .iter()
+            .filter(|r| s.is_detector(k, &r.score))
+            .collect();
+        let shown: Vec<&crate::concepts::Ranked> = if detectors.is_empty() {
+            ranked.iter().take(3).collect()
+        } else {
+            detectors.into_iter().take(12).collect()
+        };
+        let detector_count = ranked.iter().filter(|r| s.is_detector(k, &r.score)).count();
+        let _ = write!(
+            out,
+            "<h2 id=\"c{k}\">{} <small>{} of {} images · {} detector units{}</small></h2><div class=\"units\">",
+            html_escape(&info.qualified()),
+            info.images,
+            s.images,
+            detector_count,
+            if detector_count == 0 { "; the best three" } else { "" }
+        );
+        for r in shown {
+            let li = d
+                .layers
+                .iter()
+                .position(|l| l.name == r.layer.layer)
+                .expect("scored layer");
+            let u = r.unit;
+            let body = if d.tops[li][u].is_empty() {
+                "<span class=\"deadbox\">no images</span>".to_string()
+            } else {
+                let sh = Sheet::new(d.tops[li][u].len(), MINI, MINI, None, false);
+                format!(
+                    "<img class=\"sheet\" loading=\"lazy\" src=\"{}\" width=\"{}\" height=\"{}\" alt=\"top images of {} unit {u}\">",
+                    url(&mini_file(&r.layer.layer, u)),
+                    sh.width,
+                    sh.height,
+                    html_escape(&r.layer.layer)
+                )
+            };
+            let _ = write!(
+                out,
+                "<a class=\"unit\" href=\"{}\">{body}<span class=\"cap\"><b>{} {u}</b><small>AP {:.3} · AUROC {:.3} · {}/{} in the top 9</small></span></a>",
+                url(&unit_page(&r.layer.layer, u)),
+                html_escape(&r.layer.layer),
+                r.score.ap,
+                r.score.auroc,
+                r.score.top9,
+                crate::concepts::TOP.min(s.images)
+            );
+        }
+        out.push_str("</div>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
 }
 
 /// The top images: crops or regions, then heat maps with their scale.
@@ -621,6 +868,16 @@ fn unit_json(d: &Data, li: usize, u: usize) -> serde_json::Value {
         })),
         "filter": d.filters[li].then(|| filter_file(&l.name, u)),
         "top": top,
+        "concepts": d.concepts.as_ref().map(|c| {
+            let sc = &c.scores;
+            sc.best(&sc.layers[li], u, 5).into_iter().map(|(k, x)| json!({
+                "concept": sc.concepts[k].qualified(),
+                "ap": sig(x.ap as f64),
+                "auroc": sig(x.auroc as f64),
+                "top9": x.top9,
+                "detector": sc.is_detector(k, &x),
+            })).collect::<Vec<_>>()
+        }),
     })
 }
 
