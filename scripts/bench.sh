@@ -14,6 +14,9 @@
 #   scripts/bench.sh --quick               5 runs per case (under 3 minutes once built)
 #   scripts/bench.sh --layers MODEL [B]    per-layer times, neurodex vs onnxruntime (batch B, default 16)
 #   scripts/bench.sh [--quick] --models efficientnet-lite0,resnet18   only those models
+#   scripts/bench.sh --concepts [IMAGES]   concept scoring: one concept over all 1,760 units of a
+#                                          synthetic IMAGES-image index (default 50,000; written
+#                                          once to target/bench/), and the database size
 #   scripts/bench.sh --onnx [MODEL ...]    the ONNX zoo's imported networks against onnxruntime
 #                                          on the same files (scripts/bench-onnx.sh)
 #
@@ -29,6 +32,7 @@ while (($#)); do
     case $1 in
         --quick) runs=5 ;;
         --models) models=${2:?--models needs a list}; shift ;;
+        --concepts) shift; RAYON_NUM_THREADS=2 exec cargo run --release --quiet --example bench_concepts -- "$@" ;;
         --onnx) shift; exec scripts/bench-onnx.sh "${NEURODEX_ONNX_ZOO:-$HOME/.cache/neurodex/onnx-zoo-2}" "$@" ;;
         --layers) mode=layers; layers_model=${2:?--layers needs a model name}; layers_batch=${3:-16}; break ;;
         *) usage ;;
