@@ -3,8 +3,10 @@
 //! against an independent in-process computation), bad frames get an error while the
 //! server keeps running, oversized uploads and every way of naming a file outside the
 //! index are refused with 4xx, a unit's top images and filter come from the index,
-//! and (when Chromium is present, always under CI) a real browser with a fake camera
-//! drives the page.
+//! a unit's best concepts, the labels of its top images and the classifier hint match
+//! the library's scoring and each concept names its best unit (labels holding markup
+//! come back escaped), and (when Chromium is present, always under CI) a real browser
+//! with a fake camera drives the page.
 
 mod common;
 
@@ -499,6 +501,12 @@ fn a_unit_shows_its_top_images_from_the_index_and_its_filter() {
     }
     // blocks.7 sums 1x1 projections: no single filter picture.
     assert!(rep["filter"].is_null());
+    // No labels in this index: no concepts, and no hint (no classifier behind blocks.7).
+    assert_eq!(rep["concepts"].as_array().unwrap().len(), 0);
+    assert_eq!(rep["labels"].as_array().unwrap().len(), 0);
+    assert!(rep["hints"].is_null());
+    let list = get(&srv.addr, "/api/concepts").json();
+    assert_eq!(list["concepts"].as_array().unwrap().len(), 0, "{list}");
 
     // At the head the field (851 px) is larger than the input: each picture is the
     // region where the unit fired, not the photo shrunk into hatched padding.
@@ -593,6 +601,9 @@ fn the_page_and_the_layer_list_need_no_build_step() {
     assert_eq!(get(&srv.addr, "/api/image/1").status, 404);
     let rep = get(&srv.addr, "/api/unit/blocks.7/0").json();
     assert!(rep["notes"][0].as_str().unwrap().contains("--db"));
+    let list = get(&srv.addr, "/api/concepts");
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json()["concepts"], serde_json::json!([]));
 }
 
 fn decode_base64(s: &str) -> Vec<u8> {
@@ -705,6 +716,7 @@ fn live_view_in_headless_chromium_with_a_fake_camera() {
         return;
     };
     let f = fixture(12);
+    add_markup_label(&f.db);
     let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
     // Kept after the run for people to look at.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-browser");
@@ -732,6 +744,16 @@ fn live_view_in_headless_chromium_with_a_fake_camera() {
     assert!(summary["frames"].as_u64().unwrap() >= 10, "{summary}");
     assert!(summary["grid_changes"].as_u64().unwrap() >= 2, "{summary}");
     assert_eq!(summary["top9"], 9, "{summary}");
+    // The concept picker went to the markup label's best unit, whose labels show it
+    // as text.
+    assert_eq!(summary["concepts"], 1, "{summary}");
+    assert!(
+        summary["concept_labels"]
+            .as_str()
+            .is_some_and(|t| t.contains(MARKUP_LABEL)),
+        "{summary}"
+    );
+    assert_eq!(summary["injected"], 0, "{summary}");
     let shot = image::open(out.join("serve.png")).unwrap().to_rgb8();
     assert!(shot.width() >= 1000 && shot.height() >= 600);
     eprintln!("browser summary: {summary}");
@@ -764,7 +786,13 @@ fn a_request_naming_a_host_that_is_not_allowed_is_refused_with_advice() {
         &format!("evil.example:{port}"),
         "127.0.0.1.evil.example",
     ] {
-        for path in ["/", "/api/layers", "/api/image/1", "/api/images"] {
+        for path in [
+            "/",
+            "/api/layers",
+            "/api/image/1",
+            "/api/images",
+            "/api/concepts",
+        ] {
             let r = request_with(&srv.addr, "GET", path, &[("Host", host)], b"", None);
             assert_eq!(r.status, 421, "Host {host} {path}");
             assert!(json_error_says(&r, "--allow-host"), "Host {host} {path}");
@@ -1087,4 +1115,273 @@ fn an_offset_past_the_end_answers_an_empty_page_not_the_first() {
     }
     let r = get(&srv.addr, "/api/images?offset=1&limit=18446744073709551615").json();
     assert_eq!(r["images"].as_array().unwrap().len(), 2);
+}
+
+// ---- Concepts (issue 16): the selected unit's concepts, each concept's best unit.
+
+/// A label that is markup, with characters JSON and HTML treat specially.
+const MARKUP_LABEL: &str = "<script>alert(\"x\")</script> & <b>co</b>";
+
+/// The 20 smallest demo photos indexed on blocks.14 and head, without labels.
+struct Labelled {
+    _photos: tempfile::TempDir,
+    _tmp: tempfile::TempDir,
+    db: PathBuf,
+}
+
+fn labelled_fixture() -> Labelled {
+    let photos = common::photo_folder(20);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("ix.db");
+    let (code, _, err) = common::run(&[
+        "index",
+        photos.path().to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--layers",
+        "blocks.14,head",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    Labelled {
+        _photos: photos,
+        _tmp: tmp,
+        db,
+    }
+}
+
+/// Labels the first four indexed photos `MARKUP_LABEL`, in the set `tricky`.
+fn add_markup_label(db: &Path) {
+    let mut store = neurodex::store::Store::open(db).unwrap();
+    let images = store.ok_images(0, 4).unwrap();
+    let markup: Vec<(i64, String)> = images
+        .iter()
+        .map(|(id, _)| (*id, MARKUP_LABEL.to_string()))
+        .collect();
+    store.put_labels("tricky", "test", &markup, false).unwrap();
+}
+
+/// Labels the fixture with the demo's category and face labels (by file name) and
+/// `MARKUP_LABEL` on four photos.
+fn add_labels(db: &Path) {
+    let mut store = neurodex::store::Store::open(db).unwrap();
+    let images = store.ok_images(0, u64::MAX).unwrap();
+    let labels = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/labels");
+    for set in ["category", "face"] {
+        let csv = std::fs::read_to_string(labels.join(format!("{set}.csv"))).unwrap();
+        let pairs: Vec<(i64, String)> = csv
+            .lines()
+            .filter_map(|l| l.strip_prefix("images/")?.split_once(','))
+            .filter_map(|(file, label)| {
+                let (id, _) = images.iter().find(|(_, p)| p == file)?;
+                Some((*id, label.to_string()))
+            })
+            .collect();
+        assert!(pairs.len() >= 4, "{set}: {pairs:?}");
+        store.put_labels(set, "test", &pairs, false).unwrap();
+    }
+    drop(store);
+    add_markup_label(db);
+}
+
+fn close(json: &serde_json::Value, want: f32) -> bool {
+    (json.as_f64().unwrap() - want as f64).abs() < 1e-6
+}
+
+#[test]
+fn the_selected_unit_carries_its_concepts_as_the_library_scores_them() {
+    use neurodex::concepts::{self, Options};
+    let f = labelled_fixture();
+    let db = f.db.to_str().unwrap();
+    let net = Network::embedded_default().unwrap();
+
+    // No labels yet: no concepts, but the head's classifier hint, which needs none.
+    {
+        let srv = Server::start(&["--db", db]);
+        let list = get(&srv.addr, "/api/concepts").json();
+        assert_eq!(list["concepts"].as_array().unwrap().len(), 0, "{list}");
+        let rep = get(&srv.addr, "/api/unit/head/7").json();
+        assert_eq!(rep["concepts"].as_array().unwrap().len(), 0);
+        assert_eq!(rep["labels"].as_array().unwrap().len(), 0);
+        assert_eq!(rep["hints"].as_array().map(Vec::len), Some(5), "{rep}");
+    }
+
+    add_labels(&f.db);
+    let srv = Server::start(&["--db", db]);
+    let store = neurodex::store::Store::open_readonly(&f.db).unwrap();
+    let s = concepts::score(&store, &Options::default()).unwrap();
+    let list = get(&srv.addr, "/api/concepts").json();
+    let entries = list["concepts"].as_array().unwrap();
+    assert_eq!(list["images"], s.images);
+    assert_eq!(entries.len(), s.concepts.len(), "{list}");
+    // Each concept names its best unit, the first of the library's ranking.
+    for (c, e) in entries.iter().enumerate() {
+        let info = &s.concepts[c];
+        assert_eq!(e["concept"], info.qualified());
+        assert_eq!(e["images"], info.images);
+        let ranked = s.ranked(c);
+        let best = &ranked[0];
+        assert_eq!(e["best"]["layer"], best.layer.layer, "{e}");
+        assert_eq!(e["best"]["unit"], best.unit, "{e}");
+        assert!(close(&e["best"]["ap"], best.score.ap), "{e}");
+        assert!(close(&e["best"]["auroc"], best.score.auroc), "{e}");
+        assert_eq!(e["best"]["detector"], s.is_detector(c, &best.score));
+        let detectors = ranked.iter().filter(|r| s.is_detector(c, &r.score)).count();
+        assert_eq!(e["detectors"], detectors, "{e}");
+    }
+
+    // The best face unit's report: its best concepts as `Scores::best` has them, the
+    // labels of its top images as `label_counts` counts them.
+    let face = &entries
+        .iter()
+        .find(|e| e["concept"] == "face/face")
+        .unwrap()["best"];
+    let (layer, unit) = (
+        face["layer"].as_str().unwrap(),
+        face["unit"].as_u64().unwrap() as usize,
+    );
+    let rep = get(&srv.addr, &format!("/api/unit/{layer}/{unit}")).json();
+    let l = s.layer(layer).unwrap();
+    let want = s.best(l, unit, 5);
+    let got = rep["concepts"].as_array().unwrap();
+    assert_eq!(got.len(), want.len().min(5), "{rep}");
+    for (g, (c, sc)) in got.iter().zip(&want) {
+        assert_eq!(g["concept"], s.concepts[*c].qualified());
+        assert!(
+            close(&g["ap"], sc.ap) && close(&g["auroc"], sc.auroc),
+            "{g}"
+        );
+        assert_eq!(g["top9"], sc.top9);
+        assert_eq!(g["detector"], s.is_detector(*c, sc));
+    }
+    let ids: Vec<i64> = rep["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["image_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 9);
+    let counts = concepts::label_counts(&store, &ids).unwrap();
+    let labels = rep["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), counts.len(), "{rep}");
+    for (g, w) in labels.iter().zip(&counts) {
+        let w = serde_json::json!({ "set": w.set, "concept": w.concept, "count": w.count });
+        assert_eq!(g, &w);
+    }
+    // The face count among the top 9 is the unit's top-9 score for face.
+    let face_count = counts
+        .iter()
+        .find(|l| l.set == "face")
+        .map_or(0, |l| l.count);
+    assert_eq!(face["top9"], face_count);
+    if layer != "head" {
+        assert!(rep["hints"].is_null(), "only the head has a hint: {rep}");
+    }
+
+    // The head: the hint as `concepts::hints` gives it.
+    let head = store
+        .layers()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "head")
+        .unwrap();
+    let hints = concepts::hints(&net, &head, &s.layer("head").unwrap().mean_value, 5).unwrap();
+    let rep = get(&srv.addr, "/api/unit/head/7").json();
+    let got = rep["hints"].as_array().unwrap();
+    assert_eq!(got.len(), 5);
+    for (g, w) in got.iter().zip(&hints[7]) {
+        assert_eq!(g["class"], w.class);
+        assert_eq!(g["name"], w.name);
+        assert!(close(&g["push"], w.push), "{g}");
+    }
+    assert_eq!(rep["concepts"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn a_label_holding_markup_comes_back_escaped_and_the_page_sets_it_as_text() {
+    let f = labelled_fixture();
+    add_labels(&f.db);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let r = get(&srv.addr, "/api/concepts");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    // In the reply's text the markup is JSON escapes; parsed, it is the label itself.
+    assert!(
+        !text.contains('<') && !text.contains('>') && !text.contains('&'),
+        "{text}"
+    );
+    assert!(text.contains(r"\u003cscript\u003e"), "{text}");
+    let list = r.json();
+    let entry = list["concepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == MARKUP_LABEL)
+        .unwrap_or_else(|| panic!("no {MARKUP_LABEL:?} in {list}"))
+        .clone();
+    assert_eq!(entry["concept"], format!("tricky/{MARKUP_LABEL}"));
+    // Its best unit's report names it among the labels of the top images, escaped.
+    let best = &entry["best"];
+    assert!(best["top9"].as_u64().unwrap() > 0, "{entry}");
+    let r = get(
+        &srv.addr,
+        &format!(
+            "/api/unit/{}/{}",
+            best["layer"].as_str().unwrap(),
+            best["unit"]
+        ),
+    );
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    assert!(!text.contains("<script"), "{text}");
+    let rep = r.json();
+    assert!(
+        rep["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["concept"] == MARKUP_LABEL && l["set"] == "tricky"),
+        "{rep}"
+    );
+    // The page builds everything from text: no HTML-parsing sink anywhere in it, and
+    // the concept list and the report go through textContent.
+    let js = String::from_utf8(get(&srv.addr, "/page.js").body).unwrap();
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "DOMParser",
+        "createContextualFragment",
+        "srcdoc",
+    ] {
+        assert!(!js.contains(sink), "page.js uses {sink}");
+    }
+    assert!(js.contains("/api/concepts"));
+    assert!(
+        js.contains("o.textContent = `${c.concept} "),
+        "the picker's options"
+    );
+    assert!(
+        js.contains("td.textContent = text"),
+        "the concept table's cells"
+    );
+    assert!(
+        js.contains("$('unit-labels').textContent"),
+        "the labels line"
+    );
+    // The new endpoint answers only for this machine's names, like the others.
+    for host in ["evil.example", "127.0.0.1.evil.example"] {
+        let r = request_with(
+            &srv.addr,
+            "GET",
+            "/api/concepts",
+            &[("Host", host)],
+            b"",
+            None,
+        );
+        assert_eq!(r.status, 421, "Host {host}");
+        assert!(json_error_says(&r, "--allow-host"), "Host {host}");
+    }
 }

@@ -1,13 +1,16 @@
 //! The HTTP routes. Errors answer JSON `{"error": "..."}` with a 4xx status for bad
 //! requests (unknown layer, undecodable frame, unknown image) and 5xx for our faults;
-//! a failing request never takes the server down.
+//! a failing request never takes the server down. JSON comes with `<`, `>` and `&`
+//! escaped (`\u003c`...), so that labels and paths, which may hold markup, never
+//! appear as markup in a reply whatever a client makes of it.
 //!
 //! | route | answer |
 //! |---|---|
 //! | `GET /`, `/page.js`, `/page.css` | the page (compiled in) |
 //! | `GET /api/layers` | model, layers (every tap), default layer, database summary |
 //! | `POST /api/frame?layer=L` | image bytes in; `frame::Reply` out; 503 `busy` while another frame runs |
-//! | `GET /api/unit/{layer}/{unit}` | `unit::UnitReport`: filter and top images with crops |
+//! | `GET /api/unit/{layer}/{unit}` | `unit::UnitReport`: filter, top images with crops, best concepts, labels of the top images, classifier hint |
+//! | `GET /api/concepts` | `concepts::ConceptList`: the labelled concepts, each with its best unit |
 //! | `GET /api/images?offset=&limit=` | indexed images (id, path) |
 //! | `GET /api/image/{id}` | the bytes of indexed image `id` |
 
@@ -20,9 +23,10 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Router;
+use serde::{Deserialize, Serialize};
 
+use super::concepts::Concepts;
 use super::{frame, unit, App};
 
 const PAGE_HTML: &str = include_str!("page.html");
@@ -67,6 +71,43 @@ impl IntoResponse for BusyReply {
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
+    }
+}
+
+/// A JSON reply whose text holds no `<`, `>` or `&`: inside JSON strings (the only
+/// place JSON has them) they are written as `\u003c`, `\u003e`, `\u0026`, which
+/// parse back to the same characters.
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let text = match serde_json::to_string(&self.0) {
+            Ok(t) => t,
+            Err(e) => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot write the reply: {e}"),
+                )
+                    .into_response()
+            }
+        };
+        let mut safe = String::with_capacity(text.len());
+        for ch in text.chars() {
+            match ch {
+                '<' => safe.push_str("\\u003c"),
+                '>' => safe.push_str("\\u003e"),
+                '&' => safe.push_str("\\u0026"),
+                c => safe.push(c),
+            }
+        }
+        (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            safe,
+        )
+            .into_response()
     }
 }
 
@@ -115,6 +156,7 @@ pub fn router(app: Arc<App>) -> Router {
         // The frame handler enforces `max_upload` itself.
         .route("/api/frame", post(frame).layer(DefaultBodyLimit::disable()))
         .route("/api/unit/{layer}/{unit}", get(unit_report))
+        .route("/api/concepts", get(concept_list))
         .route("/api/images", get(images))
         .route("/api/image/{id}", get(image))
         .fallback(|| async { ApiError::not_found("no such page") })
@@ -282,20 +324,53 @@ async fn unit_report(
     let Ok(Ok(_turn)) = turn else {
         return Ok(busy("busy: another unit's report is being made").into_response());
     };
+    // Without the concepts the report still shows the top images, and says why.
+    let (known, failed) = match concepts(&app).await {
+        Ok(k) => (k, None),
+        Err(e) => (None, Some(e.1)),
+    };
     let worker = app.clone();
     let rep = blocking(move || {
-        Ok(unit::report(
-            &worker.net,
-            worker.db.as_deref(),
-            layer.node,
-            &layer.name,
-            layer.c,
-            u,
-            9,
-        )?)
+        let db = worker.db.as_deref();
+        let mut rep = unit::report(&worker.net, db, layer.node, &layer.name, layer.c, u, 9)?;
+        if let (Some(k), Some(db)) = (known, db) {
+            if let Err(e) = k.fill(&mut rep, db) {
+                rep.notes.push(format!("no concepts: {e}"));
+            }
+        }
+        rep.notes
+            .extend(failed.map(|e| format!("no concepts: {e}")));
+        Ok(rep)
     })
     .await?;
     Ok(Json(rep).into_response())
+}
+
+/// The index's concepts, scored on first need and kept (`None`: no database). An
+/// error is not kept: the next request tries again.
+pub(super) async fn concepts(app: &Arc<App>) -> Result<Option<Arc<Concepts>>, ApiError> {
+    let Some(db) = app.db.clone() else {
+        return Ok(None);
+    };
+    let worker = app.clone();
+    let known = app
+        .concepts
+        .get_or_try_init(|| {
+            blocking(move || {
+                Concepts::load(&worker.net, &db, &worker.layers)
+                    .map(Arc::new)
+                    .map_err(|e| ApiError::internal(format!("cannot score the units: {e}")))
+            })
+        })
+        .await?;
+    Ok(Some(known.clone()))
+}
+
+async fn concept_list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let Some(known) = concepts(&app).await? else {
+        return Ok(Json(super::concepts::ConceptList::empty()).into_response());
+    };
+    Ok(Json(known.list()).into_response())
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,9 @@
 //! (static files compiled into the binary, no build step) sends frames from the webcam,
 //! a video file, an uploaded picture or an indexed image; the server runs the network
 //! once per frame and answers the selected layer's maps and the top-5 classes. A click
-//! on a channel asks the index for that unit's top images.
+//! on a channel asks the index for that unit's top images and, where the index holds
+//! labels, its best concepts; the page can also go to the best unit of a concept
+//! (`concepts`, scored once per server, from startup on).
 //!
 //! One inference runs at a time: a frame that arrives while the network is busy is
 //! answered "busy" at once and dropped, never queued, so the page (which keeps one
@@ -11,6 +13,7 @@
 //! Safe by default: binds to localhost; serves only files the database indexed, by id;
 //! limits the size of uploads and the pixel count of frames.
 
+pub mod concepts;
 pub mod frame;
 mod guard;
 mod handlers;
@@ -77,6 +80,9 @@ pub struct App {
     /// Unit reports run one at a time (each runs the network on 9 images): beside
     /// one frame, that keeps two cores' worth of work and its memory bounded.
     pub reports: tokio::sync::Semaphore,
+    /// The index's units scored against its labels: set once, by the first request
+    /// that needs it or by `serve` at startup.
+    concepts: tokio::sync::OnceCell<Arc<concepts::Concepts>>,
 }
 
 /// The right to run the network, held by at most one frame; released on drop.
@@ -157,6 +163,7 @@ impl App {
             max_connections: None,
             busy: AtomicBool::new(false),
             reports: tokio::sync::Semaphore::new(1),
+            concepts: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -210,8 +217,16 @@ pub fn serve(mut app: App, addr: SocketAddr) -> Result<()> {
         }
         app.hosts.port = local.port();
         let limit = app.max_connections.unwrap_or_else(connection_limit).max(1);
-        let router = router(Arc::new(app));
+        let app = Arc::new(app);
+        let router = router(app.clone());
         eprintln!("listening on http://{local}/");
+        // Scoring a large index takes seconds: start now, so that the first unit the
+        // page asks for need not wait for it (a failure is reported again to requests).
+        tokio::spawn(async move {
+            if let Err(e) = handlers::concepts(&app).await {
+                eprintln!("warning: no concepts: {}", e.1);
+            }
+        });
         let slots = Arc::new(tokio::sync::Semaphore::new(limit));
         let open: Arc<Mutex<Vec<Arc<Conn>>>> = Arc::default();
         loop {

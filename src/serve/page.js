@@ -1,7 +1,12 @@
 // neurodex live view. Sends frames to the server, one in flight at a time, and
 // draws the reply: the chosen layer's feature maps (u8, one scale for the layer) as a
 // near-square grid, the top-5 classes, and for a clicked channel its zoomed map, its
-// filter and its top-9 images from the index.
+// filter, its top-9 images from the index and what the index's labels say of it. A
+// concept picker goes to a concept's best unit; #layer=L&unit=U in the address opens
+// on that unit.
+//
+// Labels and paths come from the index and may hold markup: they are only ever set
+// as textContent, never parsed as HTML.
 //
 // Reply format of POST /api/frame: u32 LE n, n bytes of JSON header, c*h*w bytes.
 
@@ -20,6 +25,7 @@ const state = {
   frames: 0,
   times: [], // arrival times of recent replies
   geom: null, // grid geometry for click hit-testing
+  concepts: [], // /api/concepts' list
 };
 
 function status(msg, error = false) {
@@ -390,9 +396,15 @@ async function selectUnit(u) {
   state.unit = u;
   const pane = $('unit-pane');
   pane.hidden = false;
+  $('unit-body').hidden = false;
   $('unit-title').textContent = `${state.layer} · unit ${u}`;
   $('top9').replaceChildren();
+  $('concept-rows').replaceChildren();
+  $('unit-labels').textContent = '';
+  $('unit-concepts').hidden = true;
+  $('unit-hints').hidden = true;
   $('unit-notes').textContent = 'loading…';
+  history.replaceState(null, '', `#${new URLSearchParams({ layer: state.layer, unit: u })}`);
   if (state.last) draw();
   const mine = ++unitRequest;
   let rep;
@@ -418,9 +430,92 @@ async function selectUnit(u) {
     fig.addEventListener('click', () => useIndexed(t.image_id, t.path));
     return fig;
   }));
+  showConcepts(rep);
   $('unit-notes').textContent = rep.notes.join(' · ');
   pane.dataset.unit = String(u);
 }
+
+// The unit's best concepts, the labels of its top images, the classifier hint.
+function showConcepts(rep) {
+  const cell = (text) => {
+    const td = document.createElement('td');
+    td.textContent = text;
+    return td;
+  };
+  $('concept-rows').replaceChildren(...rep.concepts.map((c) => {
+    const tr = document.createElement('tr');
+    tr.classList.toggle('detector', c.detector);
+    const name = cell(c.concept);
+    name.title = `${c.images} images; click to pick it below`;
+    name.addEventListener('click', () => pickConcept(c.concept));
+    tr.append(name, cell(c.ap.toFixed(3)), cell(c.auroc.toFixed(3)), cell(`${c.top9}/9`),
+      cell(c.detector ? 'detector' : ''));
+    return tr;
+  }));
+  const labels = rep.labels.map((l) => `${l.set}/${l.concept} ${l.count}/${rep.top.length}`);
+  $('unit-labels').textContent = labels.length ? `labels of the top ${rep.top.length}: ${labels.join(' · ')}` : '';
+  $('unit-concepts').hidden = rep.concepts.length === 0 && labels.length === 0;
+  const hints = rep.hints || [];
+  $('unit-hints').textContent = `pushes most through the classifier: ${hints.map((h) => `${h.name} (${h.push >= 0 ? '+' : ''}${h.push.toFixed(3)})`).join(', ')}`;
+  $('unit-hints').title = "the classifier's weight from this unit times its mean peak; needs no labels";
+  $('unit-hints').hidden = hints.length === 0;
+}
+
+// Switches the layer as the layer picker does: no unit selected, a still re-sent.
+function setLayer(name) {
+  state.layer = name;
+  state.unit = null;
+  $('layer').value = name;
+  $('unit-body').hidden = true;
+  $('unit-pane').hidden = state.concepts.length === 0;
+  history.replaceState(null, '', `#${new URLSearchParams({ layer: name })}`);
+  if (state.source === 'still') sendStill();
+}
+
+// Selects `unit` of `layer` as if the user had picked the layer, then the channel.
+function goToUnit(layer, unit) {
+  const l = state.layers.find((x) => x.name === layer);
+  if (!l || !Number.isInteger(unit) || unit < 0 || unit >= l.c) return false;
+  if (layer !== state.layer) setLayer(layer);
+  selectUnit(unit);
+  return true;
+}
+
+function pickConcept(name) {
+  const i = state.concepts.findIndex((c) => c.concept === name);
+  if (i >= 0) $('concept').value = String(i);
+}
+
+// The concept picker: each concept with its best unit; empty without labels.
+async function loadConcepts() {
+  let list;
+  try {
+    list = await getJson('/api/concepts');
+  } catch (e) {
+    status(`concepts unavailable: ${e.message}`, true);
+    return;
+  }
+  state.concepts = list.concepts.filter((c) => c.best);
+  const d = list.detector;
+  $('concepts-rule').textContent = `(best AP above the concept's share first; detector: AP ≥ ${d.ap}, AUROC ≥ ${d.auroc})`;
+  const sel = $('concept');
+  sel.replaceChildren(...state.concepts.map((c, i) => {
+    const o = document.createElement('option');
+    o.value = String(i);
+    const b = c.best;
+    o.textContent = `${c.concept} (${b.layer} #${b.unit}, AP ${b.ap.toFixed(2)}${b.detector ? ', detector' : ''})`;
+    Object.assign(o.dataset, { layer: b.layer, unit: b.unit });
+    return o;
+  }));
+  $('concept-go').hidden = state.concepts.length === 0;
+  if (state.concepts.length) $('unit-pane').hidden = false;
+  document.body.dataset.concepts = String(state.concepts.length);
+}
+
+$('concept-best').addEventListener('click', () => {
+  const c = state.concepts[Number($('concept').value)];
+  if (c) goToUnit(c.best.layer, c.best.unit);
+});
 
 // ---------------------------------------------------------------- setup
 
@@ -444,13 +539,10 @@ async function init() {
   }
   sel.value = state.layer;
   sel.title = '★: indexed in the database (top-9 available)';
-  sel.addEventListener('change', () => {
-    state.layer = sel.value;
-    state.unit = null;
-    $('unit-pane').hidden = true;
-    if (state.source === 'still') sendStill();
-  });
+  sel.addEventListener('change', () => setLayer(sel.value));
   if (info.db) {
+    // Not awaited: scoring a large index takes a while, the inputs need not wait.
+    loadConcepts();
     const list = await getJson('/api/images?limit=1000').catch(() => ({ images: [] }));
     const ds = $('src-dataset');
     for (const im of list.images) {
@@ -476,6 +568,10 @@ async function init() {
     e.target.value = '';
   });
   showInput(null);
+  const want = new URLSearchParams(location.hash.slice(1));
+  if (want.has('layer') && state.layers.some((l) => l.name === want.get('layer'))) {
+    if (!want.has('unit') || !goToUnit(want.get('layer'), Number(want.get('unit')))) setLayer(want.get('layer'));
+  }
   document.body.dataset.ready = '1';
 }
 

@@ -1,12 +1,15 @@
 //! What the page asks of the index: a unit's top images with receptive-field crops and
-//! its filter, the list of indexed images, and an indexed image's bytes. Images are
-//! found by database id only; the path comes from the database, never from the client.
+//! its filter (and, filled in by `super::concepts`, what the labels say of it), the
+//! list of indexed images, and an indexed image's bytes. Images are found by database
+//! id only; the path comes from the database, never from the client.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use serde::Serialize;
 
+use super::concepts::UnitConcept;
+use crate::concepts::{Hint, LabelCount};
 use crate::model::{Network, Tap};
 use crate::query;
 use crate::render::filters::{filter_picture, FilterShape};
@@ -48,6 +51,13 @@ pub struct UnitReport {
     /// then there are no top images to show, only that.
     pub never_fires: bool,
     pub top: Vec<TopImage>,
+    /// The unit's best concepts (AP above the concept's base rate first); empty when
+    /// the index has no labels.
+    pub concepts: Vec<UnitConcept>,
+    /// The labels of the `top` images, counted, most frequent first.
+    pub labels: Vec<LabelCount>,
+    /// For the layer feeding the classifier only: the classes the unit pushes most.
+    pub hints: Option<Vec<Hint>>,
     /// Why there are no top images, or what went wrong with some.
     pub notes: Vec<String>,
 }
@@ -129,6 +139,9 @@ pub fn report(
         indexed: false,
         never_fires: false,
         top: Vec::new(),
+        concepts: Vec::new(),
+        labels: Vec::new(),
+        hints: None,
         notes: Vec::new(),
     };
     let Some(db) = db else {

@@ -1,7 +1,9 @@
 // Drives `neurodex serve` in headless Chromium with a fake camera that plays a .y4m
 // file: the page starts the camera, the feature-map grid updates several times (and
 // changes, since the picture moves), a click on a channel shows its top-9 crops from
-// the index, and a screenshot is saved. Prints one JSON line with what it measured.
+// the index, and a screenshot is saved; where the index has labels, the concept
+// picker goes to a concept's best unit (one whose label is markup, if there is one)
+// and its labels show as text. Prints one JSON line with what it measured.
 //
 // usage: node serve.mjs URL OUTDIR [Y4M]   (Y4M defaults to OUTDIR/camera.y4m)
 // env:   CHROMIUM (default /usr/bin/chromium)
@@ -46,7 +48,7 @@ async function waitFor(page, fn, arg, timeout, what) {
     await new Promise((ok) => setTimeout(ok, 50));
   }
 }
-const result = { frames: 0, fps: null, grid_changes: 0, top9: 0 };
+const result = { frames: 0, fps: null, grid_changes: 0, top9: 0, concepts: 0 };
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (e) => fail(`script error: ${e}`));
@@ -161,6 +163,32 @@ try {
   await waitFor(page, (k) => Number(document.body.dataset.frames || 0) > k + 5, n, 30000, 'frames from the video file');
   result.video_status = await page.textContent('#status');
   if (await page.$('#status.error')) fail(`video file: ${result.video_status}`);
+
+  // "Go to the best unit" for a concept: the layer and unit switch as if picked.
+  result.concepts = await page.evaluate(() => Number(document.body.dataset.concepts || 0));
+  if (result.concepts > 0) {
+    const pick = await page.evaluate(() => {
+      const opts = [...document.querySelectorAll('#concept option')];
+      const o = opts.find((x) => x.textContent.includes('<')) || opts[0];
+      return { value: o.value, layer: o.dataset.layer, unit: o.dataset.unit, text: o.textContent };
+    });
+    await page.selectOption('#concept', pick.value);
+    await page.click('#concept-best');
+    const title = `${pick.layer} · unit ${pick.unit}`;
+    await waitFor(page, (t) => document.getElementById('unit-title').textContent === t
+      && document.querySelectorAll('#concept-rows tr').length > 0
+      && document.querySelectorAll('#top9 img').length === 9, title, 30000, `the concepts of ${title}`);
+    result.concept_pick = pick.text;
+    result.concept_unit = await page.textContent('#unit-title');
+    result.concept_layer = await page.inputValue('#layer');
+    result.concept_rows = await page.locator('#concept-rows tr').count();
+    result.concept_labels = await page.textContent('#unit-labels');
+    // Markup in a label stays text: no element made of it.
+    result.injected = await page.evaluate(() => document.querySelectorAll('#unit-pane script, #unit-pane b').length);
+    if (result.concept_layer !== pick.layer) fail(`layer ${result.concept_layer}, not ${pick.layer}`);
+    if (result.injected) fail(`${result.injected} elements made from label text`);
+    await page.screenshot({ path: join(out, 'serve-concepts.png'), fullPage: true });
+  }
 } catch (e) {
   fail(String(e && e.stack ? e.stack : e));
   try {
