@@ -66,11 +66,16 @@ fn main() {
         let pairs: Vec<(i64, String)> = (0..n)
             .filter(|&i| has_concept(i))
             .map(|i| {
-                let id = store.image_id(synthetic::path(i).as_bytes()).unwrap().unwrap();
+                let id = store
+                    .image_id(synthetic::path(i).as_bytes())
+                    .unwrap()
+                    .unwrap();
                 (id, "planted".to_string())
             })
             .collect();
-        store.put_labels("bench", "synthetic", &pairs, false).unwrap();
+        store
+            .put_labels("bench", "synthetic", &pairs, false)
+            .unwrap();
         drop(store);
         std::fs::rename(&tmp, &db).unwrap();
         for ext in ["-wal", "-shm"] {
@@ -80,7 +85,11 @@ fn main() {
             );
         }
         let _ = std::fs::remove_file(dir.join(format!("concepts-{n}.db.part.lock")));
-        eprintln!("wrote {} in {:.1} s", db.display(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "wrote {} in {:.1} s",
+            db.display(),
+            t.elapsed().as_secs_f64()
+        );
     }
     let store = Store::open_readonly(&db).unwrap();
     let size: u64 = ["", "-wal"]
