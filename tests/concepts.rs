@@ -258,6 +258,13 @@ fn the_classifier_hint_reads_the_final_layer_weights_of_the_head() {
     assert!(net.classifier_columns(b14).is_none());
 }
 
+/// `neurodex CMD --db DB ARGS...`: exit code, stdout, stderr.
+fn on_db(cmd: &str, db: &Path, args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let mut all: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), "--db".as_ref(), db.as_os_str()];
+    all.extend_from_slice(args);
+    common::run(&all)
+}
+
 /// The planted index with its labels given through `neurodex labels`.
 fn cli_index(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("root");
@@ -285,13 +292,7 @@ fn label_files_naming_paths_outside_the_index_are_counted_listed_and_the_rest_go
         text += &format!("{},everything\n", synthetic::path(i));
     }
     std::fs::write(&csv, text).unwrap();
-    let (code, out, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--csv".as_ref(),
-        csv.as_os_str(),
-    ]);
+    let (code, out, err) = on_db("labels", &db, &["--csv".as_ref(), csv.as_os_str()]);
     assert_eq!(code, 1, "partial: some paths are missing\n{out}{err}");
     assert!(err.contains("2 paths are not in the index"), "{err}");
     assert!(
@@ -302,12 +303,7 @@ fn label_files_naming_paths_outside_the_index_are_counted_listed_and_the_rest_go
 
     // A concept on every image says nothing and is left out, saying why; the dog is
     // scored.
-    let (code, out, err) = common::run(&[
-        "concepts".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--json".as_ref(),
-    ]);
+    let (code, out, err) = on_db("concepts", &db, &["--json".as_ref()]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["skipped"][0]["concept"], "tags/everything", "{j}");
@@ -319,46 +315,26 @@ fn label_files_naming_paths_outside_the_index_are_counted_listed_and_the_rest_go
 
     // An unknown concept is an error naming it; an empty folder labels nothing and
     // says so.
-    let (code, _, err) = common::run(&[
-        "concepts".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--concept".as_ref(),
-        "unicorn".as_ref(),
-    ]);
+    let (code, _, err) = on_db("concepts", &db, &["--concept".as_ref(), "unicorn".as_ref()]);
     assert_eq!(code, 2);
     assert!(err.contains("no concept \"unicorn\""), "{err}");
     let empty = format!("void={}", dir.path().join("root/empty").display());
-    let (code, out, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--concept".as_ref(),
-        empty.as_ref(),
-    ]);
+    let (code, out, err) = on_db("labels", &db, &["--concept".as_ref(), empty.as_ref()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("no indexed image"), "{err}");
 
     // A folder outside the indexed root is refused, naming both.
     let outside = format!("far={}", dir.path().display());
-    let (code, _, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--concept".as_ref(),
-        outside.as_ref(),
-    ]);
+    let (code, _, err) = on_db("labels", &db, &["--concept".as_ref(), outside.as_ref()]);
     assert_eq!(code, 2);
     assert!(err.contains("not under the indexed root"), "{err}");
 
     // Removing a concept, then the set.
-    let (code, out, _) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--remove".as_ref(),
-        "tags/everything".as_ref(),
-    ]);
+    let (code, out, _) = on_db(
+        "labels",
+        &db,
+        &["--remove".as_ref(), "tags/everything".as_ref()],
+    );
     assert_eq!(code, 0);
     assert!(out.contains("removed tags/everything (10 labels)"), "{out}");
     let store = Store::open_readonly(&db).unwrap();
@@ -413,25 +389,13 @@ fn labels_with_odd_characters_are_kept_exactly() {
         format!("img/000001.jpg,\"{quoted}\"\nimg/000002.jpg,\"{quoted}\"\n"),
     )
     .unwrap();
-    let (code, _, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--csv".as_ref(),
-        csv.as_os_str(),
-    ]);
+    let (code, _, err) = on_db("labels", &db, &["--csv".as_ref(), csv.as_os_str()]);
     assert_eq!(code, 0, "{err}");
     let store = Store::open_readonly(&db).unwrap();
     assert_eq!(store.concepts().unwrap()[0].name, odd);
     // A control character is refused, naming the line.
     std::fs::write(&csv, "img/000001.jpg,ok\nimg/000002.jpg,bad\u{7}bell\n").unwrap();
-    let (code, _, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--csv".as_ref(),
-        csv.as_os_str(),
-    ]);
+    let (code, _, err) = on_db("labels", &db, &["--csv".as_ref(), csv.as_os_str()]);
     assert_eq!(code, 2);
     assert!(err.contains("odd.csv") && err.contains("line 2"), "{err}");
 }
@@ -461,13 +425,7 @@ fn a_concept_folder_not_yet_indexed_is_indexed_first() {
         std::fs::copy(f, root.join("new").join(f.file_name().unwrap())).unwrap();
     }
     let arg = format!("fresh={}", root.join("new").display());
-    let (code, out, err) = common::run(&[
-        "labels".as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--concept".as_ref(),
-        arg.as_ref(),
-    ]);
+    let (code, out, err) = on_db("labels", &db, &["--concept".as_ref(), arg.as_ref()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         err.contains("2 files under") && err.contains("indexing them first"),

@@ -196,6 +196,18 @@ fn detector_mark(s: &Scores, c: usize, sc: &concepts::Score) -> &'static str {
     }
 }
 
+/// A score's columns: AP, AUROC, the count in the top 9, and "detector" when it is one.
+fn score_cols(s: &Scores, c: usize, sc: &concepts::Score) -> String {
+    format!(
+        "{:>6.3} {:>6.3} {:>4}/{}  {}",
+        sc.ap,
+        sc.auroc,
+        sc.top9,
+        concepts::TOP.min(s.images),
+        detector_mark(s, c, sc)
+    )
+}
+
 fn print_best_per_concept(s: &Scores) {
     println!();
     println!("best unit per concept (--concept NAME ranks them all):");
@@ -210,16 +222,12 @@ fn print_best_per_concept(s: &Scores) {
     for (c, r) in rows {
         let k = &s.concepts[c];
         println!(
-            "  {:<28} {:>6}  {:<14} {:>5}  {:>6.3} {:>6.3} {:>4}/{}  {}",
+            "  {:<28} {:>6}  {:<14} {:>5}  {}",
             k.qualified(),
             k.images,
             r.layer.layer,
             r.unit,
-            r.score.ap,
-            r.score.auroc,
-            r.score.top9,
-            concepts::TOP.min(s.images),
-            detector_mark(s, c, &r.score)
+            score_cols(s, c, &r.score)
         );
     }
 }
@@ -240,15 +248,11 @@ fn print_concept(s: &Scores, c: usize, top: usize) {
     );
     for (i, r) in s.ranked(c).iter().take(top).enumerate() {
         println!(
-            "  {:>4}  {:<14} {:>5}  {:>6.3} {:>6.3} {:>4}/{}  {}",
+            "  {:>4}  {:<14} {:>5}  {}",
             i + 1,
             r.layer.layer,
             r.unit,
-            r.score.ap,
-            r.score.auroc,
-            r.score.top9,
-            concepts::TOP.min(s.images),
-            detector_mark(s, c, &r.score)
+            score_cols(s, c, &r.score)
         );
     }
 }
@@ -267,14 +271,10 @@ fn print_unit(s: &Scores, hints: &Hints, u: usize, top: usize) {
     for (c, sc) in s.best(l, u, top) {
         let k = &s.concepts[c];
         println!(
-            "  {:<28} {:>6}  {:>6.3} {:>6.3} {:>4}/{}  {}",
+            "  {:<28} {:>6}  {}",
             k.qualified(),
             k.images,
-            sc.ap,
-            sc.auroc,
-            sc.top9,
-            concepts::TOP.min(s.images),
-            detector_mark(s, c, &sc)
+            score_cols(s, c, &sc)
         );
     }
     for (i, set) in s.class_sets.iter().enumerate() {

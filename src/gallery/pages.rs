@@ -708,12 +708,12 @@ fn concepts_html(d: &Data) -> String {
             .iter()
             .filter(|r| s.is_detector(k, &r.score))
             .collect();
+        let detector_count = detectors.len();
         let shown: Vec<&crate::concepts::Ranked> = if detectors.is_empty() {
             ranked.iter().take(3).collect()
         } else {
             detectors.into_iter().take(12).collect()
         };
-        let detector_count = ranked.iter().filter(|r| s.is_detector(k, &r.score)).count();
         let _ = write!(
             out,
             "<h2 id=\"c{k}\">{} <small>{} of {} images · {} detector units{}</small></h2><div class=\"units\">",
