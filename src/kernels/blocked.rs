@@ -1,5 +1,7 @@
 //! Channel-blocked activations (`[c/16][h][w][16]` per image, "NCHW16c") and the
-//! 1x1, depthwise and stem convolutions that run on them (AVX-512).
+//! 1x1, depthwise and stem convolutions that run on them, written once over
+//! [`V16`] (one AVX-512 register, two AVX2 or four NEON registers) with micro-tiles
+//! sized by each ISA's `V16::ACC`.
 //!
 //! In plain NCHW a 1x1 conv is a GEMM vectorised along pixels, and the 49 pixels of
 //! a 7x7 plane fill 16-lane vectors badly; a depthwise conv has to gather 16 planes
@@ -16,33 +18,31 @@
 
 use rayon::prelude::*;
 
+use super::vector::{dispatch, load_each, Apart, Kernel, V16};
 use super::{act_bounds, Act, Conv2d};
 
-/// Channels per block: one AVX-512 vector of `f32`.
+/// Channels per block: one [`V16`].
 pub const LANES: usize = 16;
-
-/// Whether this CPU can run the blocked kernels.
-pub(crate) fn available() -> bool {
-    super::simd::isa() == super::simd::Isa::Avx512
-}
-
-/// Whether the CPU can run these kernels at all. Kernels assert this rather than
-/// `available`: a test that forces a lower ISA meanwhile changes which path later
-/// layers choose, not whether a blocked layer already under way may finish.
-pub(crate) fn supported() -> bool {
-    super::simd::detected() == super::simd::Isa::Avx512
-}
 
 /// Numbers in one image of `c` channels over `hw` pixels, blocked.
 pub fn image_len(c: usize, hw: usize) -> usize {
     c.div_ceil(LANES) * LANES * hw
 }
 
-/// Output blocks one 1x1 micro-tile computes (64 channels).
+/// Output blocks whose 1x1 weights are packed together (64 channels): the most one
+/// micro-tile computes (AVX-512's).
 const NB: usize = 4;
-/// Pixels one 1x1 micro-tile computes at most, by its number of output blocks:
-/// 16-24 accumulators.
-const PX_FOR: [usize; NB + 1] = [0, 16, 12, 8, 6];
+
+/// Output blocks one 1x1 micro-tile computes at most on an ISA with `acc`
+/// accumulators, and the pixels it computes for each number of blocks: 16-24
+/// accumulators on AVX-512; on AVX2 one block by 6 pixels (12 of its 16 registers,
+/// the weights and a broadcast in the rest: 2 x 3 spilled).
+fn pw_tiles(acc: usize) -> (usize, [usize; NB + 1]) {
+    match acc {
+        24.. => (4, [0, 16, 12, 8, 6]),
+        _ => (1, [0, acc.max(1), 0, 0, 0]),
+    }
+}
 /// Input blocks (of 16 channels) a 1x1 pass sums before moving on: the group's
 /// weights for them are 32 KB.
 const KC_BLOCKS: usize = 8;
@@ -51,7 +51,7 @@ const KC_BLOCKS: usize = 8;
 /// late layers: 8 and 54 were fastest, 5-25% ahead of summing all input channels
 /// at once.
 const PASS_PX: usize = 54;
-/// Output pixels one depthwise micro-tile computes along a row.
+/// Output pixels one depthwise micro-tile computes along a row, at most.
 const DW_T: usize = 8;
 
 /// Packed weights starting on a 64-byte boundary, so that each 16-float vector the
@@ -166,15 +166,25 @@ pub(crate) fn is_stem(conv: &Conv2d) -> bool {
     g.in_ch <= 4 && g.groups == 1 && g.dilation == (1, 1)
 }
 
-/// Output pixels of a stem micro-tile along a row, for up to two output blocks.
+/// Output pixels of a stem micro-tile along a row, at most (two blocks of 12 on
+/// AVX-512).
 const STEM_T: usize = 12;
+
+/// Output blocks and pixels of a stem micro-tile on an ISA with `acc` accumulators.
+fn stem_tile(acc: usize) -> (usize, usize) {
+    if acc >= 24 {
+        (2, STEM_T)
+    } else {
+        (1, acc.clamp(1, STEM_T))
+    }
+}
 
 /// A stem (`is_stem`) on NCHW `[n][ci][h][w]` -> blocked `[n][co/16][oh][ow][16]`,
 /// bias and activation applied: 16 output channels per vector, each input value
 /// broadcast, two output blocks by up to 12 pixels of accumulators.
 ///
 /// # Panics
-/// If a slice does not match the shapes, the layer is no stem, or AVX-512 is missing.
+/// If a slice does not match the shapes or the layer is no stem.
 pub(crate) fn stem(
     conv: &Conv2d,
     pk: &ByOutput,
@@ -186,7 +196,7 @@ pub(crate) fn stem(
 ) {
     let g = conv.geom();
     let (oh, ow) = g.out_hw(h, w);
-    assert!(supported() && is_stem(conv));
+    assert!(is_stem(conv), "blocked stem: not a stem");
     assert_eq!(x.len(), n * g.in_ch * h * w, "blocked stem: input");
     assert_eq!(
         out.len(),
@@ -202,9 +212,20 @@ pub(crate) fn stem(
         let (img, b) = (i / bands, i % bands);
         let rows = b * band..((b + 1) * band).min(oh);
         let xi = &x[img * g.in_ch * h * w..][..g.in_ch * h * w];
-        let oi = o.get().wrapping_add(img * cbo * oh * ow * LANES);
-        // SAFETY: AVX-512 checked; each work item writes its own rows of one image.
-        unsafe { stem_rows(conv, pk, xi, h, w, oh, ow, rows, oi, buf) }
+        let out = o.get().wrapping_add(img * cbo * oh * ow * LANES);
+        // Each work item writes its own rows of one image.
+        dispatch(StemRows {
+            conv,
+            pk,
+            x: xi,
+            h,
+            w,
+            oh,
+            ow,
+            rows,
+            out,
+            buf,
+        })
     };
     if super::threads() > 1 && n * bands > 1 {
         (0..n * bands)
@@ -218,68 +239,94 @@ pub(crate) fn stem(
     }
 }
 
-/// Output rows `rows` of one image's stem; `out` points at the image's blocked output.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn stem_rows(
-    conv: &Conv2d,
-    pk: &ByOutput,
-    x: &[f32],
+/// Output rows `rows` of one image's stem; `out` points at the image's blocked
+/// output, whose rows `rows` are this job's alone.
+struct StemRows<'a> {
+    conv: &'a Conv2d,
+    pk: &'a ByOutput,
+    x: &'a [f32],
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
     rows: std::ops::Range<usize>,
     out: *mut f32,
-    buf: &mut Vec<f32>,
-) {
-    let g = conv.geom();
-    let (ci, (kh, kw), (sy, sx)) = (g.in_ch, g.kernel, g.stride);
-    let cbo = g.out_ch.div_ceil(LANES);
-    let wp = (ow - 1) * sx + kw;
-    // The padded input rows one output row reads: [ci][ky][wp], zeros outside.
-    buf.resize(ci * kh * wp, 0.0);
-    let tiles = ow.div_ceil(STEM_T);
-    for oy in rows {
-        for c in 0..ci {
-            for ky in 0..kh {
-                let row = &mut buf[(c * kh + ky) * wp..][..wp];
-                match (oy * sy + ky).checked_sub(g.pad.top).filter(|&iy| iy < h) {
-                    Some(iy) => {
-                        let left = g.pad.left.min(wp);
-                        let cols = w.min(wp - left);
-                        row[..left].fill(0.0);
-                        row[left..left + cols].copy_from_slice(&x[(c * h + iy) * w..][..cols]);
-                        row[left + cols..].fill(0.0);
+    buf: &'a mut Vec<f32>,
+}
+
+impl Kernel for StemRows<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let StemRows {
+            conv,
+            pk,
+            x,
+            h,
+            w,
+            oh,
+            ow,
+            rows,
+            out,
+            buf,
+        } = self;
+        let g = conv.geom();
+        let (ci, (kh, kw), (sy, sx)) = (g.in_ch, g.kernel, g.stride);
+        let cbo = g.out_ch.div_ceil(LANES);
+        let wp = (ow - 1) * sx + kw;
+        // The padded input rows one output row reads: [ci][ky][wp], zeros outside.
+        buf.resize(ci * kh * wp, 0.0);
+        let (bmax, tmax) = stem_tile(V::ACC);
+        let tiles = ow.div_ceil(tmax);
+        for oy in rows {
+            for c in 0..ci {
+                for ky in 0..kh {
+                    let row = &mut buf[(c * kh + ky) * wp..][..wp];
+                    match (oy * sy + ky).checked_sub(g.pad.top).filter(|&iy| iy < h) {
+                        Some(iy) => {
+                            let left = g.pad.left.min(wp);
+                            let cols = w.min(wp - left);
+                            row[..left].fill(0.0);
+                            row[left..left + cols].copy_from_slice(&x[(c * h + iy) * w..][..cols]);
+                            row[left + cols..].fill(0.0);
+                        }
+                        None => row.fill(0.0),
                     }
-                    None => row.fill(0.0),
                 }
             }
-        }
-        for ob0 in (0..cbo).step_by(2) {
-            let nb = 2.min(cbo - ob0);
-            for i in 0..tiles {
-                let (ox, ox1) = (ow * i / tiles, ow * (i + 1) / tiles);
-                let job = StemTile {
-                    src: buf.as_ptr().add(ox * sx),
-                    wp,
-                    taps: (ci, kh, kw, sx),
-                    w: pk.weights.as_ptr().add(ob0 * ci * kh * kw * LANES),
-                    bias: pk.bias.as_ptr().add(ob0 * LANES),
-                    out: out.add((ob0 * oh * ow + oy * ow + ox) * LANES),
-                    block: oh * ow * LANES,
-                    act: conv.act(),
-                };
-                macro_rules! go {
-                    ($($t:literal)*) => {
-                        match (nb, ox1 - ox) {
-                            $((1, $t) => job.run::<1, $t>(), (2, $t) => job.run::<2, $t>(),)*
-                            _ => unreachable!(),
+            for ob0 in (0..cbo).step_by(bmax) {
+                let nb = bmax.min(cbo - ob0);
+                for i in 0..tiles {
+                    let (ox, ox1) = (ow * i / tiles, ow * (i + 1) / tiles);
+                    // SAFETY: the offsets stay inside the padded rows, the packed
+                    // weights and this image's output (rows `oy`, columns ox..ox1).
+                    let job = unsafe {
+                        StemTile {
+                            src: buf.as_ptr().add(ox * sx),
+                            wp,
+                            taps: (ci, kh, kw, sx),
+                            w: pk.weights.as_ptr().add(ob0 * ci * kh * kw * LANES),
+                            bias: pk.bias.as_ptr().add(ob0 * LANES),
+                            out: out.add((ob0 * oh * ow + oy * ow + ox) * LANES),
+                            block: oh * ow * LANES,
+                            act: conv.act(),
                         }
                     };
+                    macro_rules! go {
+                        ($($t:literal)*) => {
+                            match (nb, ox1 - ox) {
+                                $((1, $t) => V::apart(StemCall::<1, $t>(&job)),
+                                  (2, $t) => V::apart(StemCall::<2, $t>(&job)),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    if V::ACC >= 24 {
+                        go!(1 2 3 4 5 6 7 8 9 10 11 12)
+                    } else {
+                        go!(1 2 3 4 5 6)
+                    }
                 }
-                go!(1 2 3 4 5 6 7 8 9 10 11 12);
             }
         }
     }
@@ -300,35 +347,52 @@ struct StemTile {
     act: Act,
 }
 
+/// `StemTile::run::<V, B, T>` as a kernel of its own (see `V16::apart`).
+struct StemCall<'a, const B: usize, const T: usize>(&'a StemTile);
+
+impl<V: V16, const B: usize, const T: usize> Apart<V> for StemCall<'_, B, T> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        // SAFETY: as `StemRows` makes the tile.
+        unsafe { self.0.run::<V, B, T>() }
+    }
+}
+
 impl StemTile {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn run<const B: usize, const T: usize>(&self) {
-        use std::arch::x86_64::*;
+    /// # Safety
+    /// The pointers cover what the tile reads and writes (see `StemRows`).
+    #[inline(always)]
+    unsafe fn run<V: V16, const B: usize, const T: usize>(&self) {
         let (ci, kh, kw, sx) = self.taps;
         let k = ci * kh * kw;
-        let mut acc: [[__m512; T]; B] =
-            std::array::from_fn(|j| [_mm512_loadu_ps(self.bias.add(j * LANES)); T]);
-        for r in 0..ci * kh {
-            let row = self.src.add(r * self.wp);
-            for kx in 0..kw {
-                let tap = r * kw + kx;
-                let wv: [__m512; B] =
-                    std::array::from_fn(|j| _mm512_loadu_ps(self.w.add((j * k + tap) * LANES)));
-                for t in 0..T {
-                    let xv = _mm512_set1_ps(*row.add(t * sx + kx));
-                    for (a, &wj) in acc.iter_mut().zip(&wv) {
-                        a[t] = _mm512_fmadd_ps(wj, xv, a[t]);
+        // SAFETY (the loads and stores): inside the tile's rows, weights and output.
+        unsafe {
+            let bias: [V; B] = load_each(self.bias, LANES);
+            let mut acc = [[V::zero(); T]; B];
+            for (a, &b) in acc.iter_mut().zip(&bias) {
+                *a = [b; T];
+            }
+            for r in 0..ci * kh {
+                let row = self.src.add(r * self.wp);
+                for kx in 0..kw {
+                    let tap = r * kw + kx;
+                    let wv: [V; B] = load_each(self.w.add(tap * LANES), k * LANES);
+                    for t in 0..T {
+                        let xv = V::splat(*row.add(t * sx + kx));
+                        for (a, &wj) in acc.iter_mut().zip(&wv) {
+                            a[t] = wj.mul_add(xv, a[t]);
+                        }
                     }
                 }
             }
-        }
-        let (lo, hi) = act_bounds(self.act);
-        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        for (j, a) in acc.iter().enumerate() {
-            for (t, &v) in a.iter().enumerate() {
-                _mm512_storeu_ps(self.out.add(j * self.block + t * LANES), clamp(v, lo, hi));
+            let (lo, hi) = act_bounds(self.act);
+            let (lo, hi) = (V::splat(lo), V::splat(hi));
+            for (j, a) in acc.iter().enumerate() {
+                for (t, &v) in a.iter().enumerate() {
+                    v.clamp(lo, hi)
+                        .store(self.out.add(j * self.block + t * LANES));
+                }
             }
         }
     }
@@ -352,9 +416,8 @@ impl Shared {
 /// NCHW `[n][c][hw]` -> blocked `[n][c/16][hw][16]`, padded lanes zeroed.
 ///
 /// # Panics
-/// If a slice does not match the shapes or AVX-512 is missing.
+/// If a slice does not match the shapes.
 pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
-    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(x.len(), n * c * hw, "to_blocked: input shape");
     assert_eq!(out.len(), n * image_len(c, hw), "to_blocked: output shape");
     let cb = c.div_ceil(LANES);
@@ -362,8 +425,13 @@ pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
         let (img, b) = (i / cb, i % cb);
         let lanes = LANES.min(c - b * LANES);
         let src = &x[(img * c + b * LANES) * hw..][..lanes * hw];
-        // SAFETY: AVX-512 checked above; src holds `lanes` planes of hw, o is hw x 16.
-        unsafe { transpose_in(src, lanes, hw, o) }
+        dispatch(Transpose {
+            into_blocks: true,
+            planes: lanes,
+            hw,
+            src: src.as_ptr(),
+            dst: o.as_mut_ptr(),
+        })
     };
     if super::threads() > 1 && n * cb > 1 {
         out.par_chunks_mut(hw * LANES)
@@ -379,9 +447,8 @@ pub fn to_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
 /// Blocked `[n][c/16][hw][16]` -> NCHW `[n][c][hw]`.
 ///
 /// # Panics
-/// If a slice does not match the shapes or AVX-512 is missing.
+/// If a slice does not match the shapes.
 pub fn from_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
-    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(x.len(), n * image_len(c, hw), "from_blocked: input shape");
     assert_eq!(out.len(), n * c * hw, "from_blocked: output shape");
     let cb = c.div_ceil(LANES);
@@ -397,8 +464,13 @@ pub fn from_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
     }
     let work = |i: usize, o: &mut [f32]| {
         let src = &x[i * hw * LANES..][..hw * LANES];
-        // SAFETY: AVX-512 checked above; src is hw x 16, o holds o.len()/hw planes.
-        unsafe { transpose_out(src, o.len() / hw, hw, o) }
+        dispatch(Transpose {
+            into_blocks: false,
+            planes: o.len() / hw,
+            hw,
+            src: src.as_ptr(),
+            dst: o.as_mut_ptr(),
+        })
     };
     if super::threads() > 1 && runs.len() > 1 {
         runs.into_par_iter()
@@ -411,40 +483,47 @@ pub fn from_blocked(x: &[f32], n: usize, c: usize, hw: usize, out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_in(src: &[f32], lanes: usize, hw: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    debug_assert!(src.len() >= lanes * hw && out.len() >= hw * LANES);
-    for p0 in (0..hw).step_by(LANES) {
-        let cnt = LANES.min(hw - p0);
-        let m: __mmask16 = if cnt == LANES { !0 } else { (1u16 << cnt) - 1 };
-        let mut r = [_mm512_setzero_ps(); LANES];
-        for (l, r) in r.iter_mut().enumerate().take(lanes) {
-            *r = _mm512_maskz_loadu_ps(m, src.as_ptr().add(l * hw + p0));
-        }
-        super::winograd::transpose16(&mut r);
-        for (q, r) in r.iter().enumerate().take(cnt) {
-            _mm512_storeu_ps(out.as_mut_ptr().add((p0 + q) * LANES), *r);
-        }
-    }
+/// One block of 16 channels between NCHW and blocked: `planes` planes of `hw`
+/// pixels (at `src` going in, at `dst` coming out) and `hw` pixels of 16 lanes.
+/// Built from slices of those sizes by `to_blocked` and `from_blocked`.
+struct Transpose {
+    into_blocks: bool,
+    planes: usize,
+    hw: usize,
+    src: *const f32,
+    dst: *mut f32,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_out(src: &[f32], lanes: usize, hw: usize, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    debug_assert!(src.len() >= hw * LANES && out.len() >= lanes * hw);
-    for p0 in (0..hw).step_by(LANES) {
-        let cnt = LANES.min(hw - p0);
-        let m: __mmask16 = if cnt == LANES { !0 } else { (1u16 << cnt) - 1 };
-        let mut r = [_mm512_setzero_ps(); LANES];
-        for (q, r) in r.iter_mut().enumerate().take(cnt) {
-            *r = _mm512_loadu_ps(src.as_ptr().add((p0 + q) * LANES));
-        }
-        super::winograd::transpose16(&mut r);
-        for (l, r) in r.iter().enumerate().take(lanes) {
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(l * hw + p0), m, *r);
+impl Kernel for Transpose {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let (planes, hw) = (self.planes, self.hw);
+        debug_assert!(planes <= LANES);
+        for p0 in (0..hw).step_by(LANES) {
+            let cnt = LANES.min(hw - p0);
+            let mut r = [V::zero(); LANES];
+            // SAFETY (loads and stores): lanes below `cnt` of planes below `planes`
+            // lie inside the planes; pixels below `cnt` inside the blocks.
+            unsafe {
+                if self.into_blocks {
+                    for (l, r) in r.iter_mut().enumerate().take(planes) {
+                        *r = V::load_lanes(self.src.add(l * hw + p0), 0, cnt);
+                    }
+                    V::transpose(&mut r);
+                    for (q, r) in r.iter().enumerate().take(cnt) {
+                        r.store(self.dst.add((p0 + q) * LANES));
+                    }
+                } else {
+                    for (q, r) in r.iter_mut().enumerate().take(cnt) {
+                        *r = V::load(self.src.add((p0 + q) * LANES));
+                    }
+                    V::transpose(&mut r);
+                    for (l, r) in r.iter().enumerate().take(planes) {
+                        r.store_lanes(self.dst.add(l * hw + p0), 0, cnt);
+                    }
+                }
+            }
         }
     }
 }
@@ -454,7 +533,7 @@ unsafe fn transpose_out(src: &[f32], lanes: usize, hw: usize, out: &mut [f32]) {
 /// residual)` instead.
 ///
 /// # Panics
-/// If a slice does not match the shapes or AVX-512 is missing.
+/// If a slice does not match the shapes.
 pub(crate) fn pointwise(
     conv: &Conv2d,
     pk: &Pointwise,
@@ -465,7 +544,6 @@ pub(crate) fn pointwise(
     residual: Option<(&[f32], Act)>,
 ) {
     let g = conv.geom();
-    assert!(supported(), "blocked layout needs AVX-512");
     assert_eq!(
         x.len(),
         n * image_len(g.in_ch, p),
@@ -502,27 +580,27 @@ pub(crate) fn pointwise(
             .with_max_len(1)
             .for_each(|(i, (o, xi))| {
                 let r = res_ptr.map(|r| (r as *const f32).wrapping_add(i * out_img));
-                // SAFETY: AVX-512 checked; o, xi and r are one image each.
-                unsafe { job.run(xi, o.as_mut_ptr(), r, 0, p) }
+                // o, xi and r are one image each.
+                job.run(xi, o.as_mut_ptr(), r, 0, p)
             });
     } else if threads > 1 {
         // Few images on several threads: each takes a run of pixel tiles.
-        let per = p.div_ceil(threads).next_multiple_of(PX_FOR[NB]);
+        // (6: a multiple of every ISA's widest tile for 4 and 2 blocks.)
+        let per = p.div_ceil(threads).next_multiple_of(6);
         for (i, xi) in x.chunks(in_img).enumerate() {
             let o = Shared(out[i * out_img..].as_mut_ptr());
             let r = res_ptr.map(|r| r + i * out_img * 4);
             (0..p.div_ceil(per)).into_par_iter().for_each(|t| {
                 let (p0, p1) = (t * per, ((t + 1) * per).min(p));
-                // SAFETY: AVX-512 checked; the tasks write disjoint pixel ranges
-                // of this image's output.
-                unsafe { job.run(xi, o.get(), r.map(|r| r as *const f32), p0, p1) }
+                // The tasks write disjoint pixel ranges of this image's output.
+                job.run(xi, o.get(), r.map(|r| r as *const f32), p0, p1)
             });
         }
     } else {
         for (i, (o, xi)) in out.chunks_mut(out_img).zip(x.chunks(in_img)).enumerate() {
             let r = res_ptr.map(|r| (r as *const f32).wrapping_add(i * out_img));
-            // SAFETY: AVX-512 checked; one image each.
-            unsafe { job.run(xi, o.as_mut_ptr(), r, 0, p) }
+            // One image each.
+            job.run(xi, o.as_mut_ptr(), r, 0, p)
         }
     }
 }
@@ -538,16 +616,45 @@ struct PwJob<'a> {
 
 impl PwJob<'_> {
     /// Pixels `p0..p1` of one image; `out` and `res` point at the image's blocked
-    /// output and residual.
-    ///
-    /// # Safety
-    /// AVX-512F; `x` one blocked image of `ci` channels; `out` (and `res`) valid
-    /// for one blocked image of `cbo` blocks over `p` pixels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, x: &[f32], out: *mut f32, res: Option<*const f32>, p0: usize, p1: usize) {
-        let stride = self.p * LANES;
-        let cbi = self.ci.div_ceil(LANES);
+    /// output and residual, valid for one blocked image of `cbo` blocks over `p`
+    /// pixels, whose pixels `p0..p1` are this call's alone; `x` is one blocked
+    /// image of `ci` channels.
+    fn run(&self, x: &[f32], out: *mut f32, res: Option<*const f32>, p0: usize, p1: usize) {
+        dispatch(PwRun {
+            job: self,
+            x,
+            out,
+            res,
+            p0,
+            p1,
+        })
+    }
+}
+
+struct PwRun<'a> {
+    job: &'a PwJob<'a>,
+    x: &'a [f32],
+    out: *mut f32,
+    res: Option<*const f32>,
+    p0: usize,
+    p1: usize,
+}
+
+impl Kernel for PwRun<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let PwRun {
+            job,
+            x,
+            out,
+            res,
+            p0,
+            p1,
+        } = self;
+        let (bmax, px_for) = pw_tiles(V::ACC);
+        let stride = job.p * LANES;
+        let cbi = job.ci.div_ceil(LANES);
         // Passes of up to PASS_PX pixels, of equal size as far as possible.
         let passes = (p1 - p0).div_ceil(PASS_PX);
         let pass_edge = |i: usize| p0 + (p1 - p0) * i / passes;
@@ -558,61 +665,96 @@ impl PwJob<'_> {
             let k1 = (k0 + KC_BLOCKS).min(cbi);
             for pass in 0..passes {
                 let (a, b) = (pass_edge(pass), pass_edge(pass + 1));
-                let mut w = self.pk.weights.as_ptr();
-                for ob0 in (0..self.cbo).step_by(NB) {
-                    let nb = NB.min(self.cbo - ob0);
-                    let t = Tile {
-                        w: w.add(k0 * LANES * nb * LANES),
-                        bias: self.pk.bias.as_ptr().add(ob0 * LANES),
-                        x: x.as_ptr(),
-                        stride,
-                        ci: self.ci,
-                        k0,
-                        k1,
-                        first: k0 == 0,
-                        last: k1 == cbi,
-                        out: out.add(ob0 * stride),
-                        res: res.map(|r| r.add(ob0 * stride)),
-                        act: self.act,
-                        then: self.then,
-                    };
-                    // Tiles of equal width as far as possible (49 pixels: 4 x 6 +
-                    // 5 x 5, not 8 x 6 + 1), since a tile streams the weights whatever
-                    // its width; groups of fewer blocks take wider tiles, so that
-                    // there are always about 24 accumulators.
-                    let tiles = (b - a).div_ceil(PX_FOR[nb]);
-                    let edge = |i: usize| a + (b - a) * i / tiles;
-                    for i in 0..tiles {
-                        let (q, px) = (edge(i), edge(i + 1) - edge(i));
-                        macro_rules! go {
-                            ($($nb:literal: ($($px:literal)*))*) => {
-                                match nb {
-                                    $($nb => match px {
-                                        $($px => t.tile::<$nb, $px>(q),)*
+                let mut w = job.pk.weights.as_ptr();
+                for ob0 in (0..job.cbo).step_by(NB) {
+                    // The group's weights are packed for nb blocks; a tile takes up
+                    // to bmax of them.
+                    let nb = NB.min(job.cbo - ob0);
+                    for sb in (0..nb).step_by(bmax) {
+                        let tb = bmax.min(nb - sb);
+                        // SAFETY: offsets inside the packed weights, the bias and
+                        // the image's output and residual.
+                        let t = unsafe {
+                            Tile {
+                                w: w.add(k0 * LANES * nb * LANES + sb * LANES),
+                                pitch: nb * LANES,
+                                bias: job.pk.bias.as_ptr().add((ob0 + sb) * LANES),
+                                x: x.as_ptr(),
+                                stride,
+                                ci: job.ci,
+                                k0,
+                                k1,
+                                first: k0 == 0,
+                                last: k1 == cbi,
+                                out: out.add((ob0 + sb) * stride),
+                                res: res.map(|r| r.add((ob0 + sb) * stride)),
+                                act: job.act,
+                                then: job.then,
+                            }
+                        };
+                        // Tiles of equal width as far as possible (49 pixels: 4 x 6
+                        // + 5 x 5, not 8 x 6 + 1), since a tile streams the weights
+                        // whatever its width; tiles of fewer blocks are wider, so
+                        // that the accumulators fill the registers.
+                        let tiles = (b - a).div_ceil(px_for[tb]);
+                        let edge = |i: usize| a + (b - a) * i / tiles;
+                        for i in 0..tiles {
+                            let (q, px) = (edge(i), edge(i + 1) - edge(i));
+                            macro_rules! go {
+                                ($($nb:literal: ($($px:literal)*))*) => {
+                                    match tb {
+                                        $($nb => match px {
+                                            $($px => V::apart(PwTile::<$nb, $px> { t: &t, q }),)*
+                                            _ => unreachable!(),
+                                        },)*
                                         _ => unreachable!(),
-                                    },)*
-                                    _ => unreachable!(),
-                                }
-                            };
+                                    }
+                                };
+                            }
+                            // Pixels q..q+px lie inside this call's range. (Only
+                            // the tiles this ISA takes are compiled for it.)
+                            if V::ACC >= 24 {
+                                go!(
+                                    1: (1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+                                    2: (1 2 3 4 5 6 7 8 9 10 11 12)
+                                    3: (1 2 3 4 5 6 7 8)
+                                    4: (1 2 3 4 5 6)
+                                )
+                            } else {
+                                go!(1: (1 2 3 4 5 6))
+                            }
                         }
-                        go!(
-                            1: (1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
-                            2: (1 2 3 4 5 6 7 8 9 10 11 12)
-                            3: (1 2 3 4 5 6 7 8)
-                            4: (1 2 3 4 5 6)
-                        );
                     }
-                    w = w.add(nb * LANES * self.ci);
+                    w = unsafe { w.add(nb * LANES * job.ci) };
                 }
             }
         }
     }
 }
 
+/// `Tile::tile::<V, B, P>(q)` as a kernel of its own (see `V16::apart`); `q..q + P`
+/// inside the image.
+struct PwTile<'a, const B: usize, const P: usize> {
+    t: &'a Tile,
+    q: usize,
+}
+
+impl<V: V16, const B: usize, const P: usize> Apart<V> for PwTile<'_, B, P> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        // SAFETY: as `PwRun` makes the tile and picks q.
+        unsafe { self.t.tile::<V, B, P>(self.q) }
+    }
+}
+
 /// One group of output blocks of a 1x1 conv, for one image.
 struct Tile {
-    /// The group's packed weights from input channel `16 * k0`, `[ci][16 * nb]`.
+    /// The tile's first output block's packed weights from input channel `16 * k0`
+    /// (the group's are `[ci][16 * nb]`).
     w: *const f32,
+    /// Numbers between one input channel's weights and the next one's (`16 * nb`).
+    pitch: usize,
     bias: *const f32,
     /// The image's blocked input.
     x: *const f32,
@@ -636,91 +778,90 @@ struct Tile {
 impl Tile {
     /// Outputs of `B` blocks at pixels `q..q + P`: `B * P` accumulators, each input
     /// channel broadcast once per pixel and multiplied by `B` weight vectors.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn tile<const B: usize, const P: usize>(&self, q: usize) {
-        use std::arch::x86_64::*;
-        let mut acc = [[_mm512_setzero_ps(); P]; B];
-        for (j, a) in acc.iter_mut().enumerate() {
-            for (k, a) in a.iter_mut().enumerate() {
-                *a = if self.first {
-                    _mm512_loadu_ps(self.bias.add(j * LANES))
-                } else {
-                    _mm512_loadu_ps(self.out.add(j * self.stride + (q + k) * LANES))
-                };
+    ///
+    /// # Safety
+    /// Pixels `q..q + P` inside the image; the pointers as `PwRun` makes them.
+    #[inline(always)]
+    unsafe fn tile<V: V16, const B: usize, const P: usize>(&self, q: usize) {
+        // SAFETY (loads and stores): inside the weights, the input blocks k0..k1
+        // and the output and residual at pixels q..q + P.
+        unsafe {
+            let mut acc = [[V::zero(); P]; B];
+            for (j, a) in acc.iter_mut().enumerate() {
+                for (k, a) in a.iter_mut().enumerate() {
+                    *a = if self.first {
+                        V::load(self.bias.add(j * LANES))
+                    } else {
+                        V::load(self.out.add(j * self.stride + (q + k) * LANES))
+                    };
+                }
             }
-        }
-        let mut w = self.w;
-        let full = self.ci / LANES;
-        for cb in self.k0..self.k1 {
-            let xb = self.x.add(cb * self.stride + q * LANES);
-            let lanes = if cb < full { LANES } else { self.ci % LANES };
-            let step = |l: usize, w: *const f32, acc: &mut [[__m512; P]; B]| {
-                let wv: [__m512; B] = std::array::from_fn(|j| _mm512_loadu_ps(w.add(j * LANES)));
-                for k in 0..P {
-                    let xv = _mm512_set1_ps(*xb.add(k * LANES + l));
-                    for (a, &wj) in acc.iter_mut().zip(&wv) {
-                        a[k] = _mm512_fmadd_ps(wj, xv, a[k]);
+            let mut w = self.w;
+            let full = self.ci / LANES;
+            for cb in self.k0..self.k1 {
+                let xb = self.x.add(cb * self.stride + q * LANES);
+                let lanes = if cb < full { LANES } else { self.ci % LANES };
+                // A constant trip count for whole blocks, so the loop unrolls.
+                if lanes == LANES {
+                    for l in 0..LANES {
+                        pw_step(l, xb, w.add(l * self.pitch), &mut acc);
+                    }
+                } else {
+                    for l in 0..lanes {
+                        pw_step(l, xb, w.add(l * self.pitch), &mut acc);
                     }
                 }
-            };
-            if lanes == LANES {
-                for l in 0..LANES {
-                    step(l, w.add(l * B * LANES), &mut acc);
-                }
-            } else {
-                for l in 0..lanes {
-                    step(l, w.add(l * B * LANES), &mut acc);
-                }
+                w = w.add(lanes * self.pitch);
             }
-            w = w.add(lanes * B * LANES);
-        }
-        let (lo, hi) = act_bounds(self.act);
-        let (tlo, thi) = act_bounds(self.then);
-        let (lo, hi, tlo, thi) = (
-            _mm512_set1_ps(lo),
-            _mm512_set1_ps(hi),
-            _mm512_set1_ps(tlo),
-            _mm512_set1_ps(thi),
-        );
-        for (j, a) in acc.iter().enumerate() {
-            for (k, &v) in a.iter().enumerate() {
-                let off = j * self.stride + (q + k) * LANES;
-                let v = if !self.last {
-                    v
-                } else if let Some(r) = self.res {
-                    let v = clamp(v, lo, hi);
-                    clamp(_mm512_add_ps(v, _mm512_loadu_ps(r.add(off))), tlo, thi)
-                } else {
-                    clamp(v, lo, hi)
-                };
-                _mm512_storeu_ps(self.out.add(off), v);
+            let (lo, hi) = act_bounds(self.act);
+            let (tlo, thi) = act_bounds(self.then);
+            let (lo, hi, tlo, thi) = (V::splat(lo), V::splat(hi), V::splat(tlo), V::splat(thi));
+            for (j, a) in acc.iter().enumerate() {
+                for (k, &v) in a.iter().enumerate() {
+                    let off = j * self.stride + (q + k) * LANES;
+                    let v = if !self.last {
+                        v
+                    } else if let Some(r) = self.res {
+                        v.clamp(lo, hi).add(V::load(r.add(off))).clamp(tlo, thi)
+                    } else {
+                        v.clamp(lo, hi)
+                    };
+                    v.store(self.out.add(off));
+                }
             }
         }
     }
 }
 
-/// Lane-wise clamp as two compare-free max/min, NaN kept (as `super::clamp`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn clamp(
-    v: std::arch::x86_64::__m512,
-    lo: std::arch::x86_64::__m512,
-    hi: std::arch::x86_64::__m512,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    // max/min return the second operand when either is NaN: v goes second.
-    _mm512_min_ps(hi, _mm512_max_ps(lo, v))
+/// One input channel (lane `l` of the block at `xb`) into a 1x1 tile's
+/// accumulators: its `B` weight vectors at `w` times each pixel's value.
+///
+/// # Safety
+/// `w` holds `B` vectors; `xb` `P` pixels of 16 lanes.
+#[inline(always)]
+unsafe fn pw_step<V: V16, const B: usize, const P: usize>(
+    l: usize,
+    xb: *const f32,
+    w: *const f32,
+    acc: &mut [[V; P]; B],
+) {
+    // SAFETY: by the contract.
+    unsafe {
+        let wv: [V; B] = load_each(w, LANES);
+        for k in 0..P {
+            let xv = V::splat(*xb.add(k * LANES + l));
+            for (a, &wj) in acc.iter_mut().zip(&wv) {
+                a[k] = wj.mul_add(xv, a[k]);
+            }
+        }
+    }
 }
 
 /// A depthwise conv on blocked `[n][c/16][h][w][16]` -> `[n][c/16][oh][ow][16]`,
 /// bias and activation applied.
 ///
 /// # Panics
-/// If a slice does not match the shapes, the layer is not one `suits` accepts, or
-/// AVX-512 is missing.
+/// If a slice does not match the shapes or the layer is not one `suits` accepts.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise(
     conv: &Conv2d,
@@ -733,7 +874,7 @@ pub(crate) fn depthwise(
 ) {
     let g = conv.geom();
     let (oh, ow) = g.out_hw(h, w);
-    assert!(supported() && suits(conv) && g.is_depthwise());
+    assert!(suits(conv) && g.is_depthwise(), "blocked depthwise: layer");
     assert_eq!(
         x.len(),
         n * image_len(g.in_ch, h * w),
@@ -760,8 +901,14 @@ pub(crate) fn depthwise(
     };
     let (bin, bout) = (h * w * LANES, oh * ow * LANES);
     let work = |buf: &mut Vec<f32>, i: usize, o: &mut [f32]| {
-        // SAFETY: AVX-512 checked; block i of the input and output.
-        unsafe { job.block(&x[i * bin..][..bin], i % job.cb, o, buf) }
+        // Block i of the input and output.
+        dispatch(DwBlock {
+            job: &job,
+            x: &x[i * bin..][..bin],
+            b: i % job.cb,
+            out: o,
+            buf,
+        })
     };
     if super::threads() > 1 && out.len() > bout {
         out.par_chunks_mut(bout)
@@ -790,67 +937,120 @@ struct DwJob<'a> {
     cb: usize,
 }
 
-impl DwJob<'_> {
-    /// One 16-channel block (`b` within its image), output row by output row in
-    /// tiles of `DW_T` pixels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block(&self, x: &[f32], b: usize, out: &mut [f32], buf: &mut Vec<f32>) {
-        let (k, s) = (self.k, self.s);
-        let wp = (self.ow - 1) * s + k;
+/// One 16-channel block (`b` within its image) of a depthwise layer, output row by
+/// output row in tiles of up to `DW_T` pixels.
+struct DwBlock<'a> {
+    job: &'a DwJob<'a>,
+    x: &'a [f32],
+    b: usize,
+    out: &'a mut [f32],
+    buf: &'a mut Vec<f32>,
+}
+
+impl Kernel for DwBlock<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let DwBlock {
+            job,
+            x,
+            b,
+            out,
+            buf,
+        } = self;
+        let (k, s) = (job.k, job.s);
+        let wp = (job.ow - 1) * s + k;
+        let tmax = DW_T.min(V::ACC);
         // A ring of k padded rows, filled as the output rows move down: each input
         // row is copied once, into a buffer that stays in L1 (a whole padded copy of
         // a 112x112 block is 800 KB, written and read again).
         buf.resize(k * wp * LANES + LANES, 0.0);
         let base = buf.as_mut_ptr();
-        let ring = base.add(base.align_offset(64));
-        let slot = |py: usize| ring.add(py % k * wp * LANES);
-        let mut filled = 0;
-        let wt = self.pk.weights.as_ptr().add(b * self.taps * LANES);
-        let bias = self.pk.bias.as_ptr().add(b * LANES);
-        for oy in 0..self.oh {
-            // Padded rows up to this output row's last tap: zeros above and below
-            // the input, its pixels between zero margins.
-            while filled < oy * s + k {
-                let row = std::slice::from_raw_parts_mut(slot(filled), wp * LANES);
-                match filled.checked_sub(self.pad_top).filter(|&iy| iy < self.h) {
-                    Some(iy) => {
-                        let left = self.pad_left.min(wp);
-                        let cols = self.w.min(wp - left);
-                        row[..left * LANES].fill(0.0);
-                        row[left * LANES..(left + cols) * LANES]
-                            .copy_from_slice(&x[iy * self.w * LANES..][..cols * LANES]);
-                        row[(left + cols) * LANES..].fill(0.0);
+        // SAFETY (pointer arithmetic and accesses below): the ring lies inside
+        // `buf`, rows inside the ring, weights and bias inside the packed layer,
+        // outputs inside this block's `out`.
+        unsafe {
+            let ring = base.add(base.align_offset(64));
+            let slot = |py: usize| ring.add(py % k * wp * LANES);
+            let mut filled = 0;
+            let wt = job.pk.weights.as_ptr().add(b * job.taps * LANES);
+            let bias = job.pk.bias.as_ptr().add(b * LANES);
+            for oy in 0..job.oh {
+                // Padded rows up to this output row's last tap: zeros above and below
+                // the input, its pixels between zero margins.
+                while filled < oy * s + k {
+                    let row = std::slice::from_raw_parts_mut(slot(filled), wp * LANES);
+                    match filled.checked_sub(job.pad_top).filter(|&iy| iy < job.h) {
+                        Some(iy) => {
+                            let left = job.pad_left.min(wp);
+                            let cols = job.w.min(wp - left);
+                            row[..left * LANES].fill(0.0);
+                            row[left * LANES..(left + cols) * LANES]
+                                .copy_from_slice(&x[iy * job.w * LANES..][..cols * LANES]);
+                            row[(left + cols) * LANES..].fill(0.0);
+                        }
+                        None => row.fill(0.0),
                     }
-                    None => row.fill(0.0),
+                    filled += 1;
                 }
-                filled += 1;
-            }
-            let rows: [*const f32; 7] =
-                std::array::from_fn(|ky| slot(oy * s + ky.min(k - 1)).cast_const());
-            let dst = out.as_mut_ptr().add(oy * self.ow * LANES);
-            let mut ox = 0;
-            while ox < self.ow {
-                let t = DW_T.min(self.ow - ox);
-                let col = ox * s * LANES;
-                let d = dst.add(ox * LANES);
-                macro_rules! go {
-                    ($(($k:literal, $s:literal))*; $ts:tt) => {
-                        match (k, s) {
-                            $(($k, $s) => go!(@t $k $s $ts),)*
-                            _ => unreachable!("blocked depthwise: kernel {k} stride {s}"),
-                        }
-                    };
-                    (@t $k:literal $s:literal ($($t:literal)*)) => {
-                        match t {
-                            $($t => dw_tile::<$k, $s, $t>(&rows, col, wt, bias, d, self.act),)*
-                            _ => unreachable!(),
-                        }
-                    };
+                let rows: [*const f32; 7] =
+                    std::array::from_fn(|ky| slot(oy * s + ky.min(k - 1)).cast_const());
+                let dst = out.as_mut_ptr().add(oy * job.ow * LANES);
+                let mut ox = 0;
+                while ox < job.ow {
+                    let t = tmax.min(job.ow - ox);
+                    let col = ox * s * LANES;
+                    let d = dst.add(ox * LANES);
+                    macro_rules! go {
+                        ($(($k:literal, $s:literal))*; $ts:tt) => {
+                            match (k, s) {
+                                $(($k, $s) => go!(@t $k $s $ts),)*
+                                _ => unreachable!("blocked depthwise: kernel {k} stride {s}"),
+                            }
+                        };
+                        (@t $k:literal $s:literal ($($t:literal)*)) => {
+                            match t {
+                                $($t => V::apart(DwTile::<$k, $s, $t> {
+                                    rows: &rows,
+                                    col,
+                                    wt,
+                                    bias,
+                                    dst: d,
+                                    act: job.act,
+                                }),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    if V::ACC >= 8 {
+                        go!((3, 1) (3, 2) (5, 1) (5, 2) (7, 1) (7, 2); (1 2 3 4 5 6 7 8))
+                    } else {
+                        go!((3, 1) (3, 2) (5, 1) (5, 2) (7, 1) (7, 2); (1 2 3 4 5 6))
+                    }
+                    ox += t;
                 }
-                go!((3, 1) (3, 2) (5, 1) (5, 2) (7, 1) (7, 2); (1 2 3 4 5 6 7 8));
-                ox += t;
             }
+        }
+    }
+}
+
+/// `dw_tile` as a kernel of its own (see `V16::apart`).
+struct DwTile<'a, const K: usize, const S: usize, const T: usize> {
+    rows: &'a [*const f32; 7],
+    col: usize,
+    wt: *const f32,
+    bias: *const f32,
+    dst: *mut f32,
+    act: Act,
+}
+
+impl<V: V16, const K: usize, const S: usize, const T: usize> Apart<V> for DwTile<'_, K, S, T> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        // SAFETY: as `DwBlock` makes the pointers.
+        unsafe {
+            dw_tile::<V, K, S, T>(self.rows, self.col, self.wt, self.bias, self.dst, self.act)
         }
     }
 }
@@ -858,10 +1058,11 @@ impl DwJob<'_> {
 /// `T` output pixels of one row: `rows[ky]` is the padded input row of tap row
 /// `ky`, `col` the offset of the tile's first tap in it. Each input pixel of a
 /// kernel row is loaded once and used by every output it reaches.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
+///
+/// # Safety
+/// The rows hold the tile's taps; `wt`, `bias` and `dst` as `DwBlock` makes them.
+#[inline(always)]
+unsafe fn dw_tile<V: V16, const K: usize, const S: usize, const T: usize>(
     rows: &[*const f32; 7],
     col: usize,
     wt: *const f32,
@@ -869,65 +1070,24 @@ unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(
     dst: *mut f32,
     act: Act,
 ) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_loadu_ps(bias); T];
-    for (ky, &row) in rows.iter().enumerate().take(K) {
-        let row = row.add(col);
-        let wv: [__m512; K] =
-            std::array::from_fn(|kx| _mm512_loadu_ps(wt.add((ky * K + kx) * LANES)));
-        for (kx, &wk) in wv.iter().enumerate() {
-            for (t, a) in acc.iter_mut().enumerate() {
-                // The same input pixel serves several (t, kx): with the loops
-                // unrolled each is loaded once.
-                *a = _mm512_fmadd_ps(wk, _mm512_load_ps(row.add((t * S + kx) * LANES)), *a);
+    // SAFETY: by the contract.
+    unsafe {
+        let mut acc = [V::load(bias); T];
+        for (ky, &row) in rows.iter().enumerate().take(K) {
+            let row = row.add(col);
+            for kx in 0..K {
+                let wk = V::load(wt.add((ky * K + kx) * LANES));
+                for (t, a) in acc.iter_mut().enumerate() {
+                    // The same input pixel serves several (t, kx): with the loops
+                    // unrolled each is loaded once.
+                    *a = wk.mul_add(V::load(row.add((t * S + kx) * LANES)), *a);
+                }
             }
         }
-    }
-    let (lo, hi) = act_bounds(act);
-    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    for (t, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(dst.add(t * LANES), clamp(*a, lo, hi));
-    }
-}
-
-// Off x86-64 `available()` is false and nothing here is called.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn transpose_in(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
-    unreachable!("available() is false off x86-64")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn transpose_out(_: &[f32], _: usize, _: usize, _: &mut [f32]) {
-    unreachable!("available() is false off x86-64")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn stem_rows(
-    _: &Conv2d,
-    _: &ByOutput,
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: std::ops::Range<usize>,
-    _: *mut f32,
-    _: &mut Vec<f32>,
-) {
-    unreachable!("available() is false off x86-64")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-impl PwJob<'_> {
-    unsafe fn run(&self, _: &[f32], _: *mut f32, _: Option<*const f32>, _: usize, _: usize) {
-        unreachable!("available() is false off x86-64")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-impl DwJob<'_> {
-    unsafe fn block(&self, _: &[f32], _: usize, _: &mut [f32], _: &mut Vec<f32>) {
-        unreachable!("available() is false off x86-64")
+        let (lo, hi) = act_bounds(act);
+        let (lo, hi) = (V::splat(lo), V::splat(hi));
+        for (t, a) in acc.iter().enumerate() {
+            a.clamp(lo, hi).store(dst.add(t * LANES));
+        }
     }
 }

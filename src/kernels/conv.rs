@@ -6,6 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::depthwise::{fill_phased_dispatch, Layout};
+use super::vector::{dispatch, Kernel, V16};
 use super::{bias_act, bias_add_act, blocked, depthwise, direct, winograd, Act, Pad};
 
 /// Shape of a convolution layer (torch semantics).
@@ -68,6 +69,38 @@ impl ConvGeom {
     /// 1x1, stride 1, no padding: the input plane is already the GEMM operand.
     fn is_pointwise(&self) -> bool {
         self.kernel == (1, 1) && self.stride == (1, 1) && self.pad == Pad::default()
+    }
+}
+
+/// How a conv layer runs: the one place that choice is made ([`Conv2d::path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// On channel-blocked activations (`blocked`): 1x1 stride-1 layers, depthwise
+    /// 3x3/5x5/7x7 ones and stems. The network keeps such layers' activations
+    /// blocked between them; [`Conv2d::forward_blocked_into`] runs them.
+    Blocked,
+    /// Depthwise on NCHW planes: 16 channels per vector (`depthwise16`), or along
+    /// each plane's rows on the portable ISA (`depthwise`).
+    Depthwise,
+    /// A stem on at most 4 input channels convolved directly (`direct`).
+    Direct,
+    /// Winograd F(m x m, 3 x 3) with output tiles of side `m` (`winograd`).
+    Winograd(usize),
+    /// GEMM on the input itself (1x1) or on im2col tiles.
+    Gemm,
+}
+
+impl ConvPath {
+    /// The path's name, as `NEURODEX_GEMM_ONLY` and benchmarks print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Blocked => "blocked",
+            ConvPath::Depthwise => "depthwise",
+            ConvPath::Direct => "direct",
+            ConvPath::Winograd(2) => "winograd-f2",
+            ConvPath::Winograd(_) => "winograd-f4",
+            ConvPath::Gemm => "gemm",
+        }
     }
 }
 
@@ -163,26 +196,36 @@ impl Conv2d {
         self.bias.as_ref().map_or(0.0, |b| b[o])
     }
 
-    /// Whether `n` images of `h` x `w` go through Winograd rather than im2col.
-    fn takes_winograd(&self, n: usize, h: usize, w: usize) -> bool {
+    /// How `n` images of `h` x `w` on NCHW input run through this layer, given
+    /// whether a residual sum follows (the direct kernel fuses none). A layer that
+    /// [`Conv2d::runs_blocked`] runs so in a network; called on NCHW input it takes
+    /// the NCHW path returned here.
+    pub fn path(&self, n: usize, h: usize, w: usize, residual: bool) -> ConvPath {
         let g = &self.geom;
         let (oh, ow) = g.out_hw(h, w);
-        winograd::suits(g)
-            && winograd::available()
-            && special_paths_enabled()
-            && winograd::pays(g, n, oh, ow)
+        let special = special_paths_enabled();
+        if g.is_depthwise() {
+            ConvPath::Depthwise
+        } else if special && !residual && direct::suits(g) {
+            ConvPath::Direct
+        } else if special && winograd::suits(g) && winograd::pays(g, n, oh, ow) {
+            ConvPath::Winograd(winograd::tile_for(oh, ow))
+        } else {
+            ConvPath::Gemm
+        }
     }
 
     /// Whether this layer runs much faster on a batch of `n` than image by image:
     /// Winograd layers whose transformed filters are too large to stream per image.
     pub fn prefers_batch(&self, n: usize, h: usize, w: usize) -> bool {
-        !self.takes_winograd(1, h, w) && self.takes_winograd(n, h, w)
+        let wino = |n| matches!(self.path(n, h, w, false), ConvPath::Winograd(_));
+        !wino(1) && wino(n)
     }
 
-    /// Whether this layer runs on channel-blocked activations (`blocked`): 1x1 and
-    /// depthwise layers, where AVX-512 is available.
+    /// Whether this layer runs on channel-blocked activations in a network
+    /// ([`ConvPath::Blocked`]): 1x1, depthwise and stem layers that `blocked` takes.
     pub fn runs_blocked(&self) -> bool {
-        blocked::available() && special_paths_enabled() && blocked::suits(self)
+        special_paths_enabled() && blocked::suits(self)
     }
 
     /// Whether [`Conv2d::forward_blocked_into`] reads blocked input (all but stems,
@@ -209,7 +252,7 @@ impl Conv2d {
         then: Act,
     ) {
         assert!(
-            blocked::supported() && blocked::suits(self),
+            blocked::suits(self),
             "conv: layer {:?} does not run blocked",
             self.geom
         );
@@ -299,52 +342,66 @@ impl Conv2d {
             return;
         }
         let fused = residual.filter(|_| !g.is_depthwise() && self.act == Act::None);
-        if g.is_depthwise() {
-            depthwise::forward(self, x, n, h, w, oh, ow, out);
-        } else if residual.is_none()
-            && direct::suits(g)
-            && direct::available()
-            && special_paths_enabled()
-        {
-            let packed = self.direct.get_or_init(|| direct::pack(g, &self.weight));
-            direct::forward(self, packed, x, n, h, w, oh, ow, out);
-        } else if self.takes_winograd(n, h, w) {
-            let m = winograd::tile_for(oh, ow);
-            let u = self.wino[usize::from(m == 4)]
-                .get_or_init(|| winograd::transform_filters(m, &self.weight, g.in_ch, g.out_ch));
-            let job = winograd::Job {
-                geom: g,
-                m,
-                u,
-                bias: self.bias.as_deref(),
-                act: self.act,
-                residual: fused.map(|r| (r, then)),
-            };
-            winograd::forward(&job, x, n, h, w, oh, ow, out);
-        } else {
-            let in_img = g.in_ch * h * w;
-            let out_img = g.out_ch * oh * ow;
-            let threads = super::threads();
-            let res = |i: usize| fused.map(|r| (&r[i * out_img..][..out_img], then));
-            if n >= threads || threads == 1 {
-                // One image per task, each GEMM single-threaded: no synchronisation inside.
-                out.par_chunks_mut(out_img)
-                    .zip(x.par_chunks(in_img))
-                    .enumerate()
-                    .with_max_len(1)
-                    .for_each_init(Default::default, |scratch, (i, (o, xi))| {
-                        self.gemm_image(xi, h, w, oh, ow, o, res(i), scratch, Parallelism::None)
-                    });
-            } else {
-                let mut scratch = Default::default();
-                for (i, (o, xi)) in out.chunks_mut(out_img).zip(x.chunks(in_img)).enumerate() {
-                    let par = Parallelism::Rayon(threads);
-                    self.gemm_image(xi, h, w, oh, ow, o, res(i), &mut scratch, par);
-                }
+        match self.path(n, h, w, residual.is_some()) {
+            ConvPath::Depthwise | ConvPath::Blocked => {
+                depthwise::forward(self, x, n, h, w, oh, ow, out)
             }
+            ConvPath::Direct => {
+                let packed = self.direct.get_or_init(|| direct::pack(g, &self.weight));
+                direct::forward(self, packed, x, n, h, w, oh, ow, out);
+            }
+            ConvPath::Winograd(m) => {
+                let u = self.wino[usize::from(m == 4)].get_or_init(|| {
+                    winograd::transform_filters(m, &self.weight, g.in_ch, g.out_ch)
+                });
+                let job = winograd::Job {
+                    geom: g,
+                    m,
+                    u,
+                    bias: self.bias.as_deref(),
+                    act: self.act,
+                    residual: fused.map(|r| (r, then)),
+                };
+                winograd::forward(&job, x, n, h, w, oh, ow, out);
+            }
+            ConvPath::Gemm => self.forward_gemm(x, n, (h, w, oh, ow), out, fused, then),
         }
         if let (Some(r), None) = (residual, fused) {
             super::add_act(out, r, then);
+        }
+    }
+
+    /// The GEMM path over a batch: one image per task, or one image's GEMM split
+    /// over the threads.
+    fn forward_gemm(
+        &self,
+        x: &[f32],
+        n: usize,
+        (h, w, oh, ow): (usize, usize, usize, usize),
+        out: &mut [f32],
+        fused: Option<&[f32]>,
+        then: Act,
+    ) {
+        let g = &self.geom;
+        let in_img = g.in_ch * h * w;
+        let out_img = g.out_ch * oh * ow;
+        let threads = super::threads();
+        let res = |i: usize| fused.map(|r| (&r[i * out_img..][..out_img], then));
+        if n >= threads || threads == 1 {
+            // One image per task, each GEMM single-threaded: no synchronisation inside.
+            out.par_chunks_mut(out_img)
+                .zip(x.par_chunks(in_img))
+                .enumerate()
+                .with_max_len(1)
+                .for_each_init(Default::default, |scratch, (i, (o, xi))| {
+                    self.gemm_image(xi, h, w, oh, ow, o, res(i), scratch, Parallelism::None)
+                });
+        } else {
+            let mut scratch = Default::default();
+            for (i, (o, xi)) in out.chunks_mut(out_img).zip(x.chunks(in_img)).enumerate() {
+                let par = Parallelism::Rayon(threads);
+                self.gemm_image(xi, h, w, oh, ow, o, res(i), &mut scratch, par);
+            }
         }
     }
 
@@ -482,71 +539,67 @@ fn im2col(
         pix += len;
     }
     col.resize(g.weights_per_output() * t, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::isa() == super::simd::Isa::Avx512 {
-        // SAFETY: the CPU has AVX-512F.
-        unsafe { im2col_v4(padded, l, g, &runs, t, col) };
-        return;
-    }
-    im2col_runs::<false>(padded, l, g, &runs, t, col);
+    dispatch(Im2col {
+        padded,
+        l,
+        g,
+        runs: &runs,
+        t,
+        col,
+    })
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn im2col_v4(
-    padded: &[f32],
-    l: &Layout,
-    g: &ConvGeom,
-    runs: &[(usize, usize, usize)],
+/// The copies of `im2col`, each run moved by 16-float vectors with a partial one at
+/// its end: the runs are short (a row of output pixels at most) and one `memcpy`
+/// call per run cost as much as the copy.
+struct Im2col<'a> {
+    padded: &'a [f32],
+    l: &'a Layout,
+    g: &'a ConvGeom,
+    runs: &'a [(usize, usize, usize)],
     t: usize,
-    col: &mut [f32],
-) {
-    im2col_runs::<true>(padded, l, g, runs, t, col)
+    col: &'a mut [f32],
 }
 
-/// The copies of `im2col`. With `V4` (inlined into an AVX-512 function only) each
-/// run is moved by masked 16-float loads and stores: the runs are short (a row of
-/// output pixels at most) and one `memcpy` call per run cost as much as the copy.
-#[inline(always)]
-fn im2col_runs<const V4: bool>(
-    padded: &[f32],
-    l: &Layout,
-    g: &ConvGeom,
-    runs: &[(usize, usize, usize)],
-    t: usize,
-    col: &mut [f32],
-) {
-    let icg = g.in_ch / g.groups;
-    let (kh, kw) = g.kernel;
-    let sx = l.sx;
-    let (dy, dx) = g.dilation;
-    let plane = sx * l.rows * l.len;
-    for c in 0..icg {
-        let src = &padded[c * plane..][..plane];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = &mut col[((c * kh + ky) * kw + kx) * t..][..t];
-                let shift = kx * dx;
-                // Phase block and first slot this tap reads.
-                let base = (shift % sx) * l.rows * l.len + shift / sx + ky * dy * l.len;
-                for &(j, off, len) in runs {
-                    let (from, to) = (&src[base + off..][..len], &mut row[j..j + len]);
-                    #[cfg(target_arch = "x86_64")]
-                    if V4 {
-                        use std::arch::x86_64::*;
+impl Kernel for Im2col<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let Im2col {
+            padded,
+            l,
+            g,
+            runs,
+            t,
+            col,
+        } = self;
+        let icg = g.in_ch / g.groups;
+        let (kh, kw) = g.kernel;
+        let sx = l.sx;
+        let (dy, dx) = g.dilation;
+        let plane = sx * l.rows * l.len;
+        for c in 0..icg {
+            let src = &padded[c * plane..][..plane];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut col[((c * kh + ky) * kw + kx) * t..][..t];
+                    let shift = kx * dx;
+                    // Phase block and first slot this tap reads.
+                    let base = (shift % sx) * l.rows * l.len + shift / sx + ky * dy * l.len;
+                    for &(j, off, len) in runs {
+                        let (from, to) = (&src[base + off..][..len], &mut row[j..j + len]);
                         for o in (0..len).step_by(16) {
                             let n = (len - o).min(16);
-                            let m: __mmask16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
-                            // SAFETY: only instantiated inside `im2col_v4` (AVX-512F);
-                            // lanes below n lie inside `from` and `to`.
+                            // SAFETY: lanes below n lie inside `from` and `to`.
                             unsafe {
-                                let v = _mm512_maskz_loadu_ps(m, from.as_ptr().add(o));
-                                _mm512_mask_storeu_ps(to.as_mut_ptr().add(o), m, v);
-                            }
+                                V::load_lanes(from.as_ptr().add(o), 0, n).store_lanes(
+                                    to.as_mut_ptr().add(o),
+                                    0,
+                                    n,
+                                )
+                            };
                         }
-                        continue;
                     }
-                    to.copy_from_slice(from);
                 }
             }
         }

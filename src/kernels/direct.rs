@@ -5,25 +5,19 @@
 //! inner dimension is just 27-363 long; here each input plane is instead copied
 //! once into the padded phase-split layout `depthwise` uses, where every kernel tap
 //! of a row of output pixels is one contiguous run, and 8 output channels x 32
-//! pixels are accumulated in registers over all taps and input channels. AVX-512
-//! only; elsewhere these layers keep the im2col path.
-
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
+//! pixels are accumulated in registers over all taps and input channels (on
+//! AVX-512; 4 channels x 16 pixels where `V16::ACC` is smaller).
 
 use rayon::prelude::*;
 
 use super::depthwise::{fill_phased_dispatch, Layout};
+use super::vector::{dispatch, load_each, Kernel, V16};
 use super::{act_bounds, Conv2d, ConvGeom};
 
-/// Output channels per register block.
+/// Output channels per packed group (and per register block on AVX-512).
 const G: usize = 8;
-/// 16-pixel vectors per register block.
+/// 16-pixel vectors per register block, at most.
 const P: usize = 2;
-
-pub(super) fn available() -> bool {
-    super::simd::isa() == super::simd::Isa::Avx512
-}
 
 /// A dense layer on at most 4 input channels with a real spatial kernel.
 pub(super) fn suits(g: &ConvGeom) -> bool {
@@ -48,7 +42,7 @@ pub(super) fn pack(g: &ConvGeom, weight: &[f32]) -> Vec<f32> {
 }
 
 /// `x`: `[n, in_ch, h, w]` -> `out`: `[n, out_ch, oh, ow]` with bias and activation.
-/// Call only where [`available`] and [`suits`] hold.
+/// Call only where [`suits`] holds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     conv: &Conv2d,
@@ -61,10 +55,7 @@ pub(super) fn forward(
     ow: usize,
     out: &mut [f32],
 ) {
-    assert!(
-        super::simd::detected() == super::simd::Isa::Avx512 && suits(conv.geom()),
-        "direct conv: unsupported"
-    );
+    assert!(suits(conv.geom()), "direct conv: unsupported layer");
     let g = conv.geom();
     let (layout, offsets) = Layout::for_conv(g, h, w, oh, ow);
     let (sy, sx, rows, len) = (layout.sy, layout.sx, layout.rows, layout.len);
@@ -87,25 +78,23 @@ pub(super) fn forward(
             fill_phased_dispatch(&xi[c * h * w..][..h * w], &layout, dst);
         }
         let oy = band * per_band..((band + 1) * per_band).min(oh);
-        // SAFETY: AVX-512 asserted above; unit u writes only rows `oy` of image
-        // img, inside `out`, which no other unit writes.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            rows_avx512(
-                g,
-                buf,
-                plane,
-                len,
-                &offsets,
-                packed,
-                &bias,
-                conv.act(),
-                oy,
-                oh,
-                ow,
-                ptr.offset(img * out_img),
-            )
-        };
+        // Unit u writes only rows `oy` of image img, inside `out`, which no other
+        // unit writes.
+        dispatch(Rows {
+            g,
+            buf,
+            plane,
+            len,
+            offsets: &offsets,
+            packed,
+            bias: &bias,
+            act: conv.act(),
+            oys: oy,
+            oh,
+            ow,
+            // SAFETY: image img's output lies inside `out`.
+            out: unsafe { ptr.offset(img * out_img) },
+        });
     };
     let units = n * bands;
     if threads > 1 {
@@ -134,75 +123,98 @@ impl OutPtr {
     }
 }
 
-/// Output rows `oys` of one image: for each run of 32 pixels and group of 8
-/// channels, the sum over input channels and taps in 16 registers.
-///
-/// # Safety
-/// AVX-512F; `out` points to this image's output, whose rows `oys` are the
-/// caller's alone.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(
-    g: &ConvGeom,
-    buf: &[f32],
+/// Output rows `oys` of one image: for each run of pixels and group of channels,
+/// the sum over input channels and taps in registers. `out` points to this image's
+/// output, whose rows `oys` are this job's alone.
+struct Rows<'a> {
+    g: &'a ConvGeom,
+    buf: &'a [f32],
     plane: usize,
     len: usize,
-    offsets: &[usize],
-    packed: &[f32],
-    bias: &[f32],
+    offsets: &'a [usize],
+    packed: &'a [f32],
+    bias: &'a [f32],
     act: super::Act,
     oys: std::ops::Range<usize>,
     oh: usize,
     ow: usize,
     out: OutPtr,
-) {
-    let taps = offsets.len();
-    let (lo, hi) = act_bounds(act);
-    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let bp = buf.as_ptr();
-    for oy in oys {
-        for x0 in (0..ow).step_by(16 * P) {
-            let i0 = oy * len + x0;
-            for og in 0..g.out_ch.div_ceil(G) {
-                let mut acc: [[__m512; G]; P] =
-                    [std::array::from_fn(|k| _mm512_set1_ps(bias[og * G + k])); P];
-                for c in 0..g.in_ch {
-                    let wc = &packed[(og * g.in_ch + c) * taps * G..][..taps * G];
-                    for (t, &off) in offsets.iter().enumerate() {
-                        let at = c * plane + off + i0;
-                        debug_assert!(at + 16 * P <= buf.len());
-                        // SAFETY: `plane` leaves room for P whole vectors past the
-                        // last output's run.
-                        let v: [__m512; P] = std::array::from_fn(|p| unsafe {
-                            _mm512_loadu_ps(bp.add(at + 16 * p))
-                        });
-                        for k in 0..G {
-                            let wv = _mm512_set1_ps(wc[t * G + k]);
-                            for p in 0..P {
-                                acc[p][k] = _mm512_fmadd_ps(v[p], wv, acc[p][k]);
-                            }
-                        }
-                    }
-                }
-                for k in 0..G {
-                    let o = og * G + k;
-                    if o >= g.out_ch {
-                        break;
-                    }
-                    for (p, acc) in acc.iter().enumerate() {
-                        let px = x0 + 16 * p;
-                        if px >= ow {
+}
+
+impl Kernel for Rows<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        // Channels x 16-pixel vectors per register block.
+        match V::ACC {
+            24.. => self.blocks::<V, 8, 2>(),
+            6.. => self.blocks::<V, 4, 1>(),
+            _ => self.blocks::<V, 2, 1>(),
+        }
+    }
+}
+
+impl Rows<'_> {
+    /// Blocks of `GS` channels (of a packed group of `G`) by `PV` vectors of pixels.
+    #[inline(always)]
+    fn blocks<V: V16, const GS: usize, const PV: usize>(&self) {
+        let g = self.g;
+        let taps = self.offsets.len();
+        let (lo, hi) = act_bounds(self.act);
+        let (lo, hi) = (V::splat(lo), V::splat(hi));
+        let bp = self.buf.as_ptr();
+        let ow = self.ow;
+        debug_assert!(PV <= P && G.is_multiple_of(GS));
+        for oy in self.oys.clone() {
+            for x0 in (0..ow).step_by(16 * PV) {
+                let i0 = oy * self.len + x0;
+                for og in 0..g.out_ch.div_ceil(G) {
+                    for k0 in (0..G).step_by(GS) {
+                        if og * G + k0 >= g.out_ch {
                             break;
                         }
-                        let n = (ow - px).min(16);
-                        let mask = ((1u32 << n) - 1) as __mmask16;
-                        // max/min keep NaN, as `clamp` does.
-                        let v = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[k]));
-                        // SAFETY: pixel px..px+n of row oy of channel o.
-                        unsafe {
-                            _mm512_mask_storeu_ps(out.0.add((o * oh + oy) * ow + px), mask, v)
-                        };
+                        let mut first = [V::zero(); GS];
+                        for (k, a) in first.iter_mut().enumerate() {
+                            *a = V::splat(self.bias[og * G + k0 + k]);
+                        }
+                        let mut acc: [[V; GS]; PV] = [first; PV];
+                        for c in 0..g.in_ch {
+                            let wc = &self.packed[(og * g.in_ch + c) * taps * G..][..taps * G];
+                            for (t, &off) in self.offsets.iter().enumerate() {
+                                let at = c * self.plane + off + i0;
+                                debug_assert!(at + 16 * PV <= self.buf.len());
+                                // SAFETY: `plane` leaves room for P whole vectors past
+                                // the last output's run.
+                                let v: [V; PV] = unsafe { load_each(bp.add(at), 16) };
+                                for k in 0..GS {
+                                    let wv = V::splat(wc[t * G + k0 + k]);
+                                    for p in 0..PV {
+                                        acc[p][k] = v[p].mul_add(wv, acc[p][k]);
+                                    }
+                                }
+                            }
+                        }
+                        for k in 0..GS {
+                            let o = og * G + k0 + k;
+                            if o >= g.out_ch {
+                                break;
+                            }
+                            for (p, acc) in acc.iter().enumerate() {
+                                let px = x0 + 16 * p;
+                                if px >= ow {
+                                    break;
+                                }
+                                let n = (ow - px).min(16);
+                                // SAFETY: pixels px..px+n of row oy of channel o.
+                                unsafe {
+                                    acc[k].clamp(lo, hi).store_lanes(
+                                        self.out.0.add((o * self.oh + oy) * ow + px),
+                                        0,
+                                        n,
+                                    )
+                                };
+                            }
+                        }
                     }
                 }
             }

@@ -5,6 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::simd::{madd, multiversion};
+use super::vector::{dispatch, Kernel, V16};
 use super::{add_act_chunk, apply_act, Act};
 
 /// `y = act(x W^T + b)` with `W` stored `[out, in]` as in torch.
@@ -107,7 +108,7 @@ impl Linear {
         }
         if n <= SMALL_BATCH {
             self.forward_small(x, n, &mut out);
-        } else if super::simd::isa() == super::simd::Isa::Avx512 {
+        } else if super::isa::isa() != super::isa::Isa::Portable {
             self.forward_blocked(x, n, &mut out);
         } else {
             self.forward_gemm(x, n, &mut out);
@@ -181,9 +182,10 @@ impl Linear {
 }
 
 impl Linear {
-    /// Larger batches on AVX-512: the weights are read once per batch, in blocks of
-    /// `KB` inputs x `OB` outputs that stay in L2 while every group of `GB` images
-    /// passes over them (24 accumulators per step). The `gemm` crate repacked all of
+    /// Larger batches: the weights are read once per batch, in blocks of `KB`
+    /// inputs x `OB` outputs that stay in L2 while every group of images passes
+    /// over them (`GB` images, 24 accumulators per step, on AVX-512; fewer where
+    /// `V16::ACC` is smaller). The `gemm` crate repacked all of
     /// AlexNet's 151 MB fc6 weights on every call: 60 GFLOP/s there, where streaming
     /// them once is what bounds the layer.
     fn forward_blocked(&self, x: &[f32], n: usize, out: &mut [f32]) {
@@ -195,9 +197,16 @@ impl Linear {
                 let o0 = blk * OB;
                 let cols = OB.min(out_f - o0);
                 let mut part = vec![0f32; n * OB];
-                // SAFETY: AVX-512 checked by the caller; `block` reads this block of
-                // weights and x's n rows of in_f, writes part (n x OB).
-                unsafe { block(self.block(blk), OB, 0, cols, x, n, in_f, &mut part) };
+                dispatch(Block {
+                    wt: self.block(blk),
+                    pitch: OB,
+                    o0: 0,
+                    cols,
+                    x,
+                    n,
+                    in_f,
+                    part: &mut part,
+                });
                 part
             })
             .collect();
@@ -221,89 +230,107 @@ const GB: usize = 6;
 const KB: usize = 1024;
 
 /// `part[b][j] = sum_i x[b][i] * wt[i * pitch + o0 + j]` for j < cols, b < n.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block(
-    wt: &[f32],
+struct Block<'a> {
+    wt: &'a [f32],
     pitch: usize,
     o0: usize,
     cols: usize,
-    x: &[f32],
+    x: &'a [f32],
     n: usize,
     in_f: usize,
-    part: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    assert!(o0 + cols <= pitch && wt.len() >= in_f * pitch && x.len() >= n * in_f);
-    assert!(part.len() >= n * OB && cols <= OB);
-    let masks: [u16; OB / 16] = std::array::from_fn(|v| {
-        let lanes = cols.saturating_sub(16 * v).min(16);
-        if lanes == 16 {
-            !0
-        } else {
-            (1u16 << lanes) - 1
+    part: &'a mut [f32],
+}
+
+impl Kernel for Block<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        // Images per pass: OB / 16 = 4 accumulators each.
+        match V::ACC {
+            24.. => self.images::<V, GB>(),
+            _ => self.images::<V, 1>(),
         }
-    });
-    let mut k0 = 0;
-    while k0 < in_f {
-        let kb = KB.min(in_f - k0);
-        let mut b0 = 0;
-        while b0 < n {
-            let g = GB.min(n - b0);
-            let mut acc = [[_mm512_setzero_ps(); OB / 16]; GB];
-            for (b, row) in acc.iter_mut().enumerate().take(g) {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(part.as_ptr().add((b0 + b) * OB + 16 * v));
-                }
-            }
-            let xs: [*const f32; GB] =
-                std::array::from_fn(|b| x.as_ptr().add((b0 + b.min(g - 1)) * in_f + k0));
-            let mut w = wt.as_ptr().add(k0 * pitch + o0);
-            // The first group brings the block in from memory: ask for it ahead.
-            let fetch = b0 == 0;
-            for i in 0..kb {
-                if fetch {
-                    for v in 0..OB / 16 {
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            w.wrapping_add(PREFETCH * pitch + 16 * v) as *const i8
-                        );
-                    }
-                }
-                let wv: [__m512; OB / 16] =
-                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], w.add(16 * v)));
-                for (b, row) in acc.iter_mut().enumerate() {
-                    let xb = _mm512_set1_ps(*xs[b].add(i));
-                    for (a, &wv) in row.iter_mut().zip(&wv) {
-                        *a = _mm512_fmadd_ps(xb, wv, *a);
-                    }
-                }
-                w = w.add(pitch);
-            }
-            for (b, row) in acc.iter().enumerate().take(g) {
-                for (v, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(part.as_mut_ptr().add((b0 + b) * OB + 16 * v), *a);
-                }
-            }
-            b0 += g;
-        }
-        k0 += kb;
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block(
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: &mut [f32],
-) {
-    unreachable!("AVX-512 only on x86-64")
+impl Block<'_> {
+    #[inline(always)]
+    fn images<V: V16, const GB: usize>(self) {
+        let Block {
+            wt,
+            pitch,
+            o0,
+            cols,
+            x,
+            n,
+            in_f,
+            part,
+        } = self;
+        assert!(o0 + cols <= pitch && wt.len() >= in_f * pitch && x.len() >= n * in_f);
+        assert!(part.len() >= n * OB && cols <= OB);
+        let lanes: [usize; OB / 16] = std::array::from_fn(|v| cols.saturating_sub(16 * v).min(16));
+        let mut k0 = 0;
+        while k0 < in_f {
+            let kb = KB.min(in_f - k0);
+            let mut b0 = 0;
+            while b0 < n {
+                let g = GB.min(n - b0);
+                // SAFETY (all accesses): rows b0..b0+g of part and x, inputs k0..k0+kb
+                // of the weights' rows, columns below `cols` (asserted above).
+                unsafe {
+                    let mut acc = [[V::zero(); OB / 16]; GB];
+                    for (b, row) in acc.iter_mut().enumerate().take(g) {
+                        for (v, a) in row.iter_mut().enumerate() {
+                            *a = V::load(part.as_ptr().add((b0 + b) * OB + 16 * v));
+                        }
+                    }
+                    let xs: [*const f32; GB] =
+                        std::array::from_fn(|b| x.as_ptr().add((b0 + b.min(g - 1)) * in_f + k0));
+                    let mut w = wt.as_ptr().add(k0 * pitch + o0);
+                    // The first group brings the block in from memory: ask for it ahead.
+                    let fetch = b0 == 0;
+                    for i in 0..kb {
+                        if fetch {
+                            for v in 0..OB / 16 {
+                                prefetch(w.wrapping_add(PREFETCH * pitch + 16 * v));
+                            }
+                        }
+                        let mut wv = [V::zero(); OB / 16];
+                        for (v, wv) in wv.iter_mut().enumerate() {
+                            *wv = V::load_lanes(w.add(16 * v), 0, lanes[v]);
+                        }
+                        for (b, row) in acc.iter_mut().enumerate() {
+                            let xb = V::splat(*xs[b].add(i));
+                            for (a, &wv) in row.iter_mut().zip(&wv) {
+                                *a = xb.mul_add(wv, *a);
+                            }
+                        }
+                        w = w.add(pitch);
+                    }
+                    for (b, row) in acc.iter().enumerate().take(g) {
+                        for (v, a) in row.iter().enumerate() {
+                            a.store(part.as_mut_ptr().add((b0 + b) * OB + 16 * v));
+                        }
+                    }
+                }
+                b0 += g;
+            }
+            k0 += kb;
+        }
+    }
+}
+
+/// Asks for the cache line at `p` (a hint: any address is fine).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults; SSE is part of x86-64.
+    unsafe {
+        use std::arch::x86_64::*;
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Batches up to this size use the streaming kernel.

@@ -1,52 +1,10 @@
-//! Run-time instruction-set dispatch for the hand-written loops.
+//! Loops left to the compiler's vectoriser, compiled per instruction set.
 //!
-//! The release binary targets plain x86-64, so loops meant to vectorise are compiled
-//! three times (AVX-512, AVX2+FMA, baseline) by `multiversion!` and picked once per call.
-
-use std::sync::OnceLock;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Isa {
-    Base,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Avx2,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Avx512,
-}
-
-/// Tests force a lower ISA to exercise every compiled variant on one machine.
-#[cfg(test)]
-pub(crate) static FORCE: std::sync::Mutex<Option<Isa>> = std::sync::Mutex::new(None);
-
-pub(crate) fn isa() -> Isa {
-    #[cfg(test)]
-    if let Some(forced) = *FORCE.lock().unwrap() {
-        return forced.min(detected());
-    }
-    detected()
-}
-
-/// What the CPU runs, whatever a test forces: the guard of code that would fault
-/// without it (choosing a path follows `isa`).
-pub(crate) fn detected() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Base
-    })
-}
+//! The release binary targets plain x86-64, so plain loops meant to vectorise (the
+//! NCHW depthwise planes, pooling, peaks, the elementwise epilogues) are compiled
+//! three times (AVX-512, AVX2+FMA, baseline) by `multiversion!` and picked per call
+//! by [`super::isa::isa`]. Kernels written with explicit vectors use
+//! [`super::vector`] instead.
 
 /// `a * b + c`, fused where the compiled-for ISA has FMA (without it `mul_add`
 /// would call a slow libm routine).
@@ -84,11 +42,11 @@ macro_rules! multiversion {
                 unsafe fn v3 $(<const $cg: usize>)? ($($arg: $ty),*) $(-> $ret)? {
                     body::<true $(, $cg)?>($($arg),*)
                 }
-                match $crate::kernels::simd::isa() {
+                match $crate::kernels::isa::isa() {
                     // SAFETY: isa() checked that the CPU has these features.
-                    $crate::kernels::simd::Isa::Avx512 => return unsafe { v4::<$($cg)?>($($arg),*) },
-                    $crate::kernels::simd::Isa::Avx2 => return unsafe { v3::<$($cg)?>($($arg),*) },
-                    $crate::kernels::simd::Isa::Base => {}
+                    $crate::kernels::isa::Isa::Avx512 => return unsafe { v4::<$($cg)?>($($arg),*) },
+                    $crate::kernels::isa::Isa::Avx2 => return unsafe { v3::<$($cg)?>($($arg),*) },
+                    _ => {}
                 }
             }
             body::<false $(, $cg)?>($($arg),*)

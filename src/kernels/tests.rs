@@ -3,7 +3,17 @@
 // The references spell out every dimension on purpose.
 #![allow(clippy::too_many_arguments)]
 
+use super::isa::Isa;
 use super::*;
+use rayon::prelude::*;
+
+/// Runs `f` on every instruction set this CPU runs, forced in turn, after a
+/// SKIPPED line for each one the kernels are compiled for that this CPU lacks.
+fn on_every_isa(mut f: impl FnMut(Isa)) {
+    for isa in super::isa::testable() {
+        super::isa::forced(isa, || f(isa));
+    }
+}
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -42,6 +52,8 @@ fn act_ref(v: f64, act: Act) -> f64 {
 /// Asserts `got` matches `want` within 1e-4 relative to the magnitude of the terms
 /// that were summed (`scale`, one per element).
 fn assert_close(got: &[f32], want: &[f64], scale: &[f64], what: &str) {
+    // Which instruction set computed it, when a test forces one.
+    let what = &format!("{what} [{}]", super::isa::isa().name());
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
         let tol = 1e-4 * s.max(1.0);
@@ -321,201 +333,207 @@ fn conv_matches_reference_on_shapes_spanning_several_tiles() {
 
 #[test]
 fn winograd_layers_match_reference() {
-    // 3x3 stride-1 layers with >= 16 channels go through Winograd F(2x2) or F(4x4)
-    // (F(4x4) where the planes are big enough): odd sizes that end in partial tiles,
-    // planes wider than one 16-tile step, asymmetric and zero padding, batches.
-    let mut rng = Rng(2015);
-    for (cin, cout, pad, h, w, n, act) in [
-        (16, 16, Pad::same(1), 7, 7, 1, Act::Relu),
-        (16, 24, Pad::same(1), 13, 13, 3, Act::None),
-        (24, 16, Pad::same(1), 56, 40, 1, Act::Relu6),
-        (17, 33, Pad::asym(0, 1), 9, 70, 2, Act::Relu),
-        (32, 16, Pad::default(), 5, 4, 2, Act::None),
-        (16, 16, Pad::same(2), 1, 1, 1, Act::None),
-        (20, 18, Pad::same(1), 36, 36, 2, Act::Relu),
-    ] {
-        let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
-        check_conv(&mut rng, g, n, h, w, act, true);
-    }
+    on_every_isa(|_| {
+        // 3x3 stride-1 layers with >= 16 channels go through Winograd F(2x2) or F(4x4)
+        // (F(4x4) where the planes are big enough): odd sizes that end in partial tiles,
+        // planes wider than one 16-tile step, asymmetric and zero padding, batches.
+        let mut rng = Rng(2015);
+        for (cin, cout, pad, h, w, n, act) in [
+            (16, 16, Pad::same(1), 7, 7, 1, Act::Relu),
+            (16, 24, Pad::same(1), 13, 13, 3, Act::None),
+            (24, 16, Pad::same(1), 56, 40, 1, Act::Relu6),
+            (17, 33, Pad::asym(0, 1), 9, 70, 2, Act::Relu),
+            (32, 16, Pad::default(), 5, 4, 2, Act::None),
+            (16, 16, Pad::same(2), 1, 1, 1, Act::None),
+            (20, 18, Pad::same(1), 36, 36, 2, Act::Relu),
+        ] {
+            let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
+            check_conv(&mut rng, g, n, h, w, act, true);
+        }
+    });
 }
 
 #[test]
 fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
-    // Both tile sizes on the same layers, called directly; batches big enough to be
-    // cut into several chunks, run serially and on two threads.
-    if super::simd::detected() != super::simd::Isa::Avx512 {
-        eprintln!("SKIPPED: the Winograd kernels need AVX-512, which this CPU lacks");
-        return;
-    }
-    let mut rng = Rng(1984);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    for (cin, cout, pad, h, w, n) in [
-        (16, 16, Pad::same(1), 40, 40, 5),
-        (35, 17, Pad::asym(1, 0), 11, 23, 2),
-        (48, 64, Pad::same(1), 7, 7, 9),
-    ] {
-        let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
-        let wt = rng.vec(cout * cin * 9);
-        let bias = rng.vec(cout);
-        let x = rng.vec(n * cin * h * w);
-        let (oh, ow) = g.out_hw(h, w);
-        let (want, scale) = conv_ref(&g, &wt, Some(&bias), Act::Relu, &x, n, h, w);
-        for m in [2, 4] {
-            let u = super::winograd::transform_filters(m, &wt, cin, cout);
-            let job = super::winograd::Job {
-                geom: &g,
-                m,
-                u: &u,
-                bias: Some(&bias),
-                act: Act::Relu,
-                residual: None,
-            };
-            let mut serial = vec![f32::NAN; n * cout * oh * ow];
-            super::serial(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut serial));
-            assert_close(
-                &serial,
-                &want,
-                &scale,
-                &format!("F({m}) {g:?} n={n} {h}x{w}"),
-            );
-            let mut par = vec![f32::NAN; serial.len()];
-            pool.install(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut par));
-            assert_close(&par, &want, &scale, &format!("F({m}) on 2 threads, {g:?}"));
+    on_every_isa(|_| {
+        // Both tile sizes on the same layers, called directly; batches big enough to be
+        // cut into several chunks, run serially and on two threads.
+        let mut rng = Rng(1984);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (cin, cout, pad, h, w, n) in [
+            (16, 16, Pad::same(1), 40, 40, 5),
+            (35, 17, Pad::asym(1, 0), 11, 23, 2),
+            (48, 64, Pad::same(1), 7, 7, 9),
+        ] {
+            let g = geom(cin, cout, (3, 3), (1, 1), pad, (1, 1), 1);
+            let wt = rng.vec(cout * cin * 9);
+            let bias = rng.vec(cout);
+            let x = rng.vec(n * cin * h * w);
+            let (oh, ow) = g.out_hw(h, w);
+            let (want, scale) = conv_ref(&g, &wt, Some(&bias), Act::Relu, &x, n, h, w);
+            for m in [2, 4] {
+                let u = super::winograd::transform_filters(m, &wt, cin, cout);
+                let job = super::winograd::Job {
+                    geom: &g,
+                    m,
+                    u: &u,
+                    bias: Some(&bias),
+                    act: Act::Relu,
+                    residual: None,
+                };
+                let mut serial = vec![f32::NAN; n * cout * oh * ow];
+                super::serial(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut serial));
+                assert_close(
+                    &serial,
+                    &want,
+                    &scale,
+                    &format!("F({m}) {g:?} n={n} {h}x{w}"),
+                );
+                let mut par = vec![f32::NAN; serial.len()];
+                pool.install(|| super::winograd::forward(&job, &x, n, h, w, oh, ow, &mut par));
+                assert_close(&par, &want, &scale, &format!("F({m}) on 2 threads, {g:?}"));
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn stems_on_few_input_channels_match_reference() {
-    // On AVX-512, layers with <= 4 input channels are convolved directly: the
-    // three stems' geometries, output channels not a multiple of 8, dilation,
-    // asymmetric padding, rows wider than one 32-pixel block, one image split
-    // over threads and a batch.
-    let mut rng = Rng(3);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    for (cin, cout, k, s, pad, d, h, w, n) in [
-        (3, 32, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 37, 41, 1),
-        (3, 20, (7, 7), (2, 2), Pad::same(3), (1, 1), 45, 70, 2),
-        (3, 16, (11, 11), (4, 4), Pad::same(2), (1, 1), 39, 39, 3),
-        (1, 8, (3, 5), (1, 2), Pad::same(2), (2, 1), 12, 40, 1),
-        (4, 9, (2, 2), (1, 1), Pad::default(), (1, 1), 5, 67, 2),
-    ] {
-        let g = geom(cin, cout, k, s, pad, d, 1);
-        for act in [Act::None, Act::Relu6] {
-            check_conv(&mut rng, g.clone(), n, h, w, act, true);
-            pool.install(|| check_conv(&mut rng, g.clone(), n, h, w, act, true));
+    on_every_isa(|_| {
+        // On AVX-512, layers with <= 4 input channels are convolved directly: the
+        // three stems' geometries, output channels not a multiple of 8, dilation,
+        // asymmetric padding, rows wider than one 32-pixel block, one image split
+        // over threads and a batch.
+        let mut rng = Rng(3);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (cin, cout, k, s, pad, d, h, w, n) in [
+            (3, 32, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 37, 41, 1),
+            (3, 20, (7, 7), (2, 2), Pad::same(3), (1, 1), 45, 70, 2),
+            (3, 16, (11, 11), (4, 4), Pad::same(2), (1, 1), 39, 39, 3),
+            (1, 8, (3, 5), (1, 2), Pad::same(2), (2, 1), 12, 40, 1),
+            (4, 9, (2, 2), (1, 1), Pad::default(), (1, 1), 5, 67, 2),
+        ] {
+            let g = geom(cin, cout, k, s, pad, d, 1);
+            for act in [Act::None, Act::Relu6] {
+                check_conv(&mut rng, g.clone(), n, h, w, act, true);
+                pool.install(|| check_conv(&mut rng, g.clone(), n, h, w, act, true));
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn depthwise_spans_channel_groups() {
-    // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
-    // groups plus a remainder, one image split over threads and several images.
-    let mut rng = Rng(77);
-    for (c, k, s, pad, h, w, n) in [
-        (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 1),
-        (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 3),
-        (35, (3, 3), (2, 2), Pad::asym(0, 1), 14, 14, 1),
-        (48, (3, 3), (1, 1), Pad::same(1), 16, 16, 2),
-        (17, (5, 5), (2, 2), Pad::asym(1, 2), 31, 29, 1),
-    ] {
-        for act in [Act::None, Act::Relu6] {
-            check_conv(
-                &mut rng,
-                geom(c, c, k, s, pad, (1, 1), c),
-                n,
-                h,
-                w,
-                act,
-                true,
-            );
+    on_every_isa(|_| {
+        // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
+        // groups plus a remainder, one image split over threads and several images.
+        let mut rng = Rng(77);
+        for (c, k, s, pad, h, w, n) in [
+            (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 1),
+            (40, (5, 5), (1, 1), Pad::same(2), 7, 7, 3),
+            (35, (3, 3), (2, 2), Pad::asym(0, 1), 14, 14, 1),
+            (48, (3, 3), (1, 1), Pad::same(1), 16, 16, 2),
+            (17, (5, 5), (2, 2), Pad::asym(1, 2), 31, 29, 1),
+        ] {
+            for act in [Act::None, Act::Relu6] {
+                check_conv(
+                    &mut rng,
+                    geom(c, c, k, s, pad, (1, 1), c),
+                    n,
+                    h,
+                    w,
+                    act,
+                    true,
+                );
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn residual_sum_fused_into_the_conv_equals_conv_then_add() {
-    let mut rng = Rng(99);
-    for (g, act, then, h, w, n) in [
-        // Fused on the GEMM path (no activation of the conv's own): 3x3 and 1x1.
-        (
-            geom(8, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
-            Act::None,
-            Act::Relu,
-            9,
-            11,
-            3,
-        ),
-        (
-            geom(24, 40, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
-            Act::None,
-            Act::None,
-            14,
-            14,
-            1,
-        ),
-        // Winograd (3x3 stride 1, >= 16 channels), F(2x2) and F(4x4).
-        (
-            geom(16, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
-            Act::None,
-            Act::Relu,
-            7,
-            9,
-            2,
-        ),
-        (
-            geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
-            Act::None,
-            Act::Relu6,
-            30,
-            23,
-            1,
-        ),
-        (
-            geom(16, 32, (1, 1), (2, 2), Pad::default(), (1, 1), 1),
-            Act::None,
-            Act::Relu6,
-            15,
-            15,
-            2,
-        ),
-        // A pass of its own: the conv has an activation, or is depthwise.
-        (
-            geom(8, 8, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
-            Act::Relu,
-            Act::Relu,
-            7,
-            7,
-            2,
-        ),
-        (
-            geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 16),
-            Act::None,
-            Act::Relu,
-            7,
-            7,
-            2,
-        ),
-    ] {
-        let weight = rng.vec(g.out_ch * g.weights_per_output());
-        let bias = Some(rng.vec(g.out_ch));
-        let conv = Conv2d::new(g.clone(), weight, bias, act);
-        let x = rng.vec(n * g.in_ch * h * w);
-        let (oh, ow) = g.out_hw(h, w);
-        let y = rng.vec(n * g.out_ch * oh * ow);
-        let mut want = conv.forward(&x, n, h, w);
-        super::add_act(&mut want, &y, then);
-        let mut got = vec![f32::NAN; want.len()];
-        conv.forward_add_into(&x, n, h, w, &mut got, Some(&y), then);
-        assert_eq!(got, want, "{g:?} {act:?} then {then:?}");
-    }
+    on_every_isa(|_| {
+        let mut rng = Rng(99);
+        for (g, act, then, h, w, n) in [
+            // Fused on the GEMM path (no activation of the conv's own): 3x3 and 1x1.
+            (
+                geom(8, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+                Act::None,
+                Act::Relu,
+                9,
+                11,
+                3,
+            ),
+            (
+                geom(24, 40, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+                Act::None,
+                Act::None,
+                14,
+                14,
+                1,
+            ),
+            // Winograd (3x3 stride 1, >= 16 channels), F(2x2) and F(4x4).
+            (
+                geom(16, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+                Act::None,
+                Act::Relu,
+                7,
+                9,
+                2,
+            ),
+            (
+                geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+                Act::None,
+                Act::Relu6,
+                30,
+                23,
+                1,
+            ),
+            (
+                geom(16, 32, (1, 1), (2, 2), Pad::default(), (1, 1), 1),
+                Act::None,
+                Act::Relu6,
+                15,
+                15,
+                2,
+            ),
+            // A pass of its own: the conv has an activation, or is depthwise.
+            (
+                geom(8, 8, (3, 3), (1, 1), Pad::same(1), (1, 1), 1),
+                Act::Relu,
+                Act::Relu,
+                7,
+                7,
+                2,
+            ),
+            (
+                geom(16, 16, (3, 3), (1, 1), Pad::same(1), (1, 1), 16),
+                Act::None,
+                Act::Relu,
+                7,
+                7,
+                2,
+            ),
+        ] {
+            let weight = rng.vec(g.out_ch * g.weights_per_output());
+            let bias = Some(rng.vec(g.out_ch));
+            let conv = Conv2d::new(g.clone(), weight, bias, act);
+            let x = rng.vec(n * g.in_ch * h * w);
+            let (oh, ow) = g.out_hw(h, w);
+            let y = rng.vec(n * g.out_ch * oh * ow);
+            let mut want = conv.forward(&x, n, h, w);
+            super::add_act(&mut want, &y, then);
+            let mut got = vec![f32::NAN; want.len()];
+            conv.forward_add_into(&x, n, h, w, &mut got, Some(&y), then);
+            assert_eq!(got, want, "{g:?} {act:?} then {then:?}");
+        }
+    });
 }
 
 fn max_pool_ref(
@@ -694,45 +712,48 @@ fn adaptive_avg_pool_matches_reference_down_and_up() {
 
 #[test]
 fn linear_matches_reference() {
-    let mut rng = Rng(11);
-    // Batches up to 4 take the streaming kernel, larger ones GEMM (blocked on
-    // AVX-512: blocks of 1024 inputs x 64 outputs, groups of 6 images).
-    for (n, inf, outf) in [
-        (1, 1, 1),
-        (1, 1280, 1000),
-        (3, 17, 5),
-        (16, 64, 33),
-        (7, 100, 70),
-        (70, 20, 9),
-        (16, 2100, 130),
-        (13, 1030, 64),
-    ] {
-        for act in [Act::None, Act::Relu, Act::Relu6] {
-            let wt: Vec<f32> = rng.vec(outf * inf).iter().map(|v| v * 4.0).collect();
-            let b = rng.vec(outf);
-            let x = rng.vec(n * inf);
-            let lin = Linear::new(wt.clone(), Some(b.clone()), act);
-            assert_eq!((lin.in_features(), lin.out_features()), (inf, outf));
-            let got = lin.forward(&x, n);
-            let mut want = Vec::new();
-            let mut scale = Vec::new();
-            for i in 0..n {
-                for o in 0..outf {
-                    let terms = (0..inf).map(|k| x[i * inf + k] as f64 * wt[o * inf + k] as f64);
-                    want.push(act_ref(b[o] as f64 + terms.clone().sum::<f64>(), act));
-                    scale.push(terms.map(f64::abs).sum::<f64>());
+    on_every_isa(|_| {
+        let mut rng = Rng(11);
+        // Batches up to 4 take the streaming kernel, larger ones GEMM (blocked on
+        // AVX-512: blocks of 1024 inputs x 64 outputs, groups of 6 images).
+        for (n, inf, outf) in [
+            (1, 1, 1),
+            (1, 1280, 1000),
+            (3, 17, 5),
+            (16, 64, 33),
+            (7, 100, 70),
+            (70, 20, 9),
+            (16, 2100, 130),
+            (13, 1030, 64),
+        ] {
+            for act in [Act::None, Act::Relu, Act::Relu6] {
+                let wt: Vec<f32> = rng.vec(outf * inf).iter().map(|v| v * 4.0).collect();
+                let b = rng.vec(outf);
+                let x = rng.vec(n * inf);
+                let lin = Linear::new(wt.clone(), Some(b.clone()), act);
+                assert_eq!((lin.in_features(), lin.out_features()), (inf, outf));
+                let got = lin.forward(&x, n);
+                let mut want = Vec::new();
+                let mut scale = Vec::new();
+                for i in 0..n {
+                    for o in 0..outf {
+                        let terms =
+                            (0..inf).map(|k| x[i * inf + k] as f64 * wt[o * inf + k] as f64);
+                        want.push(act_ref(b[o] as f64 + terms.clone().sum::<f64>(), act));
+                        scale.push(terms.map(f64::abs).sum::<f64>());
+                    }
                 }
+                assert_close(
+                    &got,
+                    &want,
+                    &scale,
+                    &format!("linear {n}x{inf}->{outf} {act:?}"),
+                );
             }
-            assert_close(
-                &got,
-                &want,
-                &scale,
-                &format!("linear {n}x{inf}->{outf} {act:?}"),
-            );
         }
-    }
-    let lin = Linear::with_shape(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], None, Act::None, 3, 2);
-    assert_eq!(lin.forward(&[1.0, 0.0, -1.0], 1), vec![-2.0, -2.0]);
+        let lin = Linear::with_shape(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], None, Act::None, 3, 2);
+        assert_eq!(lin.forward(&[1.0, 0.0, -1.0], 1), vec![-2.0, -2.0]);
+    });
 }
 
 #[test]
@@ -924,9 +945,7 @@ fn every_instruction_set_variant_matches_the_reference() {
     // The hand-vectorised loops are compiled for AVX-512, AVX2+FMA and baseline
     // x86-64; force each one this machine can run (others tests may run meanwhile
     // on the forced variant too, which must be just as correct).
-    use super::simd::{Isa, FORCE};
-    for isa in [Isa::Base, Isa::Avx2, Isa::Avx512] {
-        *FORCE.lock().unwrap() = Some(isa);
+    on_every_isa(|isa| {
         let mut rng = Rng(1234);
         for (g, n, h, w) in [
             (
@@ -977,8 +996,7 @@ fn every_instruction_set_variant_matches_the_reference() {
         }
         let (y, _, _) = max_pool2d(&x, 1, 3, 10, 10, (3, 3), (2, 2), Pad::same(1), false);
         assert_eq!(y[0], plane_max(&x, 10, 0..2, 0..2), "{isa:?}");
-    }
-    *FORCE.lock().unwrap() = None;
+    });
 }
 
 fn plane_max(x: &[f32], w: usize, ys: std::ops::Range<usize>, xs: std::ops::Range<usize>) -> f32 {
@@ -1043,193 +1061,187 @@ fn blocked_forward(
 
 #[test]
 fn blocked_layout_round_trips_with_zero_padding() {
-    if !blocked::supported() {
-        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
-        return;
-    }
-    let mut rng = Rng(5);
-    for _ in 0..40 {
-        let (n, c, hw) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 70));
-        let x = rng.vec(n * c * hw);
-        let mut b = vec![f32::NAN; n * blocked::image_len(c, hw)];
-        blocked::to_blocked(&x, n, c, hw, &mut b);
-        let cp = c.div_ceil(16) * 16;
-        for img in 0..n {
-            for ch in 0..cp {
-                for p in 0..hw {
-                    let got = b[((img * cp / 16 + ch / 16) * hw + p) * 16 + ch % 16];
-                    let want = if ch < c {
-                        x[(img * c + ch) * hw + p]
-                    } else {
-                        0.0
-                    };
-                    assert_eq!(
-                        got, want,
-                        "n={n} c={c} hw={hw} image {img} channel {ch} pixel {p}"
-                    );
+    on_every_isa(|_| {
+        let mut rng = Rng(5);
+        for _ in 0..40 {
+            let (n, c, hw) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 70));
+            let x = rng.vec(n * c * hw);
+            let mut b = vec![f32::NAN; n * blocked::image_len(c, hw)];
+            blocked::to_blocked(&x, n, c, hw, &mut b);
+            let cp = c.div_ceil(16) * 16;
+            for img in 0..n {
+                for ch in 0..cp {
+                    for p in 0..hw {
+                        let got = b[((img * cp / 16 + ch / 16) * hw + p) * 16 + ch % 16];
+                        let want = if ch < c {
+                            x[(img * c + ch) * hw + p]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(
+                            got, want,
+                            "n={n} c={c} hw={hw} image {img} channel {ch} pixel {p}"
+                        );
+                    }
                 }
             }
+            let mut back = vec![f32::NAN; x.len()];
+            blocked::from_blocked(&b, n, c, hw, &mut back);
+            assert_eq!(back, x, "n={n} c={c} hw={hw}");
         }
-        let mut back = vec![f32::NAN; x.len()];
-        blocked::from_blocked(&b, n, c, hw, &mut back);
-        assert_eq!(back, x, "n={n} c={c} hw={hw}");
-    }
+    });
 }
 
 #[test]
 fn blocked_pointwise_matches_reference() {
-    if !blocked::supported() {
-        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
-        return;
-    }
-    let mut rng = Rng(31);
-    // Channel counts around the 16-lane blocks and the 4-block output groups, pixel
-    // counts around the 6-pixel tiles; one image split over threads and several.
-    let mut cases = vec![(24, 144, 7, 7, 1), (1152, 192, 7, 7, 2), (40, 240, 5, 3, 3)];
-    for _ in 0..30 {
-        cases.push((
-            rng.range(1, 90),
-            rng.range(1, 90),
-            rng.range(1, 13),
-            rng.range(1, 13),
-            rng.range(1, 3),
-        ));
-    }
-    for (ci, co, h, w, n) in cases {
-        let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
-        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
-        let wt: Vec<f32> = rng.vec(co * ci).iter().map(|v| v * 3.0).collect();
-        let bias = Some(rng.vec(co));
-        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
-        let x = rng.vec(n * ci * h * w);
-        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
-        let what = format!("blocked 1x1 {ci}->{co} n={n} {h}x{w} {act:?}");
-        assert_close(
-            &blocked_forward(&conv, &x, n, h, w, None),
-            &want,
-            &scale,
-            &what,
-        );
-        let single = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let serial = single.install(|| blocked_forward(&conv, &x, n, h, w, None));
-        assert_close(&serial, &want, &scale, &format!("{what}, one thread"));
-        // The residual sum as the output is stored: then(act(conv) + y).
-        let y = rng.vec(want.len());
-        let then = rng.pick(&[Act::None, Act::Relu]);
-        let with_res: Vec<f64> = want
-            .iter()
-            .zip(&y)
-            .map(|(&v, &y)| act_ref(v + y as f64, then))
-            .collect();
-        let got = blocked_forward(&conv, &x, n, h, w, Some((&y, then)));
-        assert_close(
-            &got,
-            &with_res,
-            &scale,
-            &format!("{what} + residual, then {then:?}"),
-        );
-    }
+    on_every_isa(|_| {
+        let mut rng = Rng(31);
+        // Channel counts around the 16-lane blocks and the 4-block output groups, pixel
+        // counts around the 6-pixel tiles; one image split over threads and several.
+        let mut cases = vec![(24, 144, 7, 7, 1), (1152, 192, 7, 7, 2), (40, 240, 5, 3, 3)];
+        for _ in 0..30 {
+            cases.push((
+                rng.range(1, 90),
+                rng.range(1, 90),
+                rng.range(1, 13),
+                rng.range(1, 13),
+                rng.range(1, 3),
+            ));
+        }
+        for (ci, co, h, w, n) in cases {
+            let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
+            let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+            let wt: Vec<f32> = rng.vec(co * ci).iter().map(|v| v * 3.0).collect();
+            let bias = Some(rng.vec(co));
+            let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+            let x = rng.vec(n * ci * h * w);
+            let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+            let what = format!("blocked 1x1 {ci}->{co} n={n} {h}x{w} {act:?}");
+            assert_close(
+                &blocked_forward(&conv, &x, n, h, w, None),
+                &want,
+                &scale,
+                &what,
+            );
+            let single = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let serial = single.install(|| blocked_forward(&conv, &x, n, h, w, None));
+            assert_close(&serial, &want, &scale, &format!("{what}, one thread"));
+            // The residual sum as the output is stored: then(act(conv) + y).
+            let y = rng.vec(want.len());
+            let then = rng.pick(&[Act::None, Act::Relu]);
+            let with_res: Vec<f64> = want
+                .iter()
+                .zip(&y)
+                .map(|(&v, &y)| act_ref(v + y as f64, then))
+                .collect();
+            let got = blocked_forward(&conv, &x, n, h, w, Some((&y, then)));
+            assert_close(
+                &got,
+                &with_res,
+                &scale,
+                &format!("{what} + residual, then {then:?}"),
+            );
+        }
+    });
 }
 
 #[test]
 fn blocked_depthwise_matches_reference() {
-    if !blocked::supported() {
-        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
-        return;
-    }
-    let mut rng = Rng(47);
-    let mut cases = vec![
-        (672, 5, 2, Pad::asym(1, 2), 14, 14, 1),
-        (1152, 3, 1, Pad::same(1), 7, 7, 2),
-        (32, 3, 1, Pad::same(1), 112, 112, 1),
-    ];
-    for _ in 0..40 {
-        let k = rng.pick(&[3, 5, 7]);
-        let pad = Pad {
-            top: rng.range(0, k - 1),
-            bottom: rng.range(0, k - 1),
-            left: rng.range(0, k - 1),
-            right: rng.range(0, k - 1),
-        };
-        cases.push((
-            rng.range(1, 40),
-            k,
-            rng.range(1, 2),
-            pad,
-            rng.range(k, 20),
-            rng.range(k, 20),
-            rng.range(1, 3),
-        ));
-    }
-    for (c, k, s, pad, h, w, n) in cases {
-        let g = geom(c, c, (k, k), (s, s), pad, (1, 1), c);
-        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
-        let wt: Vec<f32> = rng.vec(c * k * k).iter().map(|v| v * 3.0).collect();
-        let bias = Some(rng.vec(c));
-        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
-        let x = rng.vec(n * c * h * w);
-        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
-        let what = format!("blocked depthwise {c}ch {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
-        assert_close(
-            &blocked_forward(&conv, &x, n, h, w, None),
-            &want,
-            &scale,
-            &what,
-        );
-    }
+    on_every_isa(|_| {
+        let mut rng = Rng(47);
+        let mut cases = vec![
+            (672, 5, 2, Pad::asym(1, 2), 14, 14, 1),
+            (1152, 3, 1, Pad::same(1), 7, 7, 2),
+            (32, 3, 1, Pad::same(1), 112, 112, 1),
+        ];
+        for _ in 0..40 {
+            let k = rng.pick(&[3, 5, 7]);
+            let pad = Pad {
+                top: rng.range(0, k - 1),
+                bottom: rng.range(0, k - 1),
+                left: rng.range(0, k - 1),
+                right: rng.range(0, k - 1),
+            };
+            cases.push((
+                rng.range(1, 40),
+                k,
+                rng.range(1, 2),
+                pad,
+                rng.range(k, 20),
+                rng.range(k, 20),
+                rng.range(1, 3),
+            ));
+        }
+        for (c, k, s, pad, h, w, n) in cases {
+            let g = geom(c, c, (k, k), (s, s), pad, (1, 1), c);
+            let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+            let wt: Vec<f32> = rng.vec(c * k * k).iter().map(|v| v * 3.0).collect();
+            let bias = Some(rng.vec(c));
+            let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+            let x = rng.vec(n * c * h * w);
+            let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+            let what =
+                format!("blocked depthwise {c}ch {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
+            assert_close(
+                &blocked_forward(&conv, &x, n, h, w, None),
+                &want,
+                &scale,
+                &what,
+            );
+        }
+    });
 }
 
 #[test]
 fn blocked_stem_matches_reference() {
-    if !blocked::supported() {
-        eprintln!("SKIPPED: the channel-blocked kernels need AVX-512, which this CPU lacks");
-        return;
-    }
-    let mut rng = Rng(53);
-    // Lite0's stem (TF "same" padding, one row and column after), ResNet's and
-    // AlexNet's, then random ones.
-    let mut cases = vec![
-        (3, 32, 3, 2, Pad::asym(0, 1), 40, 38, 1),
-        (3, 64, 7, 2, Pad::same(3), 23, 29, 2),
-        (3, 64, 11, 4, Pad::same(2), 35, 35, 1),
-    ];
-    for _ in 0..30 {
-        let k = rng.range(1, 5);
-        let pad = Pad {
-            top: rng.range(0, k - 1),
-            bottom: rng.range(0, k - 1),
-            left: rng.range(0, k - 1),
-            right: rng.range(0, k - 1),
-        };
-        cases.push((
-            rng.range(1, 4),
-            rng.range(1, 50),
-            k,
-            rng.range(1, 4),
-            pad,
-            rng.range(k, 30),
-            rng.range(k, 30),
-            rng.range(1, 3),
-        ));
-    }
-    for (ci, co, k, s, pad, h, w, n) in cases {
-        let g = geom(ci, co, (k, k), (s, s), pad, (1, 1), 1);
-        let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
-        let wt: Vec<f32> = rng.vec(co * ci * k * k).iter().map(|v| v * 3.0).collect();
-        let bias = Some(rng.vec(co));
-        let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
-        assert!(!conv.reads_blocked(), "a stem reads NCHW");
-        let x = rng.vec(n * ci * h * w);
-        let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
-        let what = format!("blocked stem {ci}->{co} {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
-        assert_close(
-            &blocked_forward(&conv, &x, n, h, w, None),
-            &want,
-            &scale,
-            &what,
-        );
-    }
+    on_every_isa(|_| {
+        let mut rng = Rng(53);
+        // Lite0's stem (TF "same" padding, one row and column after), ResNet's and
+        // AlexNet's, then random ones.
+        let mut cases = vec![
+            (3, 32, 3, 2, Pad::asym(0, 1), 40, 38, 1),
+            (3, 64, 7, 2, Pad::same(3), 23, 29, 2),
+            (3, 64, 11, 4, Pad::same(2), 35, 35, 1),
+        ];
+        for _ in 0..30 {
+            let k = rng.range(1, 5);
+            let pad = Pad {
+                top: rng.range(0, k - 1),
+                bottom: rng.range(0, k - 1),
+                left: rng.range(0, k - 1),
+                right: rng.range(0, k - 1),
+            };
+            cases.push((
+                rng.range(1, 4),
+                rng.range(1, 50),
+                k,
+                rng.range(1, 4),
+                pad,
+                rng.range(k, 30),
+                rng.range(k, 30),
+                rng.range(1, 3),
+            ));
+        }
+        for (ci, co, k, s, pad, h, w, n) in cases {
+            let g = geom(ci, co, (k, k), (s, s), pad, (1, 1), 1);
+            let act = rng.pick(&[Act::None, Act::Relu, Act::Relu6]);
+            let wt: Vec<f32> = rng.vec(co * ci * k * k).iter().map(|v| v * 3.0).collect();
+            let bias = Some(rng.vec(co));
+            let conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), act);
+            assert!(!conv.reads_blocked(), "a stem reads NCHW");
+            let x = rng.vec(n * ci * h * w);
+            let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), act, &x, n, h, w);
+            let what =
+                format!("blocked stem {ci}->{co} {k}x{k}/s{s} {pad:?} n={n} {h}x{w} {act:?}");
+            assert_close(
+                &blocked_forward(&conv, &x, n, h, w, None),
+                &want,
+                &scale,
+                &what,
+            );
+        }
+    });
 }

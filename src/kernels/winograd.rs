@@ -8,8 +8,8 @@
 //! tiles as columns, so the multiplies per output and input channel fall from 9 to
 //! 4 with F(2x2) and 2.25 with F(4x4). ResNet-18 does 83% of its work in such layers.
 //!
-//! The transforms are vectorised across 16 channels (AVX-512 only; elsewhere these
-//! layers take the im2col path): input rows are transposed 16 channels x 16 pixels
+//! The transforms are vectorised across 16 channels (a [`V16`] on every ISA): input
+//! rows are transposed 16 channels x 16 pixels
 //! at a time into pixel-major blocks, so every tile, whatever the plane's width,
 //! uses whole vectors; the transformed tiles are stored channel-innermost, which
 //! the GEMM reads as a column-major operand, and outputs are transposed back into
@@ -19,12 +19,10 @@
 //! so a chunk's transformed input and products stay in L2 between the three steps
 //! while each transformed filter is still reused over many tiles.
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::vector::{dispatch, load_each, Kernel, V16};
 use super::{act_bounds, Act, ConvGeom};
 
 /// Filter transform G of F(2x2, 3x3): interpolation points 0, 1, -1, infinity.
@@ -44,11 +42,6 @@ const G4: [[f64; 3]; 6] = [
     [1. / 24., -1. / 12., 1. / 6.],
     [0., 0., 1.],
 ];
-
-/// Whether this CPU runs the Winograd kernels (they are written for AVX-512).
-pub(super) fn available() -> bool {
-    super::simd::isa() == super::simd::Isa::Avx512
-}
 
 /// Whether a conv layer takes this path: 3x3, stride 1, no dilation, one group,
 /// and enough channels that the GEMMs, not the transforms, dominate.
@@ -74,7 +67,7 @@ pub(super) fn tile_for(oh: usize, ow: usize) -> usize {
 }
 
 /// Whether Winograd beats im2col + GEMM for `n` images of `h` x `w` (`suits` and
-/// `available` aside), by a rough model of this class of machine: the transformed
+/// aside), by a rough model of this class of machine: the transformed
 /// filters are read from memory once per call (about 10 GB/s) while the GEMMs run
 /// near 250 GFLOP/s, against im2col at about 220 GFLOP/s with its filters in cache.
 /// Large late layers only pay on a batch: ResNet-18's last ones have 37 MB of `U`
@@ -199,7 +192,7 @@ fn with_local<T: Default, R>(
 }
 
 /// `x`: `[n, in_ch, h, w]` -> `out`: `[n, out_ch, oh, ow]`, every element written.
-/// Call only where [`available`] and [`suits`] hold.
+/// Call only where [`suits`] holds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     job: &Job,
@@ -211,10 +204,7 @@ pub(super) fn forward(
     ow: usize,
     out: &mut [f32],
 ) {
-    assert!(
-        super::simd::detected() == super::simd::Isa::Avx512 && suits(job.geom),
-        "winograd: unsupported layer or CPU"
-    );
+    assert!(suits(job.geom), "winograd: unsupported layer");
     let g = job.geom;
     let m = job.m;
     let a = m + 2;
@@ -259,9 +249,8 @@ pub(super) fn forward(
     let rows_of = |i: usize| i * per_chunk..((i + 1) * per_chunk).min(rows);
     if threads > 1 && chunks >= threads {
         (0..chunks).into_par_iter().with_max_len(1).for_each(|i| {
-            // SAFETY: AVX-512 asserted above; chunk i writes only the pixels of its
-            // tile rows, which no other chunk covers.
-            #[cfg(target_arch = "x86_64")]
+            // SAFETY: chunk i writes only the pixels of its tile rows, which no
+            // other chunk covers.
             with_local(&CHUNK, |c| unsafe {
                 spread(job, &plan, x, rows_of(i), ptr, c, 1)
             });
@@ -270,8 +259,7 @@ pub(super) fn forward(
         // One thread, or fewer chunks than threads (a few large late layers): the
         // chunks one after another, each step of each split over the threads.
         for i in 0..chunks {
-            // SAFETY: AVX-512 asserted above; one chunk at a time.
-            #[cfg(target_arch = "x86_64")]
+            // SAFETY: one chunk at a time.
             with_local(&CHUNK, |c| unsafe {
                 spread(job, &plan, x, rows_of(i), ptr, c, threads)
             });
@@ -283,9 +271,8 @@ pub(super) fn forward(
 /// split over `threads` (1: all on this thread).
 ///
 /// # Safety
-/// AVX-512F must be available; `out` must point to the whole output, and no other
-/// thread may touch the pixels of these tile rows meanwhile.
-#[cfg(target_arch = "x86_64")]
+/// `out` must point to the whole output, and no other thread may touch the pixels
+/// of these tile rows meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn spread(
     job: &Job,
@@ -311,14 +298,34 @@ unsafe fn spread(
     // row k's columns of its own 16 channels of V / the products, and of the output
     // only row k's pixels in its own 16 planes; gemm xi only point xi.
     let input = |i: usize| {
-        with_local(&STAGE, |s| unsafe {
-            input_unit(p, g, x, first, cols, i / ib, i % ib, s, cp)
+        with_local(&STAGE, |s| {
+            dispatch(InputUnit {
+                p,
+                g,
+                x,
+                first,
+                cols,
+                k: i / ib,
+                cb: i % ib,
+                s,
+                cp,
+            })
         })
     };
     let gemm = |xi: usize| unsafe { gemm_unit(job, p, cols, xi, cp) };
     let output = |i: usize| {
-        with_local(&STAGE, |s| unsafe {
-            output_unit(job, p, first, cols, i / ob, i % ob, s, cp, out)
+        with_local(&STAGE, |s| {
+            dispatch(OutputUnit {
+                job,
+                p,
+                first,
+                cols,
+                k: i / ob,
+                ob: i % ob,
+                s,
+                cp,
+                out,
+            })
         })
     };
     if threads > 1 {
@@ -332,39 +339,53 @@ unsafe fn spread(
     }
 }
 
-/// Input transform of tile row `first + k`, channels `16*cb..`.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn input_unit(
-    p: &Plan,
-    g: &ConvGeom,
-    x: &[f32],
+/// Input transform of tile row `first + k`, channels `16*cb..`: writes only that
+/// row's columns of its own 16 channels of the chunk's V.
+struct InputUnit<'a> {
+    p: &'a Plan,
+    g: &'a ConvGeom,
+    x: &'a [f32],
     first: usize,
     cols: usize,
     k: usize,
     cb: usize,
-    s: &mut Stage,
+    s: &'a mut Stage,
     cp: ChunkPtr,
-) {
-    let a = p.m + 2;
-    let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
-    let image = &x[img * g.in_ch * p.h * p.w..][..g.in_ch * p.h * p.w];
-    s.input.resize(a * p.pw_in * 16, 0.0);
-    // SAFETY: AVX-512F is enabled here; the caller gives this unit its columns.
-    unsafe {
-        stage_input(image, g, p, cb, ty, &mut s.input);
-        let v = cp.v.add(k * p.tw * p.cinp + cb * 16);
-        if p.m == 2 {
-            input_tiles::<2>(&s.input, p, cols, v);
-        } else {
-            input_tiles::<4>(&s.input, p, cols, v);
+}
+
+impl Kernel for InputUnit<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let InputUnit {
+            p,
+            g,
+            x,
+            first,
+            cols,
+            k,
+            cb,
+            s,
+            cp,
+        } = self;
+        let a = p.m + 2;
+        let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
+        let image = &x[img * g.in_ch * p.h * p.w..][..g.in_ch * p.h * p.w];
+        s.input.resize(a * p.pw_in * 16, 0.0);
+        stage_input::<V>(image, g, p, cb, ty, &mut s.input);
+        // SAFETY: the caller gives this unit its columns of the chunk's V.
+        unsafe {
+            let v = cp.v.add(k * p.tw * p.cinp + cb * 16);
+            if p.m == 2 {
+                input_tiles::<V, 2>(&s.input, p, cols, v);
+            } else {
+                input_tiles::<V, 4>(&s.input, p, cols, v);
+            }
         }
     }
 }
 
 /// GEMM of point `xi`: products = U[xi] x V[xi].
-#[cfg(target_arch = "x86_64")]
 unsafe fn gemm_unit(job: &Job, p: &Plan, cols: usize, xi: usize, cp: ChunkPtr) {
     let (cin, cout) = (job.geom.in_ch, job.geom.out_ch);
     // SAFETY: U[xi] is cout x cin row-major; V[xi] holds tile t's channels at
@@ -380,47 +401,61 @@ unsafe fn gemm_unit(job: &Job, p: &Plan, cols: usize, xi: usize, cp: ChunkPtr) {
     }
 }
 
-/// Output transform of tile row `first + k`, output channels `16*ob..`, into `out`.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_unit(
-    job: &Job,
-    p: &Plan,
+/// Output transform of tile row `first + k`, output channels `16*ob..`, into `out`:
+/// reads that row's columns of the products, writes that row's pixels of its own
+/// 16 planes.
+struct OutputUnit<'a> {
+    job: &'a Job<'a>,
+    p: &'a Plan,
     first: usize,
     cols: usize,
     k: usize,
     ob: usize,
-    s: &mut Stage,
+    s: &'a mut Stage,
     cp: ChunkPtr,
     out: OutPtr,
-) {
-    let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
-    s.output.resize(p.m * p.pw_out * 16, 0.0);
-    let mut bias = [0f32; 16];
-    if let Some(b) = job.bias {
-        for (l, v) in bias.iter_mut().enumerate() {
-            *v = b.get(ob * 16 + l).copied().unwrap_or(0.0);
+}
+
+impl Kernel for OutputUnit<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: V16>(self) {
+        let OutputUnit {
+            job,
+            p,
+            first,
+            cols,
+            k,
+            ob,
+            s,
+            cp,
+            out,
+        } = self;
+        let (img, ty) = ((first + k) / p.th, (first + k) % p.th);
+        s.output.resize(p.m * p.pw_out * 16, 0.0);
+        let mut bias = [0f32; 16];
+        if let Some(b) = job.bias {
+            for (l, v) in bias.iter_mut().enumerate() {
+                *v = b.get(ob * 16 + l).copied().unwrap_or(0.0);
+            }
         }
-    }
-    // SAFETY: AVX-512F is enabled; the caller gives this unit these columns and
-    // output pixels.
-    unsafe {
-        let prod = cp.prod.add(k * p.tw * p.coutp + ob * 16);
-        if p.m == 2 {
-            output_tiles::<2>(prod, p, cols, &bias, &mut s.output);
-        } else {
-            output_tiles::<4>(prod, p, cols, &bias, &mut s.output);
+        // SAFETY: the caller gives this unit these columns and output pixels.
+        unsafe {
+            let prod = cp.prod.add(k * p.tw * p.coutp + ob * 16);
+            if p.m == 2 {
+                output_tiles::<V, 2>(prod, p, cols, &bias, &mut s.output);
+            } else {
+                output_tiles::<V, 4>(prod, p, cols, &bias, &mut s.output);
+            }
+            store_output::<V>(&s.output, job, p, img, ty, ob, out);
         }
-        store_output(&s.output, job, p, img, ty, ob, out);
     }
 }
 
 /// Copies the input rows tile row `ty` reads (zero where they fall in the padding)
 /// for channels `16*cb..16*cb+16` into `stage`: row r, pixel q at `(r * pw_in + q) * 16`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn stage_input(
+#[inline(always)]
+fn stage_input<V: V16>(
     image: &[f32],
     g: &ConvGeom,
     p: &Plan,
@@ -430,20 +465,16 @@ unsafe fn stage_input(
 ) {
     let a = p.m + 2;
     let (h, w) = (p.h as isize, p.w as isize);
+    assert!(stage.len() >= a * p.pw_in * 16);
     for r in 0..a {
         let iy = (p.m * ty + r) as isize - g.pad.top as isize;
         for q0 in (0..p.pw_in).step_by(16) {
             let ix0 = q0 as isize - g.pad.left as isize;
             // Lanes of the 16 pixels that lie inside the row.
-            let lo = (-ix0).clamp(0, 16);
-            let hi = (w - ix0).clamp(0, 16);
-            let mask: __mmask16 = if hi > lo {
-                (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
-            } else {
-                0
-            };
-            let mut v = [_mm512_setzero_ps(); 16];
-            if (0..h).contains(&iy) && mask != 0 {
+            let lo = (-ix0).clamp(0, 16) as usize;
+            let hi = (w - ix0).clamp(0, 16) as usize;
+            let mut v = [V::zero(); 16];
+            if (0..h).contains(&iy) && hi > lo {
                 for (l, v) in v.iter_mut().enumerate() {
                     let c = cb * 16 + l;
                     if c >= g.in_ch {
@@ -451,114 +482,110 @@ unsafe fn stage_input(
                     }
                     let row = (c as isize * h + iy) * w;
                     // wrapping_offset: the first lanes may point before the row;
-                    // the mask keeps them from being read.
+                    // only lanes lo..hi are read.
                     let ptr = image.as_ptr().wrapping_offset(row + ix0);
-                    // SAFETY: lanes in `mask` address pixels of this row.
-                    *v = unsafe { _mm512_maskz_loadu_ps(mask, ptr) };
+                    // SAFETY: lanes lo..hi address pixels of this row.
+                    *v = unsafe { V::load_lanes(ptr, lo, hi) };
                 }
             }
-            transpose16(&mut v);
+            V::transpose(&mut v);
             for (q, v) in v.iter().enumerate() {
                 let at = (r * p.pw_in + q0 + q) * 16;
-                debug_assert!(at + 16 <= stage.len());
-                // SAFETY: `stage` holds a * pw_in pixels of 16.
-                unsafe { _mm512_storeu_ps(stage.as_mut_ptr().add(at), *v) };
+                // SAFETY: `stage` holds a * pw_in pixels of 16 (asserted above).
+                unsafe { v.store(stage.as_mut_ptr().add(at)) };
             }
         }
     }
 }
 
 /// `Bt` applied to `d` (a values along one axis), hand-factored.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn input_1d<const M: usize>(d: &[__m512; 6]) -> [__m512; 6] {
-    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
-    let set = _mm512_set1_ps;
+#[inline(always)]
+fn input_1d<V: V16, const M: usize>(d: &[V; 6]) -> [V; 6] {
     if M == 2 {
-        let z = _mm512_setzero_ps();
+        let z = V::zero();
         [
-            sub(d[0], d[2]),
-            add(d[1], d[2]),
-            sub(d[2], d[1]),
-            sub(d[1], d[3]),
+            d[0].sub(d[2]),
+            d[1].add(d[2]),
+            d[2].sub(d[1]),
+            d[1].sub(d[3]),
             z,
             z,
         ]
     } else {
         // Rows of Bt: [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
         // [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1].
-        let t1 = _mm512_fnmadd_ps(set(4.0), d[2], d[4]);
-        let t2 = _mm512_fnmadd_ps(set(4.0), d[1], d[3]);
-        let t3 = sub(d[4], d[2]);
-        let t4 = sub(d[3], d[1]);
-        let t4 = add(t4, t4);
+        let (four, five) = (V::splat(4.0), V::splat(5.0));
+        let t1 = four.neg_mul_add(d[2], d[4]);
+        let t2 = four.neg_mul_add(d[1], d[3]);
+        let t3 = d[4].sub(d[2]);
+        let t4 = d[3].sub(d[1]);
+        let t4 = t4.add(t4);
         [
-            _mm512_fmadd_ps(set(4.0), d[0], _mm512_fnmadd_ps(set(5.0), d[2], d[4])),
-            add(t1, t2),
-            sub(t1, t2),
-            add(t3, t4),
-            sub(t3, t4),
-            _mm512_fmadd_ps(set(4.0), d[1], _mm512_fnmadd_ps(set(5.0), d[3], d[5])),
+            four.mul_add(d[0], five.neg_mul_add(d[2], d[4])),
+            t1.add(t2),
+            t1.sub(t2),
+            t3.add(t4),
+            t3.sub(t4),
+            four.mul_add(d[1], five.neg_mul_add(d[3], d[5])),
         ]
     }
 }
 
 /// `At` applied to `m` (a products along one axis): the m outputs, hand-factored.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn output_1d<const M: usize>(m: &[__m512; 6]) -> [__m512; 4] {
-    let (add, sub) = (_mm512_add_ps, _mm512_sub_ps);
-    let set = _mm512_set1_ps;
+#[inline(always)]
+fn output_1d<V: V16, const M: usize>(m: &[V; 6]) -> [V; 4] {
     if M == 2 {
-        let z = _mm512_setzero_ps();
-        let s = add(m[1], m[2]);
-        let d = sub(m[1], m[2]);
-        [add(m[0], s), sub(d, m[3]), z, z]
+        let z = V::zero();
+        let s = m[1].add(m[2]);
+        let d = m[1].sub(m[2]);
+        [m[0].add(s), d.sub(m[3]), z, z]
     } else {
         // Rows of At: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0], [0 1 -1 8 -8 1].
-        let s12 = add(m[1], m[2]);
-        let d12 = sub(m[1], m[2]);
-        let s34 = add(m[3], m[4]);
-        let d34 = sub(m[3], m[4]);
+        let s12 = m[1].add(m[2]);
+        let d12 = m[1].sub(m[2]);
+        let s34 = m[3].add(m[4]);
+        let d34 = m[3].sub(m[4]);
         [
-            add(add(m[0], s12), s34),
-            _mm512_fmadd_ps(set(2.0), d34, d12),
-            _mm512_fmadd_ps(set(4.0), s34, s12),
-            add(_mm512_fmadd_ps(set(8.0), d34, d12), m[5]),
+            m[0].add(s12).add(s34),
+            V::splat(2.0).mul_add(d34, d12),
+            V::splat(4.0).mul_add(s34, s12),
+            V::splat(8.0).mul_add(d34, d12).add(m[5]),
         ]
     }
 }
 
 /// Transforms every tile of the staged row (16 channels): point xi of tile tx goes
 /// to `v[(xi * cols + tx) * cinp]` (`v` starts at this row's first tile and block).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: *mut f32) {
+///
+/// # Safety
+/// `v` must be this unit's part of the chunk's transformed input.
+#[inline(always)]
+unsafe fn input_tiles<V: V16, const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: *mut f32) {
     let a = M + 2;
     let st = stage.as_ptr();
-    let vp = v;
     for tx in 0..p.tw {
         // e = d B (along each row), then V = Bt e (down each column).
-        let mut e = [[_mm512_setzero_ps(); 6]; 6];
+        let mut e = [[V::zero(); 6]; 6];
         for (r, e) in e.iter_mut().enumerate().take(a) {
-            let mut d = [_mm512_setzero_ps(); 6];
+            let mut d = [V::zero(); 6];
             for (j, d) in d.iter_mut().enumerate().take(a) {
                 // SAFETY: pixel M*tx + j < M*tw + 2 <= pw_in of staged row r.
-                *d = unsafe { _mm512_loadu_ps(st.add((r * p.pw_in + M * tx + j) * 16)) };
+                *d = unsafe { V::load(st.add((r * p.pw_in + M * tx + j) * 16)) };
             }
-            *e = input_1d::<M>(&d);
+            *e = input_1d::<V, M>(&d);
         }
         // Column j of e (an index, not an iterator: e is row-major).
         #[allow(clippy::needless_range_loop)]
         for j in 0..a {
-            let col: [__m512; 6] = std::array::from_fn(|i| e[i][j]);
-            let out = input_1d::<M>(&col);
+            let mut col = [V::zero(); 6];
+            for (c, e) in col.iter_mut().zip(&e) {
+                *c = e[j];
+            }
+            let out = input_1d::<V, M>(&col);
             for (i, o) in out.iter().enumerate().take(a) {
                 let at = ((i * a + j) * cols + tx) * p.cinp;
                 // SAFETY: inside the chunk's transformed input (see `chunk`).
-                unsafe { _mm512_storeu_ps(vp.add(at), *o) };
+                unsafe { o.store(v.add(at)) };
             }
         }
     }
@@ -567,9 +594,11 @@ unsafe fn input_tiles<const M: usize>(stage: &[f32], p: &Plan, cols: usize, v: *
 /// Back-transforms every tile of one row of products for 16 output channels (`prod`
 /// starts at this row's first tile and block) and adds the bias: output pixel
 /// (u, x) of the row goes to `out[(u * pw_out + x) * 16]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_tiles<const M: usize>(
+///
+/// # Safety
+/// `prod` must be this unit's part of the chunk's products.
+#[inline(always)]
+unsafe fn output_tiles<V: V16, const M: usize>(
     prod: *const f32,
     p: &Plan,
     cols: usize,
@@ -577,29 +606,33 @@ unsafe fn output_tiles<const M: usize>(
     out: &mut [f32],
 ) {
     let a = M + 2;
-    let b = _mm512_loadu_ps(bias.as_ptr());
-    let pp = prod;
+    // SAFETY: 16 floats.
+    let b = unsafe { V::load(bias.as_ptr()) };
+    assert!(out.len() >= M * p.pw_out * 16);
     let op = out.as_mut_ptr();
     for tx in 0..p.tw {
         // e = m A (along each row), then Y = At e (down each column).
-        let mut e = [[_mm512_setzero_ps(); 4]; 6];
+        let mut e = [[V::zero(); 4]; 6];
         for (i, e) in e.iter_mut().enumerate().take(a) {
-            let mut mm = [_mm512_setzero_ps(); 6];
+            let mut mm = [V::zero(); 6];
             for (j, mm) in mm.iter_mut().enumerate().take(a) {
                 let at = ((i * a + j) * cols + tx) * p.coutp;
                 // SAFETY: inside the chunk's products (see `chunk`).
-                *mm = unsafe { _mm512_loadu_ps(pp.add(at)) };
+                *mm = unsafe { V::load(prod.add(at)) };
             }
-            *e = output_1d::<M>(&mm);
+            *e = output_1d::<V, M>(&mm);
         }
         #[allow(clippy::needless_range_loop)]
         for x in 0..M {
-            let col: [__m512; 6] = std::array::from_fn(|i| e[i][x]);
-            let y = output_1d::<M>(&col);
+            let mut col = [V::zero(); 6];
+            for (c, e) in col.iter_mut().zip(&e) {
+                *c = e[x];
+            }
+            let y = output_1d::<V, M>(&col);
             for (u, y) in y.iter().enumerate().take(M) {
                 let at = (u * p.pw_out + M * tx + x) * 16;
-                // SAFETY: M rows of pw_out >= M*tw pixels.
-                unsafe { _mm512_storeu_ps(op.add(at), _mm512_add_ps(*y, b)) };
+                // SAFETY: M rows of pw_out >= M*tw pixels (asserted above).
+                unsafe { y.add(b).store(op.add(at)) };
             }
         }
     }
@@ -610,9 +643,8 @@ unsafe fn output_tiles<const M: usize>(
 ///
 /// # Safety
 /// `out` must point to the whole output and these pixels be the caller's alone.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn store_output(
+#[inline(always)]
+unsafe fn store_output<V: V16>(
     staged: &[f32],
     job: &Job,
     p: &Plan,
@@ -626,7 +658,7 @@ unsafe fn store_output(
         Some((_, then)) => act_bounds(then),
         None => act_bounds(job.act),
     };
-    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let (lo, hi) = (V::splat(lo), V::splat(hi));
     let sp = staged.as_ptr();
     for u in 0..p.m {
         let oy = p.m * ty + u;
@@ -634,13 +666,10 @@ unsafe fn store_output(
             break;
         }
         for x0 in (0..p.ow).step_by(16) {
-            let mut v: [__m512; 16] = std::array::from_fn(|q| {
-                // SAFETY: pixel x0 + q < pw_out of staged row u.
-                unsafe { _mm512_loadu_ps(sp.add((u * p.pw_out + x0 + q) * 16)) }
-            });
-            transpose16(&mut v);
+            // SAFETY: pixels x0..x0 + 16 <= pw_out of staged row u.
+            let mut v: [V; 16] = unsafe { load_each(sp.add((u * p.pw_out + x0) * 16), 16) };
+            V::transpose(&mut v);
             let n = (p.ow - x0).min(16);
-            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
             for (l, v) in v.iter().enumerate() {
                 let o = ob * 16 + l;
                 if o >= cout {
@@ -649,85 +678,12 @@ unsafe fn store_output(
                 let at = ((img * cout + o) * p.oh + oy) * p.ow + x0;
                 let mut v = *v;
                 if let Some((res, _)) = job.residual {
-                    // SAFETY: the residual has the output's shape; lanes in `mask`
+                    // SAFETY: the residual has the output's shape; lanes below n
                     // are pixels of this row.
-                    v = _mm512_add_ps(v, unsafe {
-                        _mm512_maskz_loadu_ps(mask, res.as_ptr().add(at))
-                    });
+                    v = v.add(unsafe { V::load_lanes(res.as_ptr().add(at), 0, n) });
                 }
-                // max/min return the second operand when either is NaN: NaN
-                // passes through, as in `clamp`.
-                let v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
                 // SAFETY: as above, inside the output.
-                unsafe { _mm512_mask_storeu_ps(out.0.add(at), mask, v) };
-            }
-        }
-    }
-}
-
-/// In-register transpose of a 16 x 16 block: row i of the result is column i of `r`.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) fn transpose16(r: &mut [__m512; 16]) {
-    // 32-bit, then 64-bit interleaves within each 128-bit lane: u[4b + q] holds,
-    // in lane L, column 4L + q of rows 4b..4b+4.
-    let mut u = [_mm512_setzero_ps(); 16];
-    for b in 0..4 {
-        let t: [__m512; 4] = [
-            _mm512_unpacklo_ps(r[4 * b], r[4 * b + 1]),
-            _mm512_unpackhi_ps(r[4 * b], r[4 * b + 1]),
-            _mm512_unpacklo_ps(r[4 * b + 2], r[4 * b + 3]),
-            _mm512_unpackhi_ps(r[4 * b + 2], r[4 * b + 3]),
-        ];
-        let pd = _mm512_castps_pd;
-        let ps = _mm512_castpd_ps;
-        u[4 * b] = ps(_mm512_unpacklo_pd(pd(t[0]), pd(t[2])));
-        u[4 * b + 1] = ps(_mm512_unpackhi_pd(pd(t[0]), pd(t[2])));
-        u[4 * b + 2] = ps(_mm512_unpacklo_pd(pd(t[1]), pd(t[3])));
-        u[4 * b + 3] = ps(_mm512_unpackhi_pd(pd(t[1]), pd(t[3])));
-    }
-    // Then gather lane L of the four row groups into column 4L + q.
-    for q in 0..4 {
-        let a = _mm512_shuffle_f32x4::<0x88>(u[q], u[4 + q]);
-        let b = _mm512_shuffle_f32x4::<0xdd>(u[q], u[4 + q]);
-        let c = _mm512_shuffle_f32x4::<0x88>(u[8 + q], u[12 + q]);
-        let d = _mm512_shuffle_f32x4::<0xdd>(u[8 + q], u[12 + q]);
-        r[q] = _mm512_shuffle_f32x4::<0x88>(a, c);
-        r[8 + q] = _mm512_shuffle_f32x4::<0xdd>(a, c);
-        r[4 + q] = _mm512_shuffle_f32x4::<0x88>(b, d);
-        r[12 + q] = _mm512_shuffle_f32x4::<0xdd>(b, d);
-    }
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose16_swaps_rows_and_columns() {
-        if !available() {
-            return;
-        }
-        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
-        // SAFETY: AVX-512F checked above.
-        let got = unsafe {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn run(m: &[f32]) -> Vec<f32> {
-                let mut r: [__m512; 16] =
-                    std::array::from_fn(|i| unsafe { _mm512_loadu_ps(m.as_ptr().add(16 * i)) });
-                transpose16(&mut r);
-                let mut out = vec![0f32; 256];
-                for (i, r) in r.iter().enumerate() {
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), *r) };
-                }
-                out
-            }
-            run(&m)
-        };
-        for i in 0..16 {
-            for j in 0..16 {
-                assert_eq!(got[i * 16 + j], m[j * 16 + i], "({i}, {j})");
+                unsafe { v.clamp(lo, hi).store_lanes(out.0.add(at), 0, n) };
             }
         }
     }
