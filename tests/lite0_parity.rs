@@ -76,22 +76,35 @@ fn stages_and_logits_match_onnxruntime() {
     )
     .unwrap();
     let net = Network::embedded_default().unwrap();
+    // On each instruction set this CPU has: the channel-blocked kernels all the way.
+    for isa in neurodex::kernels::isa::testable() {
+        neurodex::kernels::isa::with_isa(isa, || stages_match(&net, &refs, isa.name()));
+    }
+}
+
+fn stages_match(net: &Network, refs: &std::collections::HashMap<String, Tensor>, isa: &str) {
     for photo in ["chelsea", "astronaut"] {
         let input = &refs[&format!("{photo}.input")];
         let mut taps: Vec<&str> = STAGES.to_vec();
         taps.push("logits");
-        let outs = forward(&net, input, &taps).unwrap();
+        let outs = forward(net, input, &taps).unwrap();
         for (name, out) in STAGES.iter().zip(&outs) {
             let want = &refs[&format!("{photo}.{name}")];
             let d = max_abs_diff(out, want);
-            eprintln!("{photo} {name}: max abs diff {d:.2e}");
-            assert!(d <= tolerance(want), "{photo} {name}: max abs diff {d}");
+            eprintln!("{isa}: {photo} {name}: max abs diff {d:.2e}");
+            assert!(
+                d <= tolerance(want),
+                "{isa}: {photo} {name}: max abs diff {d}"
+            );
         }
         let logits = outs.last().unwrap().reshape((1, 1000)).unwrap();
         let want = &refs[&format!("{photo}.logits")];
         let d = max_abs_diff(&logits, want);
-        eprintln!("{photo} logits: max abs diff {d:.2e}");
-        assert!(d <= tolerance(want), "{photo} logits: max abs diff {d}");
+        eprintln!("{isa}: {photo} logits: max abs diff {d:.2e}");
+        assert!(
+            d <= tolerance(want),
+            "{isa}: {photo} logits: max abs diff {d}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which instruction set the kernels run on: what the CPU has, lowered by
 //! `NEURODEX_ISA` (or by a test) to compare or test the lower paths on one machine.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// An instruction set a kernel is compiled for. `Portable` is plain Rust that the
@@ -46,15 +47,14 @@ impl Isa {
     }
 }
 
-#[cfg(test)]
-static FORCE: std::sync::Mutex<Option<Isa>> = std::sync::Mutex::new(None);
+/// 0, or 1 + the index in `Isa::ALL` of the ISA [`with_isa`] forces.
+static FORCED: AtomicU8 = AtomicU8::new(0);
 
 /// The instruction set kernels use now: the CPU's, or a lower one it also runs that
-/// `NEURODEX_ISA` (or a test) asks for.
+/// `NEURODEX_ISA` (or [`with_isa`]) asks for.
 pub fn isa() -> Isa {
-    #[cfg(test)]
-    if let Some(forced) = *FORCE.lock().unwrap_or_else(|e| e.into_inner()) {
-        return forced;
+    if let Some(forced) = Isa::ALL.get((FORCED.load(Ordering::Relaxed) as usize).wrapping_sub(1)) {
+        return *forced;
     }
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
@@ -108,48 +108,59 @@ pub fn detected() -> Isa {
     })
 }
 
-/// The instruction sets tests can force on this CPU; for each one kernels exist for
-/// but this CPU lacks, a `SKIPPED` line saying so.
-#[cfg(test)]
-pub(crate) fn testable() -> Vec<Isa> {
-    let cpu = detected();
-    let compiled: &[Isa] = if cfg!(target_arch = "x86_64") {
+/// The instruction sets kernels are compiled for on this target, best first.
+pub fn compiled() -> &'static [Isa] {
+    if cfg!(target_arch = "x86_64") {
         &[Isa::Avx512, Isa::Avx2, Isa::Portable]
     } else if cfg!(target_arch = "aarch64") {
         &[Isa::Neon, Isa::Portable]
     } else {
         &[Isa::Portable]
-    };
-    let mut out = Vec::new();
-    for &i in compiled {
-        if cpu.runs(i) {
-            out.push(i);
-        } else {
-            eprintln!(
-                "SKIPPED: the {} kernels: this CPU ({}) lacks {}",
-                i.name(),
-                cpu.name(),
-                i.name()
-            );
-        }
     }
-    out
 }
 
-/// Runs `f` with the kernels on `isa` (one forced run at a time; other tests that run
-/// meanwhile use it too, and must be just as correct there).
-#[cfg(test)]
-pub(crate) fn forced<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+/// Runs `f` with the kernels on `isa`, for tests and benchmarks that compare the
+/// paths in one process: one forced run at a time, and kernels other threads run
+/// meanwhile use it too (every ISA computes the same function, to rounding).
+///
+/// # Panics
+/// If this CPU cannot run `isa`.
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(detected().runs(isa), "forcing {isa:?} on a CPU without it");
-    *FORCE.lock().unwrap_or_else(|e| e.into_inner()) = Some(isa);
+    assert!(
+        detected().runs(isa),
+        "with_isa: this CPU ({}) cannot run {}",
+        detected().name(),
+        isa.name()
+    );
+    let index = Isa::ALL.iter().position(|&i| i == isa).unwrap();
+    FORCED.store(index as u8 + 1, Ordering::Relaxed);
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            *FORCE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            FORCED.store(0, Ordering::Relaxed);
         }
     }
     let _reset = Reset;
     f()
+}
+
+/// The instruction sets tests can force on this CPU; for each one kernels exist for
+/// but this CPU lacks, a `SKIPPED` line saying so.
+pub fn testable() -> Vec<Isa> {
+    let cpu = detected();
+    let mut out = Vec::new();
+    for &i in compiled() {
+        if cpu.runs(i) {
+            out.push(i);
+        } else {
+            eprintln!(
+                "SKIPPED: the {} kernels: this CPU has {} at best",
+                i.name(),
+                cpu.name()
+            );
+        }
+    }
+    out
 }

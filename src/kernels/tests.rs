@@ -11,7 +11,7 @@ use rayon::prelude::*;
 /// SKIPPED line for each one the kernels are compiled for that this CPU lacks.
 fn on_every_isa(mut f: impl FnMut(Isa)) {
     for isa in super::isa::testable() {
-        super::isa::forced(isa, || f(isa));
+        super::isa::with_isa(isa, || f(isa));
     }
 }
 

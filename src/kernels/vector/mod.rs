@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn every_vector_type_the_cpu_runs_computes_each_lane_like_scalar_code() {
         for isa in super::super::isa::testable() {
-            super::super::isa::forced(isa, || dispatch(Ops));
+            super::super::isa::with_isa(isa, || dispatch(Ops));
         }
     }
 }
