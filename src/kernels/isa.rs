@@ -147,7 +147,8 @@ pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 }
 
 /// The instruction sets tests can force on this CPU; for each one kernels exist for
-/// but this CPU lacks, a `SKIPPED` line saying so.
+/// but this CPU lacks, a `SKIPPED` line on stderr saying so (shown by `cargo test`
+/// even when the test passes).
 pub fn testable() -> Vec<Isa> {
     let cpu = detected();
     let mut out = Vec::new();
@@ -155,7 +156,11 @@ pub fn testable() -> Vec<Isa> {
         if cpu.runs(i) {
             out.push(i);
         } else {
-            eprintln!(
+            // Straight to the stream, not through `eprintln!`, which the test harness
+            // captures (and shows only for failing tests).
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: the {} kernels: this CPU has {} at best",
                 i.name(),
                 cpu.name()
