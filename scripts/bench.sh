@@ -19,10 +19,29 @@
 #                                          once to target/bench/), and the database size
 #   scripts/bench.sh --onnx [MODEL ...]    the ONNX zoo's imported networks against onnxruntime
 #                                          on the same files (scripts/bench-onnx.sh)
+#   scripts/bench.sh --index DIR [N]       `neurodex index` (release build, 2 threads, batch 16,
+#                                          the default model and layers) against a plain Python
+#                                          indexer (scripts/bench/peer_index.py: PIL in 2 worker
+#                                          processes, onnxruntime with the same taps on 2 threads,
+#                                          numpy max/argmax, SQLite rows) on the first N image
+#                                          files of DIR (default all): REPEAT=3 alternating runs
+#                                          of each; whether the peer stored the same peaks
+#                                          (scripts/bench/check_peer.py); the input side on one
+#                                          core, JPEG decoding and resizing in images/s for
+#                                          neurodex (examples/decode_only.rs) and PIL
+#                                          (scripts/bench/pil_decode.py) and their share of each
+#                                          index run's CPU time; last, from the best run of each
+#                                          by wall clock of the whole command (start-up included,
+#                                          about 1.5 s for the peer: take N in the thousands),
+#                                            RATIO index neurodex=<img/s> peer=<img/s> ratio=<neurodex/peer>
+#                                          Benchmark photos: /work/shared/tools/fetch-bench-images.sh
+#                                          then make-imagenet-like.py (ImageNet-like JPEGs, q90).
 #
-# onnxruntime comes from PyPI into target/bench-venv. PyTorch is Debian's python3-torch:
+# onnxruntime (and Pillow 12, for --index) comes from PyPI into target/bench-venv.
+# PyTorch is Debian's python3-torch:
 # TORCH_PYTHON (default /usr/bin/python3) is used if `import torch` works there.
 set -euo pipefail
+caller_dir=$PWD
 cd "$(dirname "$0")/.."
 runs=15
 mode=speed
@@ -34,6 +53,8 @@ while (($#)); do
         --models) models=${2:?--models needs a list}; shift ;;
         --concepts) shift; RAYON_NUM_THREADS=2 exec cargo run --release --quiet --example bench_concepts -- "$@" ;;
         --onnx) shift; exec scripts/bench-onnx.sh "${NEURODEX_ONNX_ZOO:-$HOME/.cache/neurodex/onnx-zoo-2}" "$@" ;;
+        --index) mode=index; index_dir=$(cd "$caller_dir" && realpath "${2:?--index needs a folder}")
+                 index_n=${3:-}; break ;;
         --layers) mode=layers; layers_model=${2:?--layers needs a model name}; layers_batch=${3:-16}; break ;;
         *) usage ;;
     esac
@@ -44,13 +65,18 @@ export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THRE
 cargo build --release --quiet --example bench_forward
 B=target/release/examples/bench_forward
 venv=target/bench-venv
-if ! "$venv/bin/python" -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
+# Pillow 12, as scripts/reference/top9.sh: 13.0 no longer always runs its horizontal
+# resampling pass first, and where it does not, its output differs from 12's (and neurodex's)
+# by a grey level here and there (13 of the 168 demo photos at the Lite0 crop).
+if ! "$venv/bin/python" -c "import onnxruntime, onnx, numpy, PIL; assert PIL.__version__.split('.')[0] == '12'" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet onnxruntime onnx numpy
+    "$venv/bin/pip" install --quiet onnxruntime onnx numpy "pillow>=12,<13"
 fi
 py=$PWD/$venv/bin/python
 torch_py=${TORCH_PYTHON:-/usr/bin/python3}
-if ! "$torch_py" -c "import torch, numpy" 2>/dev/null; then
+if [[ $mode == index ]]; then
+    torch_py=
+elif ! "$torch_py" -c "import torch, numpy" 2>/dev/null; then
     echo "note: no PyTorch column ($torch_py cannot import torch and numpy)"
     torch_py=
 fi
@@ -72,6 +98,72 @@ if [[ $mode == layers ]]; then
     IFS=: read -r model arch weights < <(prepare "$layers_model")
     exec "$py" scripts/bench/drive.py layers "$layers_batch" 5 "$B layers $model $weights" \
         "$py scripts/bench/ort_peer.py $arch $weights"
+fi
+
+if [[ $mode == index ]]; then
+    cargo build --release --quiet --bin neurodex --example decode_only
+    IFS=: read -r _ arch weights < <(prepare efficientnet-lite0)
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    # The first N image files, in the order both indexers walk them, under their own
+    # relative paths (ImageNet-like class folders stay folders).
+    mkdir "$work/photos"
+    "$py" scripts/bench/peer_index.py --list "$index_dir" ${index_n:+--limit "$index_n"} |
+        (cd "$index_dir" && xargs -0 cp --parents -t "$work/photos")
+    count=$(find "$work/photos" -type f | wc -l)
+    echo "index: $count photos from $index_dir, batch 16, 2 threads each; $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / s }'; }
+    best() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
+    run_neurodex() {
+        rm -f "$work"/nd.db*
+        local t0 t1 rc=0
+        t0=$(date +%s.%N)
+        target/release/neurodex index "$work/photos" --db "$work/nd.db" --batch 16 2> "$work/nd.log" || rc=$?
+        t1=$(date +%s.%N)
+        # 1: the run finished but some inputs failed (named in the log).
+        ((rc <= 1)) || { cat "$work/nd.log" >&2; exit 1; }
+        local n self
+        n=$(sed -n 's/^indexed \([0-9]*\) images.*/\1/p' "$work/nd.log")
+        self=$(sed -n 's/^indexed .*(\([0-9.]*\) images\/s).*/\1/p' "$work/nd.log")
+        nd_wall=$(rate "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+        echo "  neurodex: $nd_wall images/s wall clock ($n images; its own figure $self images/s; $(grep '^time:' "$work/nd.log"))"
+        best_nd=$(best "$best_nd" "$nd_wall"); best_nd_self=$(best "$best_nd_self" "$self")
+    }
+    run_peer() {
+        local t0 t1 out
+        t0=$(date +%s.%N)
+        out=$("$py" scripts/bench/peer_index.py "$arch" "$weights" "$work/photos" "$work/peer.db" \
+              --batch 16 --workers 2 --threads 2 2> "$work/peer.log") || { cat "$work/peer.log" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        local n self
+        n=$(echo "$out" | sed -n 's/^indexed \([0-9]*\) images.*/\1/p')
+        self=$(echo "$out" | sed -n 's/^indexed .*(\([0-9.]*\) images\/s).*/\1/p')
+        peer_wall=$(rate "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+        echo "  peer:     $peer_wall images/s wall clock ($n images; its own figure $self images/s, from the first read to the last commit)"
+        best_peer=$(best "$best_peer" "$peer_wall"); best_peer_self=$(best "$best_peer_self" "$self")
+    }
+    best_nd=0; best_nd_self=0; best_peer=0; best_peer_self=0
+    for r in $(seq "${REPEAT:-3}"); do
+        echo "run $r:"
+        # Alternate who goes first: a burst of load from elsewhere then hits both alike.
+        if ((r % 2)); then run_neurodex; run_peer; else run_peer; run_neurodex; fi
+    done
+    "$py" scripts/bench/check_peer.py "$work/nd.db" "$work/peer.db" | sed 's/^/  /'
+    sample=$((count < 500 ? count : 500))
+    echo "input side, one core, the first $sample photos (best of 3 rounds):"
+    nd_in=$(target/release/examples/decode_only "$work/photos" "$sample" efficientnet-lite0 3)
+    pil_in=$("$py" scripts/bench/pil_decode.py "$arch" "$work/photos" "$sample" 3)
+    echo "$nd_in" | sed 's/^/  neurodex /'
+    echo "$pil_in" | sed 's/^/  PIL      /'
+    nd_dr=$(echo "$nd_in" | sed -n 's/^decode+resize: [0-9]* images, \([0-9.]*\) images.*/\1/p')
+    pil_dr=$(echo "$pil_in" | sed -n 's/^decode+resize: [0-9]* images, \([0-9.]*\) images.*/\1/p')
+    # An index run at R images/s on 2 cores spends 2/R core-seconds per image; decoding and
+    # resizing one takes 1/D of them.
+    awk -v r="$best_nd" -v d="$nd_dr" 'BEGIN { printf "  decode+resize: %.1f%% of the neurodex index run (%.1f images/s on 2 cores)\n", 100 * r / (2 * d), r }'
+    awk -v r="$best_peer" -v d="$pil_dr" 'BEGIN { printf "  decode+resize: %.1f%% of the peer index run (%.1f images/s on 2 cores)\n", 100 * r / (2 * d), r }'
+    echo "best own figures (excluding start-up): neurodex $best_nd_self, peer $best_peer_self images/s"
+    awk -v a="$best_nd" -v b="$best_peer" 'BEGIN { printf "RATIO index neurodex=%.1f peer=%.1f ratio=%.2f\n", a, b, a / b }'
+    exit 0
 fi
 
 cases=()

@@ -22,11 +22,16 @@ from onnx import TensorProto, helper, numpy_helper
 from common import folded_conv, input_batch, load_safetensors, serve, shapes
 
 
-def build(arch, w):
+def build(arch, w, taps=None):
+    """The ONNX model of `arch` with weights `w`. Its one output is the logits; given
+    `taps` (node names), the outputs are instead those nodes' values before their
+    activation (the conv output or residual sum, as `neurodex index` ranks them), named
+    after the nodes, and what lies past the deepest tap is left out of the graph."""
     nodes, inits = [], []
     size = arch["recipe"]["size"]
     dims = shapes(arch)
     names = {}
+    pre = {}  # node name -> its value before the activation
 
     def const(name, arr):
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
@@ -91,17 +96,38 @@ def build(arch, w):
         else:
             raise SystemExit(f"unknown op {kind}")
         names[i] = y
-    nodes.append(helper.make_node("Identity", [names[len(arch["nodes"]) - 1]], ["logits"]))
+        pre[tag] = tag if kind in ("conv", "add", "linear") else y
+    if taps:
+        outputs, index = [], {n["name"]: i for i, n in enumerate(arch["nodes"])}
+        for t in taps:
+            if t not in index:
+                raise SystemExit(f"no node {t!r} in {arch['name']}")
+            c, h, wd = dims[index[t]]
+            outputs.append(helper.make_tensor_value_info(pre[t], TensorProto.FLOAT, ["N", c, h, wd]))
+        nodes, inits = prune(nodes, inits, [pre[t] for t in taps])
+    else:
+        nodes.append(helper.make_node("Identity", [names[len(arch["nodes"]) - 1]], ["logits"]))
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", arch["classes"]])]
     graph = helper.make_graph(
         nodes, arch["name"],
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", arch["classes"]])],
+        outputs,
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def prune(nodes, inits, wanted):
+    """Only the nodes (and initializers) that the tensors `wanted` depend on."""
+    need, keep = set(wanted), []
+    for node in reversed(nodes):
+        if need.intersection(node.output):
+            keep.append(node)
+            need.update(node.input)
+    return keep[::-1], [t for t in inits if t.name in need]
 
 
 def session(model, profile=False):
