@@ -270,7 +270,7 @@ mod tests {
             same(get(V::zero()), &|_| 0.0, "zero");
             same(
                 get(vc.clamp(V::splat(-1.0), V::splat(2.0))),
-                &|l| super::super::clamp(c[l], -1.0, 2.0),
+                &|l| crate::kernels::clamp(c[l], -1.0, 2.0),
                 "clamp",
             );
             for (lo, hi) in [(0, 16), (0, 5), (3, 16), (4, 9), (6, 6)] {
@@ -322,8 +322,8 @@ mod tests {
 
     #[test]
     fn every_vector_type_the_cpu_runs_computes_each_lane_like_scalar_code() {
-        for isa in super::super::isa::testable() {
-            super::super::isa::with_isa(isa, || dispatch(Ops));
+        for isa in crate::kernels::isa::testable() {
+            crate::kernels::isa::with_isa(isa, || dispatch(Ops));
         }
     }
 }

@@ -62,7 +62,7 @@ impl V16 for F32x16 {
     #[inline(always)]
     fn clamp(self, lo: Self, hi: Self) -> Self {
         F32x16(std::array::from_fn(|l| {
-            super::super::clamp(self.0[l], lo.0[l], hi.0[l])
+            crate::kernels::clamp(self.0[l], lo.0[l], hi.0[l])
         }))
     }
 }
