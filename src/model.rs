@@ -1160,8 +1160,6 @@ fn summed_shapes(node: &str) -> Error {
     Error::Shape(format!("{node}: summed shapes differ"))
 }
 
-/// `n` images of `[c, h, w]` moved into (`to_blocked`) or out of the channel-blocked
-/// layout, in a buffer from `pool`.
 /// A blocked tap as the NCHW numbers handed to the caller, in a pooled vector used
 /// from its start: an aligned `Buf` would have to move them all down to become an
 /// exact-length `Vec` (12% of an index run went to that memmove).
@@ -1176,6 +1174,8 @@ fn tap_nchw(pool: &mut Vec<Vec<f32>>, x: &[f32], n: usize, [c, h, w]: [usize; 3]
     v
 }
 
+/// `n` images of `[c, h, w]` moved into (`to_blocked`) or out of the channel-blocked
+/// layout, in a buffer from `pool`.
 fn relayout(
     pool: &mut Vec<Vec<f32>>,
     x: &[f32],

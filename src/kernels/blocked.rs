@@ -40,7 +40,8 @@ const NB: usize = 4;
 fn pw_tiles(acc: usize) -> (usize, [usize; NB + 1]) {
     match acc {
         24.. => (4, [0, 16, 12, 8, 6]),
-        _ => (1, [0, acc.max(1), 0, 0, 0]),
+        // At most 6 pixels: the tiles compiled for ISAs below AVX-512.
+        _ => (1, [0, acc.clamp(1, 6), 0, 0, 0]),
     }
 }
 /// Input blocks (of 16 channels) a 1x1 pass sums before moving on: the group's
@@ -166,6 +167,16 @@ pub(crate) fn is_stem(conv: &Conv2d) -> bool {
     g.in_ch <= 4 && g.groups == 1 && g.dilation == (1, 1)
 }
 
+/// Output pixels of a depthwise micro-tile on an ISA with `acc` accumulators: 8
+/// where 8 fit, else at most the 6 compiled for ISAs below AVX-512.
+fn dw_tile_px(acc: usize) -> usize {
+    if acc >= DW_T {
+        DW_T
+    } else {
+        acc.clamp(1, 6)
+    }
+}
+
 /// Output pixels of a stem micro-tile along a row, at most (two blocks of 12 on
 /// AVX-512).
 const STEM_T: usize = 12;
@@ -175,7 +186,8 @@ fn stem_tile(acc: usize) -> (usize, usize) {
     if acc >= 24 {
         (2, STEM_T)
     } else {
-        (1, acc.clamp(1, STEM_T))
+        // At most 6 pixels: the tiles compiled for ISAs below AVX-512.
+        (1, acc.clamp(1, 6))
     }
 }
 
@@ -960,7 +972,12 @@ impl Kernel for DwBlock<'_> {
         } = self;
         let (k, s) = (job.k, job.s);
         let wp = (job.ow - 1) * s + k;
-        let tmax = DW_T.min(V::ACC);
+        // 8 pixels where 8 accumulators fit, else at most the 6 compiled below.
+        let tmax = if V::ACC >= DW_T {
+            DW_T
+        } else {
+            V::ACC.clamp(1, 6)
+        };
         // A ring of k padded rows, filled as the output rows move down: each input
         // row is copied once, into a buffer that stays in L1 (a whole padded copy of
         // a 112x112 block is 800 KB, written and read again).
@@ -1088,6 +1105,47 @@ unsafe fn dw_tile<V: V16, const K: usize, const S: usize, const T: usize>(
         let (lo, hi) = (V::splat(lo), V::splat(hi));
         for (t, a) in acc.iter().enumerate() {
             a.clamp(lo, hi).store(dst.add(t * LANES));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_sizes_stay_within_the_tiles_compiled_for_every_accumulator_count() {
+        // The `match`es compile (blocks, pixels) up to these for ACC >= 24 (AVX-512),
+        // and up to 1 x 6 (1x1, stems) or 6 (depthwise) below it.
+        for acc in 1..=40 {
+            let wide = acc >= 24;
+            let (b, px) = pw_tiles(acc);
+            let most: [usize; NB + 1] = if wide {
+                [0, 16, 12, 8, 6]
+            } else {
+                [0, 6, 0, 0, 0]
+            };
+            assert!(
+                b >= 1 && b <= if wide { 4 } else { 1 },
+                "acc {acc}: {b} blocks"
+            );
+            for nb in 1..=b {
+                assert!(
+                    px[nb] >= 1 && px[nb] <= most[nb],
+                    "acc {acc}: 1x1 {nb} x {}",
+                    px[nb]
+                );
+            }
+            let (sb, st) = stem_tile(acc);
+            assert!(
+                sb >= 1 && sb <= 2 && st >= 1 && st <= if wide { 12 } else { 6 },
+                "acc {acc}: stem"
+            );
+            let t = dw_tile_px(acc);
+            assert!(
+                t >= 1 && t <= if acc >= 8 { 8 } else { 6 },
+                "acc {acc}: depthwise {t}"
+            );
         }
     }
 }

@@ -91,7 +91,7 @@ pub enum ConvPath {
 }
 
 impl ConvPath {
-    /// The path's name, as `NEURODEX_GEMM_ONLY` and benchmarks print it.
+    /// The path's name.
     pub fn name(self) -> &'static str {
         match self {
             ConvPath::Blocked => "blocked",
@@ -196,11 +196,20 @@ impl Conv2d {
         self.bias.as_ref().map_or(0.0, |b| b[o])
     }
 
-    /// How `n` images of `h` x `w` on NCHW input run through this layer, given
-    /// whether a residual sum follows (the direct kernel fuses none). A layer that
-    /// [`Conv2d::runs_blocked`] runs so in a network; called on NCHW input it takes
-    /// the NCHW path returned here.
+    /// How `n` images of `h` x `w` run through this layer in a network, given whether
+    /// a residual sum follows: [`ConvPath::Blocked`] where it [`Conv2d::runs_blocked`],
+    /// else the NCHW path.
     pub fn path(&self, n: usize, h: usize, w: usize, residual: bool) -> ConvPath {
+        if self.runs_blocked() {
+            ConvPath::Blocked
+        } else {
+            self.nchw_path(n, h, w, residual)
+        }
+    }
+
+    /// The path of a call on NCHW input (`forward_add_into`), never `Blocked` (the
+    /// direct kernel fuses no residual sum).
+    fn nchw_path(&self, n: usize, h: usize, w: usize, residual: bool) -> ConvPath {
         let g = &self.geom;
         let (oh, ow) = g.out_hw(h, w);
         let special = special_paths_enabled();
@@ -218,7 +227,7 @@ impl Conv2d {
     /// Whether this layer runs much faster on a batch of `n` than image by image:
     /// Winograd layers whose transformed filters are too large to stream per image.
     pub fn prefers_batch(&self, n: usize, h: usize, w: usize) -> bool {
-        let wino = |n| matches!(self.path(n, h, w, false), ConvPath::Winograd(_));
+        let wino = |n| matches!(self.nchw_path(n, h, w, false), ConvPath::Winograd(_));
         !wino(1) && wino(n)
     }
 
@@ -342,10 +351,9 @@ impl Conv2d {
             return;
         }
         let fused = residual.filter(|_| !g.is_depthwise() && self.act == Act::None);
-        match self.path(n, h, w, residual.is_some()) {
-            ConvPath::Depthwise | ConvPath::Blocked => {
-                depthwise::forward(self, x, n, h, w, oh, ow, out)
-            }
+        match self.nchw_path(n, h, w, residual.is_some()) {
+            ConvPath::Depthwise => depthwise::forward(self, x, n, h, w, oh, ow, out),
+            ConvPath::Blocked => unreachable!("nchw_path is never Blocked"),
             ConvPath::Direct => {
                 let packed = self.direct.get_or_init(|| direct::pack(g, &self.weight));
                 direct::forward(self, packed, x, n, h, w, oh, ow, out);

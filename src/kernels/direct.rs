@@ -6,7 +6,7 @@
 //! once into the padded phase-split layout `depthwise` uses, where every kernel tap
 //! of a row of output pixels is one contiguous run, and 8 output channels x 32
 //! pixels are accumulated in registers over all taps and input channels (on
-//! AVX-512; 4 channels x 16 pixels where `V16::ACC` is smaller).
+//! AVX-512; 4 or 2 channels x 16 pixels where `V16::ACC` is smaller).
 
 use rayon::prelude::*;
 

@@ -120,29 +120,38 @@ pub fn compiled() -> &'static [Isa] {
 }
 
 /// Runs `f` with the kernels on `isa`, for tests and benchmarks that compare the
-/// paths in one process: one forced run at a time, and kernels other threads run
-/// meanwhile use it too (every ISA computes the same function, to rounding).
+/// paths in one process: one forced run at a time (a call inside another one on the
+/// same thread just switches, and switches back after), and kernels other threads
+/// run meanwhile use it too (every ISA computes the same function, to rounding). The
+/// `gemm` crate, which the im2col, Winograd and batched linear paths call, picks its
+/// own kernels from the CPU and is not lowered.
 ///
 /// # Panics
 /// If this CPU cannot run `isa`.
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    thread_local! {
+        static FORCING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     assert!(
         detected().runs(isa),
         "with_isa: this CPU ({}) cannot run {}",
         detected().name(),
         isa.name()
     );
+    let nested = FORCING.with(|f| f.get());
+    let _one = (!nested).then(|| ONE.lock().unwrap_or_else(|e| e.into_inner()));
+    FORCING.with(|f| f.set(true));
     let index = Isa::ALL.iter().position(|&i| i == isa).unwrap();
-    FORCED.store(index as u8 + 1, Ordering::Relaxed);
-    struct Reset;
+    let before = FORCED.swap(index as u8 + 1, Ordering::Relaxed);
+    struct Reset(u8, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            FORCED.store(0, Ordering::Relaxed);
+            FORCED.store(self.0, Ordering::Relaxed);
+            FORCING.with(|f| f.set(self.1));
         }
     }
-    let _reset = Reset;
+    let _reset = Reset(before, nested);
     f()
 }
 

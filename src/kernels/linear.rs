@@ -255,7 +255,7 @@ impl Kernel for Block<'_> {
 
 impl Block<'_> {
     #[inline(always)]
-    fn images<V: V16, const GB: usize>(self) {
+    fn images<V: V16, const IMGS: usize>(self) {
         let Block {
             wt,
             pitch,
@@ -274,17 +274,17 @@ impl Block<'_> {
             let kb = KB.min(in_f - k0);
             let mut b0 = 0;
             while b0 < n {
-                let g = GB.min(n - b0);
+                let g = IMGS.min(n - b0);
                 // SAFETY (all accesses): rows b0..b0+g of part and x, inputs k0..k0+kb
                 // of the weights' rows, columns below `cols` (asserted above).
                 unsafe {
-                    let mut acc = [[V::zero(); OB / 16]; GB];
+                    let mut acc = [[V::zero(); OB / 16]; IMGS];
                     for (b, row) in acc.iter_mut().enumerate().take(g) {
                         for (v, a) in row.iter_mut().enumerate() {
                             *a = V::load(part.as_ptr().add((b0 + b) * OB + 16 * v));
                         }
                     }
-                    let xs: [*const f32; GB] =
+                    let xs: [*const f32; IMGS] =
                         std::array::from_fn(|b| x.as_ptr().add((b0 + b.min(g - 1)) * in_f + k0));
                     let mut w = wt.as_ptr().add(k0 * pitch + o0);
                     // The first group brings the block in from memory: ask for it ahead.

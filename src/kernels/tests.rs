@@ -403,7 +403,7 @@ fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
 #[test]
 fn stems_on_few_input_channels_match_reference() {
     on_every_isa(|_| {
-        // On AVX-512, layers with <= 4 input channels are convolved directly: the
+        // Layers with <= 4 input channels are convolved directly: the
         // three stems' geometries, output channels not a multiple of 8, dilation,
         // asymmetric padding, rows wider than one 32-pixel block, one image split
         // over threads and a batch.
@@ -431,7 +431,7 @@ fn stems_on_few_input_channels_match_reference() {
 #[test]
 fn depthwise_spans_channel_groups() {
     on_every_isa(|_| {
-        // On AVX-512 depthwise layers are computed 16 channels at a time: cover whole
+        // Depthwise layers are computed 16 channels at a time (but on the portable ISA): cover whole
         // groups plus a remainder, one image split over threads and several images.
         let mut rng = Rng(77);
         for (c, k, s, pad, h, w, n) in [

@@ -66,7 +66,7 @@ pub(super) fn tile_for(oh: usize, ow: usize) -> usize {
     }
 }
 
-/// Whether Winograd beats im2col + GEMM for `n` images of `h` x `w` (`suits` and
+/// Whether Winograd beats im2col + GEMM for `n` images of `h` x `w` (`suits`
 /// aside), by a rough model of this class of machine: the transformed
 /// filters are read from memory once per call (about 10 GB/s) while the GEMMs run
 /// near 250 GFLOP/s, against im2col at about 220 GFLOP/s with its filters in cache.

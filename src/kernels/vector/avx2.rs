@@ -63,8 +63,8 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     }
 }
 
-// SAFETY (every method): compiled only into `on_avx2` (or `on_avx512`, a superset),
-// which the CPU check guards.
+// SAFETY (every method): compiled only into `on_avx2` and `apart_avx2`, which the CPU
+// check guards.
 impl V16 for F32x16 {
     const ACC: usize = 6;
 

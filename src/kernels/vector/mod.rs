@@ -50,8 +50,9 @@ pub(crate) trait V16: Copy {
 
     /// Runs `k` on this vector type in a function of its own, compiled with the
     /// ISA's features. For micro-kernels: inlined whole into the loops around them,
-    /// their accumulator arrays stayed in memory (a store after every FMA); compiled
-    /// apart, as small functions, they are kept in registers.
+    /// their accumulator arrays stayed in memory (a store after every FMA); optimised
+    /// apart, as small functions, they are kept in registers (LLVM may then inline
+    /// the optimised function back into its caller, which keeps that).
     fn apart<K: Apart<Self>>(k: K) -> K::Out;
 
     /// In-register transpose of 16 x 16: row i becomes column i.
