@@ -972,12 +972,7 @@ impl Kernel for DwBlock<'_> {
         } = self;
         let (k, s) = (job.k, job.s);
         let wp = (job.ow - 1) * s + k;
-        // 8 pixels where 8 accumulators fit, else at most the 6 compiled below.
-        let tmax = if V::ACC >= DW_T {
-            DW_T
-        } else {
-            V::ACC.clamp(1, 6)
-        };
+        let tmax = dw_tile_px(V::ACC);
         // A ring of k padded rows, filled as the output rows move down: each input
         // row is copied once, into a buffer that stays in L1 (a whole padded copy of
         // a 112x112 block is 800 KB, written and read again).
@@ -1138,7 +1133,7 @@ mod tests {
             }
             let (sb, st) = stem_tile(acc);
             assert!(
-                sb >= 1 && sb <= 2 && st >= 1 && st <= if wide { 12 } else { 6 },
+                (1..=2).contains(&sb) && st >= 1 && st <= if wide { 12 } else { 6 },
                 "acc {acc}: stem"
             );
             let t = dw_tile_px(acc);
