@@ -77,9 +77,7 @@ fn stages_and_logits_match_onnxruntime() {
     .unwrap();
     let net = Network::embedded_default().unwrap();
     // On each instruction set this CPU has: the channel-blocked kernels all the way.
-    for isa in neurodex::kernels::isa::testable() {
-        neurodex::kernels::isa::with_isa(isa, || stages_match(&net, &refs, isa.name()));
-    }
+    neurodex::kernels::isa::on_every_isa(|isa| stages_match(&net, &refs, isa.name()));
 }
 
 fn stages_match(net: &Network, refs: &std::collections::HashMap<String, Tensor>, isa: &str) {

@@ -155,6 +155,15 @@ pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` once on each instruction set this CPU runs, forced in turn by
+/// [`with_isa`], after a `SKIPPED` line for each one kernels exist for that it lacks
+/// ([`testable`]): how tests cover every path.
+pub fn on_every_isa(mut f: impl FnMut(Isa)) {
+    for isa in testable() {
+        with_isa(isa, || f(isa));
+    }
+}
+
 /// The instruction sets tests can force on this CPU; for each one kernels exist for
 /// but this CPU lacks, a `SKIPPED` line on stderr saying so (shown by `cargo test`
 /// even when the test passes).

@@ -3,17 +3,9 @@
 // The references spell out every dimension on purpose.
 #![allow(clippy::too_many_arguments)]
 
-use super::isa::Isa;
+use super::isa::on_every_isa;
 use super::*;
 use rayon::prelude::*;
-
-/// Runs `f` on every instruction set this CPU runs, forced in turn, after a
-/// SKIPPED line for each one the kernels are compiled for that this CPU lacks.
-fn on_every_isa(mut f: impl FnMut(Isa)) {
-    for isa in super::isa::testable() {
-        super::isa::with_isa(isa, || f(isa));
-    }
-}
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
