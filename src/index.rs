@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::crawl::{self, Entry, FailKind, Failure, Found, Loaded};
 use crate::model::{Network, Tap};
 use crate::peaks::{self, Peak};
+use crate::shard::Shard;
 use crate::stats::{Hit, Offer, TopK, UnitStats};
 use crate::store::{self, LayerInfo, RunInfo, Store};
 use crate::{Error, Result};
@@ -41,6 +42,8 @@ pub struct Options {
     /// Let files with the same content each take a place in the top-K lists
     /// (`None` = the database's choice, or one place per content for a new one).
     pub keep_duplicates: Option<bool>,
+    /// Index only this shard's files (fixed when the database is created).
+    pub shard: Option<Shard>,
 }
 
 /// What one `index` run did.
@@ -58,6 +61,8 @@ pub struct Summary {
     pub removed: u64,
     /// Files skipped because their names do not look like images.
     pub ignored: u64,
+    /// Files left to the other shards.
+    pub other_shards: u64,
     /// Failures of this run by kind.
     pub failed_by_kind: Vec<(String, u64)>,
     /// The first failures of this run: (path, kind, reason).
@@ -118,6 +123,7 @@ struct WalkReport {
     unchanged: u64,
     unchanged_failed: u64,
     ignored: u64,
+    other_shards: u64,
 }
 
 fn rel_text(p: &Path) -> String {
@@ -206,6 +212,11 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
                 ));
             }
         }
+        if opts.shard != run.shard {
+            let name =
+                |s: Option<Shard>| s.map_or("every file".to_string(), |s| format!("shard {s}"));
+            why.push(format!("{} (asked: {})", name(run.shard), name(opts.shard)));
+        }
         if !why.is_empty() {
             return Err(bad(format!(
                 "this database indexes {}; index into a new --db instead",
@@ -228,6 +239,7 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
         keep_duplicates: opts.keep_duplicates.unwrap_or(false),
         needs_rebuild: false,
         derived_upto: 0,
+        shard: opts.shard,
     };
     store.create_run(&run, &layers)?;
     Ok(run)
@@ -294,7 +306,8 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
             let root = root.clone();
             let pb = pb.clone();
             let db_path = db_path.clone();
-            s.spawn(move || walker(&root, &db_path, max_id_at_start, work_tx, &pb))
+            let shard = opts.shard;
+            s.spawn(move || walker(&root, &db_path, shard, max_id_at_start, work_tx, &pb))
         };
         let decoder = s.spawn(move || decoder(work_rx, batch_tx, batch, &recipe, max_pixels));
         let (peaks_tx, peaks_rx) = sync_channel::<(Batch, BatchPeaks)>(1);
@@ -324,6 +337,7 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
     summary.unchanged = report.unchanged;
     summary.unchanged_failed = report.unchanged_failed;
     summary.ignored = report.ignored;
+    summary.other_shards = report.other_shards;
 
     // Rows of files that were not met this time.
     {
@@ -375,6 +389,7 @@ fn set_bit(bits: &mut [u64], id: i64) {
 fn walker(
     root: &Path,
     db: &Path,
+    shard: Option<Shard>,
     max_id: i64,
     tx: SyncSender<Work>,
     pb: &ProgressBar,
@@ -385,10 +400,16 @@ fn walker(
         unchanged: 0,
         unchanged_failed: 0,
         ignored: 0,
+        other_shards: 0,
     };
     let mut walk = crawl::walk(root);
     for entry in walk.by_ref() {
-        let known = store.find_image(&store::path_bytes(&entry.rel))?;
+        let rel = store::path_bytes(&entry.rel);
+        if shard.is_some_and(|s| !s.owns(&rel)) {
+            report.other_shards += 1;
+            continue;
+        }
+        let known = store.find_image(&rel)?;
         if let Some(k) = &known {
             set_bit(&mut report.seen, k.id);
         }

@@ -418,6 +418,11 @@ pub struct Overview {
     /// Sessions that did not finish (killed, or running now).
     pub sessions_unfinished: u64,
     pub db_bytes: u64,
+    /// The one shard of the folder this index holds (`index --shard`), if so.
+    pub shard: Option<crate::shard::Shard>,
+    /// The indexes merged into this one (`neurodex merge`), and what they cover.
+    pub merged_from: Vec<crate::store::MergedInput>,
+    pub merged_coverage: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -437,6 +442,11 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
     let info = store.run_info()?;
     let failures = store.failures(max_failures)?;
     let (sessions, unfinished) = store.sessions()?;
+    let merged_from = store.merged_inputs()?;
+    let merged_coverage = (!merged_from.is_empty()).then(|| {
+        let parts: Vec<_> = merged_from.iter().map(|m| m.shard).collect();
+        crate::shard::coverage(&parts).0
+    });
     Ok(Overview {
         db: store.path().to_path_buf(),
         model: info.model,
@@ -469,5 +479,8 @@ pub fn overview(store: &Store, max_failures: usize) -> Result<Overview> {
         sessions,
         sessions_unfinished: unfinished,
         db_bytes: store.db_bytes()?,
+        shard: info.shard,
+        merged_from,
+        merged_coverage,
     })
 }

@@ -3,6 +3,8 @@
 //! run against an uninterrupted one.
 
 mod common;
+#[path = "common/snapshot.rs"]
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use neurodex::query;
 use neurodex::store::Store;
 
 use common::demo_images;
+use snapshot::snapshot;
 
 fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
@@ -40,75 +43,8 @@ fn index(dir: &Path, db: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
-/// A unit's statistics row: layer, unit, count, nan, sum bits, sum_sq bits, max,
-/// positive, histogram.
-type StatsRow = (i64, i64, i64, i64, u64, u64, Option<f64>, i64, Vec<u8>);
 /// Per image, per layer, per unit: (value, y, x).
 type NaivePeaks = Vec<(String, Vec<Vec<(f32, usize, usize)>>)>;
-
-/// Everything a query can see, keyed by path (not by row id): per-unit top-K and
-/// statistics, and per-image status.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    images: BTreeMap<String, String>,
-    top: Vec<(i64, i64, String, u32, i64, i64)>,
-    stats: Vec<StatsRow>,
-}
-
-fn snapshot(db: &Path) -> Snapshot {
-    let s = Store::open_readonly(db).unwrap();
-    let c = &common::raw_db(db);
-    let images = c
-        .prepare("SELECT path, status FROM image")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let path_of = |id: i64| -> String {
-        c.query_row("SELECT path FROM image WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap()
-    };
-    let mut top = Vec::new();
-    for l in s.layers().unwrap() {
-        for u in 0..l.channels {
-            for h in s.top_hits(l.id, u).unwrap() {
-                // exact float bits
-                top.push((
-                    l.id,
-                    u as i64,
-                    path_of(h.image_id),
-                    h.value.to_bits(),
-                    h.y as i64,
-                    h.x as i64,
-                ));
-            }
-        }
-    }
-    let stats = c
-        .prepare(
-            "SELECT layer_id, unit, count, nan, sum, sum_sq, max, positive, hist
-             FROM unit_stats ORDER BY layer_id, unit",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get::<_, f64>(4)?.to_bits(),
-                r.get::<_, f64>(5)?.to_bits(),
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    Snapshot { images, top, stats }
-}
 
 fn count_ok(db: &Path) -> i64 {
     // The database may not exist yet, or be mid-creation.
@@ -652,6 +588,8 @@ fn databases_ranked_after_the_activation_stay_readable() {
             "ALTER TABLE layer DROP COLUMN stage; ALTER TABLE layer DROP COLUMN activation;
              ALTER TABLE run DROP COLUMN keep_duplicates; DROP INDEX image_sha256;
              DROP TABLE image_label; DROP TABLE concept; DROP TABLE label_set;
+             ALTER TABLE run DROP COLUMN shard_index; ALTER TABLE run DROP COLUMN shard_count;
+             DROP TABLE merged_input;
              DELETE FROM schema_migrations WHERE version >= 3;",
         )
         .unwrap();

@@ -46,6 +46,12 @@ pub struct Args {
     /// place per distinct content; fixed when the database is created)
     #[arg(long)]
     pub keep_duplicates: bool,
+    /// Index one shard of the folder: `I/N` (0-based: 0/8 to 7/8), `auto` in a Slurm
+    /// array task (the task's number and the array's size), `auto/N` in a Kubernetes
+    /// indexed job (JOB_COMPLETION_INDEX). Each file belongs to one shard, by a hash
+    /// of its path under DIR; `neurodex merge` joins the shards' databases
+    #[arg(long, value_name = "I/N|auto|auto/N")]
+    pub shard: Option<String>,
     /// No progress bar or summary
     #[arg(long, short)]
     pub quiet: bool,
@@ -66,6 +72,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => max_pixels.saturating_mul(11),
     });
     let db = args.db.clone();
+    let shard = match &args.shard {
+        Some(s) => Some(
+            neurodex::shard::Shard::parse(s, |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("--shard {s}: {e}"))?,
+        ),
+        None => None,
+    };
     // Before anything is created: a mistyped directory leaves no database behind.
     match std::fs::metadata(&args.dir) {
         Ok(m) if m.is_dir() => {}
@@ -109,10 +122,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_pixels: (args.max_megapixels * 1e6) as u64,
         progress: !args.quiet && std::io::stderr().is_terminal(),
         keep_duplicates: args.keep_duplicates.then_some(true),
+        shard,
     };
     let summary = index::run(&mut net, &mut store, &opts)?;
     if !args.quiet {
         print_summary(&summary);
+        if let Some(s) = shard {
+            eprintln!(
+                "shard {s}: {} files left to the other shards",
+                summary.other_shards
+            );
+        }
     }
     label_imagenet_folders(&mut store, &summary, args.quiet)?;
     Ok(if summary.failed_total > 0 {

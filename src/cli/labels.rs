@@ -152,6 +152,8 @@ fn index_root(db: &Path, weights: Option<&Path>) -> anyhow::Result<u64> {
         max_pixels: run.max_pixels,
         progress: std::io::stderr().is_terminal(),
         keep_duplicates: None,
+        // A shard's database takes its own shard's files of the concept's folder.
+        shard: run.shard,
     };
     let s = neurodex::index::run(&mut net, &mut store, &opts)?;
     eprintln!("indexed {} images ({} failed)", s.indexed, s.failed);

@@ -16,6 +16,7 @@ pub mod index;
 pub mod labels;
 pub mod layers;
 pub mod maps;
+pub mod merge;
 pub mod models;
 pub mod serve;
 pub mod stats;
@@ -50,6 +51,9 @@ pub enum Command {
     Import(import::Args),
     /// Index the images under a directory: every unit's peak on every image
     Index(index::Args),
+    /// Join the databases of several shards (or any indexes of the same run) into one,
+    /// exactly
+    Merge(merge::Args),
     /// The images that excite a unit most
     Top(top::Args),
     /// A layer's units by statistic
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Classify(a) => classify::run(a),
         Command::Import(a) => import::run(a),
         Command::Index(a) => index::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Top(a) => top::run(a),
         Command::Units(a) => units::run(a),
         Command::Labels(a) => labels::run(a),

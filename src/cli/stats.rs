@@ -39,6 +39,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &o.weights_id[..o.weights_id.len().min(16)]
     );
     println!("directory  {}", o.root.display());
+    if let Some(sh) = o.shard {
+        println!("shard      {sh}: the files of the folder whose paths hash to it");
+    }
+    if let Some(cov) = &o.merged_coverage {
+        println!(
+            "merged     from {} indexes (`neurodex merge`), covering {cov}",
+            o.merged_from.len()
+        );
+    }
     println!(
         "images     {} indexed, {} failed, {} removed",
         o.images_ok, o.images_failed, o.images_removed

@@ -2,7 +2,7 @@
 //! names; and the two reads concept scoring needs: the images it scores and every
 //! stored peak blob of some layers, in one pass over the table.
 
-use rusqlite::{params, types::ValueRef, OptionalExtension};
+use rusqlite::{params, types::ValueRef, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{unix_now, Ctx, Store};
@@ -153,32 +153,8 @@ impl Store {
             [set_id],
         )
         .ctx(&tx)?;
-        out.concepts = tx
-            .query_row(
-                "SELECT count(*) FROM concept WHERE set_id = ?1",
-                [set_id],
-                |r| r.get::<_, i64>(0),
-            )
-            .ctx(&tx)? as u64;
-        let multi: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM image_label l JOIN concept c ON c.id = l.concept_id
-                   WHERE c.set_id = ?1 GROUP BY l.image_id HAVING count(*) > 1)",
-                [set_id],
-                |r| r.get(0),
-            )
-            .ctx(&tx)?;
-        // A single concept is a tag: there are no other classes to compare it with.
-        let kind = if multi || out.concepts < 2 {
-            SetKind::Tags
-        } else {
-            SetKind::Classes
-        };
-        tx.execute(
-            "UPDATE label_set SET kind = ?2 WHERE id = ?1",
-            params![set_id, kind.name()],
-        )
-        .ctx(&tx)?;
+        let (concepts, kind) = settle_kind(&tx, set_id)?;
+        out.concepts = concepts;
         out.kind = Some(kind);
         tx.commit().ctx(&self.conn)?;
         Ok(out)
@@ -387,4 +363,36 @@ fn delete_set_labels(tx: &rusqlite::Transaction, set_id: i64) -> Result<u64> {
     tx.execute("DELETE FROM concept WHERE set_id = ?1", [set_id])
         .ctx(tx)?;
     Ok(n)
+}
+
+/// Counts set `set_id`'s concepts and records its kind as its labels now make it:
+/// classes when every labelled image has one concept of two or more, else tags (a
+/// single concept has no other classes to compare it with).
+pub(super) fn settle_kind(conn: &Connection, set_id: i64) -> Result<(u64, SetKind)> {
+    let concepts = conn
+        .query_row(
+            "SELECT count(*) FROM concept WHERE set_id = ?1",
+            [set_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .ctx(conn)? as u64;
+    let multi: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM image_label l JOIN concept c ON c.id = l.concept_id
+               WHERE c.set_id = ?1 GROUP BY l.image_id HAVING count(*) > 1)",
+            [set_id],
+            |r| r.get(0),
+        )
+        .ctx(conn)?;
+    let kind = if multi || concepts < 2 {
+        SetKind::Tags
+    } else {
+        SetKind::Classes
+    };
+    conn.execute(
+        "UPDATE label_set SET kind = ?2 WHERE id = ?1",
+        params![set_id, kind.name()],
+    )
+    .ctx(conn)?;
+    Ok((concepts, kind))
 }

@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use crate::arch::Act;
 use crate::peaks;
 use crate::receptive::Field;
+use crate::shard::Shard;
 use crate::stats::{Hit, TopK, UnitStats};
 use crate::{Error, Result};
 
@@ -24,6 +25,7 @@ mod batch;
 mod codec;
 mod labels;
 mod lock;
+mod merge;
 mod read;
 mod schema;
 
@@ -33,6 +35,7 @@ pub use codec::{bytes_path, path_bytes};
 use codec::{decode_hits, read_stats};
 pub use labels::{Concept, LabelSet, PutLabels, SetKind};
 pub use lock::{lock_path, writer_active, WriterLock};
+pub use merge::{MergeTarget, MergedInput, Numbered};
 pub use read::{Failures, ImageRow};
 pub use schema::{MIN_READABLE, SCHEMA_VERSION};
 
@@ -84,6 +87,8 @@ pub struct RunInfo {
     pub needs_rebuild: bool,
     /// Statistics and top-K include exactly the indexed images with id <= this.
     pub derived_upto: i64,
+    /// The one shard of the root's files this database indexes (`None`: all of them).
+    pub shard: Option<Shard>,
 }
 
 impl RunInfo {
@@ -377,6 +382,7 @@ impl Store {
                         needs_rebuild: r.get::<_, i64>(8)? != 0,
                         derived_upto: r.get(9)?,
                         keep_duplicates: r.get::<_, i64>(10)? != 0,
+                        shard: None,
                     })
                 },
             )
@@ -386,6 +392,22 @@ impl Store {
             None => Ok(None),
             Some(mut info) => {
                 info.layers = self.layers()?.into_iter().map(|l| l.name).collect();
+                if self.version >= 5 {
+                    let (i, n): (Option<i64>, Option<i64>) = self
+                        .conn
+                        .query_row(
+                            "SELECT shard_index, shard_count FROM run WHERE id = 1",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .ctx(&self.conn)?;
+                    if let (Some(i), Some(n)) = (i, n) {
+                        info.shard = Some(
+                            Shard::new(i as u32, n as u32)
+                                .map_err(|e| self.err(format!("its run's shard: {e}")))?,
+                        );
+                    }
+                }
                 Ok(Some(info))
             }
         }
@@ -442,8 +464,9 @@ impl Store {
         let tx = self.transaction()?;
         tx.execute(
             "INSERT INTO run (id, model, weights_id, root, recipe, max_pixels, top_k,
-                              tool_version, created_at, needs_rebuild, keep_duplicates)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
+                              tool_version, created_at, needs_rebuild, keep_duplicates,
+                              shard_index, shard_count)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
             params![
                 run.model,
                 run.weights_id,
@@ -453,7 +476,9 @@ impl Store {
                 run.top_k as i64,
                 run.tool_version,
                 run.created_at,
-                run.keep_duplicates as i64
+                run.keep_duplicates as i64,
+                run.shard.map(|s| s.index as i64),
+                run.shard.map(|s| s.count as i64)
             ],
         )
         .ctx(&tx)?;
@@ -627,11 +652,21 @@ impl Store {
 
     /// Whether the index is complete, being built, or was left unfinished.
     pub fn progress(&self) -> Result<Progress> {
+        self.progress_of(true)
+    }
+
+    /// `progress` for the process that holds the database's writer lock itself (and so
+    /// knows nothing else is writing to it).
+    pub fn progress_held(&self) -> Result<Progress> {
+        self.progress_of(false)
+    }
+
+    fn progress_of(&self, check_writer: bool) -> Result<Progress> {
         let Some(run) = self.run_info_opt()? else {
             return Ok(Progress::Complete);
         };
         let pending = self.lagging_images(run.derived_upto)?;
-        if let Some(holder) = writer_active(&self.path) {
+        if let Some(holder) = writer_active(&self.path).filter(|_| check_writer) {
             return Ok(Progress::Building { holder, pending });
         }
         let unfinished: bool = self

@@ -29,6 +29,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_labels",
         include_str!("../../migrations/0004_labels.sql"),
     ),
+    (
+        5,
+        "0005_shards",
+        include_str!("../../migrations/0005_shards.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

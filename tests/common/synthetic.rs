@@ -53,6 +53,7 @@ pub fn build(
         keep_duplicates: false,
         needs_rebuild: false,
         derived_upto: 0,
+        shard: None,
     };
     store.create_run(&run, &infos).expect("create the run");
     for chunk in (0..images).collect::<Vec<_>>().chunks(2000) {

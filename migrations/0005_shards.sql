@@ -1,0 +1,21 @@
+-- Past one machine: an index of one shard of a folder, and indexes merged from shards.
+
+-- Which files of the root this database indexes: shard `shard_index` of `shard_count`
+-- (0-based; a file belongs to the shard its relative path hashes to), or every file
+-- when both are NULL. Fixed when the database is created.
+ALTER TABLE run ADD COLUMN shard_index INTEGER;
+ALTER TABLE run ADD COLUMN shard_count INTEGER;
+
+-- The indexes merged into this one by `neurodex merge`, one row each (an input that was
+-- itself merged brings its rows along): what was merged, so that `stats` can say which
+-- shards the index covers.
+CREATE TABLE merged_input (
+    id           INTEGER PRIMARY KEY,
+    path         TEXT    NOT NULL,  -- the input database as given, for display
+    shard_index  INTEGER,           -- NULL: a whole index
+    shard_count  INTEGER,
+    images       INTEGER NOT NULL,  -- indexed images it held
+    failed       INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,  -- when its run began (unix seconds)
+    merged_at    INTEGER NOT NULL
+);

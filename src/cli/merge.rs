@@ -1,0 +1,86 @@
+//! `neurodex merge --db OUT SHARD...`: join the databases of an index's shards.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use neurodex::merge;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "The inputs must index the same folder with the same model, weights, \
+preprocessing, layers and --top-k; each must have finished (a shard cut short is refused: run \
+its `index` again). The merged top-K lists, statistics, images, failures and labels equal what \
+one `neurodex index` of the whole folder gives. OUT is written only when the merge is complete \
+(it is built in OUT.merging); an OUT that already holds an index is merged into, and a path \
+met in two inputs, or an input given twice, counts once."
+)]
+pub struct Args {
+    /// The merged database (created, or added to)
+    #[arg(long)]
+    pub db: PathBuf,
+    /// The databases to merge (e.g. the shards of `neurodex index --shard`)
+    #[arg(required = true, value_name = "SHARD.db")]
+    pub inputs: Vec<PathBuf>,
+    /// No progress or summary on stderr
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// One JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
+    let s = merge::run(&args.db, &args.inputs, progress)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else if !args.quiet {
+        for p in &s.repeated_inputs {
+            eprintln!("note: {} was given twice; merged once", p.display());
+        }
+        for i in &s.inputs {
+            let what = if i.is_output {
+                format!("the index merged into ({})", i.covers)
+            } else {
+                i.covers.clone()
+            };
+            eprintln!(
+                "  {}: {what}, {} images, {} failed",
+                i.path.display(),
+                i.images,
+                i.failed
+            );
+        }
+        eprintln!(
+            "merged {} indexes into {} in {:.1} s: {} images, {} failed; covers {}",
+            s.inputs.len(),
+            args.db.display(),
+            s.seconds,
+            s.images,
+            s.failed,
+            s.coverage
+        );
+        match &s.recomputed {
+            None => eprintln!("top-K lists re-selected from the inputs' lists, statistics added"),
+            Some(why) => eprintln!("top-K lists and statistics recomputed from the peaks: {why}"),
+        }
+        if s.repeated_paths > 0 {
+            eprintln!(
+                "{} paths were in more than one input: each counted once (the newest file's row)",
+                s.repeated_paths
+            );
+        }
+        if !s.complete {
+            eprintln!(
+                "note: not every shard is in yet; merge the others into {} when they are done",
+                args.db.display()
+            );
+        }
+    }
+    Ok(if s.failed > 0 {
+        ExitCode::from(super::EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

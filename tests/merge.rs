@@ -1,0 +1,480 @@
+//! Shards and their merge: a folder indexed as N shards (`index --shard I/N`) and
+//! merged (`merge`) is the index one `index` of the whole folder makes: every unit's
+//! top-K identical (images, order, values, locations), statistics equal but for the
+//! order of summation, the same images, failures and labels; for N = 1, 2, 3, 7,
+//! shards merged in other orders and groupings, into an existing index, twice; and
+//! what a cluster user gets wrong (other runs, a shard cut short, an interrupted
+//! merge) refused or survived.
+
+mod common;
+#[path = "common/snapshot.rs"]
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use snapshot::{equal_but_summation, snapshot, Snapshot};
+
+fn neurodex() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neurodex"))
+}
+
+/// `neurodex ARGS` with extra environment: exit code and stderr.
+fn run(args: &[&dyn AsRef<std::ffi::OsStr>], env: &[(&str, &str)]) -> (i32, String) {
+    let out = neurodex()
+        .args(args.iter().map(|a| a.as_ref()))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Small K, so that selecting the top-K matters on a few dozen photos.
+const K: &str = "4";
+
+fn index(root: &Path, db: &Path, extra: &[&str]) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"index", &root, &"--db", &db, &"--top-k", &K, &"--batch", &"3", &"-q",
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    let (code, err) = run(&args, &[]);
+    // 1 where the broken file is among its files.
+    assert!(code == 0 || code == 1, "index {}: {err}", db.display());
+}
+
+fn merge(out: &Path, inputs: &[&Path]) -> (i32, String) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"merge", &"--db", &out];
+    for i in inputs {
+        args.push(i);
+    }
+    run(&args, &[])
+}
+
+/// An ImageNet-style folder (labelled by `index` itself) with what makes merging
+/// hard: a name that sorts before a folder's files by bytes but after them in the walk
+/// (`n01440764/n02102040.jpg` against `n01440764/n02102040/...`), a file with the
+/// content of another (kept out of the top images, wherever its shard), a broken
+/// file and a file that is no image.
+fn folder(dir: &Path) -> PathBuf {
+    let root = dir.join("photos");
+    let photos = common::demo_images(26);
+    let put = |rel: &str, from: &Path| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(from, p).unwrap();
+    };
+    for (i, f) in photos.iter().enumerate() {
+        let rel = match i {
+            0..=7 => format!("n01440764/n02102040/p{i:02}.jpg"),
+            8 => "n01440764/n02102040.jpg".to_string(),
+            9..=15 => format!("n01440764/q{i:02}.jpg"),
+            _ => format!("n03000134/r{i:02}.jpg"),
+        };
+        put(&rel, f);
+    }
+    // The same photo twice: the copy sorts first in the walk, so it is the one ranked.
+    put("n01440764/a-copy.jpg", &photos[20]);
+    std::fs::write(
+        root.join("n03000134/broken.jpg"),
+        b"\xff\xd8\xff not a jpeg",
+    )
+    .unwrap();
+    std::fs::write(root.join("n03000134/readme.txt"), b"notes").unwrap();
+    root
+}
+
+fn shards(root: &Path, dir: &Path, n: u32, extra: &[&str]) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let db = dir.join(format!("shard-{i}-of-{n}.db"));
+            let spec = format!("{i}/{n}");
+            let mut args = vec!["--shard", spec.as_str()];
+            args.extend_from_slice(extra);
+            index(root, &db, &args);
+            db
+        })
+        .collect()
+}
+
+fn same(got: &Path, want: &Snapshot, what: &str) -> f64 {
+    equal_but_summation(&snapshot(got), want).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn merged(out: &Path, inputs: &[&Path]) {
+    let (code, err) = merge(out, inputs);
+    // 1 where the merged index holds the broken file's failure.
+    assert!(
+        code == 0 || code == 1,
+        "merge into {}: {err}",
+        out.display()
+    );
+}
+
+#[test]
+fn merged_shards_equal_one_index_of_the_whole_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = folder(dir.path());
+    let whole = dir.path().join("whole.db");
+    index(&root, &whole, &[]);
+    let want = snapshot(&whole);
+    assert_eq!(want.images.len(), 28, "{:?}", want.images);
+    assert!(
+        want.labels.len() >= 27,
+        "imagenet labels: {}",
+        want.labels.len()
+    );
+    let mut worst = 0f64;
+    for n in [1, 2, 3, 7] {
+        let parts = shards(&root, dir.path(), n, &[]);
+        let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+        // Every file in exactly one shard.
+        let sizes: Vec<usize> = parts.iter().map(|s| snapshot(s).images.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 28, "{sizes:?}");
+        let out = dir.path().join(format!("merged-{n}.db"));
+        merged(&out, &p);
+        worst = worst.max(same(&out, &want, &format!("{n} shards")));
+
+        let mut rev = p.clone();
+        rev.reverse();
+        let out = dir.path().join(format!("reversed-{n}.db"));
+        merged(&out, &rev);
+        worst = worst.max(same(&out, &want, &format!("{n} shards, reversed")));
+    }
+
+    // Groupings: the last shards first, then the first ones merged into that.
+    let parts = shards(&root, dir.path(), 7, &[]);
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let late = dir.path().join("late.db");
+    merged(&late, &p[4..]);
+    let early = dir.path().join("early.db");
+    merged(&early, &[p[2], p[0], p[1]]);
+    let all = dir.path().join("grouped.db");
+    merged(&all, &[late.as_path(), early.as_path(), p[3]]);
+    worst = worst.max(same(&all, &want, "7 shards in groups"));
+
+    // Into an existing index, one shard at a time, one of them twice.
+    let grown = dir.path().join("grown.db");
+    merged(&grown, &[p[5]]);
+    for s in [p[0], p[6], p[0], p[1], p[2], p[3], p[4]] {
+        merged(&grown, &[s]);
+    }
+    worst = worst.max(same(&grown, &want, "7 shards added one by one"));
+    let stats = neurodex()
+        .args(["stats", "--db"])
+        .arg(&grown)
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.contains("covering all 7 of 7 shards"), "{stats}");
+
+    // The same shard twice in one merge, and the whole index with a shard.
+    let twice = dir.path().join("twice.db");
+    let mut with_twice = p.clone();
+    with_twice.push(p[3]);
+    merged(&twice, &with_twice);
+    worst = worst.max(same(&twice, &want, "a shard given twice"));
+    let over = dir.path().join("over.db");
+    merged(&over, &[whole.as_path(), p[2]]);
+    worst = worst.max(same(&over, &want, "the whole index and one of its shards"));
+    eprintln!("largest relative difference of a sum: {worst:e}");
+}
+
+/// With every copy of a content ranked, two copies in different shards tie exactly;
+/// the merged lists break the tie as one index does: the copy met first in the walk.
+#[test]
+fn ties_between_shards_break_in_walk_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = folder(dir.path());
+    // Copies of one photo under names that spread over the shards.
+    let src = common::demo_images(1)[0].clone();
+    // One of them n01440764/n02102040.jpg, which a walk meets after the folder
+    // n01440764/n02102040/ holding the original (bytes would sort it before).
+    for name in [
+        "n03000134/t0.jpg",
+        "n03000134/t1.jpg",
+        "n01440764/t2.jpg",
+        "n03000134/t3.jpg",
+        "n01440764/n02102040.jpg",
+    ] {
+        std::fs::copy(&src, root.join(name)).unwrap();
+    }
+    let whole = dir.path().join("whole.db");
+    index(&root, &whole, &["--keep-duplicates"]);
+    let want = snapshot(&whole);
+    // The copies fill some unit's list with ties, or the test shows nothing.
+    let tied = want
+        .top
+        .windows(2)
+        .filter(|w| (w[0].0, w[0].1, w[0].3) == (w[1].0, w[1].1, w[1].3))
+        .count();
+    assert!(tied > 100, "only {tied} tied neighbours in the top-K lists");
+    for n in [3, 7] {
+        let parts = shards(&root, dir.path(), n, &["--keep-duplicates"]);
+        let mut p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+        p.reverse();
+        let out = dir.path().join(format!("merged-{n}.db"));
+        merged(&out, &p);
+        same(&out, &want, &format!("{n} shards with ties"));
+    }
+}
+
+#[test]
+fn indexes_of_other_runs_are_refused_naming_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    for f in common::demo_images(4) {
+        std::fs::copy(&f, root.join(f.file_name().unwrap())).unwrap();
+    }
+    let db = |name: &str, extra: &[&str]| {
+        let p = dir.path().join(name);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"index", &root, &"--db", &p, &"-q"];
+        for e in extra {
+            args.push(e);
+        }
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        p
+    };
+    let a = db("a.db", &["--shard", "0/2"]);
+    let cases = [
+        (
+            db("k.db", &["--shard", "1/2", "--top-k", "7"]),
+            "top-K of 7 (against 100)",
+        ),
+        (
+            db("l.db", &["--shard", "1/2", "--layers", "stem,head"]),
+            "layers stem,head",
+        ),
+        (
+            db("d.db", &["--shard", "1/2", "--keep-duplicates"]),
+            "duplicates kept",
+        ),
+        (
+            db("p.db", &["--shard", "1/2", "--resize", "300"]),
+            "preprocessing",
+        ),
+    ];
+    let out = dir.path().join("out.db");
+    for (other, why) in &cases {
+        let (code, err) = merge(&out, &[a.as_path(), other.as_path()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(why) && err.contains(&*other.to_string_lossy()),
+            "{why}: {err}"
+        );
+        assert!(!out.exists(), "a refused merge left {}", out.display());
+    }
+    // Not a database at all, and a database with nothing in it.
+    std::fs::write(dir.path().join("junk.db"), b"not sqlite").unwrap();
+    let (code, err) = merge(&out, &[a.as_path(), &dir.path().join("junk.db")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("junk.db"), "{err}");
+    assert!(!out.exists());
+
+    // A resumed shard must be the same shard.
+    let (code, err) = run(&[&"index", &root, &"--db", &a, &"--shard", &"1/2"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("shard 0/2 (asked: shard 1/2)"), "{err}");
+    let (code, err) = run(&[&"index", &root, &"--db", &a], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("asked: every file"), "{err}");
+    let (code, err) = run(&[&"index", &root, &"--db", &out, &"--shard", &"2/2"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("0 to 1"), "{err}");
+}
+
+/// `--shard auto` takes the task's number and the array's size from Slurm (an array
+/// numbered from 1 here), `auto/N` the index of a Kubernetes indexed job.
+#[test]
+fn auto_shards_come_from_the_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    for f in common::demo_images(6) {
+        std::fs::copy(&f, root.join(f.file_name().unwrap())).unwrap();
+    }
+    let whole = dir.path().join("whole.db");
+    let (code, err) = run(&[&"index", &root, &"--db", &whole, &"-q"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut parts = Vec::new();
+    for task in 1..=3 {
+        let db = dir.path().join(format!("s{task}.db"));
+        let t = task.to_string();
+        let (code, err) = run(
+            &[&"index", &root, &"--db", &db, &"--shard", &"auto"],
+            &[
+                ("SLURM_ARRAY_TASK_ID", t.as_str()),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_MAX", "3"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(&format!("shard {}/3", task - 1)), "{err}");
+        parts.push(db);
+    }
+    let out = dir.path().join("out.db");
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let (code, err) = merge(&out, &p);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("all 3 of 3 shards"), "{err}");
+    same(&out, &snapshot(&whole), "Slurm-numbered shards");
+
+    let k8s = dir.path().join("k.db");
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &k8s, &"--shard", &"auto/2"],
+        &[("JOB_COMPLETION_INDEX", "1")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("shard 1/2"), "{err}");
+    let (code, err) = run(&[&"index", &root, &"--db", &k8s, &"--shard", &"auto"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("SLURM_ARRAY_TASK_ID"), "{err}");
+}
+
+/// A file added to the folder between two runs of a shard's `index` is numbered after
+/// files a walk meets later; its shard's lists broke ties (here: which copy of a
+/// content is ranked) by that numbering, so the merge recomputes them from the peaks.
+#[test]
+fn files_added_between_runs_of_a_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    let photos = common::demo_images(8);
+    for (i, f) in photos.iter().enumerate() {
+        std::fs::copy(f, root.join(format!("p{i}.jpg"))).unwrap();
+    }
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("s{i}.db")))
+        .collect();
+    let index_shards = || {
+        for (i, db) in parts.iter().enumerate() {
+            let spec = format!("{i}/2");
+            let (code, err) = run(
+                &[&"index", &root, &"--db", db, &"--shard", &spec, &"-q"],
+                &[],
+            );
+            assert_eq!(code, 0, "{err}");
+        }
+    };
+    index_shards();
+    // Copies of every photo under names a walk meets first ("a..." < "p..."), each
+    // in the shard its name hashes to: there they are numbered after the photos.
+    for (i, f) in photos.iter().enumerate() {
+        std::fs::copy(f, root.join(format!("a{i}.jpg"))).unwrap();
+    }
+    index_shards();
+    let whole = dir.path().join("whole.db");
+    let (code, err) = run(&[&"index", &root, &"--db", &whole, &"-q"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let out = dir.path().join("out.db");
+    let (code, err) = merge(&out, &[parts[0].as_path(), parts[1].as_path()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("out of walk order"), "{err}");
+    same(
+        &out,
+        &snapshot(&whole),
+        "shards with files added between runs",
+    );
+}
+
+fn count_ok(db: &Path) -> i64 {
+    neurodex::store::Store::open_readonly(db)
+        .ok()
+        .and_then(|s| s.count_images("ok").ok())
+        .map(|n| n as i64)
+        .unwrap_or(0)
+}
+
+/// A shard killed mid-run is refused by merge until its `index` is run again, which
+/// resumes it; a merge that fails leaves the output as it was, and one interrupted
+/// (its work file left behind) starts afresh.
+#[test]
+fn killed_shards_and_interrupted_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    for f in common::demo_images(30) {
+        std::fs::copy(&f, root.join(f.file_name().unwrap())).unwrap();
+    }
+    let whole = dir.path().join("whole.db");
+    let (code, err) = run(&[&"index", &root, &"--db", &whole, &"-q"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let want = snapshot(&whole);
+
+    let s0 = dir.path().join("s0.db");
+    let s1 = dir.path().join("s1.db");
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &s1, &"--shard", &"1/2", &"-q"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut child = neurodex()
+        .args(["index", "--shard", "0/2", "--batch", "1", "-q", "--db"])
+        .arg(&s0)
+        .arg(&root)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count_ok(&s0) < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = dir.path().join("out.db");
+    let (code, err) = merge(&out, &[s1.as_path(), s0.as_path()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("s0.db") && err.contains("stopped before the end"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Resumed, it merges into the whole index.
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &s0, &"--shard", &"0/2", &"-q"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = merge(&out, &[s1.as_path()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("missing 0/2"), "{err}");
+
+    // A merge that fails half-way (an input without its peaks table) leaves it byte
+    // for byte as it was.
+    let before = std::fs::read(&out).unwrap();
+    let bad = dir.path().join("bad.db");
+    let c = rusqlite::Connection::open(&s0).unwrap();
+    c.execute("VACUUM INTO ?1", [bad.to_str().unwrap()])
+        .unwrap();
+    drop(c);
+    rusqlite::Connection::open(&bad)
+        .unwrap()
+        .execute_batch("DROP TABLE peaks")
+        .unwrap();
+    let (code, err) = merge(&out, &[bad.as_path()]);
+    assert_eq!(code, 2, "an input without peaks merged: {err}");
+    assert!(err.contains("bad.db") && err.contains("peaks"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+
+    // What an interrupted merge leaves (its work file, half written) is replaced.
+    let work = neurodex::merge::work_path(&out);
+    std::fs::write(&work, b"half a database").unwrap();
+    let (code, err) = merge(&out, &[s0.as_path()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!work.exists());
+    same(&out, &want, "a merge after an interrupted one");
+}
