@@ -36,6 +36,9 @@
 #                                            RATIO index neurodex=<img/s> peer=<img/s> ratio=<neurodex/peer>
 #                                          Benchmark photos: /work/shared/tools/fetch-bench-images.sh
 #                                          then make-imagenet-like.py (ImageNet-like JPEGs, q90).
+#   scripts/bench.sh --merge DIR [N]       DIR indexed whole and as N shards (default 8), the
+#                                          shards merged, the result checked against the whole
+#                                          index; the merge's cost per image (scripts/bench-merge.sh)
 #
 # onnxruntime (and Pillow 12, for --index) comes from PyPI into target/bench-venv.
 # PyTorch is Debian's python3-torch:
@@ -52,6 +55,8 @@ while (($#)); do
         --quick) runs=5 ;;
         --models) models=${2:?--models needs a list}; shift ;;
         --concepts) shift; RAYON_NUM_THREADS=2 exec cargo run --release --quiet --example bench_concepts -- "$@" ;;
+        --merge) shift; [ $# -ge 1 ] || usage; d=$(cd "$caller_dir" && realpath "$1"); shift
+                 exec scripts/bench-merge.sh "$d" "$@" ;;
         --onnx) shift; exec scripts/bench-onnx.sh "${NEURODEX_ONNX_ZOO:-$HOME/.cache/neurodex/onnx-zoo-2}" "$@" ;;
         --index) mode=index; index_dir=$(cd "$caller_dir" && realpath "${2:?--index needs a folder}")
                  index_n=${3:-}; break ;;

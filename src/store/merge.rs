@@ -235,8 +235,7 @@ impl MergeTarget {
                  SELECT m.new_id, p.layer_id, p.data
                  FROM input.peaks p
                  JOIN temp.idmap m ON m.src = ?1 AND m.src_id = p.image_id
-                 WHERE m.chosen AND m.status = 'ok'
-                 ORDER BY m.new_id, p.layer_id",
+                 WHERE m.chosen AND m.status = 'ok'",
                 [src as i64],
             )
             .map_err(in_err)?;
