@@ -4,6 +4,10 @@
 //! as `index` would.
 //!
 //!   forward_only DIR N [BATCH=16] [LAYERS=default|all|a,b,...] [THREADS]
+//!
+//! PASS=peaks times what `index` runs: the taps before their activations and each
+//! unit's peak (`forward_peaks`); PASS=maps the same numbers through the maps
+//! (`forward_taps`, then the peaks of each); unset, the maps after the activations.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,7 +16,8 @@ use anyhow::Context;
 use rayon::prelude::*;
 
 use neurodex::crawl::{self, Found};
-use neurodex::model::{Network, DEFAULT_MODEL};
+use neurodex::model::{Network, Tap, DEFAULT_MODEL};
+use neurodex::peaks;
 use neurodex::preprocess::DEFAULT_MAX_PIXELS;
 
 fn main() -> anyhow::Result<()> {
@@ -30,8 +35,13 @@ fn main() -> anyhow::Result<()> {
             .num_threads(t.parse().context("THREADS")?)
             .build_global()?;
     }
-    let net = Network::open(DEFAULT_MODEL, None)?;
+    let mut net = Network::open(DEFAULT_MODEL, None)?;
     let taps = net.arch.layer_nodes(layers.as_deref())?;
+    let pass = std::env::var("PASS").unwrap_or_default();
+    if !pass.is_empty() {
+        net.split_activations(&taps);
+    }
+    let pre: Vec<Tap> = taps.iter().map(|&t| Tap::new(t, true)).collect();
     let files: Vec<(PathBuf, u64)> = crawl::walk(&dir)
         .filter_map(|e| match e.what {
             Found::File { size, .. } => Some((e.abs, size)),
@@ -73,11 +83,33 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     for chunk in inputs.chunks(batch) {
         let x: Vec<f32> = chunk.concat();
-        std::hint::black_box(net.forward_raw(&x, chunk.len(), &taps)?);
+        match pass.as_str() {
+            "peaks" => {
+                let found = net.forward_peaks(&x, chunk.len(), &pre)?;
+                let p: Vec<_> = found.iter().map(peaks::of_tap).collect::<Result<_, _>>()?;
+                std::hint::black_box(p);
+            }
+            "maps" => {
+                let maps = net.forward_taps(&x, chunk.len(), &pre)?;
+                let p: Vec<_> = maps
+                    .iter()
+                    .map(peaks::of_activation)
+                    .collect::<Result<_, _>>()?;
+                std::hint::black_box(p);
+            }
+            _ => {
+                std::hint::black_box(net.forward_raw(&x, chunk.len(), &taps)?);
+            }
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "forward-only: {} images in {secs:.2} s = {:.2} images/s (batch {batch}, {} threads)",
+        "forward-only{}: {} images in {secs:.2} s = {:.2} images/s (batch {batch}, {} threads)",
+        if pass.is_empty() {
+            String::new()
+        } else {
+            format!(" PASS={pass}")
+        },
         inputs.len(),
         inputs.len() as f64 / secs,
         rayon::current_num_threads()

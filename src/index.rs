@@ -552,11 +552,9 @@ fn forward_loop(
             for item in &mut b.ok {
                 input.extend_from_slice(&std::mem::take(&mut item.4.input));
             }
-            let acts = net.forward_taps(&input, n, taps)?;
+            let found = net.forward_peaks(&input, n, taps)?;
             drop(input);
-            acts.iter()
-                .map(peaks::of_activation)
-                .collect::<Result<_>>()?
+            found.iter().map(peaks::of_tap).collect::<Result<_>>()?
         } else {
             Vec::new()
         };

@@ -83,6 +83,34 @@ pub struct Tap {
     pub pre: bool,
 }
 
+/// Every channel's peak over its map, per image, as `forward_peaks` finds them:
+/// `values[i * c + ch]` and its cell `at[i * c + ch] = y * w + x`, NaN at 0 for a
+/// map of only NaN (`kernels::channel_peaks`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TapPeaks {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub values: Vec<f32>,
+    pub at: Vec<u32>,
+}
+
+impl TapPeaks {
+    /// The peaks of a computed map.
+    pub fn of(a: &Activation) -> TapPeaks {
+        let (values, at) = kernels::channel_peaks(&a.data, a.n, a.c, a.h * a.w);
+        TapPeaks {
+            n: a.n,
+            c: a.c,
+            h: a.h,
+            w: a.w,
+            values,
+            at,
+        }
+    }
+}
+
 impl Tap {
     pub fn new(node: usize, pre: bool) -> Tap {
         Tap { node, pre }
@@ -518,6 +546,58 @@ impl Network {
         self.forward_taps_hw(input, n, s, s, taps)
     }
 
+    /// The peak of every channel of each tap, per image: what `forward_taps` followed
+    /// by a maximum over each map gives, without handing the maps out. Images go one
+    /// per thread as in `forward_taps_hw`, and each tap's peaks are taken on that
+    /// thread as the tap is computed, from the layout it is computed in (before the
+    /// activation, no copy is kept), where the whole maps would be unblocked to NCHW,
+    /// gathered into one batch and read again.
+    pub fn forward_peaks(&self, input: &[f32], n: usize, taps: &[Tap]) -> Result<Vec<TapPeaks>> {
+        let s = self.arch.recipe.size as usize;
+        let (h, w) = (s, s);
+        let taps = self.normalise_taps(taps)?;
+        let cut = self.batched_from(n, h, w);
+        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
+        if last >= cut || input.len() != n * 3 * h * w {
+            // Taps in the batched tail: the maps themselves.
+            let maps = self.forward_taps_hw(input, n, h, w, &taps)?;
+            return Ok(maps.iter().map(TapPeaks::of).collect());
+        }
+        use rayon::prelude::*;
+        let per_image = 3 * h * w;
+        let parts: Vec<Vec<TapPeaks>> = if n <= 1 || rayon::current_num_threads() <= 1 {
+            input
+                .chunks(per_image)
+                .map(|image| self.chunk_peaks(image, 1, h, w, &taps))
+                .collect::<Result<_>>()?
+        } else {
+            input
+                .par_chunks(per_image)
+                .with_max_len(1)
+                .map(|image| kernels::serial(|| self.chunk_peaks(image, 1, h, w, &taps)))
+                .collect::<Result<_>>()?
+        };
+        let mut out: Vec<TapPeaks> = Vec::with_capacity(taps.len());
+        for k in 0..taps.len() {
+            let first = &parts.first().map(|p| &p[k]);
+            let (c, ph, pw) = first.map_or((0, 0, 0), |p| (p.c, p.h, p.w));
+            let mut t = TapPeaks {
+                n,
+                c,
+                h: ph,
+                w: pw,
+                values: Vec::with_capacity(n * c),
+                at: Vec::with_capacity(n * c),
+            };
+            for p in &parts {
+                t.values.extend_from_slice(&p[k].values);
+                t.at.extend_from_slice(&p[k].at);
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
     /// Decoded images prepared by the network's recipe (in parallel) and run through
     /// it as one batch: the taps' outputs, and where each image's input came from
     /// (to map units back onto it).
@@ -576,25 +656,7 @@ impl Network {
         taps: &[Tap],
     ) -> Result<Vec<Activation>> {
         use rayon::prelude::*;
-        // Before an activation that is absent is after it.
-        let mut norm = Vec::with_capacity(taps.len());
-        for &t in taps {
-            let node = self
-                .arch
-                .nodes
-                .get(t.node)
-                .ok_or_else(|| Error::Shape(format!("no node {}", t.node)))?;
-            let split = self.split[t.node] != Act::None;
-            if t.pre && !split && node.op.act() != Act::None {
-                return Err(Error::FusedActivation {
-                    layer: node.name.clone(),
-                });
-            }
-            norm.push(Tap {
-                node: t.node,
-                pre: t.pre && split,
-            });
-        }
+        let norm = self.normalise_taps(taps)?;
         let taps = &norm[..];
         if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
             return self.forward_chunk(input, n, h, w, taps);
@@ -644,6 +706,30 @@ impl Network {
             }
         }
         self.run_nodes(joined, joined_pre, cut, n, h, w, taps)
+    }
+
+    /// The taps as a pass computes them: before an activation that is absent is after
+    /// it; before one fused into its layer is an error.
+    fn normalise_taps(&self, taps: &[Tap]) -> Result<Vec<Tap>> {
+        let mut norm = Vec::with_capacity(taps.len());
+        for &t in taps {
+            let node = self
+                .arch
+                .nodes
+                .get(t.node)
+                .ok_or_else(|| Error::Shape(format!("no node {}", t.node)))?;
+            let split = self.split[t.node] != Act::None;
+            if t.pre && !split && node.op.act() != Act::None {
+                return Err(Error::FusedActivation {
+                    layer: node.name.clone(),
+                });
+            }
+            norm.push(Tap {
+                node: t.node,
+                pre: t.pre && split,
+            });
+        }
+        Ok(norm)
     }
 
     /// Where a batch of `n` images of `h` x `w` stops going image by image: at the
@@ -737,6 +823,41 @@ impl Network {
         w: usize,
         taps: &[Tap],
     ) -> Result<Vec<Activation>> {
+        match self.chunk_bufs(input, n, h, w, taps)? {
+            None => Ok(vec![]),
+            Some((bufs, pre)) => self.run_nodes(bufs, pre, 1, n, h, w, taps),
+        }
+    }
+
+    /// `forward_chunk`'s taps as their peaks, taken as each is computed.
+    fn chunk_peaks(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[Tap],
+    ) -> Result<Vec<TapPeaks>> {
+        match self.chunk_bufs(input, n, h, w, taps)? {
+            None => Ok(vec![]),
+            Some((bufs, pre)) => match self.run_pass(bufs, pre, 1, n, h, w, taps, true)? {
+                Taken::Peaks(p) => Ok(p),
+                Taken::Maps(_) => unreachable!("asked for peaks"),
+            },
+        }
+    }
+
+    /// The slots of a pass from the input on (the input in the first), or `None`
+    /// when there are no taps.
+    #[allow(clippy::type_complexity)]
+    fn chunk_bufs(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[Tap],
+    ) -> Result<Option<(Vec<Option<Buf>>, Vec<Option<Buf>>)>> {
         if input.len() != n * 3 * h * w {
             return Err(Error::Shape(format!(
                 "input has {} numbers, expected {n} x 3 x {h} x {w}",
@@ -744,7 +865,7 @@ impl Network {
             )));
         }
         let Some(last) = taps.iter().map(|t| t.node).max() else {
-            return Ok(vec![]);
+            return Ok(None);
         };
         if last >= self.layers.len() {
             return Err(Error::Shape(format!("no node {last}")));
@@ -760,7 +881,7 @@ impl Network {
             first
         };
         bufs[0] = Some(first);
-        self.run_nodes(bufs, pre, 1, n, h, w, taps)
+        Ok(Some((bufs, pre)))
     }
 
     /// Computes nodes `start..` up to the deepest tap on `n` images of `h` x `w`,
@@ -779,8 +900,31 @@ impl Network {
         w: usize,
         taps: &[Tap],
     ) -> Result<Vec<Activation>> {
+        match self.run_pass(bufs, pre, start, n, h, w, taps, false)? {
+            Taken::Maps(m) => Ok(m),
+            Taken::Peaks(_) => unreachable!("asked for maps"),
+        }
+    }
+
+    /// `run_nodes`, handing out the taps' maps, or only their peaks (`peaks`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_pass(
+        &self,
+        bufs: Vec<Option<Buf>>,
+        pre: Vec<Option<Buf>>,
+        start: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[Tap],
+        peaks: bool,
+    ) -> Result<Taken> {
         if taps.is_empty() {
-            return Ok(vec![]);
+            return Ok(if peaks {
+                Taken::Peaks(vec![])
+            } else {
+                Taken::Maps(vec![])
+            });
         }
         let plan = self.plan(start, h, w, taps)?;
         let pool = self
@@ -789,6 +933,18 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
+        let peak_taps = peaks.then(|| {
+            let mut p = PeakTaps {
+                pre: vec![Vec::new(); plan.last + 1],
+                post: vec![Vec::new(); plan.last + 1],
+                out: vec![None; taps.len()],
+            };
+            for (k, t) in taps.iter().enumerate() {
+                let by_node = if t.pre { &mut p.pre } else { &mut p.post };
+                by_node[t.node].push(k);
+            }
+            p
+        });
         let mut pass = Pass {
             net: self,
             plan: &plan,
@@ -798,11 +954,22 @@ impl Network {
             pre,
             pool,
             ahead: None,
+            peaks: peak_taps,
         };
         for i in start..=plan.last {
             pass.step(i)?;
         }
-        let outs = taps.iter().map(|&t| pass.output(t)).collect();
+        let outs = match pass.peaks.take() {
+            None => Taken::Maps(taps.iter().map(|&t| pass.output(t)).collect()),
+            Some(p) => Taken::Peaks(
+                p.out
+                    .into_iter()
+                    .zip(taps)
+                    // Taps no step computed (the input itself).
+                    .map(|(got, &t)| got.unwrap_or_else(|| TapPeaks::of(&pass.output(t))))
+                    .collect(),
+            ),
+        };
         let pool = pass.finish();
         self.pools
             .lock()
@@ -831,6 +998,22 @@ struct Pass<'a> {
     pool: Vec<Vec<f32>>,
     /// The output of the next node, computed with this one (a conv and its sum).
     ahead: Option<Buf>,
+    /// Where only the taps' peaks are wanted: taken as each tap is computed.
+    peaks: Option<PeakTaps>,
+}
+
+/// What a pass hands out: the taps' maps, or their peaks.
+enum Taken {
+    Maps(Vec<Activation>),
+    Peaks(Vec<TapPeaks>),
+}
+
+/// The taps of a pass that hands out peaks: per node, the taps (their places in the
+/// caller's list) before and after its activation, and the peaks taken so far.
+struct PeakTaps {
+    pre: Vec<Vec<usize>>,
+    post: Vec<Vec<usize>>,
+    out: Vec<Option<TapPeaks>>,
 }
 
 impl Pass<'_> {
@@ -850,9 +1033,14 @@ impl Pass<'_> {
         let act = self.net.split[i];
         if act != Act::None {
             if self.plan.want_pre[i] {
-                let mut copy = take_buffer(&mut self.pool, out.len());
-                copy.copy_from_slice(&out);
-                self.pre[i] = Some(copy);
+                if self.peaks.is_some() {
+                    // The peaks before the activation need no copy of the map.
+                    self.take_peaks(i, true, &out);
+                } else {
+                    let mut copy = take_buffer(&mut self.pool, out.len());
+                    copy.copy_from_slice(&out);
+                    self.pre[i] = Some(copy);
+                }
             }
             kernels::apply_act(&mut out, act);
         }
@@ -863,8 +1051,48 @@ impl Pass<'_> {
                 self.pool.extend(freed.filter(|v| v.capacity() > 0));
             }
         }
+        if self.peaks.as_ref().is_some_and(|p| !p.post[i].is_empty()) {
+            self.take_peaks(i, false, &out);
+            // Each such tap was one read of the output.
+            let reads = self.peaks.as_ref().map_or(0, |p| p.post[i].len());
+            self.uses[i] = self.uses[i].saturating_sub(reads);
+            if self.uses[i] == 0 {
+                self.pool.push(out.v);
+                return Ok(());
+            }
+        }
         self.bufs[i] = Some(out);
         Ok(())
+    }
+
+    /// The peaks of node `i`'s map `x` (before its activation: `pre`) for the taps
+    /// that want them.
+    fn take_peaks(&mut self, i: usize, pre: bool, x: &[f32]) {
+        let Some(p) = self.peaks.as_mut() else {
+            return;
+        };
+        let slots = if pre { &p.pre[i] } else { &p.post[i] };
+        if slots.is_empty() {
+            return;
+        }
+        let [c, h, w] = self.plan.shapes[i];
+        let n = self.n;
+        let (values, at) = if self.plan.blocked[i] {
+            kernels::blocked_channel_peaks(x, n, c, h * w)
+        } else {
+            kernels::channel_peaks(x, n, c, h * w)
+        };
+        let t = TapPeaks {
+            n,
+            c,
+            h,
+            w,
+            values,
+            at,
+        };
+        for &k in slots {
+            p.out[k] = Some(t.clone());
+        }
     }
 
     /// Node `i`'s output from its inputs, read in the layout the plan says (converted

@@ -2,7 +2,7 @@
 //! one image and where it occurs. This is the one number per image per unit the index
 //! keeps, stored compactly as a blob of `(f32 value, u16 y, u16 x)` records.
 
-use crate::model::Activation;
+use crate::model::{Activation, TapPeaks};
 use crate::{Error, Result};
 
 /// Bytes per unit in a peaks blob.
@@ -20,18 +20,18 @@ pub struct Peak {
 ///
 /// Positions are stored as u16, which bounds feature maps to 65535 cells a side.
 pub fn of_activation(act: &Activation) -> Result<Vec<Vec<Peak>>> {
-    if act.h > u16::MAX as usize + 1 || act.w > u16::MAX as usize + 1 {
-        return Err(Error::Shape(format!(
-            "feature map {}x{} is too large to index",
-            act.h, act.w
-        )));
-    }
-    let (values, at) = crate::kernels::channel_peaks(&act.data, act.n, act.c, act.h * act.w);
-    let w = act.w.max(1) as u32;
-    Ok(values
-        .chunks(act.c.max(1))
-        .zip(at.chunks(act.c.max(1)))
-        .take(act.n)
+    check_size(act.h, act.w)?;
+    of_tap(&TapPeaks::of(act))
+}
+
+/// The peaks `Network::forward_peaks` found, per image: `result[i][c]`.
+pub fn of_tap(t: &TapPeaks) -> Result<Vec<Vec<Peak>>> {
+    check_size(t.h, t.w)?;
+    let w = t.w.max(1) as u32;
+    Ok(t.values
+        .chunks(t.c.max(1))
+        .zip(t.at.chunks(t.c.max(1)))
+        .take(t.n)
         .map(|(vs, is)| {
             vs.iter()
                 .zip(is)
@@ -43,6 +43,15 @@ pub fn of_activation(act: &Activation) -> Result<Vec<Vec<Peak>>> {
                 .collect()
         })
         .collect())
+}
+
+fn check_size(h: usize, w: usize) -> Result<()> {
+    if h > u16::MAX as usize + 1 || w > u16::MAX as usize + 1 {
+        return Err(Error::Shape(format!(
+            "feature map {h}x{w} is too large to index"
+        )));
+    }
+    Ok(())
 }
 
 /// Serialises peaks as little-endian `(f32, u16, u16)` records.

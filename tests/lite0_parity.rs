@@ -346,3 +346,58 @@ fn check_pre_and_post(name: &str, want: &[f64], pre: &[f32], post: &[f32]) {
         assert_eq!(a.clamp(0.0, 6.0), b, "{name}[{i}]: after = ReLU6(before)");
     }
 }
+
+/// The peaks `index` stores come from `forward_peaks`, which takes them inside the
+/// pass (from the channel-blocked maps, before an activation without a copy): they
+/// equal the peaks of the maps `forward_taps` hands out, to the bit, for every layer
+/// before and after its activation, one image or several, on every ISA.
+#[test]
+fn peaks_taken_in_the_pass_equal_the_peaks_of_the_maps() {
+    use neurodex::model::{Tap, TapPeaks};
+    let refs = candle_core::safetensors::load(
+        "tests/fixtures/efficientnet_lite0_reference.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut net = Network::embedded_default().unwrap();
+    let all = net.arch.layer_nodes(Some(&["all".to_string()])).unwrap();
+    net.split_activations(&all);
+    let mut taps: Vec<Tap> = Vec::new();
+    for &t in &all {
+        taps.push(Tap::pre(t));
+        taps.push(Tap::post(t));
+    }
+    // One asked twice.
+    taps.push(taps[3]);
+    let one = flat(&refs["chelsea.input"]);
+    // Three different images: the photo, dimmed, and mirrored.
+    let mut three = one.clone();
+    three.extend(one.iter().map(|v| v * 0.5));
+    for c in 0..3 {
+        for y in 0..224 {
+            for x in 0..224 {
+                three.push(one[(c * 224 + y) * 224 + 223 - x]);
+            }
+        }
+    }
+    neurodex::kernels::isa::on_every_isa(|isa| {
+        for (input, n) in [(&one, 1), (&three, 3)] {
+            let got = net.forward_peaks(input, n, &taps).unwrap();
+            let maps = net.forward_taps(input, n, &taps).unwrap();
+            assert_eq!(got.len(), taps.len());
+            for (k, (g, m)) in got.iter().zip(&maps).enumerate() {
+                let want = TapPeaks::of(m);
+                let name = &net.arch.nodes[taps[k].node].name;
+                let what = format!("{isa:?}, {n} images, {name} (pre: {})", taps[k].pre);
+                assert_eq!(
+                    (g.n, g.c, g.h, g.w),
+                    (want.n, want.c, want.h, want.w),
+                    "{what}"
+                );
+                assert_eq!(g.at, want.at, "{what}: positions");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&g.values), bits(&want.values), "{what}: values");
+            }
+        }
+    });
+}

@@ -43,7 +43,7 @@ pub use epilogue::{add_act, apply_act};
 pub use isa::Isa;
 pub use linear::Linear;
 pub(crate) use matmul::{gemm_rows, gemm_strided};
-pub use peaks::channel_peaks;
+pub use peaks::{blocked_channel_peaks, channel_peaks};
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
 pub use terms::{Act, Pad};
 

@@ -58,9 +58,68 @@ multiversion! {
             }
         }
         // Not found only when every value is NaN (m stayed -inf and none equals it).
+        // The value is the one stored there (of two zeros, the first one's sign).
         match p.iter().position(|&v| v == m) {
-            Some(i) => (m, i as u32),
+            Some(i) => (p[i], i as u32),
             None => (f32::NAN, 0),
         }
+    }
+}
+
+/// `channel_peaks` of `n` channel-blocked images (`[c/16][hw][16]` each, see
+/// `blocked`) without unblocking them: the same values and positions, found 16
+/// channels at a time as the pixels stream by. Runs on the calling thread (it is
+/// called per image from the threads that computed them).
+///
+/// # Panics
+/// If `x.len() != n * blocked::image_len(c, hw)`.
+pub fn blocked_channel_peaks(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<u32>) {
+    use super::blocked::{image_len, LANES};
+    assert_eq!(
+        x.len(),
+        n * image_len(c, hw),
+        "blocked_channel_peaks: input length does not match {n}x{c}x{hw}"
+    );
+    let mut vals = vec![f32::NAN; n * c];
+    let mut idx = vec![0u32; n * c];
+    if hw == 0 {
+        return (vals, idx);
+    }
+    let blocks = x.chunks_exact(LANES * hw);
+    for (b, block) in blocks.enumerate() {
+        let (img, first) = (b / c.div_ceil(LANES), b % c.div_ceil(LANES) * LANES);
+        let (m, at) = block_peak(block);
+        for l in 0..LANES.min(c - first) {
+            let o = img * c + first + l;
+            if m[l] == f32::NEG_INFINITY {
+                // Only -inf or NaN in this plane: the rare case, as plane_peak has it.
+                let plane = block.iter().skip(l).step_by(LANES);
+                match plane.clone().position(|&v| v == f32::NEG_INFINITY) {
+                    Some(i) => (vals[o], idx[o]) = (f32::NEG_INFINITY, i as u32),
+                    None => (vals[o], idx[o]) = (f32::NAN, 0),
+                }
+            } else {
+                (vals[o], idx[o]) = (m[l], at[l]);
+            }
+        }
+    }
+    (vals, idx)
+}
+
+multiversion! {
+    /// The first maximum of each of a block's 16 planes (pixel-major): `>` keeps the
+    /// earliest of equal values and never takes a NaN.
+    fn block_peak(block: &[f32]) -> ([f32; 16], [u32; 16]) {
+        let _ = FMA;
+        let mut m = [f32::NEG_INFINITY; 16];
+        let mut at = [0u32; 16];
+        for (p, px) in block.chunks_exact(16).enumerate() {
+            for l in 0..16 {
+                let take = px[l] > m[l];
+                m[l] = if take { px[l] } else { m[l] };
+                at[l] = if take { p as u32 } else { at[l] };
+            }
+        }
+        (m, at)
     }
 }

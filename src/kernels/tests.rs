@@ -824,6 +824,54 @@ fn channel_peaks_match_reference_on_random_planes() {
     }
 }
 
+/// Peaks found in the channel-blocked layout are those of the same maps unblocked,
+/// and those of a plain scan (the first strictly greater value, NaN skipped), on
+/// every ISA: random planes, padded channel counts, ties, signed zeros, planes of
+/// NaN and of -inf.
+#[test]
+fn blocked_channel_peaks_match_the_unblocked_ones() {
+    on_every_isa(|isa| {
+        let mut rng = Rng(23);
+        for (n, c, hw) in [
+            (1, 1, 1),
+            (2, 3, 35),
+            (1, 16, 56 * 56),
+            (3, 40, 49),
+            (2, 33, 12),
+        ] {
+            let mut x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| v - 0.5).collect();
+            for _ in 0..(x.len() / 10) {
+                let i = rng.range(0, x.len() - 1);
+                x[i] = [f32::NAN, 0.5, 0.0, -0.0][i % 4];
+            }
+            if n * c > 2 {
+                x[hw..2 * hw].fill(f32::NAN);
+                x[2 * hw..3 * hw].fill(f32::NEG_INFINITY);
+                x[2 * hw] = f32::NAN;
+            }
+            let mut b = vec![0f32; n * blocked::image_len(c, hw)];
+            blocked::to_blocked(&x, n, c, hw, &mut b);
+            let (bv, bi) = blocked_channel_peaks(&b, n, c, hw);
+            let (v, i) = channel_peaks(&x, n, c, hw);
+            for p in 0..n * c {
+                let plane = &x[p * hw..(p + 1) * hw];
+                let mut want: Option<(f32, usize)> = None;
+                for (j, &val) in plane.iter().enumerate() {
+                    if !val.is_nan() && want.is_none_or(|(b, _)| val > b) {
+                        want = Some((val, j));
+                    }
+                }
+                let (wv, wi) = want.unwrap_or((f32::NAN, 0));
+                let what = format!("{isa:?}: plane {p} of {n}x{c}x{hw}");
+                assert_eq!(bv[p].to_bits(), wv.to_bits(), "{what}: blocked value");
+                assert_eq!(bi[p] as usize, wi, "{what}: blocked position");
+                assert_eq!(v[p].to_bits(), wv.to_bits(), "{what}: value");
+                assert_eq!(i[p] as usize, wi, "{what}: position");
+            }
+        }
+    });
+}
+
 #[test]
 fn single_thread_pool_gives_the_same_results() {
     // Batch smaller than the pool takes the threaded-GEMM path; batch >= 1 thread the per-image path.
