@@ -6,6 +6,13 @@
 ALTER TABLE run ADD COLUMN shard_index INTEGER;
 ALTER TABLE run ADD COLUMN shard_count INTEGER;
 
+-- The batch size every image was computed in (short batches padded to it), where the
+-- network computes some indexed layers on a whole batch and its values depend on the
+-- batch's size (ResNet's Winograd layers, fully connected layers); NULL where every
+-- indexed layer is computed image by image (EfficientNet-Lite0), whatever --batch.
+-- Fixed when the database is created, so that every run and every shard agrees.
+ALTER TABLE run ADD COLUMN batch_images INTEGER;
+
 -- The indexes merged into this one by `neurodex merge`, one row each (an input that was
 -- itself merged brings its rows along): what was merged, so that `stats` can say which
 -- shards the index covers.

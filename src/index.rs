@@ -240,6 +240,10 @@ fn prepare_run(net: &Network, store: &mut Store, opts: &Options, root: &Path) ->
         needs_rebuild: false,
         derived_upto: 0,
         shard: opts.shard,
+        batch: {
+            let taps: Vec<Tap> = layers.iter().map(|l| Tap::new(l.node, l.pre)).collect();
+            (!net.batch_invariant(&taps, opts.batch.max(1))).then_some(opts.batch.max(1))
+        },
     };
     store.create_run(&run, &layers)?;
     Ok(run)
@@ -257,14 +261,19 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
     if !root.is_dir() {
         return Err(Error::NotADirectory(root));
     }
-    let batch = opts.batch.max(1);
     let run = prepare_run(net, store, opts, &root)?;
+    // A network whose values depend on the batch size keeps the one it began with.
+    let batch = run.batch.unwrap_or(opts.batch).max(1);
     let layers = store.layers()?;
     // Databases made before rankings moved ahead of the activation go on as they began.
     let taps: Vec<Tap> = layers.iter().map(|l| Tap::new(l.node, l.pre)).collect();
     let split: Vec<usize> = layers.iter().filter(|l| l.pre).map(|l| l.node).collect();
     net.split_activations(&split);
     let net = &*net;
+    // Where the network computes some taps on the whole batch, a short batch (the last
+    // one, or any of a shard) is padded to the full size, so that every image's values
+    // are those any run with this batch size gives it (shards merge exactly).
+    let pad_to = run.batch.unwrap_or(0);
     let keep_duplicates = run.keep_duplicates;
     let mut stats = store.load_stats(&layers)?;
     let mut tops = store.load_top(&layers, run.top_k)?;
@@ -322,7 +331,7 @@ pub fn run(net: &mut Network, store: &mut Store, opts: &Options) -> Result<Summa
                 &mut summary,
             )
         });
-        let forwarded = forward_loop(net, &taps, batch_rx, peaks_tx);
+        let forwarded = forward_loop(net, &taps, pad_to, batch_rx, peaks_tx);
         // On error the receivers are gone: the other threads stop at their next send.
         let written = writer.join().expect("writer thread");
         let walked = walker.join().expect("walker thread");
@@ -538,6 +547,7 @@ type BatchPeaks = Vec<Vec<Vec<Peak>>>;
 fn forward_loop(
     net: &Network,
     taps: &[Tap],
+    pad_to: usize,
     rx: Receiver<Batch>,
     tx: SyncSender<(Batch, BatchPeaks)>,
 ) -> Result<(f64, f64)> {
@@ -552,9 +562,20 @@ fn forward_loop(
             for item in &mut b.ok {
                 input.extend_from_slice(&std::mem::take(&mut item.4.input));
             }
-            let found = net.forward_peaks(&input, n, taps)?;
+            let per_image = input.len() / n;
+            let m = n.max(pad_to);
+            input.resize(m * per_image, 0.0);
+            let found = net.forward_peaks(&input, m, taps)?;
             drop(input);
-            found.iter().map(peaks::of_tap).collect::<Result<_>>()?
+            found
+                .iter()
+                .map(|t| {
+                    peaks::of_tap(t).map(|mut v| {
+                        v.truncate(n);
+                        v
+                    })
+                })
+                .collect::<Result<_>>()?
         } else {
             Vec::new()
         };

@@ -69,6 +69,8 @@ struct Opened {
     failed: u64,
     merged: Vec<MergedInput>,
     is_output: bool,
+    /// When it last looked at the folder (the output: before every input).
+    seen_at: i64,
 }
 
 fn refuse(path: &Path, reason: String) -> Error {
@@ -114,6 +116,11 @@ fn open_input(path: &Path, is_output: bool) -> Result<Option<Opened>> {
         images: store.count_images("ok")?,
         failed: store.count_images("failed")?,
         merged: store.merged_inputs()?,
+        seen_at: if is_output {
+            i64::MIN
+        } else {
+            store.seen_at()?
+        },
         run,
         is_output,
     }))
@@ -141,6 +148,8 @@ fn differences(a: &Opened, b: &Opened) -> Vec<String> {
         x.max_pixels.to_string(),
         y.max_pixels.to_string(),
     );
+    let batch = |b: Option<usize>| b.map_or("any".into(), |b| b.to_string());
+    differ("batches of", batch(x.batch), batch(y.batch));
     differ(
         "duplicates",
         dup_words(x.keep_duplicates),
@@ -168,6 +177,92 @@ fn dup_words(keep: bool) -> String {
 
 fn short(id: &str) -> String {
     id[..id.len().min(12)].to_string()
+}
+
+/// How the merged database came together, and the inputs it records.
+type Built = (store::Numbered, Option<String>, Vec<MergedInput>);
+
+/// Builds the merged database in `work` from `opened` and renames it over `out`.
+fn build(
+    work: &Path,
+    out: &Path,
+    run: &RunInfo,
+    layers: &[LayerInfo],
+    opened: &[Opened],
+    say: &dyn Fn(&str),
+) -> Result<Built> {
+    let mut target = MergeTarget::create(work, run, layers)?;
+    say(&format!("reading the images of {} indexes", opened.len()));
+    for (i, o) in opened.iter().enumerate() {
+        target.add_images(i, &o.path, o.seen_at)?;
+    }
+    let numbered = target.number_images(run.keep_duplicates)?;
+    let mut recomputed = None;
+    if numbered.repeated_paths > 0 {
+        recomputed = Some(format!(
+            "{} paths were in more than one input",
+            numbered.repeated_paths
+        ));
+    }
+    for (i, o) in opened.iter().enumerate() {
+        if recomputed.is_none() && !target.in_walk_order(i)? {
+            recomputed = Some(format!(
+                "{} numbered its images out of walk order (files were added to the \
+                 folder between its runs)",
+                o.path.display()
+            ));
+        }
+    }
+    say("copying peaks and labels");
+    for (i, o) in opened.iter().enumerate() {
+        target.copy_rows(i, &o.path)?;
+    }
+    let mut stats: Vec<Vec<UnitStats>> = layers
+        .iter()
+        .map(|l| vec![UnitStats::new(); l.channels])
+        .collect();
+    let mut tops: Vec<Vec<TopK>> = layers
+        .iter()
+        .map(|l| (0..l.channels).map(|_| TopK::new(run.top_k)).collect())
+        .collect();
+    if recomputed.is_none() {
+        say("selecting every unit's top-K from the inputs' lists");
+        for (i, o) in opened.iter().enumerate() {
+            target.add_derived(i, &o.path, &mut stats, &mut tops)?;
+        }
+    } else {
+        say("recomputing statistics and top-K from the peaks");
+    }
+    let now = store::unix_now();
+    let mut records: Vec<MergedInput> = Vec::new();
+    for o in opened {
+        let mine = if o.merged.is_empty() {
+            vec![MergedInput {
+                path: o.path.display().to_string(),
+                shard: o.run.shard,
+                images: o.images,
+                failed: o.failed,
+                created_at: o.run.created_at,
+                merged_at: now,
+            }]
+        } else {
+            o.merged.clone()
+        };
+        for m in mine {
+            // The same input merged again is recorded once.
+            let same = |r: &MergedInput| {
+                (&r.path, r.shard, r.created_at) == (&m.path, m.shard, m.created_at)
+            };
+            if !records.iter().any(same) {
+                records.push(m);
+            }
+        }
+    }
+    let derived = recomputed
+        .is_none()
+        .then_some((stats.as_slice(), tops.as_slice()));
+    target.finish(out, derived, &records)?;
+    Ok((numbered, recomputed, records))
 }
 
 /// Merges `inputs` into `out` (created, or added to when it holds an index). Holds
@@ -230,72 +325,21 @@ pub fn run(out: &Path, inputs: &[PathBuf], progress: bool) -> Result<Summary> {
     run.derived_upto = 0;
     let layers = first.layers.clone();
 
+    // OUT's own log, folded in now: a reader that keeps it open stops the merge
+    // before the work, not after.
+    store::make_way(out)?;
     let work = work_path(out);
     if work.exists() {
         say("removing an unfinished merge left by an earlier run");
     }
-    let mut target = MergeTarget::create(&work, &run, &layers)?;
-    say(&format!("reading the images of {} indexes", opened.len()));
-    for (i, o) in opened.iter().enumerate() {
-        target.add_images(i, &o.path)?;
-    }
-    let numbered = target.number_images(run.keep_duplicates)?;
-    let mut recomputed = None;
-    if numbered.repeated_paths > 0 {
-        recomputed = Some(format!(
-            "{} paths were in more than one input",
-            numbered.repeated_paths
-        ));
-    }
-    for (i, o) in opened.iter().enumerate() {
-        if recomputed.is_none() && !target.in_walk_order(i)? {
-            recomputed = Some(format!(
-                "{} numbered its images out of walk order (files were added to the \
-                 folder between its runs)",
-                o.path.display()
-            ));
+    let built = build(&work, out, &run, &layers, &opened, &say);
+    if built.is_err() {
+        // Nothing of a failed merge is kept (the next one would start afresh anyway).
+        for suffix in ["", "-journal"] {
+            let _ = std::fs::remove_file(store::side_file(&work, suffix));
         }
     }
-    say("copying peaks and labels");
-    for (i, o) in opened.iter().enumerate() {
-        target.copy_rows(i, &o.path)?;
-    }
-    let mut stats: Vec<Vec<UnitStats>> = layers
-        .iter()
-        .map(|l| vec![UnitStats::new(); l.channels])
-        .collect();
-    let mut tops: Vec<Vec<TopK>> = layers
-        .iter()
-        .map(|l| (0..l.channels).map(|_| TopK::new(run.top_k)).collect())
-        .collect();
-    if recomputed.is_none() {
-        say("selecting every unit's top-K from the inputs' lists");
-        for (i, o) in opened.iter().enumerate() {
-            target.add_derived(i, &o.path, &mut stats, &mut tops)?;
-        }
-    } else {
-        say("recomputing statistics and top-K from the peaks");
-    }
-    let now = store::unix_now();
-    let mut records = Vec::new();
-    for o in &opened {
-        if o.merged.is_empty() {
-            records.push(MergedInput {
-                path: o.path.display().to_string(),
-                shard: o.run.shard,
-                images: o.images,
-                failed: o.failed,
-                created_at: o.run.created_at,
-                merged_at: now,
-            });
-        } else {
-            records.extend(o.merged.iter().cloned());
-        }
-    }
-    let derived = recomputed
-        .is_none()
-        .then_some((stats.as_slice(), tops.as_slice()));
-    target.finish(out, derived, &records)?;
+    let (numbered, recomputed, records) = built?;
     say("done");
 
     let merged = Store::open_readonly(out)?;

@@ -708,6 +708,17 @@ impl Network {
         self.run_nodes(joined, joined_pre, cut, n, h, w, taps)
     }
 
+    /// Whether each image's values at `taps` are the same whatever else is in its batch
+    /// of up to `batch` images: whether, for every batch size, every tap is computed
+    /// image by image. Where some are computed on the whole batch (Winograd layers
+    /// with large filters, fully connected layers), the kernels chosen and how they
+    /// sum depend on the batch's size.
+    pub fn batch_invariant(&self, taps: &[Tap], batch: usize) -> bool {
+        let s = self.arch.recipe.size as usize;
+        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
+        (1..=batch.max(1)).all(|n| last < self.batched_from(n, s, s))
+    }
+
     /// The taps as a pass computes them: before an activation that is absent is after
     /// it; before one fused into its layer is an error.
     fn normalise_taps(&self, taps: &[Tap]) -> Result<Vec<Tap>> {

@@ -385,6 +385,159 @@ fn files_added_between_runs_of_a_shard() {
     );
 }
 
+/// Shards indexed again after the folder changed (a file deleted, one replaced by
+/// another photo with an older time, one added) and merged into the index their
+/// first run made: the newer shards' rows win, as a rerun of one index has them.
+#[test]
+fn a_merge_into_an_older_index_takes_what_the_newer_shards_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    let photos = common::demo_images(14);
+    for (i, f) in photos[..12].iter().enumerate() {
+        std::fs::copy(f, root.join(format!("p{i:02}.jpg"))).unwrap();
+    }
+    let whole = dir.path().join("whole.db");
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("s{i}.db")))
+        .collect();
+    let index_all = || {
+        let (code, err) = run(&[&"index", &root, &"--db", &whole, &"-q"], &[]);
+        assert_eq!(code, 0, "{err}");
+        for (i, db) in parts.iter().enumerate() {
+            let spec = format!("{i}/3");
+            let (code, err) = run(
+                &[&"index", &root, &"--db", db, &"--shard", &spec, &"-q"],
+                &[],
+            );
+            assert_eq!(code, 0, "{err}");
+        }
+    };
+    index_all();
+    let out = dir.path().join("out.db");
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    assert_eq!(merge(&out, &p).0, 0);
+    std::thread::sleep(Duration::from_millis(1100)); // a later second for the reruns
+    std::fs::remove_file(root.join("p03.jpg")).unwrap();
+    // Another photo under an old name, with a time older than the first run's file.
+    let replaced = root.join("p05.jpg");
+    let old = std::fs::metadata(&replaced).unwrap().modified().unwrap();
+    std::fs::copy(&photos[12], &replaced).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&replaced)
+        .unwrap()
+        .set_modified(old - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::copy(&photos[13], root.join("p12.jpg")).unwrap();
+    index_all();
+    let (code, err) = merge(&out, &p);
+    assert_eq!(code, 0, "{err}");
+    let want = snapshot(&whole);
+    assert_eq!(want.images["p03.jpg"], "removed");
+    same(
+        &out,
+        &want,
+        "shards run again, merged into their first merge",
+    );
+}
+
+/// Random weights for a built-in architecture, in torchvision's names (BatchNorm
+/// scales and variances positive), written as safetensors.
+fn random_weights(model: &str, path: &Path) {
+    use candle_core::{Device, Tensor};
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let mut tensors = std::collections::HashMap::new();
+    for (name, shape) in neurodex::arch::by_name(model).unwrap().parameters() {
+        let n: usize = shape.iter().product();
+        let fan_in = shape.iter().skip(1).product::<usize>().max(1) as f32;
+        let positive =
+            name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight"));
+        let data: Vec<f32> = (0..n)
+            .map(|_| match () {
+                _ if positive => 0.5 + next().abs() * 2.0,
+                _ if shape.len() > 1 => next() * (12.0 / fan_in).sqrt(),
+                _ => next() * 0.2,
+            })
+            .collect();
+        tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu).unwrap());
+    }
+    candle_core::safetensors::save(&tensors, path).unwrap();
+}
+
+/// ResNet-18 computes its late layers on the whole batch (Winograd, the fully
+/// connected layer), where an image's values depend on the batch's size: an index
+/// fixes its batch size when it is made and pads short batches to it, so shards of
+/// a few images each give the values one index of the folder gives.
+#[test]
+fn a_network_computed_on_whole_batches_merges_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    for f in common::demo_images(20) {
+        std::fs::copy(&f, root.join(f.file_name().unwrap())).unwrap();
+    }
+    let weights = dir.path().join("resnet18.safetensors");
+    random_weights("resnet18", &weights);
+    let index = |db: &Path, extra: &[&str]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"index",
+            &root,
+            &"--db",
+            &db,
+            &"--model",
+            &"resnet18",
+            &"--weights",
+            &weights,
+            &"--layers",
+            &"layer2,layer3,layer4,fc",
+            &"-q",
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+    };
+    let whole = dir.path().join("whole.db");
+    index(&whole, &[]);
+    let run_of = |db: &Path| {
+        neurodex::store::Store::open_readonly(db)
+            .unwrap()
+            .run_info()
+            .unwrap()
+    };
+    assert_eq!(run_of(&whole).batch, Some(16));
+    // The values do depend on the batch: one image at a time gives others.
+    let single = dir.path().join("single.db");
+    index(&single, &["--batch", "1"]);
+    assert_ne!(snapshot(&single).top, snapshot(&whole).top);
+    let parts: Vec<PathBuf> = (0..7)
+        .map(|i| dir.path().join(format!("s{i}.db")))
+        .collect();
+    for (i, db) in parts.iter().enumerate() {
+        index(db, &["--shard", &format!("{i}/7")]);
+    }
+    let out = dir.path().join("out.db");
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let (code, err) = merge(&out, &p);
+    assert_eq!(code, 0, "{err}");
+    same(&out, &snapshot(&whole), "ResNet-18 in 7 shards");
+    // Shards computed in batches of another size are refused.
+    let (code, err) = merge(
+        &dir.path().join("no.db"),
+        &[whole.as_path(), single.as_path()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("batches of 1 (against 16)"), "{err}");
+}
+
 fn count_ok(db: &Path) -> i64 {
     neurodex::store::Store::open_readonly(db)
         .ok()
@@ -469,6 +622,30 @@ fn killed_shards_and_interrupted_merges() {
     assert_eq!(code, 2, "an input without peaks merged: {err}");
     assert!(err.contains("bad.db") && err.contains("peaks"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), before);
+
+    // A log left by a killed writer of a database since deleted is not replayed into
+    // the merged one of that name.
+    let fresh = dir.path().join("fresh.db");
+    let stale = dir.path().join("stale.db");
+    let holder = rusqlite::Connection::open(&stale).unwrap();
+    holder
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (x); INSERT INTO t VALUES (randomblob(100000));",
+        )
+        .unwrap();
+    let mut wal = stale.into_os_string();
+    wal.push("-wal");
+    std::fs::copy(&wal, dir.path().join("fresh.db-wal")).unwrap();
+    drop(holder);
+    let (code, err) = merge(&fresh, &[s0.as_path(), s1.as_path()]);
+    assert_eq!(code, 0, "{err}");
+    let check: String = rusqlite::Connection::open(&fresh)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    same(&fresh, &want, "a merge beside a stale log");
 
     // What an interrupted merge leaves (its work file, half written) is replaced.
     let work = neurodex::merge::work_path(&out);

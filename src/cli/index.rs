@@ -26,7 +26,8 @@ pub struct Args {
     /// Layers to index, comma-separated, or `all` (default: the model's spread of layers)
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
-    /// Images per forward pass
+    /// Images per forward pass (for networks whose values depend on it, such as ResNet's,
+    /// fixed when the database is created: short batches are padded to it)
     #[arg(long, default_value_t = index::DEFAULT_BATCH)]
     pub batch: usize,
     /// Worker threads (default: one per core)
@@ -125,6 +126,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         shard,
     };
     let summary = index::run(&mut net, &mut store, &opts)?;
+    if let Some(b) = store.run_info()?.batch.filter(|&b| b != args.batch) {
+        eprintln!(
+            "note: this index computes images in batches of {b}, as it began (this network's \
+             values depend on the batch size, and every run and shard must agree): --batch \
+             {} not taken",
+            args.batch
+        );
+    }
     if !args.quiet {
         print_summary(&summary);
         if let Some(s) = shard {

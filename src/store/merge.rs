@@ -103,7 +103,7 @@ impl MergeTarget {
                      src INTEGER NOT NULL, src_id INTEGER NOT NULL, path_raw BLOB NOT NULL,
                      path TEXT, size INTEGER, mtime_ns INTEGER, sha256 TEXT, width INTEGER,
                      height INTEGER, transform TEXT, status TEXT, error_kind TEXT, error TEXT,
-                     chosen INTEGER NOT NULL DEFAULT 0,
+                     seen INTEGER NOT NULL, chosen INTEGER NOT NULL DEFAULT 0,
                      PRIMARY KEY (src, src_id));
                  CREATE INDEX temp.cand_path ON cand (path_raw);
                  CREATE TEMP TABLE idmap (
@@ -141,25 +141,28 @@ impl MergeTarget {
         Ok(v)
     }
 
-    /// Takes the image rows of input number `src` (0, 1, ... in the order given).
-    pub fn add_images(&mut self, src: usize, db: &Path) -> Result<()> {
+    /// Takes the image rows of input number `src` (0, 1, ... in the order given),
+    /// which last looked at the folder at `seen` (`Store::seen_at`).
+    pub fn add_images(&mut self, src: usize, db: &Path, seen: i64) -> Result<()> {
         self.inputs = self.inputs.max(src + 1);
         self.attached(db, |c| {
             c.execute(
                 "INSERT INTO temp.cand (src, src_id, path_raw, path, size, mtime_ns, sha256,
-                                        width, height, transform, status, error_kind, error)
+                                        width, height, transform, status, error_kind, error,
+                                        seen)
                  SELECT ?1, id, path_raw, path, size, mtime_ns, sha256, width, height,
-                        transform, status, error_kind, error
+                        transform, status, error_kind, error, ?2
                  FROM input.image",
-                [src as i64],
+                params![src as i64, seen],
             )
             .map_err(|e| sql_error(Some(db.to_path_buf()), e))?;
             Ok(())
         })
     }
 
-    /// Keeps one row per path (a live one before a removed one, then the newest file,
-    /// then the earlier input), numbers the kept rows in walk order, and maps every
+    /// Keeps one row per path (that of the input that looked at the folder last, then
+    /// of the earlier input: a file deleted or changed since an older input saw it is
+    /// as the newer one found it), numbers the kept rows in walk order, and maps every
     /// input row to its path's new id. `keep_duplicates`: as the run says; otherwise
     /// only the first file of each content is ranked.
     pub fn number_images(&mut self, keep_duplicates: bool) -> Result<Numbered> {
@@ -168,8 +171,7 @@ impl MergeTarget {
             "UPDATE temp.cand SET chosen = 1 WHERE (src, src_id) IN (
                  SELECT src, src_id FROM (
                      SELECT src, src_id, row_number() OVER (
-                         PARTITION BY path_raw
-                         ORDER BY status = 'removed', coalesce(mtime_ns, 0) DESC, src) AS r
+                         PARTITION BY path_raw ORDER BY seen DESC, src) AS r
                      FROM temp.cand)
                  WHERE r = 1);
              INSERT INTO main.image (id, path_raw, path, size, mtime_ns, sha256, width, height,
@@ -226,7 +228,8 @@ impl MergeTarget {
         Ok(out_of_order == 0)
     }
 
-    /// Copies the peaks and labels of input `src`'s kept images, under their new ids.
+    /// Copies the peaks of input `src`'s kept images, under their new ids, and the
+    /// labels of all its images (a path's labels from every input that has it).
     pub fn copy_rows(&mut self, src: usize, db: &Path) -> Result<()> {
         let in_err = |e| sql_error(Some(db.to_path_buf()), e);
         self.attached(db, |c| {
@@ -266,8 +269,7 @@ impl MergeTarget {
                  JOIN input.label_set s ON s.id = c.set_id
                  JOIN main.label_set ms ON ms.name = s.name
                  JOIN main.concept mc ON mc.set_id = ms.id AND mc.name = c.name
-                 JOIN temp.idmap m ON m.src = ?1 AND m.src_id = il.image_id
-                 WHERE m.chosen",
+                 JOIN temp.idmap m ON m.src = ?1 AND m.src_id = il.image_id",
                 [src as i64],
             )
             .map_err(in_err)?;
@@ -425,34 +427,60 @@ impl MergeTarget {
     }
 }
 
-/// Before a new file takes `out`'s name: the old database's write-ahead log, which
-/// SQLite would replay into whatever file has that name, is folded into it and
-/// removed. The caller holds `out`'s writer lock, so no neurodex writes to it; a
-/// reader that keeps it open (a `serve`) keeps the log alive, and is named.
-fn make_way(out: &Path) -> Result<()> {
+/// Before a new file takes `out`'s name: what SQLite keeps beside a database (a
+/// write-ahead log, a rollback journal), which it would replay into whatever file
+/// has that name, is folded into the old database (or deleted, where that is gone)
+/// and the old database left in rollback-journal mode. The caller holds `out`'s
+/// writer lock, so no neurodex writes to it; a reader that keeps it open (a
+/// `serve`) keeps its log alive, and is named. Called before a merge starts and
+/// again before the rename.
+pub fn make_way(out: &Path) -> Result<()> {
+    let sides = ["-wal", "-journal", "-shm"].map(|s| super::side_file(out, s));
+    let remove = |f: &Path| match std::fs::remove_file(f) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(f, e)),
+        _ => Ok(()),
+    };
     if !out.exists() {
+        // A log without its database (deleted after a killed run) would be replayed
+        // into the merged file.
+        for f in &sides {
+            remove(f)?;
+        }
+        return Ok(());
+    }
+    if !sides[..2].iter().any(|f| f.exists()) {
         return Ok(());
     }
     let sql = |e| sql_error(Some(out.to_path_buf()), e);
-    let wal = super::side_file(out, "-wal");
-    if wal.exists() {
-        let conn = Connection::open(out).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
-            .map_err(sql)?;
-        drop(conn);
-        if !mode.eq_ignore_ascii_case("delete") || wal.exists() {
-            return Err(Error::Store {
-                path: out.to_path_buf(),
-                reason: "another program has it open (a `neurodex serve`, `top` or \
-                         `gallery`?): close it and run the merge again"
-                    .into(),
-            });
+    let conn = Connection::open(out).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql)?;
+    // Reading the header rolls back a hot journal; leaving WAL mode checkpoints the
+    // log and deletes it once no other connection has it open.
+    let mode: Result<String> = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .map_err(sql);
+    drop(conn);
+    let busy = || Error::Store {
+        path: out.to_path_buf(),
+        reason: "another program has it open (a `neurodex serve`, `top` or `gallery`?): \
+                 close it and run the merge again"
+            .into(),
+    };
+    match mode {
+        Ok(m) if m.eq_ignore_ascii_case("delete") => {}
+        Ok(_) => return Err(busy()),
+        Err(Error::Sql { cause, .. })
+            if cause.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+        {
+            return Err(busy())
         }
+        Err(e) => return Err(e),
     }
-    Ok(())
+    if sides[..2].iter().any(|f| f.exists()) {
+        return Err(busy());
+    }
+    remove(&sides[2])
 }
 
 /// `merged_input` rows of the database attached as `schema`.
@@ -479,6 +507,18 @@ fn read_merged_inputs(c: &Connection, schema: &str) -> rusqlite::Result<Vec<Merg
 }
 
 impl Store {
+    /// When this index last looked at its folder: the end of its last finished
+    /// `index` (or, for a merged index, of its last merge), else its creation.
+    pub fn seen_at(&self) -> Result<i64> {
+        let run = self.run_info()?;
+        let sessions: Option<i64> = self
+            .conn
+            .query_row("SELECT max(finished_at) FROM session", [], |r| r.get(0))
+            .ctx(&self.conn)?;
+        let merged = self.merged_inputs()?.iter().map(|m| m.merged_at).max();
+        Ok(sessions.max(merged).unwrap_or(run.created_at))
+    }
+
     /// The indexes merged into this one (`neurodex merge`), oldest first; empty for an
     /// index made by `index` alone.
     pub fn merged_inputs(&self) -> Result<Vec<MergedInput>> {

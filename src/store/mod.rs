@@ -35,7 +35,7 @@ pub use codec::{bytes_path, path_bytes};
 use codec::{decode_hits, read_stats};
 pub use labels::{Concept, LabelSet, PutLabels, SetKind};
 pub use lock::{lock_path, writer_active, WriterLock};
-pub use merge::{MergeTarget, MergedInput, Numbered};
+pub use merge::{make_way, MergeTarget, MergedInput, Numbered};
 pub use read::{Failures, ImageRow};
 pub use schema::{MIN_READABLE, SCHEMA_VERSION};
 
@@ -89,6 +89,9 @@ pub struct RunInfo {
     pub derived_upto: i64,
     /// The one shard of the root's files this database indexes (`None`: all of them).
     pub shard: Option<Shard>,
+    /// The batch size every image is computed in, for networks whose values depend on
+    /// it (`None`: they do not).
+    pub batch: Option<usize>,
 }
 
 impl RunInfo {
@@ -383,6 +386,7 @@ impl Store {
                         derived_upto: r.get(9)?,
                         keep_duplicates: r.get::<_, i64>(10)? != 0,
                         shard: None,
+                        batch: None,
                     })
                 },
             )
@@ -393,14 +397,15 @@ impl Store {
             Some(mut info) => {
                 info.layers = self.layers()?.into_iter().map(|l| l.name).collect();
                 if self.version >= 5 {
-                    let (i, n): (Option<i64>, Option<i64>) = self
+                    let (i, n, b): (Option<i64>, Option<i64>, Option<i64>) = self
                         .conn
                         .query_row(
-                            "SELECT shard_index, shard_count FROM run WHERE id = 1",
+                            "SELECT shard_index, shard_count, batch_images FROM run WHERE id = 1",
                             [],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                         )
                         .ctx(&self.conn)?;
+                    info.batch = b.map(|b| b.max(1) as usize);
                     if let (Some(i), Some(n)) = (i, n) {
                         info.shard = Some(
                             Shard::new(i as u32, n as u32)
@@ -465,8 +470,8 @@ impl Store {
         tx.execute(
             "INSERT INTO run (id, model, weights_id, root, recipe, max_pixels, top_k,
                               tool_version, created_at, needs_rebuild, keep_duplicates,
-                              shard_index, shard_count)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
+                              shard_index, shard_count, batch_images)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12)",
             params![
                 run.model,
                 run.weights_id,
@@ -478,7 +483,8 @@ impl Store {
                 run.created_at,
                 run.keep_duplicates as i64,
                 run.shard.map(|s| s.index as i64),
-                run.shard.map(|s| s.count as i64)
+                run.shard.map(|s| s.count as i64),
+                run.batch.map(|b| b as i64)
             ],
         )
         .ctx(&tx)?;

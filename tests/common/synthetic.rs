@@ -54,6 +54,7 @@ pub fn build(
         needs_rebuild: false,
         derived_upto: 0,
         shard: None,
+        batch: None,
     };
     store.create_run(&run, &infos).expect("create the run");
     for chunk in (0..images).collect::<Vec<_>>().chunks(2000) {
