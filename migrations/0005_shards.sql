@@ -13,6 +13,10 @@ ALTER TABLE run ADD COLUMN shard_count INTEGER;
 -- Fixed when the database is created, so that every run and every shard agrees.
 ALTER TABLE run ADD COLUMN batch_images INTEGER;
 
+-- The instruction set neurodex's kernels ran on in each `index` run (avx512, avx2,
+-- neon, portable): values computed on different ones can differ in their last bits.
+ALTER TABLE session ADD COLUMN isa TEXT;
+
 -- The indexes merged into this one by `neurodex merge`, one row each (an input that was
 -- itself merged brings its rows along): what was merged, so that `stats` can say which
 -- shards the index covers.
@@ -24,5 +28,6 @@ CREATE TABLE merged_input (
     images       INTEGER NOT NULL,  -- indexed images it held
     failed       INTEGER NOT NULL,
     created_at   INTEGER NOT NULL,  -- when its run began (unix seconds)
+    isa          TEXT,              -- the instruction sets its runs used, comma-separated
     merged_at    INTEGER NOT NULL
 );

@@ -51,8 +51,16 @@ pub struct Summary {
     /// Which part of the folder the merged index covers, and whether all of it.
     pub coverage: String,
     pub complete: bool,
+    /// The instruction sets the inputs were computed on (more than one: their values
+    /// may differ in the last bits, and with them ties).
+    pub isas: Vec<String>,
     pub seconds: f64,
 }
+
+/// The most images per unit and units an input may have (top-K lists are held in
+/// memory for every unit while merging: at these, 16 bytes x K x units).
+const MAX_TOP_K: usize = 100_000;
+const MAX_UNITS: usize = 1 << 20;
 
 /// The file the merge is built in, beside `out`.
 pub fn work_path(out: &Path) -> PathBuf {
@@ -68,6 +76,7 @@ struct Opened {
     images: u64,
     failed: u64,
     merged: Vec<MergedInput>,
+    isa: Vec<String>,
     is_output: bool,
     /// When it last looked at the folder (the output: before every input).
     seen_at: i64,
@@ -80,7 +89,9 @@ fn refuse(path: &Path, reason: String) -> Error {
     }
 }
 
-fn open_input(path: &Path, is_output: bool) -> Result<Option<Opened>> {
+/// Opens an input; `held`: the caller holds its writer lock (no `index` can be
+/// writing to it).
+fn open_input(path: &Path, is_output: bool, held: bool) -> Result<Option<Opened>> {
     let store = Store::open_readonly(path)?;
     let Some(run) = store.run_info_opt()? else {
         if is_output {
@@ -88,7 +99,7 @@ fn open_input(path: &Path, is_output: bool) -> Result<Option<Opened>> {
         }
         return Err(refuse(path, "nothing has been indexed into it".into()));
     };
-    let progress = if is_output {
+    let progress = if held {
         store.progress_held()?
     } else {
         store.progress()?
@@ -110,12 +121,27 @@ fn open_input(path: &Path, is_output: bool) -> Result<Option<Opened>> {
             ))
         }
     }
+    let layers = store.layers()?;
+    // What a hostile file could ask to be allocated: a million-hit list per unit, or
+    // a million units.
+    if run.top_k > MAX_TOP_K || layers.iter().map(|l| l.channels).sum::<usize>() > MAX_UNITS {
+        return Err(refuse(
+            path,
+            format!(
+                "its run keeps {} images per unit over {} units: beyond what neurodex makes \
+                 ({MAX_TOP_K} and {MAX_UNITS}); not merged",
+                run.top_k,
+                layers.iter().map(|l| l.channels).sum::<usize>()
+            ),
+        ));
+    }
     Ok(Some(Opened {
         path: path.to_path_buf(),
-        layers: store.layers()?,
+        layers,
         images: store.count_images("ok")?,
         failed: store.count_images("failed")?,
         merged: store.merged_inputs()?,
+        isa: store.isas()?,
         seen_at: if is_output {
             i64::MIN
         } else {
@@ -244,6 +270,7 @@ fn build(
                 failed: o.failed,
                 created_at: o.run.created_at,
                 merged_at: now,
+                isa: o.isa.clone(),
             }]
         } else {
             o.merged.clone()
@@ -281,8 +308,12 @@ pub fn run(out: &Path, inputs: &[PathBuf], progress: bool) -> Result<Summary> {
     let mut repeated_inputs = Vec::new();
     if out.exists() {
         seen.push(canon(out));
-        opened.extend(open_input(out, true)?);
+        opened.extend(open_input(out, true, true)?);
     }
+    // Each input's writer lock too, for as long as the merge reads it: an `index` that
+    // starts on a shard meanwhile waits (exit 3) instead of changing it under the
+    // merge. Where the lock file cannot be made (read-only storage) nothing can write.
+    let mut locks = Vec::new();
     for p in inputs {
         let c = canon(p);
         if seen.contains(&c) {
@@ -290,7 +321,20 @@ pub fn run(out: &Path, inputs: &[PathBuf], progress: bool) -> Result<Summary> {
             continue;
         }
         seen.push(c);
-        opened.extend(open_input(p, false)?);
+        if !p.exists() {
+            return Err(open_input(p, false, false)
+                .err()
+                .unwrap_or_else(|| refuse(p, "no such database".into())));
+        }
+        let held = match store::WriterLock::acquire(p) {
+            Ok(lock) => {
+                locks.push(lock);
+                true
+            }
+            Err(e @ Error::Locked { .. }) => return Err(e),
+            Err(_) => false,
+        };
+        opened.extend(open_input(p, false, held)?);
     }
     let Some(first) = opened.first() else {
         return Err(refuse(
@@ -371,6 +415,12 @@ pub fn run(out: &Path, inputs: &[PathBuf], progress: bool) -> Result<Summary> {
         recomputed,
         coverage,
         complete,
+        isas: {
+            let mut all: Vec<String> = opened.iter().flat_map(|o| o.isa.clone()).collect();
+            all.sort();
+            all.dedup();
+            all
+        },
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -1,7 +1,7 @@
 //! Which files of a folder one shard indexes. A file belongs to exactly one of N
 //! shards, chosen by a hash of its path relative to the root, so every machine of a
-//! cluster decides alike without talking to the others, whatever it mounts the
-//! folder as and in whatever order it walks it.
+//! cluster decides alike without talking to the others, in whatever order it walks
+//! the folder. (Merging asks that they all name the folder by the same path.)
 
 use sha2::{Digest, Sha256};
 
@@ -31,14 +31,19 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    /// `I/N`, `auto` (a Slurm array task: SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN of
-    /// SLURM_ARRAY_TASK_COUNT) or `auto/N` (Kubernetes' JOB_COMPLETION_INDEX, or the Slurm
-    /// task, of N given). `env` reads the environment (a parameter for tests).
+    /// `I/N`; `auto`, in a Slurm array job submitted as `--array=0-(N-1)`: shard
+    /// SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT; or `auto/N`: shard
+    /// JOB_COMPLETION_INDEX (a Kubernetes indexed job), else SLURM_ARRAY_TASK_ID, of N
+    /// given, which also serves a rerun of some of the tasks (`--array=3,5`), whose
+    /// array no longer says N. `env` reads the environment (a parameter for tests).
     pub fn parse(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
         let num = |what: &str, v: &str| -> Result<u32, String> {
             v.trim()
                 .parse::<u32>()
                 .map_err(|_| format!("{what} is {v:?}, not a whole number"))
+        };
+        let var = |name: &str| -> Result<Option<u32>, String> {
+            env(name).map(|v| num(name, &v)).transpose()
         };
         let (head, n) = match s.split_once('/') {
             Some((h, n)) => (h, Some(num("the shard count", n)?)),
@@ -51,68 +56,48 @@ impl Shard {
             return Shard::new(num("the shard number", head)?, n);
         }
         if let Some(n) = n {
-            if let Some(i) = env("JOB_COMPLETION_INDEX") {
-                return Shard::new(num("JOB_COMPLETION_INDEX", &i)?, n);
-            }
+            let index = match (var("JOB_COMPLETION_INDEX")?, var("SLURM_ARRAY_TASK_ID")?) {
+                (Some(i), _) | (None, Some(i)) => i,
+                (None, None) => {
+                    return Err("--shard auto/N needs JOB_COMPLETION_INDEX (a Kubernetes \
+                                indexed job) or SLURM_ARRAY_TASK_ID (a Slurm array task); \
+                                neither is set"
+                        .into())
+                }
+            };
+            return Shard::new(index, n);
         }
-        let Some(id) = env("SLURM_ARRAY_TASK_ID") else {
-            return Err(match n {
-                None => "--shard auto needs a Slurm array task (SLURM_ARRAY_TASK_ID is not set); \
-                         elsewhere give --shard I/N, or auto/N under a Kubernetes indexed job"
+        let Some(id) = var("SLURM_ARRAY_TASK_ID")? else {
+            return Err(
+                "--shard auto needs a Slurm array task (SLURM_ARRAY_TASK_ID is not \
+                        set); elsewhere give --shard I/N, or auto/N under a Kubernetes \
+                        indexed job"
                     .into(),
-                Some(_) => "--shard auto/N needs JOB_COMPLETION_INDEX (a Kubernetes indexed job) \
-                            or SLURM_ARRAY_TASK_ID (a Slurm array task); neither is set"
-                    .into(),
-            });
+            );
         };
-        let id = num("SLURM_ARRAY_TASK_ID", &id)?;
-        let min = match env("SLURM_ARRAY_TASK_MIN") {
-            Some(v) => num("SLURM_ARRAY_TASK_MIN", &v)?,
-            None => 0,
-        };
-        if let Some(step) = env("SLURM_ARRAY_TASK_STEP") {
-            if num("SLURM_ARRAY_TASK_STEP", &step)? != 1 {
-                return Err(format!(
-                    "the Slurm array steps by {step}: submit it as --array=0-{} so that \
-                     every shard number is a task",
-                    n.map_or("N-1".into(), |n| (n - 1).to_string())
-                ));
-            }
+        let count = var("SLURM_ARRAY_TASK_COUNT")?.ok_or(
+            "--shard auto: SLURM_ARRAY_TASK_COUNT is not set (Slurm before 17.11?); give the \
+             count as --shard auto/N",
+        )?;
+        let (min, max) = (var("SLURM_ARRAY_TASK_MIN")?, var("SLURM_ARRAY_TASK_MAX")?);
+        let step = var("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1);
+        // Only an array of the numbers 0 to N-1 says what N is: a rerun of some tasks
+        // (or an array from 1) would name other shards.
+        if min.unwrap_or(0) != 0 || max.is_some_and(|m| m + 1 != count) || step != 1 {
+            return Err(format!(
+                "--shard auto takes its shard from an array submitted as --array=0-(N-1); \
+                 this one is tasks {}-{} ({count} of them{}): give the count as --shard \
+                 auto/N (the task's number is then its shard)",
+                min.map_or("?".into(), |m| m.to_string()),
+                max.map_or("?".into(), |m| m.to_string()),
+                if step != 1 {
+                    format!(", every {step}th")
+                } else {
+                    String::new()
+                }
+            ));
         }
-        let count = match env("SLURM_ARRAY_TASK_COUNT") {
-            Some(c) => Some(num("SLURM_ARRAY_TASK_COUNT", &c)?),
-            None => None,
-        };
-        if let (Some(c), Some(max)) = (count, env("SLURM_ARRAY_TASK_MAX")) {
-            let max = num("SLURM_ARRAY_TASK_MAX", &max)?;
-            if max.checked_sub(min).map(|d| d + 1) != Some(c) {
-                return Err(format!(
-                    "the Slurm array's {c} tasks are not the numbers {min} to {max} one by one; \
-                     submit it as --array=0-{}",
-                    c.saturating_sub(1)
-                ));
-            }
-        }
-        let count = match (count, n) {
-            (Some(c), Some(n)) if c != n => {
-                return Err(format!(
-                    "--shard auto/{n}, but the Slurm array has {c} tasks"
-                ))
-            }
-            (Some(c), _) => c,
-            (None, Some(n)) => n,
-            (None, None) => {
-                return Err(
-                    "--shard auto: SLURM_ARRAY_TASK_COUNT is not set (Slurm before \
-                            17.11?); give the count as --shard auto/N"
-                        .into(),
-                )
-            }
-        };
-        let index = id.checked_sub(min).ok_or_else(|| {
-            format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}")
-        })?;
-        Shard::new(index, count)
+        Shard::new(id, count)
     }
 
     /// Whether the file at `rel` (its path relative to the root, as the index stores it)
@@ -264,27 +249,40 @@ mod tests {
     #[test]
     fn auto_reads_slurm_and_kubernetes() {
         let slurm = env(&[
-            ("SLURM_ARRAY_TASK_ID", "5"),
-            ("SLURM_ARRAY_TASK_MIN", "4"),
-            ("SLURM_ARRAY_TASK_MAX", "6"),
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "2"),
             ("SLURM_ARRAY_TASK_COUNT", "3"),
         ]);
         assert_eq!(
             Shard::parse("auto", &slurm),
             Ok(Shard { index: 1, count: 3 })
         );
-        assert!(Shard::parse("auto/4", &slurm)
-            .unwrap_err()
-            .contains("3 tasks"));
-        let gaps = env(&[
-            ("SLURM_ARRAY_TASK_ID", "2"),
-            ("SLURM_ARRAY_TASK_MIN", "0"),
-            ("SLURM_ARRAY_TASK_MAX", "4"),
+        assert_eq!(
+            Shard::parse("auto/3", &slurm),
+            Ok(Shard { index: 1, count: 3 })
+        );
+        // A rerun of task 3 alone: an array of one that names shard 3 of 8 only with N.
+        let rerun = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "3"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+        ]);
+        assert!(Shard::parse("auto", &rerun).unwrap_err().contains("auto/N"));
+        assert_eq!(
+            Shard::parse("auto/8", &rerun),
+            Ok(Shard { index: 3, count: 8 })
+        );
+        let from_one = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
             ("SLURM_ARRAY_TASK_COUNT", "3"),
         ]);
-        assert!(Shard::parse("auto", &gaps)
+        assert!(Shard::parse("auto", &from_one)
             .unwrap_err()
-            .contains("one by one"));
+            .contains("--array=0-(N-1)"));
         let k8s = env(&[("JOB_COMPLETION_INDEX", "6")]);
         assert_eq!(
             Shard::parse("auto/7", &k8s),

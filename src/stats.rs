@@ -233,6 +233,11 @@ impl TopK {
         self.heap.len()
     }
 
+    /// K: how many hits it keeps at most.
+    pub fn capacity_k(&self) -> usize {
+        self.k
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

@@ -589,7 +589,7 @@ fn databases_ranked_after_the_activation_stay_readable() {
              ALTER TABLE run DROP COLUMN keep_duplicates; DROP INDEX image_sha256;
              DROP TABLE image_label; DROP TABLE concept; DROP TABLE label_set;
              ALTER TABLE run DROP COLUMN shard_index; ALTER TABLE run DROP COLUMN shard_count;
-             ALTER TABLE run DROP COLUMN batch_images;
+             ALTER TABLE run DROP COLUMN batch_images; ALTER TABLE session DROP COLUMN isa;
              DROP TABLE merged_input;
              DELETE FROM schema_migrations WHERE version >= 3;",
         )

@@ -290,8 +290,8 @@ fn indexes_of_other_runs_are_refused_naming_the_difference() {
     assert!(err.contains("0 to 1"), "{err}");
 }
 
-/// `--shard auto` takes the task's number and the array's size from Slurm (an array
-/// numbered from 1 here), `auto/N` the index of a Kubernetes indexed job.
+/// `--shard auto` takes the task's number and the array's size from Slurm, `auto/N`
+/// the index of a Kubernetes indexed job (or the Slurm task's number, for a rerun).
 #[test]
 fn auto_shards_come_from_the_scheduler() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,22 +304,40 @@ fn auto_shards_come_from_the_scheduler() {
     let (code, err) = run(&[&"index", &root, &"--db", &whole, &"-q"], &[]);
     assert_eq!(code, 0, "{err}");
     let mut parts = Vec::new();
-    for task in 1..=3 {
+    for task in 0..3 {
         let db = dir.path().join(format!("s{task}.db"));
         let t = task.to_string();
         let (code, err) = run(
             &[&"index", &root, &"--db", &db, &"--shard", &"auto"],
             &[
                 ("SLURM_ARRAY_TASK_ID", t.as_str()),
-                ("SLURM_ARRAY_TASK_MIN", "1"),
-                ("SLURM_ARRAY_TASK_MAX", "3"),
+                ("SLURM_ARRAY_TASK_MIN", "0"),
+                ("SLURM_ARRAY_TASK_MAX", "2"),
                 ("SLURM_ARRAY_TASK_COUNT", "3"),
             ],
         );
         assert_eq!(code, 0, "{err}");
-        assert!(err.contains(&format!("shard {}/3", task - 1)), "{err}");
+        assert!(err.contains(&format!("shard {task}/3")), "{err}");
         parts.push(db);
     }
+    // A rerun of task 2 alone is an array of one: `auto` refuses to guess N.
+    let rerun = [
+        ("SLURM_ARRAY_TASK_ID", "2"),
+        ("SLURM_ARRAY_TASK_MIN", "2"),
+        ("SLURM_ARRAY_TASK_MAX", "2"),
+        ("SLURM_ARRAY_TASK_COUNT", "1"),
+    ];
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &parts[2], &"--shard", &"auto"],
+        &rerun,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("auto/N"), "{err}");
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &parts[2], &"--shard", &"auto/3"],
+        &rerun,
+    );
+    assert_eq!(code, 0, "{err}");
     let out = dir.path().join("out.db");
     let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
     let (code, err) = merge(&out, &p);
@@ -538,6 +556,90 @@ fn a_network_computed_on_whole_batches_merges_exactly() {
     assert!(err.contains("batches of 1 (against 16)"), "{err}");
 }
 
+/// `index` labels a folder of ImageNet class folders by their names only when every
+/// image sits in one: a shard may see only such images where the folder as a whole
+/// has others; the merge decides for all of them, as one index does.
+#[test]
+fn imagenet_labels_are_decided_for_the_whole_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let photos = common::demo_images(15);
+    for (i, f) in photos.iter().enumerate() {
+        let sub = match i {
+            0..=6 => "n01440764",
+            7..=13 => "n02102040",
+            _ => "misc",
+        };
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        std::fs::copy(f, root.join(sub).join(format!("p{i:02}.jpg"))).unwrap();
+    }
+    let whole = dir.path().join("whole.db");
+    index(&root, &whole, &[]);
+    assert!(snapshot(&whole).labels.is_empty());
+    let parts = shards(&root, dir.path(), 4, &[]);
+    assert!(
+        parts.iter().any(|p| !snapshot(p).labels.is_empty()),
+        "no shard was labelled on its own: the test shows nothing"
+    );
+    let out = dir.path().join("out.db");
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let (code, err) = merge(&out, &p);
+    assert_eq!(code, 0, "{err}");
+    same(&out, &snapshot(&whole), "shards labelled on their own");
+    // Without the odd one out the folder is ImageNet-like, and the merge labels it.
+    std::fs::remove_dir_all(root.join("misc")).unwrap();
+    for db in [&whole, &out] {
+        let _ = std::fs::remove_file(db);
+    }
+    index(&root, &whole, &[]);
+    assert_eq!(snapshot(&whole).labels.len(), 14);
+    std::fs::create_dir(dir.path().join("again")).unwrap();
+    let parts = shards(&root, &dir.path().join("again"), 4, &[]);
+    let p: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+    let (code, err) = merge(&out, &p);
+    assert_eq!(code, 0, "{err}");
+    same(&out, &snapshot(&whole), "ImageNet-like shards");
+}
+
+/// Shards computed on different instruction sets are merged, with a note: their
+/// values may differ in the last bits.
+#[test]
+fn shards_of_different_instruction_sets_are_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    std::fs::create_dir(&root).unwrap();
+    for f in common::demo_images(4) {
+        std::fs::copy(&f, root.join(f.file_name().unwrap())).unwrap();
+    }
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &a, &"--shard", &"0/2", &"-q"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(
+        &[&"index", &root, &"--db", &b, &"--shard", &"1/2", &"-q"],
+        &[("NEURODEX_ISA", "portable")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let out = dir.path().join("out.db");
+    let (code, err) = merge(&out, &[a.as_path(), b.as_path()]);
+    assert_eq!(code, 0, "{err}");
+    let native = neurodex::kernels::isa::isa().name();
+    if native == "portable" {
+        eprintln!(
+            "SKIPPED: the note on mixed instruction sets: this CPU runs the portable kernels only"
+        );
+        return;
+    }
+    assert!(
+        err.contains("different instruction sets")
+            && err.contains(native)
+            && err.contains("portable"),
+        "{err}"
+    );
+}
+
 fn count_ok(db: &Path) -> i64 {
     neurodex::store::Store::open_readonly(db)
         .ok()
@@ -606,9 +708,9 @@ fn killed_shards_and_interrupted_merges() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("missing 0/2"), "{err}");
 
-    // A merge that fails half-way (an input without its peaks table) leaves it byte
-    // for byte as it was.
-    let before = std::fs::read(&out).unwrap();
+    // A merge that fails half-way (an input without its peaks table) leaves it as it
+    // was (its log folded in, if it had one).
+    let before = snapshot(&out);
     let bad = dir.path().join("bad.db");
     let c = rusqlite::Connection::open(&s0).unwrap();
     c.execute("VACUUM INTO ?1", [bad.to_str().unwrap()])
@@ -621,7 +723,8 @@ fn killed_shards_and_interrupted_merges() {
     let (code, err) = merge(&out, &[bad.as_path()]);
     assert_eq!(code, 2, "an input without peaks merged: {err}");
     assert!(err.contains("bad.db") && err.contains("peaks"), "{err}");
-    assert_eq!(std::fs::read(&out).unwrap(), before);
+    assert_eq!(snapshot(&out), before);
+    assert!(!neurodex::merge::work_path(&out).exists());
 
     // A log left by a killed writer of a database since deleted is not replayed into
     // the merged one of that name.

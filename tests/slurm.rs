@@ -120,6 +120,8 @@ fn submit(demo: &Path, out: &Path, extra: &[&str]) -> String {
         ])
         .args(["--sbatch", "--cpus-per-task=1"])
         .args(extra)
+        // Arguments for every `index`, passed through word for word.
+        .args(["--", "--decode-memory-mb", "900"])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&submit.stdout).into_owned();

@@ -38,13 +38,22 @@ out=$(realpath -m "$out")
 shard_dir="$out.shards"
 mkdir -p "$shard_dir/logs"
 export NEURODEX="$neurodex" DIR="$dir" SHARDS="$shard_dir" OUT="$out" COUNT="$shards"
-export INDEX_ARGS="${index_args[*]:-}"
+# Shell-quoted, for index-shard.sbatch to read back word for word (paths with spaces).
+INDEX_ARGS=""
+[ ${#index_args[@]} -eq 0 ] || INDEX_ARGS=$(printf '%q ' "${index_args[@]}")
+export INDEX_ARGS
 # shellcheck disable=SC2086  # sbatch_args is a list of words
 array=$(sbatch --parsable --export=ALL --array="${tasks:-0-$((shards - 1))}" \
     --output="$shard_dir/logs/index-%a.out" $sbatch_args "$here/index-shard.sbatch")
 array=${array%%;*}
+# A rerun's merge also waits for the first submission's tasks still in the queue.
+after="afterok:$array"
+if [ -n "$tasks" ] && [ -f "$shard_dir/jobs" ]; then
+    read -r first _ < "$shard_dir/jobs"
+    if [ -n "$(squeue -h -j "$first" 2>/dev/null)" ]; then after="$after,afterany:$first"; fi
+fi
 # shellcheck disable=SC2086
-merge=$(sbatch --parsable --export=ALL --dependency="afterok:$array" --kill-on-invalid-dep=yes \
+merge=$(sbatch --parsable --export=ALL --dependency="$after" --kill-on-invalid-dep=yes \
     --output="$shard_dir/logs/merge.out" $sbatch_args "$here/merge.sbatch")
 merge=${merge%%;*}
 cat <<MSG
@@ -53,6 +62,12 @@ merge:       job $merge (after all of $array succeed) into $out
 logs:        $shard_dir/logs/
 watch:       squeue -j $array,$merge
 a failed shard: read its log, then rerun it (it resumes) and the merge after it:
-  $here/submit.sh $dir $out --shards $shards --neurodex $neurodex${sbatch_args:+ --sbatch $(printf %q "$sbatch_args")} --rerun I${INDEX_ARGS:+ -- $INDEX_ARGS}
+  $(printf '%q ' "$here/submit.sh" "$dir" "$out" --shards "$shards" --neurodex "$neurodex")${sbatch_args:+--sbatch $(printf %q "$sbatch_args") }--rerun I${INDEX_ARGS:+ -- $INDEX_ARGS}
 MSG
-echo "$array $merge" > "$shard_dir/jobs"
+# The first submission's array stays first: a rerun's merge waits for what is left of it.
+if [ -n "$tasks" ] && [ -f "$shard_dir/jobs" ]; then
+    read -r first _ < "$shard_dir/jobs"
+    echo "$first $array $merge" > "$shard_dir/jobs"
+else
+    echo "$array $merge" > "$shard_dir/jobs"
+fi

@@ -30,9 +30,39 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `index` labels an ImageNet-style tree by its folders when every indexed image sits
+/// in one, so each shard decided that for its own images; the merged index decides
+/// it for all of them, as one index of the folder would.
+fn settle_imagenet_labels(db: &std::path::Path) -> anyhow::Result<Option<String>> {
+    use neurodex::concepts;
+    let mut store = neurodex::store::Store::open(db)?;
+    let auto = "folder names (ImageNet-1k WordNet ids)";
+    let have = store
+        .label_sets()?
+        .iter()
+        .any(|l| l.name == "imagenet" && l.origin == auto);
+    if concepts::looks_like_imagenet(&store)? {
+        let r = concepts::add_from_dirs(&mut store, None, true)?;
+        return Ok(Some(format!(
+            "labelled {} images with {} ImageNet classes from their folder names (set `imagenet`)",
+            r.images, r.concepts
+        )));
+    }
+    if have {
+        store.remove_labels("imagenet", None)?;
+        return Ok(Some(
+            "removed the shards' `imagenet` labels: not every image of the merged index sits \
+             in an ImageNet class folder"
+                .into(),
+        ));
+    }
+    Ok(None)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
     let s = merge::run(&args.db, &args.inputs, progress)?;
+    let relabelled = settle_imagenet_labels(&args.db)?;
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else if !args.quiet {
@@ -70,6 +100,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "{} paths were in more than one input: each counted once (the newest file's row)",
                 s.repeated_paths
             );
+        }
+        if s.isas.len() > 1 {
+            eprintln!(
+                "note: the inputs were computed on different instruction sets ({}): their \
+                 values can differ in the last bits, so units whose top images tie or \
+                 nearly tie may be ordered otherwise than one index on one machine would",
+                s.isas.join(", ")
+            );
+        }
+        if let Some(what) = relabelled {
+            eprintln!("{what}");
         }
         if !s.complete {
             eprintln!(

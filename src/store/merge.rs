@@ -27,6 +27,8 @@ pub struct MergedInput {
     pub failed: u64,
     pub created_at: i64,
     pub merged_at: i64,
+    /// The instruction sets its runs computed on.
+    pub isa: Vec<String>,
 }
 
 /// Statistics and top-K lists `[layer][unit]`, as selected from the inputs.
@@ -309,13 +311,33 @@ impl MergeTarget {
             let mut find = c
                 .prepare("SELECT new_id, ranked FROM temp.idmap WHERE src = ?1 AND src_id = ?2")
                 .ctx(c)?;
+            // A list longer than K is refused before it is read (a hostile file's
+            // gigabyte blob would be allocated whole).
+            let most = tops
+                .iter()
+                .flatten()
+                .map(|t| t.capacity_k())
+                .max()
+                .unwrap_or(0)
+                * super::codec::HIT_RECORD;
             let mut st = c
-                .prepare("SELECT layer_id, unit, hits FROM input.top_k")
+                .prepare(
+                    "SELECT layer_id, unit, CASE WHEN length(hits) <= ?1 THEN hits END
+                     FROM input.top_k",
+                )
                 .map_err(in_err)?;
-            let mut rows = st.query([]).map_err(in_err)?;
+            let mut rows = st.query([most as i64]).map_err(in_err)?;
             while let Some(r) = rows.next().map_err(in_err)? {
                 let (l, u): (i64, i64) = (r.get(0).map_err(in_err)?, r.get(1).map_err(in_err)?);
-                let blob: Vec<u8> = r.get(2).map_err(in_err)?;
+                let blob: Vec<u8> =
+                    r.get::<_, Option<Vec<u8>>>(2)
+                        .map_err(in_err)?
+                        .ok_or_else(|| Error::Store {
+                            path: db.to_path_buf(),
+                            reason: format!(
+                                "the top-K list of layer {l} unit {u} is longer than K"
+                            ),
+                        })?;
                 let Some(top) = tops.get_mut(l as usize).and_then(|v| v.get_mut(u as usize)) else {
                     continue;
                 };
@@ -382,8 +404,8 @@ impl MergeTarget {
         for m in inputs {
             c.execute(
                 "INSERT INTO merged_input (path, shard_index, shard_count, images, failed,
-                                           created_at, merged_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                           created_at, merged_at, isa)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     m.path,
                     m.shard.map(|s| s.index),
@@ -391,7 +413,8 @@ impl MergeTarget {
                     m.images as i64,
                     m.failed as i64,
                     m.created_at,
-                    m.merged_at
+                    m.merged_at,
+                    m.isa.join(",")
                 ],
             )
             .ctx(c)?;
@@ -486,7 +509,7 @@ pub fn make_way(out: &Path) -> Result<()> {
 /// `merged_input` rows of the database attached as `schema`.
 fn read_merged_inputs(c: &Connection, schema: &str) -> rusqlite::Result<Vec<MergedInput>> {
     let mut st = c.prepare(&format!(
-        "SELECT path, shard_index, shard_count, images, failed, created_at, merged_at
+        "SELECT path, shard_index, shard_count, images, failed, created_at, merged_at, isa
          FROM {schema}.merged_input ORDER BY id"
     ))?;
     let rows = st.query_map([], |r| {
@@ -501,6 +524,15 @@ fn read_merged_inputs(c: &Connection, schema: &str) -> rusqlite::Result<Vec<Merg
             failed: r.get::<_, i64>(4)? as u64,
             created_at: r.get(5)?,
             merged_at: r.get(6)?,
+            isa: r
+                .get::<_, Option<String>>(7)?
+                .map(|s| {
+                    s.split(',')
+                        .filter(|i| !i.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     })?;
     rows.collect()
@@ -517,6 +549,30 @@ impl Store {
             .ctx(&self.conn)?;
         let merged = self.merged_inputs()?.iter().map(|m| m.merged_at).max();
         Ok(sessions.max(merged).unwrap_or(run.created_at))
+    }
+
+    /// The instruction sets this index's values were computed on: its `index` runs',
+    /// and those of the indexes merged into it (empty where none was recorded).
+    pub fn isas(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        if self.version >= 5 {
+            let mut st = self
+                .conn
+                .prepare("SELECT DISTINCT isa FROM session WHERE isa IS NOT NULL")
+                .ctx(&self.conn)?;
+            let rows = st
+                .query_map([], |r| r.get::<_, String>(0))
+                .ctx(&self.conn)?;
+            for r in rows {
+                out.push(r.ctx(&self.conn)?);
+            }
+        }
+        for m in self.merged_inputs()? {
+            out.extend(m.isa);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// The indexes merged into this one (`neurodex merge`), oldest first; empty for an

@@ -330,8 +330,12 @@ impl Store {
     pub fn start_session(&self) -> Result<i64> {
         self.conn
             .execute(
-                "INSERT INTO session (tool_version, started_at) VALUES (?1, ?2)",
-                params![env!("CARGO_PKG_VERSION"), unix_now()],
+                "INSERT INTO session (tool_version, started_at, isa) VALUES (?1, ?2, ?3)",
+                params![
+                    env!("CARGO_PKG_VERSION"),
+                    unix_now(),
+                    crate::kernels::isa::isa().name()
+                ],
             )
             .ctx(&self.conn)?;
         Ok(self.conn.last_insert_rowid())
