@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::shard::{self, Shard};
-use crate::stats::{TopK, UnitStats};
 use crate::store::{self, LayerInfo, MergeTarget, MergedInput, Progress, RunInfo, Store};
 use crate::{Error, Result};
 
@@ -243,14 +242,8 @@ fn build(
     for (i, o) in opened.iter().enumerate() {
         target.copy_rows(i, &o.path)?;
     }
-    let mut stats: Vec<Vec<UnitStats>> = layers
-        .iter()
-        .map(|l| vec![UnitStats::new(); l.channels])
-        .collect();
-    let mut tops: Vec<Vec<TopK>> = layers
-        .iter()
-        .map(|l| (0..l.channels).map(|_| TopK::new(run.top_k)).collect())
-        .collect();
+    let channels: Vec<usize> = layers.iter().map(|l| l.channels).collect();
+    let (mut stats, mut tops) = crate::stats::fresh(&channels, run.top_k);
     if recomputed.is_none() {
         say("selecting every unit's top-K from the inputs' lists");
         for (i, o) in opened.iter().enumerate() {

@@ -568,13 +568,21 @@ impl Network {
         let parts: Vec<Vec<TapPeaks>> = if n <= 1 || rayon::current_num_threads() <= 1 {
             input
                 .chunks(per_image)
-                .map(|image| self.chunk_peaks(image, 1, h, w, &taps))
+                .map(|image| {
+                    self.forward_chunk(image, 1, h, w, &taps, true)
+                        .map(Taken::peaks)
+                })
                 .collect::<Result<_>>()?
         } else {
             input
                 .par_chunks(per_image)
                 .with_max_len(1)
-                .map(|image| kernels::serial(|| self.chunk_peaks(image, 1, h, w, &taps)))
+                .map(|image| {
+                    kernels::serial(|| {
+                        self.forward_chunk(image, 1, h, w, &taps, true)
+                            .map(Taken::peaks)
+                    })
+                })
                 .collect::<Result<_>>()?
         };
         let mut out: Vec<TapPeaks> = Vec::with_capacity(taps.len());
@@ -659,7 +667,9 @@ impl Network {
         let norm = self.normalise_taps(taps)?;
         let taps = &norm[..];
         if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
-            return self.forward_chunk(input, n, h, w, taps);
+            return self
+                .forward_chunk(input, n, h, w, taps, false)
+                .map(Taken::maps);
         }
         // One image at a time, fully connected layers would stream their weights once
         // per image (Lite0's fc: 5 MB, AlexNet's: 234 MB).
@@ -682,7 +692,12 @@ impl Network {
         let parts = input
             .par_chunks(per_image)
             .with_max_len(1)
-            .map(|image| kernels::serial(|| self.forward_chunk(image, 1, h, w, &early)))
+            .map(|image| {
+                kernels::serial(|| {
+                    self.forward_chunk(image, 1, h, w, &early, false)
+                        .map(Taken::maps)
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         // Each early node's outputs, image after image.
         let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
@@ -705,7 +720,8 @@ impl Network {
                 self.recycle(a.data);
             }
         }
-        self.run_nodes(joined, joined_pre, cut, n, h, w, taps)
+        self.run_pass(joined, joined_pre, cut, n, h, w, taps, false)
+            .map(Taken::maps)
     }
 
     /// Whether each image's values at `taps` are the same whatever else is in its batch
@@ -826,6 +842,9 @@ impl Network {
         }
     }
 
+    /// A pass over `n` images from the input to the deepest tap, handing out the taps'
+    /// maps, or only their peaks (`peaks`), taken as each is computed.
+    #[allow(clippy::too_many_arguments)]
     fn forward_chunk(
         &self,
         input: &[f32],
@@ -833,28 +852,15 @@ impl Network {
         h: usize,
         w: usize,
         taps: &[Tap],
-    ) -> Result<Vec<Activation>> {
+        peaks: bool,
+    ) -> Result<Taken> {
         match self.chunk_bufs(input, n, h, w, taps)? {
-            None => Ok(vec![]),
-            Some((bufs, pre)) => self.run_nodes(bufs, pre, 1, n, h, w, taps),
-        }
-    }
-
-    /// `forward_chunk`'s taps as their peaks, taken as each is computed.
-    fn chunk_peaks(
-        &self,
-        input: &[f32],
-        n: usize,
-        h: usize,
-        w: usize,
-        taps: &[Tap],
-    ) -> Result<Vec<TapPeaks>> {
-        match self.chunk_bufs(input, n, h, w, taps)? {
-            None => Ok(vec![]),
-            Some((bufs, pre)) => match self.run_pass(bufs, pre, 1, n, h, w, taps, true)? {
-                Taken::Peaks(p) => Ok(p),
-                Taken::Maps(_) => unreachable!("asked for peaks"),
-            },
+            None => Ok(if peaks {
+                Taken::Peaks(vec![])
+            } else {
+                Taken::Maps(vec![])
+            }),
+            Some((bufs, pre)) => self.run_pass(bufs, pre, 1, n, h, w, taps, peaks),
         }
     }
 
@@ -899,25 +905,8 @@ impl Network {
     /// from `bufs`: one slot per node up to that tap, filled (each with `n` images)
     /// for every node before `start` that a later node or a tap reads, and `pre`
     /// likewise for the taps before an activation. Taps before an activation must
-    /// name split nodes (`forward_taps_hw` sees to it). Follows the pass's `Plan`.
-    #[allow(clippy::too_many_arguments)]
-    fn run_nodes(
-        &self,
-        bufs: Vec<Option<Buf>>,
-        pre: Vec<Option<Buf>>,
-        start: usize,
-        n: usize,
-        h: usize,
-        w: usize,
-        taps: &[Tap],
-    ) -> Result<Vec<Activation>> {
-        match self.run_pass(bufs, pre, start, n, h, w, taps, false)? {
-            Taken::Maps(m) => Ok(m),
-            Taken::Peaks(_) => unreachable!("asked for maps"),
-        }
-    }
-
-    /// `run_nodes`, handing out the taps' maps, or only their peaks (`peaks`).
+    /// name split nodes (`forward_taps_hw` sees to it). Follows the pass's `Plan`. Hands out the
+    /// taps' maps, or only their peaks (`peaks`).
     #[allow(clippy::too_many_arguments)]
     fn run_pass(
         &self,
@@ -1017,6 +1006,22 @@ struct Pass<'a> {
 enum Taken {
     Maps(Vec<Activation>),
     Peaks(Vec<TapPeaks>),
+}
+
+impl Taken {
+    fn maps(self) -> Vec<Activation> {
+        match self {
+            Taken::Maps(m) => m,
+            Taken::Peaks(_) => unreachable!("a pass asked for maps"),
+        }
+    }
+
+    fn peaks(self) -> Vec<TapPeaks> {
+        match self {
+            Taken::Peaks(p) => p,
+            Taken::Maps(_) => unreachable!("a pass asked for peaks"),
+        }
+    }
 }
 
 /// The taps of a pass that hands out peaks: per node, the taps (their places in the

@@ -157,6 +157,21 @@ impl UnitStats {
 // ---------------------------------------------------------------------------------
 // Exact top-K per unit.
 
+/// Empty statistics and top-K lists for layers of `channels` units each, keeping
+/// `k` images per unit: `[layer][unit]`.
+pub fn fresh(channels: &[usize], k: usize) -> (Vec<Vec<UnitStats>>, Vec<Vec<TopK>>) {
+    (
+        channels
+            .iter()
+            .map(|&c| vec![UnitStats::new(); c])
+            .collect(),
+        channels
+            .iter()
+            .map(|&c| (0..c).map(|_| TopK::new(k)).collect())
+            .collect(),
+    )
+}
+
 /// One image's peak for a unit, as kept in the top-K.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hit {

@@ -16,7 +16,7 @@ use neurodex::query;
 use neurodex::store::Store;
 
 use common::demo_images;
-use snapshot::snapshot;
+use snapshot::{count_ok, snapshot};
 
 fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
@@ -45,15 +45,6 @@ fn index(dir: &Path, db: &Path, extra: &[&str]) -> (i32, String) {
 
 /// Per image, per layer, per unit: (value, y, x).
 type NaivePeaks = Vec<(String, Vec<Vec<(f32, usize, usize)>>)>;
-
-fn count_ok(db: &Path) -> i64 {
-    // The database may not exist yet, or be mid-creation.
-    Store::open_readonly(db)
-        .ok()
-        .and_then(|s| s.count_images("ok").ok())
-        .map(|n| n as i64)
-        .unwrap_or(0)
-}
 
 /// The stored peak of every unit equals a plain maximum over the feature map computed
 /// one image at a time, and `top` orders images by it with a box from the unit's

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use snapshot::{equal_but_summation, snapshot, Snapshot};
+use snapshot::{count_ok, equal_but_summation, snapshot, Snapshot};
 
 fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
@@ -638,14 +638,6 @@ fn shards_of_different_instruction_sets_are_noted() {
             && err.contains("portable"),
         "{err}"
     );
-}
-
-fn count_ok(db: &Path) -> i64 {
-    neurodex::store::Store::open_readonly(db)
-        .ok()
-        .and_then(|s| s.count_images("ok").ok())
-        .map(|n| n as i64)
-        .unwrap_or(0)
 }
 
 /// A shard killed mid-run is refused by merge until its `index` is run again, which

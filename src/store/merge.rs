@@ -360,25 +360,6 @@ impl MergeTarget {
         })
     }
 
-    /// The `merged_input` rows of input `db` (an earlier merge's inputs), if it has any.
-    pub fn merged_inputs_of(&self, db: &Path) -> Result<Vec<MergedInput>> {
-        let in_err = |e| sql_error(Some(db.to_path_buf()), e);
-        self.attached(db, |c| {
-            let has: bool = c
-                .query_row(
-                    "SELECT count(*) FROM input.sqlite_master WHERE name = 'merged_input'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(in_err)?
-                > 0;
-            if !has {
-                return Ok(Vec::new());
-            }
-            read_merged_inputs(c, "input").map_err(in_err)
-        })
-    }
-
     /// Writes the statistics and top-K lists (or recomputes both from the copied peaks
     /// when `rebuild`), records the inputs, and puts the database in `out`'s place.
     pub fn finish(

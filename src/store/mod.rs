@@ -703,14 +703,8 @@ impl Store {
     pub fn rebuild(&mut self) -> Result<()> {
         let info = self.run_info()?;
         let layers = self.layers()?;
-        let mut stats: Vec<Vec<UnitStats>> = layers
-            .iter()
-            .map(|l| vec![UnitStats::new(); l.channels])
-            .collect();
-        let mut tops: Vec<Vec<TopK>> = layers
-            .iter()
-            .map(|l| (0..l.channels).map(|_| TopK::new(info.top_k)).collect())
-            .collect();
+        let channels: Vec<usize> = layers.iter().map(|l| l.channels).collect();
+        let (mut stats, mut tops) = crate::stats::fresh(&channels, info.top_k);
         let tx = self.transaction()?;
         add_stored_peaks(
             &tx,

@@ -150,3 +150,14 @@ pub fn equal_but_summation(got: &Snapshot, want: &Snapshot) -> Result<f64, Strin
     }
     Ok(worst)
 }
+
+/// Indexed images in `db`, 0 while it does not exist or is being created (for tests
+/// that watch an `index` run from outside).
+#[allow(dead_code)]
+pub fn count_ok(db: &Path) -> i64 {
+    Store::open_readonly(db)
+        .ok()
+        .and_then(|s| s.count_images("ok").ok())
+        .map(|n| n as i64)
+        .unwrap_or(0)
+}
