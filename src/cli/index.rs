@@ -47,10 +47,11 @@ pub struct Args {
     /// place per distinct content; fixed when the database is created)
     #[arg(long)]
     pub keep_duplicates: bool,
-    /// Index one shard of the folder: `I/N` (0-based: 0/8 to 7/8), `auto` in a Slurm
-    /// array task (the task's number and the array's size), `auto/N` in a Kubernetes
-    /// indexed job (JOB_COMPLETION_INDEX). Each file belongs to one shard, by a hash
-    /// of its path under DIR; `neurodex merge` joins the shards' databases
+    /// Index one shard of the folder: `I/N` (0-based: 0/8 to 7/8); `auto` in a Slurm
+    /// array task submitted as --array=0-(N-1) (the task's number of the array's size);
+    /// `auto/N` in a Kubernetes indexed job (JOB_COMPLETION_INDEX) or a Slurm task rerun
+    /// on its own (its number). Each file belongs to one shard, by a hash of its path
+    /// under DIR; `neurodex merge` joins the shards' databases
     #[arg(long, value_name = "I/N|auto|auto/N")]
     pub shard: Option<String>,
     /// No progress bar or summary

@@ -9,11 +9,14 @@ use neurodex::merge;
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "The inputs must index the same folder with the same model, weights, \
-preprocessing, layers and --top-k; each must have finished (a shard cut short is refused: run \
-its `index` again). The merged top-K lists, statistics, images, failures and labels equal what \
-one `neurodex index` of the whole folder gives. OUT is written only when the merge is complete \
-(it is built in OUT.merging); an OUT that already holds an index is merged into, and a path \
-met in two inputs, or an input given twice, counts once."
+preprocessing, layers, --top-k and (for networks whose values depend on it) batch size; each \
+must have finished (a shard cut short is refused: run its `index` again). The merged top-K \
+lists, statistics, images, failures and labels equal what one `neurodex index` of the whole \
+folder gives. OUT is written only when the merge is complete (it is built in OUT.merging); an \
+OUT that already holds an index is merged into, and a path met in two inputs, or an input \
+given twice, counts once, as the input that looked at the folder last saw it.\n\n\
+Exit status: 0 merged, 1 merged and the index holds files that failed, 2 refused or an error, \
+3 OUT or an input is being written by another neurodex."
 )]
 pub struct Args {
     /// The merged database (created, or added to)
