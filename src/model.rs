@@ -553,57 +553,100 @@ impl Network {
     /// activation, no copy is kept), where the whole maps would be unblocked to NCHW,
     /// gathered into one batch and read again.
     pub fn forward_peaks(&self, input: &[f32], n: usize, taps: &[Tap]) -> Result<Vec<TapPeaks>> {
+        use rayon::prelude::*;
         let s = self.arch.recipe.size as usize;
         let (h, w) = (s, s);
         let taps = self.normalise_taps(taps)?;
-        let cut = self.batched_from(n, h, w);
-        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
-        if last >= cut || input.len() != n * 3 * h * w {
-            // Taps in the batched tail: the maps themselves.
+        let per_image = 3 * h * w;
+        if taps.is_empty() || input.len() != n * per_image {
             let maps = self.forward_taps_hw(input, n, h, w, &taps)?;
             return Ok(maps.iter().map(TapPeaks::of).collect());
         }
-        use rayon::prelude::*;
-        let per_image = 3 * h * w;
-        let parts: Vec<Vec<TapPeaks>> = if n <= 1 || rayon::current_num_threads() <= 1 {
-            input
-                .chunks(per_image)
-                .map(|image| {
-                    self.forward_chunk(image, 1, h, w, &taps, true)
-                        .map(Taken::peaks)
-                })
-                .collect::<Result<_>>()?
+        // Image by image: the taps before the batched tail as peaks, and the maps the
+        // tail reads (as `forward_taps_hw` splits a batch).
+        let cut = self.batched_from(n, h, w);
+        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
+        let mut early: Vec<Tap> = taps.iter().copied().filter(|t| t.node < cut).collect();
+        let peaks_of = early.len();
+        let feeds = self.tail_feeds(cut, last);
+        early.extend_from_slice(&feeds);
+        let mask: Vec<bool> = (0..early.len()).map(|k| k < peaks_of).collect();
+        let one = |image: &[f32]| self.forward_chunk(image, 1, h, w, &early, &mask);
+        let parts: Vec<Vec<TapOut>> = if n <= 1 || rayon::current_num_threads() <= 1 {
+            input.chunks(per_image).map(one).collect::<Result<_>>()?
         } else {
             input
                 .par_chunks(per_image)
                 .with_max_len(1)
-                .map(|image| {
-                    kernels::serial(|| {
-                        self.forward_chunk(image, 1, h, w, &taps, true)
-                            .map(Taken::peaks)
-                    })
-                })
+                .map(|image| kernels::serial(|| one(image)))
                 .collect::<Result<_>>()?
         };
-        let mut out: Vec<TapPeaks> = Vec::with_capacity(taps.len());
-        for k in 0..taps.len() {
-            let first = &parts.first().map(|p| &p[k]);
-            let (c, ph, pw) = first.map_or((0, 0, 0), |p| (p.c, p.h, p.w));
-            let mut t = TapPeaks {
-                n,
-                c,
-                h: ph,
-                w: pw,
-                values: Vec::with_capacity(n * c),
-                at: Vec::with_capacity(n * c),
-            };
+        // The early taps' peaks, image after image.
+        let mut found: Vec<TapPeaks> = Vec::with_capacity(peaks_of);
+        for k in 0..peaks_of {
+            let mut t: Option<TapPeaks> = None;
             for p in &parts {
-                t.values.extend_from_slice(&p[k].values);
-                t.at.extend_from_slice(&p[k].at);
+                let TapOut::Peaks(q) = &p[k] else {
+                    unreachable!("asked for peaks")
+                };
+                match &mut t {
+                    None => t = Some(TapPeaks { n, ..q.clone() }),
+                    Some(t) => {
+                        t.values.extend_from_slice(&q.values);
+                        t.at.extend_from_slice(&q.at);
+                    }
+                }
             }
-            out.push(t);
+            found.push(t.expect("n > 0 images"));
         }
-        Ok(out)
+        let mut tail: Vec<TapPeaks> = Vec::new();
+        if last >= cut {
+            // The tail on the whole batch, from the maps it reads.
+            let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+            let joined_pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+            for (j, tap) in feeds.iter().enumerate() {
+                let k = peaks_of + j;
+                let mut data = Vec::new();
+                for p in &parts {
+                    let TapOut::Map(a) = &p[k] else {
+                        unreachable!("asked for maps")
+                    };
+                    data.extend_from_slice(&a.data);
+                }
+                joined[tap.node] = Some(Buf::from_vec(data));
+            }
+            for part in parts {
+                for o in part {
+                    if let TapOut::Map(a) = o {
+                        self.recycle(a.data);
+                    }
+                }
+            }
+            let late: Vec<Tap> = taps.iter().copied().filter(|t| t.node >= cut).collect();
+            let maps = self.run_pass(
+                joined,
+                joined_pre,
+                cut,
+                n,
+                h,
+                w,
+                &late,
+                &vec![false; late.len()],
+            )?;
+            tail = maps.into_iter().map(|o| TapPeaks::of(&o.map())).collect();
+        }
+        // Back in the order asked.
+        let (mut found, mut tail) = (found.into_iter(), tail.into_iter());
+        Ok(taps
+            .iter()
+            .map(|t| {
+                if t.node < cut {
+                    found.next().expect("one per early tap")
+                } else {
+                    tail.next().expect("one per tail tap")
+                }
+            })
+            .collect())
     }
 
     /// Decoded images prepared by the network's recipe (in parallel) and run through
@@ -668,24 +711,15 @@ impl Network {
         let taps = &norm[..];
         if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
             return self
-                .forward_chunk(input, n, h, w, taps, false)
-                .map(Taken::maps);
+                .forward_chunk(input, n, h, w, taps, &vec![false; taps.len()])
+                .map(maps);
         }
         // One image at a time, fully connected layers would stream their weights once
         // per image (Lite0's fc: 5 MB, AlexNet's: 234 MB).
         let cut = self.batched_from(n, h, w);
         let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
         let mut early: Vec<Tap> = taps.iter().copied().filter(|t| t.node < cut).collect();
-        if last >= cut {
-            for node in &self.arch.nodes[cut..=last] {
-                early.extend(
-                    node.inputs
-                        .iter()
-                        .filter(|&&i| i < cut)
-                        .map(|&i| Tap::post(i)),
-                );
-            }
-        }
+        early.extend(self.tail_feeds(cut, last));
         early.sort_unstable();
         early.dedup();
         let per_image = 3 * h * w;
@@ -694,8 +728,8 @@ impl Network {
             .with_max_len(1)
             .map(|image| {
                 kernels::serial(|| {
-                    self.forward_chunk(image, 1, h, w, &early, false)
-                        .map(Taken::maps)
+                    self.forward_chunk(image, 1, h, w, &early, &vec![false; early.len()])
+                        .map(maps)
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -720,8 +754,17 @@ impl Network {
                 self.recycle(a.data);
             }
         }
-        self.run_pass(joined, joined_pre, cut, n, h, w, taps, false)
-            .map(Taken::maps)
+        self.run_pass(
+            joined,
+            joined_pre,
+            cut,
+            n,
+            h,
+            w,
+            taps,
+            &vec![false; taps.len()],
+        )
+        .map(maps)
     }
 
     /// Whether each image's values at `taps` are the same whatever else is in its batch
@@ -733,6 +776,27 @@ impl Network {
         let s = self.arch.recipe.size as usize;
         let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
         (1..=batch.max(1)).all(|n| last < self.batched_from(n, s, s))
+    }
+
+    /// The outputs before `cut` that nodes `cut..=last` read (none when `last < cut`):
+    /// what a batch computed image by image hands to its batched tail.
+    fn tail_feeds(&self, cut: usize, last: usize) -> Vec<Tap> {
+        let mut feeds: Vec<Tap> = self
+            .arch
+            .nodes
+            .get(cut..=last)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|node| {
+                node.inputs
+                    .iter()
+                    .filter(|&&i| i < cut)
+                    .map(|&i| Tap::post(i))
+            })
+            .collect();
+        feeds.sort_unstable();
+        feeds.dedup();
+        feeds
     }
 
     /// The taps as a pass computes them: before an activation that is absent is after
@@ -842,8 +906,8 @@ impl Network {
         }
     }
 
-    /// A pass over `n` images from the input to the deepest tap, handing out the taps'
-    /// maps, or only their peaks (`peaks`), taken as each is computed.
+    /// A pass over `n` images from the input to the deepest tap, handing out each tap's
+    /// map, or only its peaks where `peaks[k]`, taken as it is computed.
     #[allow(clippy::too_many_arguments)]
     fn forward_chunk(
         &self,
@@ -852,14 +916,10 @@ impl Network {
         h: usize,
         w: usize,
         taps: &[Tap],
-        peaks: bool,
-    ) -> Result<Taken> {
+        peaks: &[bool],
+    ) -> Result<Vec<TapOut>> {
         match self.chunk_bufs(input, n, h, w, taps)? {
-            None => Ok(if peaks {
-                Taken::Peaks(vec![])
-            } else {
-                Taken::Maps(vec![])
-            }),
+            None => Ok(vec![]),
             Some((bufs, pre)) => self.run_pass(bufs, pre, 1, n, h, w, taps, peaks),
         }
     }
@@ -917,14 +977,10 @@ impl Network {
         h: usize,
         w: usize,
         taps: &[Tap],
-        peaks: bool,
-    ) -> Result<Taken> {
+        peaks: &[bool],
+    ) -> Result<Vec<TapOut>> {
         if taps.is_empty() {
-            return Ok(if peaks {
-                Taken::Peaks(vec![])
-            } else {
-                Taken::Maps(vec![])
-            });
+            return Ok(vec![]);
         }
         let plan = self.plan(start, h, w, taps)?;
         let pool = self
@@ -933,13 +989,13 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        let peak_taps = peaks.then(|| {
+        let peak_taps = peaks.contains(&true).then(|| {
             let mut p = PeakTaps {
                 pre: vec![Vec::new(); plan.last + 1],
                 post: vec![Vec::new(); plan.last + 1],
                 out: vec![None; taps.len()],
             };
-            for (k, t) in taps.iter().enumerate() {
+            for (k, t) in taps.iter().enumerate().filter(|&(k, _)| peaks[k]) {
                 let by_node = if t.pre { &mut p.pre } else { &mut p.post };
                 by_node[t.node].push(k);
             }
@@ -959,17 +1015,21 @@ impl Network {
         for i in start..=plan.last {
             pass.step(i)?;
         }
-        let outs = match pass.peaks.take() {
-            None => Taken::Maps(taps.iter().map(|&t| pass.output(t)).collect()),
-            Some(p) => Taken::Peaks(
-                p.out
-                    .into_iter()
-                    .zip(taps)
-                    // Taps no step computed (the input itself).
-                    .map(|(got, &t)| got.unwrap_or_else(|| TapPeaks::of(&pass.output(t))))
-                    .collect(),
-            ),
-        };
+        let mut taken = pass.peaks.take().map(|p| p.out);
+        let outs = taps
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| {
+                if !peaks[k] {
+                    return TapOut::Map(pass.output(t));
+                }
+                // Taps no step computed (the input itself) from their maps.
+                match taken.as_mut().and_then(|o| o[k].take()) {
+                    Some(p) => TapOut::Peaks(p),
+                    None => TapOut::Peaks(TapPeaks::of(&pass.output(t))),
+                }
+            })
+            .collect();
         let pool = pass.finish();
         self.pools
             .lock()
@@ -1002,26 +1062,24 @@ struct Pass<'a> {
     peaks: Option<PeakTaps>,
 }
 
-/// What a pass hands out: the taps' maps, or their peaks.
-enum Taken {
-    Maps(Vec<Activation>),
-    Peaks(Vec<TapPeaks>),
+/// What a pass hands out for one tap: its map, or only its peaks.
+enum TapOut {
+    Map(Activation),
+    Peaks(TapPeaks),
 }
 
-impl Taken {
-    fn maps(self) -> Vec<Activation> {
+impl TapOut {
+    fn map(self) -> Activation {
         match self {
-            Taken::Maps(m) => m,
-            Taken::Peaks(_) => unreachable!("a pass asked for maps"),
+            TapOut::Map(m) => m,
+            TapOut::Peaks(_) => unreachable!("a pass asked for a map"),
         }
     }
+}
 
-    fn peaks(self) -> Vec<TapPeaks> {
-        match self {
-            Taken::Peaks(p) => p,
-            Taken::Maps(_) => unreachable!("a pass asked for peaks"),
-        }
-    }
+/// Every tap's map, from a pass that was asked for maps only.
+fn maps(outs: Vec<TapOut>) -> Vec<Activation> {
+    outs.into_iter().map(TapOut::map).collect()
 }
 
 /// The taps of a pass that hands out peaks: per node, the taps (their places in the
