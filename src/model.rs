@@ -97,6 +97,17 @@ pub struct TapPeaks {
 }
 
 impl TapPeaks {
+    fn empty() -> TapPeaks {
+        TapPeaks {
+            n: 0,
+            c: 0,
+            h: 0,
+            w: 0,
+            values: Vec::new(),
+            at: Vec::new(),
+        }
+    }
+
     /// The peaks of a computed map.
     pub fn of(a: &Activation) -> TapPeaks {
         let (values, at) = kernels::channel_peaks(&a.data, a.n, a.c, a.h * a.w);
@@ -553,98 +564,14 @@ impl Network {
     /// activation, no copy is kept), where the whole maps would be unblocked to NCHW,
     /// gathered into one batch and read again.
     pub fn forward_peaks(&self, input: &[f32], n: usize, taps: &[Tap]) -> Result<Vec<TapPeaks>> {
-        use rayon::prelude::*;
         let s = self.arch.recipe.size as usize;
-        let (h, w) = (s, s);
         let taps = self.normalise_taps(taps)?;
-        let per_image = 3 * h * w;
-        if taps.is_empty() || input.len() != n * per_image {
-            let maps = self.forward_taps_hw(input, n, h, w, &taps)?;
-            return Ok(maps.iter().map(TapPeaks::of).collect());
-        }
-        // Image by image: the taps before the batched tail as peaks, and the maps the
-        // tail reads (as `forward_taps_hw` splits a batch).
-        let cut = self.batched_from(n, h, w);
-        let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
-        let mut early: Vec<Tap> = taps.iter().copied().filter(|t| t.node < cut).collect();
-        let peaks_of = early.len();
-        let feeds = self.tail_feeds(cut, last);
-        early.extend_from_slice(&feeds);
-        let mask: Vec<bool> = (0..early.len()).map(|k| k < peaks_of).collect();
-        let one = |image: &[f32]| self.forward_chunk(image, 1, h, w, &early, &mask);
-        let parts: Vec<Vec<TapOut>> = if n <= 1 || rayon::current_num_threads() <= 1 {
-            input.chunks(per_image).map(one).collect::<Result<_>>()?
-        } else {
-            input
-                .par_chunks(per_image)
-                .with_max_len(1)
-                .map(|image| kernels::serial(|| one(image)))
-                .collect::<Result<_>>()?
-        };
-        // The early taps' peaks, image after image.
-        let mut found: Vec<TapPeaks> = Vec::with_capacity(peaks_of);
-        for k in 0..peaks_of {
-            let mut t: Option<TapPeaks> = None;
-            for p in &parts {
-                let TapOut::Peaks(q) = &p[k] else {
-                    unreachable!("asked for peaks")
-                };
-                match &mut t {
-                    None => t = Some(TapPeaks { n, ..q.clone() }),
-                    Some(t) => {
-                        t.values.extend_from_slice(&q.values);
-                        t.at.extend_from_slice(&q.at);
-                    }
-                }
-            }
-            found.push(t.expect("n > 0 images"));
-        }
-        let mut tail: Vec<TapPeaks> = Vec::new();
-        if last >= cut {
-            // The tail on the whole batch, from the maps it reads.
-            let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-            let joined_pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-            for (j, tap) in feeds.iter().enumerate() {
-                let k = peaks_of + j;
-                let mut data = Vec::new();
-                for p in &parts {
-                    let TapOut::Map(a) = &p[k] else {
-                        unreachable!("asked for maps")
-                    };
-                    data.extend_from_slice(&a.data);
-                }
-                joined[tap.node] = Some(Buf::from_vec(data));
-            }
-            for part in parts {
-                for o in part {
-                    if let TapOut::Map(a) = o {
-                        self.recycle(a.data);
-                    }
-                }
-            }
-            let late: Vec<Tap> = taps.iter().copied().filter(|t| t.node >= cut).collect();
-            let maps = self.run_pass(
-                joined,
-                joined_pre,
-                cut,
-                n,
-                h,
-                w,
-                &late,
-                &vec![false; late.len()],
-            )?;
-            tail = maps.into_iter().map(|o| TapPeaks::of(&o.map())).collect();
-        }
-        // Back in the order asked.
-        let (mut found, mut tail) = (found.into_iter(), tail.into_iter());
-        Ok(taps
-            .iter()
-            .map(|t| {
-                if t.node < cut {
-                    found.next().expect("one per early tap")
-                } else {
-                    tail.next().expect("one per tail tap")
-                }
+        let outs = self.forward_split(input, n, s, s, &taps, &vec![true; taps.len()])?;
+        Ok(outs
+            .into_iter()
+            .map(|o| match o {
+                TapOut::Peaks(p) => p,
+                TapOut::Map(m) => TapPeaks::of(&m),
             })
             .collect())
     }
@@ -706,65 +633,89 @@ impl Network {
         w: usize,
         taps: &[Tap],
     ) -> Result<Vec<Activation>> {
+        let taps = self.normalise_taps(taps)?;
+        self.forward_split(input, n, h, w, &taps, &vec![false; taps.len()])
+            .map(maps)
+    }
+
+    /// A batch of `n` images through the network, for normalised `taps`: each tap's
+    /// map, or only its peaks where `peaks[k]` (taken in the pass, as `forward_peaks`
+    /// says). Images go one per thread, each all the way on its own thread with
+    /// single-threaded kernels, up to the first node computed on the whole batch
+    /// (`batched_from`); that tail then runs on the batch, from the maps it reads, and
+    /// its taps are handed out as maps (their peaks taken from them).
+    fn forward_split(
+        &self,
+        input: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        taps: &[Tap],
+        peaks: &[bool],
+    ) -> Result<Vec<TapOut>> {
         use rayon::prelude::*;
-        let norm = self.normalise_taps(taps)?;
-        let taps = &norm[..];
-        if n <= 1 || rayon::current_num_threads() <= 1 || input.len() != n * 3 * h * w {
-            return self
-                .forward_chunk(input, n, h, w, taps, &vec![false; taps.len()])
-                .map(maps);
+        let per_image = 3 * h * w;
+        if taps.is_empty() || n == 0 || input.len() != n * per_image {
+            // Nothing to split (or an input of the wrong size, which this refuses).
+            return self.forward_chunk(input, n, h, w, taps, peaks);
         }
-        // One image at a time, fully connected layers would stream their weights once
-        // per image (Lite0's fc: 5 MB, AlexNet's: 234 MB).
         let cut = self.batched_from(n, h, w);
         let last = taps.iter().map(|t| t.node).max().unwrap_or(0);
-        let mut early: Vec<Tap> = taps.iter().copied().filter(|t| t.node < cut).collect();
-        early.extend(self.tail_feeds(cut, last));
-        early.sort_unstable();
-        early.dedup();
-        let per_image = 3 * h * w;
-        let parts = input
-            .par_chunks(per_image)
-            .with_max_len(1)
-            .map(|image| {
-                kernels::serial(|| {
-                    self.forward_chunk(image, 1, h, w, &early, &vec![false; early.len()])
-                        .map(maps)
-                })
+        // The taps before the tail as asked, then the maps the tail reads.
+        let before: Vec<usize> = (0..taps.len()).filter(|&k| taps[k].node < cut).collect();
+        let feeds = self.tail_feeds(cut, last);
+        let mut early: Vec<Tap> = before.iter().map(|&k| taps[k]).collect();
+        let mut mask: Vec<bool> = before.iter().map(|&k| peaks[k]).collect();
+        early.extend_from_slice(&feeds);
+        mask.resize(early.len(), false);
+        let one = |image: &[f32]| self.forward_chunk(image, 1, h, w, &early, &mask);
+        let mut parts: Vec<Vec<TapOut>> = if n == 1 || rayon::current_num_threads() <= 1 {
+            input.chunks(per_image).map(one).collect::<Result<_>>()?
+        } else {
+            input
+                .par_chunks(per_image)
+                .with_max_len(1)
+                .map(|image| kernels::serial(|| one(image)))
+                .collect::<Result<_>>()?
+        };
+        // Each early output, image after image.
+        let mut joined: Vec<TapOut> = (0..early.len())
+            .map(|k| {
+                let mut it = parts
+                    .iter_mut()
+                    .map(|p| std::mem::replace(&mut p[k], TapOut::Peaks(TapPeaks::empty())));
+                let mut all = it.next().expect("n > 0 images");
+                for o in it {
+                    if let Some(spent) = all.append(o) {
+                        self.recycle(spent);
+                    }
+                }
+                all.set_n(n);
+                all
             })
-            .collect::<Result<Vec<_>>>()?;
-        // Each early node's outputs, image after image.
-        let mut joined: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-        let mut joined_pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
-        for (k, &tap) in early.iter().enumerate() {
-            let len: usize = parts.iter().map(|p| p[k].data.len()).sum();
-            let mut data = Vec::with_capacity(len);
-            for p in &parts {
-                data.extend_from_slice(&p[k].data);
+            .collect();
+        let mut tail: Vec<TapOut> = Vec::new();
+        if last >= cut {
+            let mut bufs: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+            let pre: Vec<Option<Buf>> = (0..=last).map(|_| None).collect();
+            for (tap, out) in feeds.iter().zip(joined.drain(before.len()..)) {
+                bufs[tap.node] = Some(Buf::from_vec(out.map().data));
             }
-            let slot = if tap.pre {
-                &mut joined_pre
-            } else {
-                &mut joined
-            };
-            slot[tap.node] = Some(Buf::from_vec(data));
+            let late: Vec<Tap> = taps.iter().copied().filter(|t| t.node >= cut).collect();
+            tail = self.run_pass(bufs, pre, cut, n, h, w, &late, &vec![false; late.len()])?;
         }
-        for part in parts {
-            for a in part {
-                self.recycle(a.data);
-            }
-        }
-        self.run_pass(
-            joined,
-            joined_pre,
-            cut,
-            n,
-            h,
-            w,
-            taps,
-            &vec![false; taps.len()],
-        )
-        .map(maps)
+        // Back in the order asked.
+        let (mut early_outs, mut tail) = (joined.into_iter(), tail.into_iter());
+        Ok(taps
+            .iter()
+            .map(|t| {
+                if t.node < cut {
+                    early_outs.next().expect("one per early tap")
+                } else {
+                    tail.next().expect("one per tail tap")
+                }
+            })
+            .collect())
     }
 
     /// Whether each image's values at `taps` are the same whatever else is in its batch
@@ -1069,6 +1020,30 @@ enum TapOut {
 }
 
 impl TapOut {
+    /// Another image's output for the same tap appended (`n` set by `set_n`); returns
+    /// the spent map's buffer, for the pool.
+    fn append(&mut self, o: TapOut) -> Option<Vec<f32>> {
+        match (self, o) {
+            (TapOut::Map(a), TapOut::Map(b)) => {
+                a.data.extend_from_slice(&b.data);
+                Some(b.data)
+            }
+            (TapOut::Peaks(a), TapOut::Peaks(b)) => {
+                a.values.extend_from_slice(&b.values);
+                a.at.extend_from_slice(&b.at);
+                None
+            }
+            _ => unreachable!("one tap, one kind of output"),
+        }
+    }
+
+    fn set_n(&mut self, n: usize) {
+        match self {
+            TapOut::Map(a) => a.n = n,
+            TapOut::Peaks(p) => p.n = n,
+        }
+    }
+
     fn map(self) -> Activation {
         match self {
             TapOut::Map(m) => m,
