@@ -47,7 +47,6 @@ pub struct Numbered {
 /// `finish` renames it over the output.
 pub struct MergeTarget {
     store: Store,
-    inputs: usize,
 }
 
 /// `path_raw` as a key whose byte order is the walk's order: a walk sorted by file
@@ -116,7 +115,7 @@ impl MergeTarget {
                  BEGIN;",
             )
             .ctx(&store.conn)?;
-        Ok(MergeTarget { store, inputs: 0 })
+        Ok(MergeTarget { store })
     }
 
     fn conn(&self) -> &Connection {
@@ -146,7 +145,6 @@ impl MergeTarget {
     /// Takes the image rows of input number `src` (0, 1, ... in the order given),
     /// which last looked at the folder at `seen` (`Store::seen_at`).
     pub fn add_images(&mut self, src: usize, db: &Path, seen: i64) -> Result<()> {
-        self.inputs = self.inputs.max(src + 1);
         self.attached(db, |c| {
             c.execute(
                 "INSERT INTO temp.cand (src, src_id, path_raw, path, size, mtime_ns, sha256,
