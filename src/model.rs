@@ -15,8 +15,10 @@ use crate::kernels::{self, Conv2d, ConvGeom, Linear};
 use crate::preprocess::{self, Transform};
 use crate::{Error, Result};
 
+mod backward;
 mod classes;
 mod plan;
+pub use backward::{InputGradient, Objective, Pick, Rule};
 pub use classes::{imagenet_label, top_classes, Guess, Labels};
 
 /// The embedded default weights (EfficientNet-Lite0, imported by `scripts/fetch-model.sh`).
@@ -149,6 +151,8 @@ pub struct Network {
     pools: Mutex<Vec<Vec<Vec<f32>>>>,
     /// The plans of recent passes (`plan`), reused by passes of the same shape.
     plans: Mutex<Vec<std::sync::Arc<plan::Plan>>>,
+    /// Per conv node, its transpose for the way back (`backward`), made on first use.
+    transposes: Vec<std::sync::OnceLock<kernels::ConvTranspose>>,
 }
 
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
@@ -454,6 +458,7 @@ impl Network {
         Ok(Network {
             labels: Labels::for_outputs(arch.classes),
             split: vec![Act::None; layers.len()],
+            transposes: (0..layers.len()).map(|_| Default::default()).collect(),
             arch,
             layers,
             weights_id: String::new(),

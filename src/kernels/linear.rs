@@ -91,6 +91,59 @@ impl Linear {
         self.wt[(o / OB) * self.in_f * OB + i * OB + o % OB]
     }
 
+    /// The gradient with respect to the input, `dx = dy W` (`dy`: `[n, out]`, the
+    /// gradient after the activation has been gone back through), one GEMM per block
+    /// of outputs, each adding into `dx`.
+    ///
+    /// # Panics
+    /// If `dy.len() != n * out_features()`.
+    pub fn backward_input(&self, dy: &[f32], n: usize) -> Vec<f32> {
+        let (in_f, out_f) = (self.in_f, self.out_f);
+        assert_eq!(
+            dy.len(),
+            n * out_f,
+            "linear backward: gradient is not {n} x {out_f}"
+        );
+        let mut dx = vec![0f32; n * in_f];
+        if dx.is_empty() {
+            return dx;
+        }
+        let par = match super::threads() {
+            1 => Parallelism::None,
+            t => Parallelism::Rayon(t),
+        };
+        for blk in 0..out_f.div_ceil(OB) {
+            let k = OB.min(out_f - blk * OB);
+            // SAFETY: dx is n x in_f (row stride in_f); dy's block is n x k at row
+            // stride out_f from column blk * OB; the block of `wt` is read as k x in_f
+            // with element (j, i) at (blk * in_f + i) * OB + j, inside the block.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    in_f,
+                    k,
+                    dx.as_mut_ptr(),
+                    1,
+                    in_f as isize,
+                    blk > 0,
+                    dy.as_ptr().add(blk * OB),
+                    1,
+                    out_f as isize,
+                    self.wt.as_ptr().add(blk * in_f * OB),
+                    OB as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+        dx
+    }
+
     /// `x`: `[n, in]` -> `[n, out]`.
     ///
     /// # Panics

@@ -15,6 +15,8 @@
 //! - `linear` streams fully connected weights in blocks of outputs; `pool`,
 //!   `peaks` (per-channel maxima, what the index records); `epilogue` is the bias,
 //!   residual and activation pass every kernel fuses into its last step.
+//! - Backward: `transpose` runs a convolution's input gradient as a convolution
+//!   (through the paths above); `linear` and `pool` have their layers' gradients.
 //!
 //! Work is spread over rayon's global pool: over images for batches, inside the
 //! image for a single one.
@@ -34,6 +36,7 @@ mod simd;
 mod terms;
 #[cfg(test)]
 mod tests;
+mod transpose;
 mod vector;
 mod winograd;
 
@@ -44,8 +47,12 @@ pub use isa::Isa;
 pub use linear::Linear;
 pub(crate) use matmul::{gemm_rows, gemm_strided};
 pub use peaks::{blocked_channel_peaks, channel_peaks};
-pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
+pub use pool::{
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, max_pool2d,
+    max_pool2d_backward,
+};
 pub use terms::{Act, Pad};
+pub use transpose::ConvTranspose;
 
 thread_local! {
     static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

@@ -195,22 +195,13 @@ pub fn avg_pool2d(
     if out.is_empty() {
         return (out, oh, ow);
     }
-    // Window [start, start + k) on one axis, clipped to the input (and, for the count,
-    // to the padded input).
-    let window = |o: usize, s: usize, k: usize, before: usize, len: usize, after: usize| {
-        let start = (o * s) as isize - before as isize;
-        let end = start + k as isize;
-        let padded = (end.min((len + after) as isize) - start.max(-(before as isize))) as usize;
-        let (a, b) = (start.max(0) as usize, end.clamp(0, len as isize) as usize);
-        (a, b.max(a), padded)
-    };
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, xp)| {
             for oy in 0..oh {
-                let (y0, y1, py) = window(oy, stride.0, kernel.0, pad.top, h, pad.bottom);
+                let (y0, y1, py) = avg_window(oy, stride.0, kernel.0, pad.top, h, pad.bottom);
                 for ox in 0..ow {
-                    let (x0, x1, px) = window(ox, stride.1, kernel.1, pad.left, w, pad.right);
+                    let (x0, x1, px) = avg_window(ox, stride.1, kernel.1, pad.left, w, pad.right);
                     let mut sum = 0f32;
                     for y in y0..y1 {
                         sum += xp[y * w + x0..y * w + x1].iter().sum::<f32>();
@@ -252,14 +243,13 @@ pub fn adaptive_avg_pool2d(
         out.fill(f32::NAN);
         return out;
     }
-    let span = |i: usize, len: usize, olen: usize| (i * len / olen, ((i + 1) * len).div_ceil(olen));
     out.par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .for_each(|(o, xp)| {
             for oy in 0..oh {
-                let (y0, y1) = span(oy, h, oh);
+                let (y0, y1) = adaptive_span(oy, h, oh);
                 for ox in 0..ow {
-                    let (x0, x1) = span(ox, w, ow);
+                    let (x0, x1) = adaptive_span(ox, w, ow);
                     let mut sum = 0f32;
                     for y in y0..y1 {
                         sum += xp[y * w + x0..y * w + x1].iter().sum::<f32>();
@@ -269,4 +259,153 @@ pub fn adaptive_avg_pool2d(
             }
         });
     out
+}
+
+/// The gradient of [`max_pool2d`] with respect to its input: each output cell's
+/// gradient goes to the first cell of its window (row by row) holding the maximum,
+/// as torch's switches send it. `x` is the input, `y` the output and `dy` its
+/// gradient (`[n, c, oh, ow]`).
+#[allow(clippy::too_many_arguments)]
+pub fn max_pool2d_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(x.len(), n * c * h * w, "max_pool2d_backward: input size");
+    assert!(
+        y.len() == n * c * oh * ow && dy.len() == y.len(),
+        "max_pool2d_backward: output size"
+    );
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w))
+        .zip(y.par_chunks(oh * ow).zip(dy.par_chunks(oh * ow)))
+        .for_each(|((d, xp), (yp, dp))| {
+            for oy in 0..oh {
+                let top = (oy * stride.0) as isize - pad.top as isize;
+                let (y0, y1) = (
+                    top.max(0) as usize,
+                    ((top + kernel.0 as isize).max(0) as usize).min(h),
+                );
+                for ox in 0..ow {
+                    let left = (ox * stride.1) as isize - pad.left as isize;
+                    let x0 = left.max(0) as usize;
+                    let x1 = ((left + kernel.1 as isize).max(0) as usize).min(w);
+                    let m = yp[oy * ow + ox];
+                    let hit = (y0..y1)
+                        .flat_map(|yy| (x0..x1).map(move |xx| yy * w + xx))
+                        .find(|&k| xp[k] == m || (m.is_nan() && xp[k].is_nan()));
+                    if let Some(k) = hit {
+                        d[k] += dp[oy * ow + ox];
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// The gradient of [`avg_pool2d`] with respect to its input, from the output's
+/// gradient `dy` (`[n, c, oh, ow]`): each cell's share of every window it is in.
+#[allow(clippy::too_many_arguments)]
+pub fn avg_pool2d_backward(
+    dy: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad,
+    count_include_pad: bool,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        dy.len(),
+        n * c * oh * ow,
+        "avg_pool2d_backward: output size"
+    );
+    let mut dx = vec![0f32; n * c * h * w];
+    dx.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(oh * ow))
+        .for_each(|(d, dp)| {
+            for oy in 0..oh {
+                let (y0, y1, py) = avg_window(oy, stride.0, kernel.0, pad.top, h, pad.bottom);
+                for ox in 0..ow {
+                    let (x0, x1, px) = avg_window(ox, stride.1, kernel.1, pad.left, w, pad.right);
+                    let count = if count_include_pad {
+                        py * px
+                    } else {
+                        (y1 - y0) * (x1 - x0)
+                    };
+                    let share = dp[oy * ow + ox] / count.max(1) as f32;
+                    for yy in y0..y1 {
+                        d[yy * w + x0..yy * w + x1]
+                            .iter_mut()
+                            .for_each(|v| *v += share);
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// The gradient of [`adaptive_avg_pool2d`] with respect to its input, from the
+/// output's gradient `dy` (`[n, c, oh, ow]`).
+pub fn adaptive_avg_pool2d_backward(
+    dy: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        dy.len(),
+        n * c * oh * ow,
+        "adaptive_avg_pool2d_backward: output size"
+    );
+    let mut dx = vec![0f32; n * c * h * w];
+    if h == 0 || w == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(oh * ow))
+        .for_each(|(d, dp)| {
+            for oy in 0..oh {
+                let (y0, y1) = adaptive_span(oy, h, oh);
+                for ox in 0..ow {
+                    let (x0, x1) = adaptive_span(ox, w, ow);
+                    let share = dp[oy * ow + ox] / ((y1 - y0) * (x1 - x0)) as f32;
+                    for yy in y0..y1 {
+                        d[yy * w + x0..yy * w + x1]
+                            .iter_mut()
+                            .for_each(|v| *v += share);
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// An average pool's window on one axis, `[start, start + k)` clipped to the input:
+/// the first and last cell it covers, and how many cells of the padded input it does
+/// (for `count_include_pad`).
+fn avg_window(
+    o: usize,
+    s: usize,
+    k: usize,
+    before: usize,
+    len: usize,
+    after: usize,
+) -> (usize, usize, usize) {
+    let start = (o * s) as isize - before as isize;
+    let end = start + k as isize;
+    let padded = (end.min((len + after) as isize) - start.max(-(before as isize))) as usize;
+    let (a, b) = (start.max(0) as usize, end.clamp(0, len as isize) as usize);
+    (a, b.max(a), padded)
+}
+
+/// Adaptive pooling's cells on one axis for output cell `i` of `olen`:
+/// `floor(i*len/olen) .. ceil((i+1)*len/olen)`.
+fn adaptive_span(i: usize, len: usize, olen: usize) -> (usize, usize) {
+    (i * len / olen, ((i + 1) * len).div_ceil(olen))
 }

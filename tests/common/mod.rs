@@ -81,22 +81,38 @@ pub fn raw_db(db: &std::path::Path) -> rusqlite::Connection {
 /// makes it, its absence fails the test.
 #[allow(dead_code)]
 pub fn onnx_zoo() -> Option<PathBuf> {
-    let dir = std::env::var_os("NEURODEX_ONNX_ZOO")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex/onnx-zoo-2"))
-        });
+    generated(
+        "NEURODEX_ONNX_ZOO",
+        "onnx-zoo-2",
+        "the ONNX zoo",
+        "make-onnx-zoo.py",
+    )
+}
+
+/// PyTorch's input gradients `scripts/make-grad-refs.py` writes (`NEURODEX_GRAD_REFS`,
+/// default `~/.cache/neurodex/grad-refs-1`), as [`onnx_zoo`].
+#[allow(dead_code)]
+pub fn grad_refs() -> Option<PathBuf> {
+    generated(
+        "NEURODEX_GRAD_REFS",
+        "grad-refs-1",
+        "PyTorch gradients",
+        "make-grad-refs.py",
+    )
+}
+
+/// A folder of references a script makes with Python and CI keeps in its cache: `var`,
+/// else `~/.cache/neurodex/<default>`; `None` after a SKIPPED line where it is missing,
+/// except under CI, whose `.ci/run` makes it.
+fn generated(var: &str, default: &str, what: &str, script: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/neurodex").join(default))
+    });
     if let Some(dir) = dir.filter(|d| d.is_dir()) {
         return Some(dir);
     }
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI is set but the ONNX zoo is missing (.ci/run makes it)"
-    );
-    eprintln!(
-        "SKIPPED: no ONNX zoo (run `/usr/bin/python3 scripts/make-onnx-zoo.py`, or set \
-         NEURODEX_ONNX_ZOO)"
-    );
+    assert!(!ci, "CI is set but {what} are missing (.ci/run makes them)");
+    eprintln!("SKIPPED: no {what} (run `/usr/bin/python3 scripts/{script}`, or set {var})");
     None
 }
