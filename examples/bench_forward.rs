@@ -3,7 +3,8 @@
 //!
 //!   bench_forward arch MODEL                        architecture description as JSON
 //!   bench_forward weights MODEL OUT.safetensors     seeded random weights (torch names)
-//!   bench_forward serve MODEL WEIGHTS               answer the driver on stdin (scripts/bench/common.py)
+//!   bench_forward serve MODEL WEIGHTS               answer the driver on stdin (scripts/bench/common.py):
+//!                                                   forward (`time`) and forward + backward (`grad`)
 //!   bench_forward layers MODEL WEIGHTS BATCH REPS   per node: name, ms, MFLOP, description
 //!
 //! `layers` times each node alone (then a last line `#whole`, the median whole forward
@@ -19,7 +20,7 @@ use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use neurodex::arch::{self, spec::Op, Act};
 use neurodex::kernels::{self, blocked, Conv2d, Linear};
-use neurodex::model::Network;
+use neurodex::model::{Network, Objective, Pick, Rule, Tap};
 
 /// Deterministic input in [-1, 1): the same formula as scripts/bench/common.py.
 fn input(n: usize, size: usize) -> Vec<f32> {
@@ -100,6 +101,29 @@ fn serve(net: &Network) -> anyhow::Result<()> {
                     let t = Instant::now();
                     for _ in 0..k {
                         net.forward_raw(x, b, &[last])?;
+                    }
+                    rates.push(format!("{:.3}", (b * k) as f64 / t.elapsed().as_secs_f64()));
+                }
+                writeln!(out, "{}", rates.join(" "))?;
+            }
+            ["grad", b, k, r, node, unit] => {
+                let (b, k, r): (usize, usize, usize) = (b.parse()?, k.parse()?, r.parse()?);
+                let objs = vec![
+                    Objective {
+                        unit: unit.parse()?,
+                        pick: Pick::Max
+                    };
+                    b
+                ];
+                let tap = Tap::post(node.parse()?);
+                let x = inputs.entry(b).or_insert_with(|| input(b, s));
+                let run = |x: &[f32]| net.input_gradient(x, (b, s, s), tap, &objs, Rule::Gradient);
+                run(x)?;
+                let mut rates = Vec::with_capacity(r);
+                for _ in 0..r {
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        run(x)?;
                     }
                     rates.push(format!("{:.3}", (b * k) as f64 / t.elapsed().as_secs_f64()));
                 }

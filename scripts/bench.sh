@@ -36,6 +36,12 @@
 #                                            RATIO index neurodex=<img/s> peer=<img/s> ratio=<neurodex/peer>
 #                                          Benchmark photos: /work/shared/tools/fetch-bench-images.sh
 #                                          then make-imagenet-like.py (ImageNet-like JPEGs, q90).
+#   scripts/bench.sh --backward [MODEL [NODE UNIT]]
+#                                          forward + backward (the input gradient of a unit's
+#                                          maximum: what saliency, top --mode and visualize run)
+#                                          against PyTorch's autograd on the same network, batch 1
+#                                          and 16 (default efficientnet-lite0, blocks.14 unit 40):
+#                                            RATIO backward <model> b<batch> neurodex=.. pytorch=.. ratio=..
 #   scripts/bench.sh --merge DIR [N]       DIR indexed whole and as N shards (default 8), the
 #                                          shards merged, the result checked against the whole
 #                                          index; the merge's cost per image (scripts/bench-merge.sh)
@@ -61,6 +67,8 @@ while (($#)); do
         --index) mode=index; index_dir=$(cd "$caller_dir" && realpath "${2:?--index needs a folder}")
                  index_n=${3:-}; break ;;
         --layers) mode=layers; layers_model=${2:?--layers needs a model name}; layers_batch=${3:-16}; break ;;
+        --backward) mode=backward; back_model=${2:-efficientnet-lite0}; back_node=${3:-blocks.14}
+                    back_unit=${4:-40}; break ;;
         *) usage ;;
     esac
     shift
@@ -103,6 +111,15 @@ if [[ $mode == layers ]]; then
     IFS=: read -r model arch weights < <(prepare "$layers_model")
     exec "$py" scripts/bench/drive.py layers "$layers_batch" 5 "$B layers $model $weights" \
         "$py scripts/bench/ort_peer.py $arch $weights"
+fi
+
+if [[ $mode == backward ]]; then
+    [[ -n $torch_py ]] || { echo "--backward needs PyTorch (TORCH_PYTHON)" >&2; exit 2; }
+    IFS=: read -r model arch weights < <(prepare "$back_model")
+    node=$("$py" -c "import json, sys; a = json.load(open(sys.argv[1])); print(next(i for i, n in enumerate(a['nodes']) if sys.argv[2] in [n['name']] + n.get('aliases', [])))" "$arch" "$back_node")
+    echo "$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores; 2 threads each"
+    exec "$py" scripts/bench/drive.py backward "$runs" "$B serve" "$torch_py scripts/bench/torch_peer.py" \
+        "$model:$arch:$weights" "$node" "$back_unit"
 fi
 
 if [[ $mode == index ]]; then

@@ -9,6 +9,8 @@ Protocol (one command per stdin line, one answer per stdout line):
   logits PATH      write the logits of the fixed 1-image input to PATH (f32 LE); answer "ok"
   time B K R       one untimed forward (warms caches after another runtime ran), then R timed
                    runs of K forwards of a batch of B; answer R images/s figures
+  grad B K R N U   the same for forward + backward: the input gradient of the maximum of
+                   unit U of node N (index into the description's nodes), summed over the batch
   quit
 The peer prints "ready" once the network is built.
 """
@@ -94,9 +96,10 @@ def shapes(arch):
     return out
 
 
-def serve(forward, size):
+def serve(forward, size, gradient=None):
     """Answer the driver's commands on stdin; `forward(x)` runs the network on a batch
-    (numpy [B,3,S,S] float32) and returns the logits as numpy."""
+    (numpy [B,3,S,S] float32) and returns the logits as numpy; `gradient(x, node, unit)`,
+    where the runtime has one, returns the input gradient of that unit's maximum."""
     inputs = {}
     print("ready", flush=True)
     for line in sys.stdin:
@@ -106,15 +109,20 @@ def serve(forward, size):
         if cmd[0] == "logits":
             np.asarray(forward(input_batch(1, size)), dtype="<f4").reshape(-1).tofile(cmd[1])
             print("ok", flush=True)
-        elif cmd[0] == "time":
+        elif cmd[0] in ("time", "grad") and (cmd[0] == "time" or gradient):
             b, k, r = (int(v) for v in cmd[1:4])
             x = inputs.setdefault(b, input_batch(b, size))
-            forward(x)
+            if cmd[0] == "time":
+                run = forward
+            else:
+                node, unit = int(cmd[4]), int(cmd[5])
+                run = lambda x: gradient(x, node, unit)  # noqa: E731
+            run(x)
             rates = []
             for _ in range(r):
                 t = time.perf_counter()
                 for _ in range(k):
-                    forward(x)
+                    run(x)
                 rates.append(b * k / (time.perf_counter() - t))
             print(" ".join(f"{v:.3f}" for v in rates), flush=True)
         else:

@@ -8,6 +8,7 @@ host, as steal time) took more than 15% of the CPU is retried, up to twice, and 
 of the figures if at least 3 undisturbed runs remain.
 
 usage: drive.py speed RUNS CMD_NEURODEX CMD_ORT CMD_TORCH MODEL:ARCH.json:WEIGHTS ...
+       drive.py backward RUNS CMD_NEURODEX CMD_TORCH MODEL:ARCH.json:WEIGHTS NODE UNIT
        drive.py layers BATCH REPS CMD_NEURODEX_LAYERS CMD_ORT_PROFILE
 CMD_* are shell-quoted command prefixes; the speed mode appends ARCH.json and WEIGHTS
 (or MODEL and WEIGHTS for neurodex); CMD_TORCH may be empty (no PyTorch column).
@@ -156,6 +157,35 @@ def speed(runs, cmd_nd, cmd_ort, cmd_torch, cases):
         print(f"| {model} | {b} | {med['neurodex']:.1f} | {med['onnxruntime']:.1f} |{pt} {ratio:.2f} | {mark} |")
 
 
+def backward(runs, cmd_nd, cmd_torch, case, node, unit):
+    """Forward + backward (the input gradient of a unit's maximum), neurodex against
+    PyTorch's autograd, interleaved as in `speed`."""
+    model, arch, weights = case.split(":")
+    peers = [Peer("neurodex", shlex.split(cmd_nd) + [model, weights]),
+             Peer("pytorch", shlex.split(cmd_torch) + [arch, weights])]
+    try:
+        for b in BATCHES:
+            k = max(1, IMAGES_PER_RUN // b)
+            cmd = f"grad {b} {k} 1 {node} {unit}"
+            for p in peers:
+                p.ask(f"grad {b} {k} 2 {node} {unit}")  # warm-up
+            rates = {p.label: [] for p in peers}
+            for r in range(runs):
+                for p in peers[r % 2:] + peers[: r % 2]:
+                    rates[p.label].append(p.timed_run(cmd)[0])
+            print(f"{model} forward + backward to node {node} unit {unit}, b{b}: images/s, median "
+                  f"[best, worst] of {runs} runs of {b * k} images", flush=True)
+            med = {}
+            for label, rs in rates.items():
+                med[label], best, worst = summary(rs)
+                print(f"  {label:<12} {med[label]:8.2f}  [{best:.2f}, {worst:.2f}]", flush=True)
+            print(f"RATIO backward {model} b{b} neurodex={med['neurodex']:.2f} pytorch={med['pytorch']:.2f} "
+                  f"ratio={med['neurodex'] / med['pytorch']:.2f}", flush=True)
+    finally:
+        for p in peers:
+            p.close()
+
+
 def layers(batch, reps, cmd_nd, cmd_ort):
     nd = subprocess.run(shlex.split(cmd_nd) + [str(batch), str(reps)], check=True, capture_output=True,
                         text=True).stdout
@@ -206,6 +236,8 @@ def layers(batch, reps, cmd_nd, cmd_ort):
 def main():
     if sys.argv[1] == "speed":
         speed(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:])
+    elif sys.argv[1] == "backward":
+        backward(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7])
     elif sys.argv[1] == "layers":
         layers(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:

@@ -75,7 +75,20 @@ def main():
                 outs[i] = f(outs)
             return outs[steps[-1][0]].numpy()
 
-    serve(forward, arch["recipe"]["size"])
+    def gradient(x, node, unit):
+        """Autograd's input gradient of unit `unit`'s maximum at node `node`."""
+        xi = torch.from_numpy(x).requires_grad_(True)
+        outs = {0: xi}
+        for i, f in steps:
+            if i > node:
+                break
+            outs[i] = f(outs)
+        y = outs[node]
+        y = y[:, unit].amax(dim=(1, 2)) if y.dim() == 4 else y[:, unit]
+        y.sum().backward()
+        return xi.grad.numpy()
+
+    serve(forward, arch["recipe"]["size"], gradient)
 
 
 if __name__ == "__main__":

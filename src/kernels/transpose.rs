@@ -79,11 +79,23 @@ impl ConvTranspose {
 
     /// The gradient with respect to the layer's input `[n, in_ch, h, w]` from the
     /// gradient `dy` with respect to its output `[n, out_ch, oh, ow]` (before bias
-    /// and activation, which the caller has already gone back through).
+    /// and activation, which the caller has already gone back through), into `dx`
+    /// (every element written). `scratch` holds the spread and padded gradients
+    /// between calls (strided or padded layers), so that they are not allocated again.
     ///
     /// # Panics
-    /// If `dy` is not of the output's size for an `h` x `w` input.
-    pub fn input_grad(&self, dy: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+    /// If `dy` is not of the output's size for an `h` x `w` input, or `dx` not of the
+    /// input's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn input_grad_into(
+        &self,
+        dy: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        dx: &mut [f32],
+        scratch: &mut (Vec<f32>, Vec<f32>),
+    ) {
         let g = &self.geom;
         let (oh, ow) = g.out_hw(h, w);
         assert_eq!(
@@ -92,8 +104,9 @@ impl ConvTranspose {
             "conv backward: gradient is not {n} x {} x {oh} x {ow}",
             g.out_ch
         );
+        assert_eq!(dx.len(), n * g.in_ch * h * w, "conv backward: input size");
         if self.direct {
-            return self.conv.forward(dy, n, oh, ow);
+            return self.conv.forward_into(dy, n, oh, ow, dx);
         }
         // The padded input's side less the kernel's span: the output cells' places
         // with the stride's zeros between them, and the rows and columns at the end
@@ -105,7 +118,9 @@ impl ConvTranspose {
             pw - g.dilation.1 * (g.kernel.1 - 1),
         );
         let (sy, sx) = g.stride;
-        let mut up = vec![0f32; n * g.out_ch * uh * uw];
+        let (up, padded) = scratch;
+        up.clear();
+        up.resize(n * g.out_ch * uh * uw, 0.0);
         up.par_chunks_mut(uh * uw)
             .zip(dy.par_chunks(oh * ow))
             .for_each(|(u, d)| {
@@ -116,11 +131,11 @@ impl ConvTranspose {
                     }
                 }
             });
-        let padded = self.conv.forward(&up, n, uh, uw);
         if (ph, pw) == (h, w) {
-            return padded;
+            return self.conv.forward_into(up, n, uh, uw, dx);
         }
-        let mut dx = vec![0f32; n * g.in_ch * h * w];
+        padded.resize(n * g.in_ch * ph * pw, 0.0);
+        self.conv.forward_into(up, n, uh, uw, padded);
         dx.par_chunks_mut(h * w)
             .zip(padded.par_chunks(ph * pw))
             .for_each(|(d, s)| {
@@ -128,6 +143,5 @@ impl ConvTranspose {
                     row.copy_from_slice(&s[(y + p.top) * pw + p.left..][..w]);
                 }
             });
-        dx
     }
 }

@@ -180,6 +180,10 @@ impl Network {
 
         let mut grads: Vec<Option<Vec<f32>>> = vec![None; target + 1];
         grads[target] = Some(seed);
+        // Buffers the way back lets go of, for the next layers' gradients: fresh
+        // multi-MB allocations cost page faults comparable to a layer's work.
+        let mut pool = Pool::default();
+        let mut scratch = Default::default();
         for i in (1..=target).rev() {
             let Some(mut g) = grads[i].take() else {
                 continue;
@@ -203,7 +207,10 @@ impl Network {
                 Layer::Input => unreachable!("node 0 is the input"),
                 Layer::Conv(conv) => {
                     let t = self.transposes[i].get_or_init(|| ConvTranspose::of(conv));
-                    accumulate(&mut grads, src, t.input_grad(&g, n, ih, iw));
+                    let mut dx = pool.take(n * ic * ih * iw);
+                    t.input_grad_into(&g, n, ih, iw, &mut dx, &mut scratch);
+                    accumulate(&mut grads, src, dx, &mut pool);
+                    pool.give(g);
                 }
                 Layer::MaxPool {
                     kernel,
@@ -223,7 +230,7 @@ impl Network {
                         *pad,
                         (oh, ow),
                     );
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::AvgPool {
                     kernel,
@@ -241,19 +248,21 @@ impl Network {
                         *count_include_pad,
                         (oh, ow),
                     );
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::AdaptiveAvgPool(oh, ow) => {
                     let dx = kernels::adaptive_avg_pool2d_backward(&g, (n, ic, ih, iw), (*oh, *ow));
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::Add(_) => {
                     for &j in &node.inputs[1..] {
-                        accumulate(&mut grads, j, g.clone());
+                        let mut copy = pool.take(g.len());
+                        copy.copy_from_slice(&g);
+                        accumulate(&mut grads, j, copy, &mut pool);
                     }
-                    accumulate(&mut grads, src, g);
+                    accumulate(&mut grads, src, g, &mut pool);
                 }
-                Layer::Flatten => accumulate(&mut grads, src, g),
+                Layer::Flatten => accumulate(&mut grads, src, g, &mut pool),
                 Layer::Concat => {
                     // Image by image, each input's channels in turn.
                     let parts: Vec<usize> = node
@@ -271,7 +280,7 @@ impl Network {
                         }
                     }
                     for (&j, d) in node.inputs.iter().zip(dxs) {
-                        accumulate(&mut grads, j, d);
+                        accumulate(&mut grads, j, d, &mut pool);
                     }
                 }
                 Layer::Shuffle(groups) => {
@@ -283,7 +292,7 @@ impl Network {
                             d[from * hw..(from + 1) * hw].copy_from_slice(plane);
                         }
                     }
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::Slice(from, to) => {
                     let hw = ih * iw;
@@ -291,7 +300,7 @@ impl Network {
                     for (d, gi) in dx.chunks_mut(ic * hw).zip(g.chunks((to - from) * hw)) {
                         d[from * hw..to * hw].copy_from_slice(gi);
                     }
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::Unary(f) => {
                     let xs = x(src);
@@ -305,7 +314,7 @@ impl Network {
                             .zip(xs.par_iter())
                             .for_each(|(d, &v)| *d *= derivative(*f, v));
                     }
-                    accumulate(&mut grads, src, g);
+                    accumulate(&mut grads, src, g, &mut pool);
                 }
                 Layer::Mul => {
                     let (a, b) = (node.inputs[0], node.inputs[1]);
@@ -313,8 +322,8 @@ impl Network {
                     if xa.len() == xb.len() {
                         let da: Vec<f32> = g.iter().zip(xb).map(|(d, v)| d * v).collect();
                         let db: Vec<f32> = g.iter().zip(xa).map(|(d, v)| d * v).collect();
-                        accumulate(&mut grads, a, da);
-                        accumulate(&mut grads, b, db);
+                        accumulate(&mut grads, a, da, &mut pool);
+                        accumulate(&mut grads, b, db, &mut pool);
                     } else {
                         // A map and a per-channel gate, as the forward pass tells them apart.
                         let (map, gate) =
@@ -342,16 +351,16 @@ impl Network {
                                 .map(|(&p, &q)| p as f64 * q as f64)
                                 .sum::<f64>() as f32;
                         }
-                        accumulate(&mut grads, map, dm);
-                        accumulate(&mut grads, gate, dg);
+                        accumulate(&mut grads, map, dm, &mut pool);
+                        accumulate(&mut grads, gate, dg, &mut pool);
                     }
                 }
                 Layer::Binary(f) => {
                     let (a, b) = (node.inputs[0], node.inputs[1]);
                     let (da, db) =
                         broadcast_backward(*f, x(a), shapes[a], x(b), shapes[b], &g, shapes[i]);
-                    accumulate(&mut grads, a, da);
-                    accumulate(&mut grads, b, db);
+                    accumulate(&mut grads, a, da, &mut pool);
+                    accumulate(&mut grads, b, db, &mut pool);
                 }
                 Layer::ChannelMean => {
                     let hw = ih * iw;
@@ -364,11 +373,11 @@ impl Network {
                                 .for_each(|(o, &v)| *o = v / ic as f32);
                         }
                     }
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::ChannelNorm { gamma, eps, .. } => {
                     let dx = layer_norm_backward(x(src), &g, ic, ih * iw, gamma, *eps);
-                    accumulate(&mut grads, src, dx);
+                    accumulate(&mut grads, src, dx, &mut pool);
                 }
                 Layer::Softmax => {
                     let y = outs[i].as_deref().expect("kept");
@@ -384,13 +393,17 @@ impl Network {
                             }
                         }
                     }
-                    accumulate(&mut grads, src, g);
+                    accumulate(&mut grads, src, g, &mut pool);
                 }
-                Layer::Linear(lin) => accumulate(&mut grads, src, lin.backward_input(&g, n)),
+                Layer::Linear(lin) => {
+                    accumulate(&mut grads, src, lin.backward_input(&g, n), &mut pool)
+                }
             }
             // Outputs no later step reads are let go as the way back passes them.
             if i != target {
-                outs[i] = None;
+                if let Some(o) = outs[i].take() {
+                    pool.give(o);
+                }
             }
         }
         let data = grads[0].take().unwrap_or_else(|| vec![0.0; input.len()]);
@@ -432,9 +445,13 @@ fn rectify(g: &mut [f32], y: &[f32], act: Act, rule: Rule) {
         Act::Relu => f32::INFINITY,
         Act::Relu6 => 6.0,
     };
-    g.par_iter_mut()
-        .zip(y.par_iter())
-        .for_each(|(d, &v)| *d = pass(*d, v > 0.0 && v < hi, rule));
+    g.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(d, y)| {
+            d.iter_mut()
+                .zip(y)
+                .for_each(|(d, &v)| *d = pass(*d, v > 0.0 && v < hi, rule))
+        });
 }
 
 /// The signal `d` past a rectifier that was `active` (in its linear range).
@@ -496,13 +513,41 @@ fn derivative(f: Unary, x: f32) -> f32 {
 }
 
 /// Adds `dx` into node `j`'s gradient.
-fn accumulate(grads: &mut [Option<Vec<f32>>], j: usize, dx: Vec<f32>) {
+fn accumulate(grads: &mut [Option<Vec<f32>>], j: usize, dx: Vec<f32>, pool: &mut Pool) {
     match &mut grads[j] {
-        Some(acc) => acc
-            .par_iter_mut()
-            .zip(dx.par_iter())
-            .for_each(|(a, &v)| *a += v),
+        Some(acc) => {
+            acc.par_chunks_mut(CHUNK)
+                .zip(dx.par_chunks(CHUNK))
+                .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, &v)| *a += v));
+            pool.give(dx);
+        }
         slot => *slot = Some(dx),
+    }
+}
+
+/// Elements per task of the elementwise passes: enough work to be worth a thread.
+const CHUNK: usize = 1 << 14;
+
+/// Freed buffers, handed out again zeroed.
+#[derive(Default)]
+struct Pool(Vec<Vec<f32>>);
+
+impl Pool {
+    /// A zeroed buffer of `len`, reusing the smallest freed one that holds it.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fit = (0..self.0.len())
+            .filter(|&k| self.0[k].capacity() >= len)
+            .min_by_key(|&k| self.0[k].capacity());
+        let mut v = fit.map_or_else(Vec::new, |k| self.0.swap_remove(k));
+        v.clear();
+        v.resize(len, 0.0);
+        v
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if v.capacity() > 0 {
+            self.0.push(v);
+        }
     }
 }
 
