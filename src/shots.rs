@@ -9,7 +9,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::arch::Act;
-use crate::model::{Network, Tap};
+use crate::model::{Network, Objective, Pick, Rule, Tap};
 use crate::preprocess::Transform;
 use crate::query::{self, TopHit};
 use crate::receptive::Field;
@@ -35,6 +35,10 @@ pub struct Shot {
     /// The unit's whole map on this image (`map_hw`), before the activation when
     /// `pre` is known: for heat, region and box modes.
     pub map: Option<Vec<f32>>,
+    /// The input gradient of the unit's value at the peak (or its guided or deconvnet
+    /// projection), `[3, s, s]` on the network input in RGB order: for the
+    /// projection modes.
+    pub projection: Option<Vec<f32>>,
 }
 
 impl Shot {
@@ -90,6 +94,7 @@ pub fn from_hits(hits: &[TopHit], max_pixels: u64) -> (Vec<Shot>, Vec<String>) {
                 pre: h.pre,
                 tie: h.tie,
                 map: None,
+                projection: None,
             };
             (shot, warn)
         })
@@ -136,6 +141,48 @@ pub fn recompute_maps(
         }
     }
     Ok(warnings)
+}
+
+/// Runs every shot with an image through `net` and back from unit `unit`'s value at
+/// its recorded peak on `tap` by `rule`, storing the projection in the shot (what the
+/// toolbox's crop_max_patches draws per top image).
+pub fn recompute_projections(
+    net: &Network,
+    tap: Tap,
+    unit: usize,
+    rule: Rule,
+    shots: &mut [Shot],
+) -> Result<()> {
+    let recipe = &net.arch.recipe;
+    let s = recipe.size as usize;
+    let idx: Vec<usize> = (0..shots.len())
+        .filter(|&i| shots[i].image.is_some())
+        .collect();
+    for chunk in idx.chunks(8) {
+        let mut input = Vec::with_capacity(chunk.len() * 3 * s * s);
+        let mut objs = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let sh = &shots[i];
+            input
+                .extend(crate::preprocess::prepare(sh.image.as_ref().expect("filtered"), recipe).0);
+            objs.push(Objective {
+                unit,
+                pick: Pick::At { y: sh.y, x: sh.x },
+            });
+        }
+        let g = net.input_gradient(&input, (chunk.len(), s, s), tap, &objs, rule)?;
+        for (j, &i) in chunk.iter().enumerate() {
+            let mut p = g.image(j).to_vec();
+            if recipe.bgr {
+                // Caffe's networks take BGR: the projection in the picture's order.
+                let hw = s * s;
+                let (b, rest) = p.split_at_mut(hw);
+                b.swap_with_slice(&mut rest[hw..]);
+            }
+            shots[i].projection = Some(p);
+        }
+    }
+    Ok(())
 }
 
 /// The network an index was built with: its model, with `weights` or the embedded
@@ -256,6 +303,7 @@ mod tests {
             pre: Some(15.368),
             tie: false,
             map: None,
+            projection: None,
         };
         assert_eq!(s.label(1), "#1 6.000 | 15.368");
         s.tie = true;

@@ -78,6 +78,9 @@ fn a_closed_stdout_ends_every_printing_command_without_a_panic() {
         &["image", "--db", db, image],
         &["stats", "--db", db],
         &["classify", "--json", image],
+        &[
+            "saliency", "--json", image, "--layer", "stem", "--unit", "3",
+        ],
     ];
     for args in commands {
         let out = with_closed_stdout(args);
@@ -179,6 +182,21 @@ fn picture_commands(dir: &Path, name: &str) -> Vec<Vec<String>> {
         [
             s(&[
                 "top", "--db", &db, "--layer", "stem", "--unit", "0", "-k", "2", "-o",
+            ]),
+            vec![out.clone()],
+        ]
+        .concat(),
+        [
+            s(&[
+                "top", "--db", &db, "--layer", "head", "--unit", "0", "-k", "2", "--mode",
+                "guided", "-o",
+            ]),
+            vec![out.clone()],
+        ]
+        .concat(),
+        [
+            s(&[
+                "saliency", &photo, "--layer", "blocks.4", "--unit", "1", "-o",
             ]),
             vec![out],
         ]

@@ -10,7 +10,6 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 
 use neurodex::model::{Network, Tap, DEFAULT_MODEL};
-use neurodex::preprocess::{self, DEFAULT_MAX_PIXELS};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -48,32 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| net.arch.resolve(t.trim()))
         .collect::<neurodex::Result<Vec<_>>>()?;
-    let is_npy = args
-        .input
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    let (x, n, h, w) = if is_npy {
-        let (dims, x) = neurodex::import::npy::read(&args.input)?;
-        let (n, c, h, w) = match dims[..] {
-            [n, c, h, w] => (n, c, h, w),
-            [c, h, w] => (1, c, h, w),
-            _ => anyhow::bail!(
-                "{}: shape {dims:?}; an input is [N, 3, H, W]",
-                args.input.display()
-            ),
-        };
-        if c != 3 {
-            anyhow::bail!(
-                "{}: {c} channels; the network takes 3",
-                args.input.display()
-            );
-        }
-        (x, n, h, w)
-    } else {
-        let img = preprocess::open_image(&args.input, DEFAULT_MAX_PIXELS)?;
-        let s = net.arch.recipe.size as usize;
-        (preprocess::prepare(&img, &net.arch.recipe).0, 1, s, s)
-    };
+    let super::Input { x, n, h, w, .. } = super::read_input(&args.input, &net)?;
     if args.pre {
         net.split_activations(&nodes);
     }

@@ -18,6 +18,7 @@ pub mod layers;
 pub mod maps;
 pub mod merge;
 pub mod models;
+pub mod saliency;
 pub mod serve;
 pub mod stats;
 pub mod top;
@@ -71,6 +72,9 @@ pub enum Command {
     /// The outputs of named layers for one exact input, as safetensors (to compare with
     /// another framework)
     Forward(forward::Args),
+    /// What in an image a unit responds to: the gradient of its peak on the input
+    /// (plain, guided backprop or deconvnet), as a picture and as numbers
+    Saliency(saliency::Args),
     /// A convolution layer's filters, as a picture
     Filters(filters::Args),
     /// A static HTML gallery of every indexed unit's top images
@@ -106,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => stats::run(a),
         Command::Maps(a) => maps::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Saliency(a) => saliency::run(a),
         Command::Filters(a) => filters::run(a),
         Command::Gallery(a) => gallery::run(a),
         Command::Serve(a) => serve::run(a),
@@ -207,6 +212,48 @@ pub struct RecipeArgs {
     /// Resampling filter (PIL's): bilinear or bicubic
     #[arg(long, value_name = "FILTER", value_parser = ["bilinear", "bicubic"])]
     pub interpolation: Option<String>,
+}
+
+/// An exact input tensor, from a `.npy` file or an image prepared by the network's
+/// recipe.
+pub struct Input {
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Reads `path`: a .npy array [N, 3, H, W] or [3, H, W] (f32 or f64, used as it is),
+/// or an image.
+pub fn read_input(path: &std::path::Path, net: &neurodex::model::Network) -> anyhow::Result<Input> {
+    use neurodex::preprocess::{self, DEFAULT_MAX_PIXELS};
+    let is_npy = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy {
+        let img = preprocess::open_image(path, DEFAULT_MAX_PIXELS)?;
+        let s = net.arch.recipe.size as usize;
+        let x = preprocess::prepare(&img, &net.arch.recipe).0;
+        return Ok(Input {
+            x,
+            n: 1,
+            h: s,
+            w: s,
+        });
+    }
+    let (dims, x) = neurodex::import::npy::read(path)?;
+    let (n, c, h, w) = match dims[..] {
+        [n, c, h, w] => (n, c, h, w),
+        [c, h, w] => (1, c, h, w),
+        _ => anyhow::bail!(
+            "{}: shape {dims:?}; an input is [N, 3, H, W]",
+            path.display()
+        ),
+    };
+    if c != 3 {
+        anyhow::bail!("{}: {c} channels; the network takes 3", path.display());
+    }
+    Ok(Input { x, n, h, w })
 }
 
 impl RecipeArgs {

@@ -40,7 +40,8 @@ pub struct GridArgs {
     /// receptive field fits in the network input, region beyond)
     #[arg(long, value_parser = mode_parser())]
     pub mode: Option<Mode>,
-    /// Weights for --mode heat, when the index was built with a weights file
+    /// Weights for the modes that run the network again (heat, region, backprop,
+    /// guided, deconv), when the index was built with a weights file
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Tile side in pixels
@@ -203,7 +204,15 @@ fn write_grid(
         .mode
         .unwrap_or_else(|| top::default_mode(&l.field, input));
     let maps = top::needs_maps(mode, &l.field, input);
-    let u = shots::for_unit(store, layer, unit, hits, maps, args.weights.as_deref())?;
+    let mut u = shots::for_unit(store, layer, unit, hits, maps, args.weights.as_deref())?;
+    if let Some(rule) = mode.rule() {
+        let (net, warn) = shots::index_network(store, args.weights.as_deref())?;
+        if !maps {
+            u.warnings.extend(warn);
+        }
+        let tap = neurodex::model::Tap::new(l.node, l.pre);
+        shots::recompute_projections(&net, tap, unit, rule, &mut u.shots)?;
+    }
     let img = top::unit_sheet(&u, mode, args.tile.clamp(16, 1024));
     neurodex::render::save_image(&img, out)?;
     for w in &u.warnings {

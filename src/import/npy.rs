@@ -24,6 +24,38 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     parse(&bytes).map_err(bad)
 }
 
+/// Writes `data` as a little-endian f32 `.npy` array of `shape` (C order), whole or
+/// not at all.
+pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy: shape and length differ"
+    );
+    let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::output::write(path, &encode("<f4", shape, &raw))
+}
+
+/// A version 1.0 `.npy` file of `descr` and `shape` holding `data`, laid out as
+/// numpy.save does (the data on a 64-byte boundary).
+fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 fn parse(b: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (no \\x93NUMPY magic)".into());
@@ -94,20 +126,6 @@ fn parse(b: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
 mod tests {
     use super::*;
 
-    /// numpy.save(f, np.array([[1.5, -2], [0, 4]], dtype="<f4")), as numpy writes it.
-    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        b.extend_from_slice(h.as_bytes());
-        b.extend_from_slice(data);
-        b
-    }
-
     #[test]
     fn f32_and_f64_arrays_are_read_with_their_shape() {
         let f: Vec<u8> = [1.5f32, -2.0, 0.0, 4.0]
@@ -115,7 +133,7 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert_eq!(
-            parse(&npy("<f4", "(2, 2)", &f)).unwrap(),
+            parse(&encode("<f4", &[2, 2], &f)).unwrap(),
             (vec![2, 2], vec![1.5, -2.0, 0.0, 4.0])
         );
         let d: Vec<u8> = [0.25f64, 3.0]
@@ -123,18 +141,22 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert_eq!(
-            parse(&npy("<f8", "(2,)", &d)).unwrap(),
+            parse(&encode("<f8", &[2], &d)).unwrap(),
             (vec![2], vec![0.25, 3.0])
         );
+        // numpy.save(f, np.array([[1.5, -2], [0, 4]], dtype="<f4")) writes this header.
+        let head = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }";
+        assert_eq!(&encode("<f4", &[2, 2], &f)[10..10 + head.len()], head);
+        assert_eq!(encode("<f4", &[2, 2], &f).len(), 128 + 16);
     }
 
     #[test]
     fn other_arrays_are_refused_with_the_reason() {
         let f = [0u8; 16];
-        assert!(parse(&npy("<i8", "(2,)", &f))
+        assert!(parse(&encode("<i8", &[2], &f))
             .unwrap_err()
             .contains("dtype"));
-        assert!(parse(&npy("<f4", "(3,)", &f))
+        assert!(parse(&encode("<f4", &[3], &f))
             .unwrap_err()
             .contains("bytes of data"));
         assert!(parse(b"PK\x03\x04 not npy").unwrap_err().contains("magic"));

@@ -6,6 +6,7 @@
 pub mod colormap;
 pub mod filters;
 pub mod font;
+pub mod gradient;
 pub mod grid;
 pub mod maps;
 pub mod region;

@@ -6,9 +6,11 @@
 use image::RgbImage;
 
 use super::colormap::Colormap;
+use super::gradient;
 use super::grid::{self, Tile};
 use super::region;
 use super::tile::{self, UnitMap};
+use crate::model::Rule;
 use crate::receptive::Field;
 use crate::shots::{LayerGeometry, Shot, UnitShots};
 
@@ -27,10 +29,25 @@ pub enum Mode {
     Box,
     /// The whole image under the unit's activation map.
     Heat,
+    /// The gradient of the unit's peak with respect to the input, cut out where crop
+    /// or region would cut the image (the Deep Visualization Toolbox's backprop).
+    Backprop,
+    /// The same by guided backprop (Springenberg et al. 2015).
+    Guided,
+    /// The same by the deconvnet (Zeiler & Fergus 2014).
+    Deconv,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Crop, Mode::Region, Mode::Box, Mode::Heat];
+    pub const ALL: [Mode; 7] = [
+        Mode::Crop,
+        Mode::Region,
+        Mode::Box,
+        Mode::Heat,
+        Mode::Backprop,
+        Mode::Guided,
+        Mode::Deconv,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +55,20 @@ impl Mode {
             Mode::Region => "region",
             Mode::Box => "box",
             Mode::Heat => "heat",
+            Mode::Backprop => "backprop",
+            Mode::Guided => "guided",
+            Mode::Deconv => "deconv",
+        }
+    }
+
+    /// How a projection mode goes back through the network (`None`: the mode draws
+    /// the image itself).
+    pub fn rule(self) -> Option<Rule> {
+        match self {
+            Mode::Backprop => Some(Rule::Gradient),
+            Mode::Guided => Some(Rule::Guided),
+            Mode::Deconv => Some(Rule::Deconv),
+            _ => None,
         }
     }
 
@@ -51,6 +82,12 @@ impl Mode {
             }
             Mode::Box => "the whole image with the field (or the active region) outlined",
             Mode::Heat => "the whole image under the unit's activation map",
+            Mode::Backprop => {
+                "the gradient of the unit's peak on the input, cut out as crop or region \
+                 would (grey is 0)"
+            }
+            Mode::Guided => "the peak's guided-backprop projection, cut out likewise",
+            Mode::Deconv => "the peak's deconvnet projection, cut out likewise",
         }
     }
 }
@@ -62,7 +99,10 @@ impl std::str::FromStr for Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown mode {s:?} (crop, region, box or heat)"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode {s:?} ({})", names.join(", "))
+            })
     }
 }
 
@@ -85,7 +125,7 @@ fn fits(field: &Field, input_size: u32) -> bool {
 pub fn needs_maps(mode: Mode, field: &Field, input_size: u32) -> bool {
     match mode {
         Mode::Heat | Mode::Region => true,
-        Mode::Box => !fits(field, input_size),
+        Mode::Box | Mode::Backprop | Mode::Guided | Mode::Deconv => !fits(field, input_size),
         Mode::Crop => false,
     }
 }
@@ -122,6 +162,20 @@ pub fn shot_tile(
             tile::with_box(img, active().unwrap_or(field), side, side)
         }
         (Mode::Box, _) | (Mode::Heat, None) => tile::with_box(img, field, side, side),
+        (Mode::Backprop | Mode::Guided | Mode::Deconv, _) => {
+            // The projection lives on the network input: the cut, mapped there.
+            let s = input as usize;
+            let pic = gradient::projection(shot.projection.as_deref()?, s, s, false);
+            let fitted = fits(&geo.field, input);
+            let cut = if fitted {
+                field
+            } else {
+                active().unwrap_or(field)
+            };
+            let (x0, y0) = tile::to_input(&shot.transform, cut[0], cut[1]);
+            let (x1, y1) = tile::to_input(&shot.transform, cut[2], cut[3]);
+            tile::crop_padded(&pic, [x0, y0, x1, y1], side, side)
+        }
         (Mode::Heat, Some(m)) => tile::heat(
             img,
             &shot.transform,
@@ -247,6 +301,7 @@ mod tests {
             pre: None,
             tie: false,
             map: None,
+            projection: None,
         };
         let white = RgbImage::from_pixel(64, 64, Rgb([250, 250, 250]));
         let shots = vec![
