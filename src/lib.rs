@@ -33,5 +33,6 @@ pub mod shots;
 pub mod source;
 pub mod stats;
 pub mod store;
+pub mod visualize;
 
 pub use error::{Error, Result};

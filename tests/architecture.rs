@@ -29,6 +29,7 @@ const RANKS: &[(&str, u32)] = &[
     ("query", 9),
     ("concepts", 10),
     ("shots", 10),
+    ("visualize", 10),
     ("render", 11),
     ("gallery", 12),
     ("serve", 12),

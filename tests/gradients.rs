@@ -258,7 +258,13 @@ fn convolutions(mut net: Network, isa: &str) {
     let find = |n: &Network, s: &str| n.arch.resolve(s).unwrap();
     for layer in ["c1", "c2", "dil", "grp", "dw", "pw", "wide"] {
         let t = find(&net, layer);
-        check(&format!("{isa} {layer}"), &net, 15, Tap::post(t), &max_of(1));
+        check(
+            &format!("{isa} {layer}"),
+            &net,
+            15,
+            Tap::post(t),
+            &max_of(1),
+        );
         let unit = alive(&net, 15, Tap::post(t));
         let mean = vec![
             Objective {
@@ -267,13 +273,31 @@ fn convolutions(mut net: Network, isa: &str) {
             };
             N
         ];
-        check(&format!("{isa} {layer} mean"), &net, 15, Tap::post(t), &mean);
+        check(
+            &format!("{isa} {layer} mean"),
+            &net,
+            15,
+            Tap::post(t),
+            &mean,
+        );
     }
     // Before the activation: the ranking value, whose gradient is not cut by the clamp.
     let (c2, dw) = (find(&net, "c2"), find(&net, "dw"));
     net.split_activations(&[c2, dw]);
-    check(&format!("{isa} c2 before relu6"), &net, 15, Tap::pre(c2), &max_of(3));
-    check(&format!("{isa} dw before relu"), &net, 15, Tap::pre(dw), &max_of(0));
+    check(
+        &format!("{isa} c2 before relu6"),
+        &net,
+        15,
+        Tap::pre(c2),
+        &max_of(3),
+    );
+    check(
+        &format!("{isa} dw before relu"),
+        &net,
+        15,
+        Tap::pre(dw),
+        &max_of(0),
+    );
 }
 
 #[test]

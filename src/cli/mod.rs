@@ -23,6 +23,7 @@ pub mod serve;
 pub mod stats;
 pub mod top;
 pub mod units;
+pub mod visualize;
 
 use clap::{Parser, Subcommand};
 
@@ -75,6 +76,8 @@ pub enum Command {
     /// What in an image a unit responds to: the gradient of its peak on the input
     /// (plain, guided backprop or deconvnet), as a picture and as numbers
     Saliency(saliency::Args),
+    /// Images optimised to excite units (feature visualisation, as Lucid makes them)
+    Visualize(visualize::Args),
     /// A convolution layer's filters, as a picture
     Filters(filters::Args),
     /// A static HTML gallery of every indexed unit's top images
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Maps(a) => maps::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Saliency(a) => saliency::run(a),
+        Command::Visualize(a) => visualize::run(a),
         Command::Filters(a) => filters::run(a),
         Command::Gallery(a) => gallery::run(a),
         Command::Serve(a) => serve::run(a),
