@@ -53,6 +53,9 @@ pub struct Options {
     pub weights: Option<PathBuf>,
     /// Only these layers (default: all indexed).
     pub layers: Option<Vec<String>>,
+    /// Unit pages also show each top image's gradient projection (a projection
+    /// mode: backprop, guided or deconv), cut as the tiles are.
+    pub projections: Option<Mode>,
 }
 
 impl Options {
@@ -64,6 +67,7 @@ impl Options {
             heat: true,
             weights: None,
             layers: None,
+            projections: None,
         }
     }
 }
@@ -113,6 +117,12 @@ fn mini_file(l: &str, unit: usize) -> String {
 }
 fn filter_file(l: &str, unit: usize) -> String {
     format!("f/{}/{unit}.png", slug(l))
+}
+fn visual_file(l: &str, unit: usize) -> String {
+    format!("v/{}/{unit}.png", slug(l))
+}
+fn projection_file(l: &str, unit: usize) -> String {
+    format!("g/{}/{unit}.jpg", slug(l))
 }
 fn layer_page(l: &str) -> String {
     format!("layers/{}.html", slug(l))
@@ -222,6 +232,11 @@ pub(crate) struct Data {
     pub thumbs: HashMap<i64, (u32, u32)>,
     pub missing: HashSet<i64>,
     pub filters: Vec<bool>,
+    /// Per layer and unit: whether a feature visualisation was written.
+    pub visuals: Vec<Vec<bool>>,
+    /// Per layer and unit: whether a projection sheet was written, and in which mode.
+    pub projections: Vec<Vec<bool>>,
+    pub projection_mode: Option<Mode>,
     pub tile: u32,
     /// The units scored against the index's labels (`None`: it has none).
     pub concepts: Option<Concepts>,
@@ -341,6 +356,17 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         opts.tile,
     )?;
     let filters = write_filters(&opts.out, &chosen.layers, net.as_ref())?;
+    let visuals = write_visuals(store, &opts.out, &chosen.layers, &chosen.dead)?;
+    summary.tiles += visuals.iter().flatten().filter(|&&v| v).count();
+    let projections = match opts.projections.filter(|m| m.rule().is_some()) {
+        Some(mode) => write_projections(store, opts, mode, &chosen.layers, &chosen.tops)?,
+        None => chosen
+            .layers
+            .iter()
+            .map(|l| vec![false; l.channels])
+            .collect(),
+    };
+    summary.tiles += projections.iter().flatten().filter(|&&v| v).count();
     let concepts = concepts_of(store, &chosen.layers, net.as_ref())?;
     let data = Data {
         run: chosen.run,
@@ -353,6 +379,9 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
         thumbs: cuts.thumbs,
         missing: cuts.missing,
         filters,
+        visuals,
+        projections,
+        projection_mode: opts.projections,
         tile: opts.tile,
         concepts,
     };
@@ -659,6 +688,130 @@ fn write_sheets(
         })
         .collect::<Result<_>>()?;
     Ok(written.iter().sum())
+}
+
+/// The feature visualisations the index holds for the gallery's units that fire,
+/// copied out as PNG files; per layer and unit whether one was.
+fn write_visuals(
+    store: &Store,
+    out: &Path,
+    layers: &[LayerInfo],
+    dead: &[Vec<bool>],
+) -> Result<Vec<Vec<bool>>> {
+    let mut written = Vec::with_capacity(layers.len());
+    for (l, dead) in layers.iter().zip(dead) {
+        let mut have = vec![false; l.channels];
+        for u in store.visualised_units(&l.name)? {
+            if u >= l.channels || dead[u] {
+                continue;
+            }
+            if let Some(v) = store.visual(&l.name, u)? {
+                write_file(&out.join(visual_file(&l.name, u)), &v.png)?;
+                have[u] = true;
+            }
+        }
+        written.push(have);
+    }
+    Ok(written)
+}
+
+/// Each firing unit's top images run back from its peak by `mode`'s rule and drawn as
+/// a sheet (cut as `neurodex top --mode` cuts them); per layer and unit whether one
+/// was written.
+fn write_projections(
+    store: &Store,
+    opts: &Options,
+    mode: Mode,
+    layers: &[LayerInfo],
+    tops: &[Vec<Vec<TopHit>>],
+) -> Result<Vec<Vec<bool>>> {
+    let rule = mode.rule().expect("a projection mode");
+    let (net, _) = shots::index_network(store, opts.weights.as_deref())?;
+    let input = store.run_info()?.input_size();
+    let mut written = Vec::with_capacity(layers.len());
+    for (l, tops) in layers.iter().zip(tops) {
+        let maps = top::needs_maps(mode, &l.field, input);
+        let mut have = vec![false; l.channels];
+        for (u, hits) in tops.iter().enumerate() {
+            if hits.is_empty() {
+                continue;
+            }
+            let mut unit = shots::for_unit(store, &l.name, u, hits, maps, opts.weights.as_deref())?;
+            shots::recompute_projections(&net, Tap::new(l.node, l.pre), u, rule, &mut unit.shots)?;
+            let tiles: Vec<Tile> = unit
+                .shots
+                .iter()
+                .zip(hits)
+                .map(|(s, h)| {
+                    Tile::new(
+                        top::shot_tile(s, &unit.geo, mode, opts.tile, (0.0, 1.0)),
+                        hit_label(h),
+                    )
+                })
+                .collect();
+            let sheet = grid::compose(None, &tiles, opts.tile, opts.tile);
+            write_jpeg(&sheet, &opts.out.join(projection_file(&l.name, u)), 80)?;
+            have[u] = true;
+        }
+        written.push(have);
+    }
+    Ok(written)
+}
+
+/// Computes and stores in the index (`db`, opened for writing: the writer lock is
+/// taken) a feature visualisation for each unit of `layers` that fires and has none
+/// yet, `batch` units at a time; `progress` hears the units done and to do. Returns
+/// how many were made.
+pub fn visualise_missing(
+    db: &Path,
+    layers: &[String],
+    settings: &crate::visualize::Settings,
+    batch: usize,
+    weights: Option<&Path>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<usize> {
+    let store = Store::open(db)?;
+    let (mut net, _) = shots::index_network(&store, weights)?;
+    let mut todo: Vec<(LayerInfo, Vec<usize>)> = Vec::new();
+    for name in layers {
+        let l = query::layer(&store, name)?;
+        let have: HashSet<usize> = store.visualised_units(&l.name)?.into_iter().collect();
+        let mut units = Vec::new();
+        for u in (0..l.channels).filter(|u| !have.contains(u)) {
+            if !query::never_fires(&l, &query::unit_stats(&store, &l, u)?) {
+                units.push(u);
+            }
+        }
+        todo.push((l, units));
+    }
+    let total: usize = todo.iter().map(|t| t.1.len()).sum();
+    let mut done = 0;
+    progress(0, total);
+    for (l, units) in todo {
+        if l.pre {
+            net.split_activations(&[l.node]);
+        }
+        for chunk in units.chunks(batch.max(1)) {
+            let tap = Tap::new(l.node, l.pre);
+            let made = crate::visualize::visualize(&net, tap, chunk, settings, |_, _| {})?;
+            for v in made {
+                store.put_visual(&crate::store::StoredVisual {
+                    layer: l.name.clone(),
+                    unit: v.unit,
+                    stage: if l.pre { "pre" } else { "post" }.into(),
+                    steps: settings.steps,
+                    size: settings.size,
+                    seed: settings.seed,
+                    weights_id: net.weights_id().to_string(),
+                    value: v.value,
+                    png: crate::render::png_bytes(&v.image)?,
+                })?;
+            }
+            done += chunk.len();
+            progress(done, total);
+        }
+    }
+    Ok(done)
 }
 
 /// Filters, where one picture shows a unit's filter (RGB or single-input); per layer

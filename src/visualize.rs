@@ -73,7 +73,7 @@ pub fn visualize(
     mut step: impl FnMut(usize, &[f32]),
 ) -> Result<Vec<Visualisation>> {
     let (b, s) = (units.len(), settings.size);
-    if b == 0 || s < 16 || s > 1024 {
+    if b == 0 || !(16..=1024).contains(&s) {
         return Err(Error::Shape(format!(
             "visualize: {b} units at {s} px (at least one unit, 16 to 1024 px)"
         )));

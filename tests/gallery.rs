@@ -535,3 +535,71 @@ fn labels_show_on_unit_layer_and_concept_pages_escaped_everywhere() {
     assert!(lp.contains("<option value=\"ap\">") && lp.contains("<option value=\"sel0\">"));
     assert_eq!(attrs(&lp, "data-sel0").len(), 40);
 }
+
+/// `gallery --projections guided --visualize L`: every firing unit of L gets a
+/// visualisation kept in the index (a second gallery makes none), and unit pages show
+/// it and their top images' projections.
+#[test]
+fn unit_pages_show_projections_and_kept_visualisations() {
+    let f = fixture(4);
+    let out = f.root.join("gallery-g");
+    let db = f.db.to_str().unwrap();
+    let args = [
+        "gallery",
+        "--db",
+        db,
+        "-o",
+        out.to_str().unwrap(),
+        "--layers",
+        "stem",
+        "--projections",
+        "guided",
+        "--visualize",
+        "stem",
+        "--visualize-steps",
+        "2",
+    ];
+    let (code, text) = run(&args);
+    assert_eq!(code, 0, "{text}");
+    let made = |t: &str| {
+        t.lines()
+            .find_map(|l| {
+                l.strip_prefix("visualised ")?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no count in {t}"))
+    };
+    let first = made(&text);
+    assert!(first > 0, "{text}");
+    let (code, text) = run(&args);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        made(&text),
+        0,
+        "kept visualisations were made again: {text}"
+    );
+    let mut shown = (0, 0);
+    for page in html_files(&out.join("units/stem")) {
+        let html = std::fs::read_to_string(&page).unwrap();
+        for src in attrs(&html, "src") {
+            let path = page.parent().unwrap().join(percent_decode(src));
+            if src.contains("/v/") || src.contains("/g/") {
+                let img = image::open(&path)
+                    .unwrap_or_else(|e| panic!("{src}: {e}"))
+                    .to_rgb8();
+                assert!(varied(&img), "{src} is one flat colour");
+                if src.contains("/v/") {
+                    assert_eq!(img.dimensions(), (224, 224));
+                    shown.0 += 1;
+                } else {
+                    shown.1 += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(shown.0, first, "pages show every kept visualisation");
+    assert_eq!(shown.1, first, "every firing unit has its projections");
+}

@@ -45,6 +45,10 @@ pub struct Args {
     /// One JSON object on stdout: each unit's final mean activation
     #[arg(long)]
     pub json: bool,
+    /// Use the network this index was built with, and keep the visualisations in it
+    /// (its gallery pages then show them)
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// Architecture or ONNX file
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
@@ -55,7 +59,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     render::output_format(&args.output)?;
-    let mut net = Network::open(&args.model, args.weights.as_deref())?;
+    let store = match &args.db {
+        Some(db) => Some(neurodex::store::Store::open(db)?),
+        None => None,
+    };
+    let mut net = match &store {
+        Some(st) => neurodex::shots::index_network(st, args.weights.as_deref())?.0,
+        None => Network::open(&args.model, args.weights.as_deref())?,
+    };
     let node = net.arch.resolve(&args.layer)?;
     let pre = !args.post && net.arch.nodes[node].op.act() != neurodex::arch::Act::None;
     if pre {
@@ -110,6 +121,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let path = dir.join(format!("{}_u{}.png", args.layer, v.unit));
             render::save_png(&v.image, &path)
                 .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(st) = &store {
+        let name = &net.arch.nodes[node].name;
+        for v in &out {
+            st.put_visual(&neurodex::store::StoredVisual {
+                layer: name.clone(),
+                unit: v.unit,
+                stage: if pre { "pre" } else { "post" }.into(),
+                steps: args.steps,
+                size: args.size,
+                seed: args.seed,
+                weights_id: net.weights_id().to_string(),
+                value: v.value,
+                png: render::png_bytes(&v.image)?,
+            })?;
         }
     }
     if args.json {

@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::{
-    filter_file, hit_label, layer_json, layer_page, map_grid, mini_file, sheet_file, slug,
-    thumb_file, unit_page, write_file, Data, HeatMap, MINI,
+    filter_file, hit_label, layer_json, layer_page, map_grid, mini_file, projection_file,
+    sheet_file, slug, thumb_file, unit_page, visual_file, write_file, Data, HeatMap, MINI,
 };
 use crate::query::TopHit;
 use crate::render::grid::Sheet;
@@ -517,8 +517,29 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
             url(&filter_file(&l.name, u))
         );
     }
+    if d.visuals[li][u] {
+        let _ = write!(
+            s,
+            "<section><h2>What excites it most</h2><img class=\"visual\" src=\"{root}{}\" width=\"224\" alt=\"feature visualisation of unit {u}\"><p class=\"meta\">an image optimised to raise its mean activation (neurodex visualize)</p></section>",
+            url(&visual_file(&l.name, u))
+        );
+    }
     s.push_str(&concepts_section(d, li, u));
     s.push_str("</div>\n");
+    if let (Some(mode), true) = (d.projection_mode, d.projections[li][u]) {
+        let _ = write!(
+            s,
+            "<section class=\"projections\"><h2>{} of the top images</h2><img src=\"{root}{}\" alt=\"{} projections of unit {u}'s top images\"><p class=\"meta\">{} (grey = 0)</p></section>",
+            match mode.name() {
+                "backprop" => "Gradients",
+                "guided" => "Guided backprop",
+                _ => "Deconvnet projections",
+            },
+            url(&projection_file(&l.name, u)),
+            mode.name(),
+            mode.help()
+        );
+    }
     if !hits.is_empty() {
         hits_table(l, hits, &mut s);
     }
@@ -867,6 +888,8 @@ fn unit_json(d: &Data, li: usize, u: usize) -> serde_json::Value {
             "sparsity": s.sparsity().map(sig),
         })),
         "filter": d.filters[li].then(|| filter_file(&l.name, u)),
+        "visualisation": d.visuals[li][u].then(|| visual_file(&l.name, u)),
+        "projections": d.projections[li][u].then(|| projection_file(&l.name, u)),
         "top": top,
         "concepts": d.concepts.as_ref().map(|c| {
             let sc = &c.scores;

@@ -51,6 +51,17 @@ pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
     }
 }
 
+/// `img` as PNG bytes.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
+        .map_err(|cause| Error::Encode {
+            path: "<memory>".into(),
+            cause,
+        })?;
+    Ok(out)
+}
+
 /// Writes `img` as PNG whatever the name, creating the parent directory if needed;
 /// whole or not at all (see `output`).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {

@@ -28,6 +28,8 @@ mod lock;
 mod merge;
 mod read;
 mod schema;
+mod visuals;
+pub use visuals::StoredVisual;
 
 pub use batch::Batch;
 use batch::{duplicate_of, set_derived_upto, write_stats, write_top};

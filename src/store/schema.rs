@@ -34,6 +34,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_shards",
         include_str!("../../migrations/0005_shards.sql"),
     ),
+    (
+        6,
+        "0006_visualisations",
+        include_str!("../../migrations/0006_visualisations.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
