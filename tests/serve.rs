@@ -268,6 +268,78 @@ fn parse_frame(body: &[u8]) -> (serde_json::Value, &[u8]) {
     )
 }
 
+/// With a unit and a mode, a frame's reply carries the projection of that unit's
+/// maximum: the same pixels `neurodex saliency` draws for the same photo (computed
+/// here in-process), after the maps.
+#[test]
+fn a_frame_with_a_unit_and_mode_carries_its_projection() {
+    let f = fixture(2);
+    let srv = Server::start(&["--db", f.db.to_str().unwrap()]);
+    let photo = &demo_photos(1)[0];
+    let bytes = std::fs::read(photo).unwrap();
+    let r = post(
+        &srv.addr,
+        "/api/frame?layer=blocks.4&unit=7&mode=guided",
+        &bytes,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (h, rest) = parse_frame(&r.body);
+    let p = &h["projection"];
+    assert_eq!(
+        (p["unit"].as_u64(), p["mode"].as_str()),
+        (Some(7), Some("guided"))
+    );
+    let size = p["size"].as_u64().unwrap() as usize;
+    assert_eq!(rest.len(), 40 * 28 * 28 + 3 * size * size);
+    let mut net = Network::embedded_default().unwrap();
+    let node = net.arch.resolve("blocks.4").unwrap();
+    net.split_activations(&[node]);
+    let img = preprocess::open_image(photo, u64::MAX).unwrap();
+    let (x, _) = preprocess::prepare(&img, &net.arch.recipe);
+    let obj = [neurodex::model::Objective {
+        unit: 7,
+        pick: neurodex::model::Pick::Max,
+    }];
+    let g = net
+        .input_gradient(
+            &x,
+            (1, size, size),
+            neurodex::model::Tap::pre(node),
+            &obj,
+            neurodex::model::Rule::Guided,
+        )
+        .unwrap();
+    let want = neurodex::render::gradient::projection(&g.data, size, size, false).into_raw();
+    let off = rest[40 * 28 * 28..]
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a.abs_diff(**b) > 1)
+        .count();
+    assert!(
+        off <= want.len() / 1000,
+        "{off} of {} projection bytes differ",
+        want.len()
+    );
+    assert_eq!(
+        (p["y"].as_u64(), p["x"].as_u64()),
+        (Some(g.at[0].0 as u64), Some(g.at[0].1 as u64))
+    );
+    // Half a request, or an unknown mode or unit, is refused with the reason.
+    for (q, says) in [
+        ("layer=blocks.4&unit=7", "both unit and mode"),
+        ("layer=blocks.4&unit=7&mode=sideways", "unknown mode"),
+        ("layer=blocks.4&unit=40&mode=guided", "no unit 40"),
+    ] {
+        let r = post(&srv.addr, &format!("/api/frame?{q}"), &bytes);
+        assert_eq!(r.status, 400, "{q}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(says),
+            "{q}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
 #[test]
 fn a_frame_answers_the_layers_maps_on_one_scale_and_the_top5() {
     let f = fixture(4);
@@ -754,6 +826,12 @@ fn live_view_in_headless_chromium_with_a_fake_camera() {
         "{summary}"
     );
     assert_eq!(summary["injected"], 0, "{summary}");
+    // The selected unit's guided projection came with the frames, and is a picture.
+    assert!(summary["projections"].as_u64().unwrap() >= 3, "{summary}");
+    assert!(
+        summary["projection_colours"].as_u64().unwrap() > 50,
+        "{summary}"
+    );
     let shot = image::open(out.join("serve.png")).unwrap().to_rgb8();
     assert!(shot.width() >= 1000 && shot.height() >= 600);
     eprintln!("browser summary: {summary}");

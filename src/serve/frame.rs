@@ -2,8 +2,12 @@
 //! any uploaded picture), run the network once, and answer the chosen layer's maps
 //! as u8 on ONE scale shared by the whole layer, with the top-5 classes.
 //!
+//! With a unit and a mode, the frame also goes back through the network from that
+//! unit's maximum (the toolbox's backprop pane): its projection on the input.
+//!
 //! Wire format of a reply (`application/octet-stream`): a little-endian u32 `n`,
-//! `n` bytes of JSON (`Header`), then `c * h * w` bytes, channel-major. Raw bytes
+//! `n` bytes of JSON (`Header`), then `c * h * w` bytes, channel-major, then with a
+//! projection its `size * size` RGB pixels (3 bytes each, row by row). Raw bytes
 //! rather than a PNG atlas: nothing to encode on the server, and the page draws
 //! them straight into an `ImageData`.
 
@@ -12,7 +16,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::model::{top_classes, Guess, Network, Tap};
+use crate::model::{top_classes, Guess, Network, Objective, Pick, Rule, Tap};
 use crate::preprocess::{self, Transform};
 
 /// What the page needs to draw a reply.
@@ -32,22 +36,40 @@ pub struct Header {
     pub decode_ms: f64,
     pub forward_ms: f64,
     pub total_ms: f64,
+    /// The unit's projection, when one was asked for.
+    pub projection: Option<Projection>,
 }
 
-/// A frame's answer: the header and the quantised maps.
+/// What the projection's pixels show.
+#[derive(Clone, Debug, Serialize)]
+pub struct Projection {
+    pub unit: usize,
+    pub mode: &'static str,
+    /// Side of the square picture (the network input's).
+    pub size: usize,
+    /// The unit's maximum (before its activation where it has one) and where.
+    pub value: f32,
+    pub y: usize,
+    pub x: usize,
+    pub ms: f64,
+}
+
+/// A frame's answer: the header, the quantised maps and the projection's pixels.
 pub struct Reply {
     pub header: Header,
     pub maps: Vec<u8>,
+    pub projection: Vec<u8>,
 }
 
 impl Reply {
     /// The bytes sent to the page (see the module doc).
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(&self.header).expect("header serialises");
-        let mut out = Vec::with_capacity(4 + json.len() + self.maps.len());
+        let mut out = Vec::with_capacity(4 + json.len() + self.maps.len() + self.projection.len());
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(&json);
         out.extend_from_slice(&self.maps);
+        out.extend_from_slice(&self.projection);
         out
     }
 }
@@ -81,22 +103,47 @@ pub fn quantise(v: f32, lo: f32, hi: f32) -> u8 {
 }
 
 /// Runs `img` through `net` once and answers node `layer`'s maps (named `name`)
-/// and, when the network ends in ImageNet classes, the top 5.
+/// and, when the network ends in ImageNet classes, the top 5; with `back`, the
+/// projection of that unit's maximum by that rule too.
 pub fn infer(
     net: &Network,
     img: &RgbImage,
     layer: usize,
     name: &str,
     decode_ms: f64,
+    back: Option<(usize, Rule)>,
 ) -> crate::Result<Reply> {
     let start = Instant::now();
     let last = net.arch.nodes.len() - 1;
-    let (mut acts, mut transforms) =
-        net.run_images(&[img], &[Tap::post(layer), Tap::post(last)])?;
-    let transform = transforms.remove(0);
+    let (x, transform) = preprocess::prepare(img, &net.arch.recipe);
+    let mut acts = net.forward_taps(&x, 1, &[Tap::post(layer), Tap::post(last)])?;
     let logits = acts.pop().expect("two taps");
     let act = acts.pop().expect("two taps");
     let forward_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (projection, pixels) = match back {
+        Some((unit, rule)) => {
+            let t = Instant::now();
+            let s = net.arch.recipe.size as usize;
+            let tap = Tap::new(layer, net.has_pre(layer));
+            let obj = [Objective {
+                unit,
+                pick: Pick::Max,
+            }];
+            let g = net.input_gradient(&x, (1, s, s), tap, &obj, rule)?;
+            let pic = crate::render::gradient::projection(&g.data, s, s, net.arch.recipe.bgr);
+            let info = Projection {
+                unit,
+                mode: rule.name(),
+                size: s,
+                value: g.values[0],
+                y: g.at[0].0,
+                x: g.at[0].1,
+                ms: t.elapsed().as_secs_f64() * 1e3,
+            };
+            (Some(info), pic.into_raw())
+        }
+        None => (None, Vec::new()),
+    };
     let (lo, hi) = scale(&act.data);
     let maps = act.data.iter().map(|&v| quantise(v, lo, hi)).collect();
     let top5 = if net.arch.classes > 0 && logits.data.len() == net.arch.classes {
@@ -117,8 +164,10 @@ pub fn infer(
             decode_ms,
             forward_ms,
             total_ms: decode_ms + start.elapsed().as_secs_f64() * 1e3,
+            projection,
         },
         maps,
+        projection: pixels,
     })
 }
 

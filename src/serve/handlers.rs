@@ -26,6 +26,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use crate::model::Rule;
+
 use super::concepts::Concepts;
 use super::{frame, unit, App};
 
@@ -237,6 +239,10 @@ async fn layers(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, 
 #[derive(Deserialize)]
 struct FrameQuery {
     layer: Option<String>,
+    /// With `mode`: also the projection of this unit's maximum.
+    unit: Option<usize>,
+    /// backprop, guided or deconv.
+    mode: Option<String>,
 }
 
 async fn frame(
@@ -274,6 +280,22 @@ async fn frame(
             ))
         })?
         .clone();
+    let back = match (q.unit, q.mode.as_deref()) {
+        (None, None) => None,
+        (Some(u), Some(m)) => {
+            let rule = Rule::from_name(m).ok_or_else(|| {
+                ApiError::bad(format!("unknown mode {m:?} (backprop, guided or deconv)"))
+            })?;
+            if u >= layer.c {
+                return Err(ApiError::bad(format!(
+                    "layer {} has {} units; there is no unit {u}",
+                    layer.name, layer.c
+                )));
+            }
+            Some((u, rule))
+        }
+        _ => return Err(ApiError::bad("a projection needs both unit and mode")),
+    };
     // Busy: drop this frame now rather than queue it behind the running one.
     let Some(slot) = app.try_slot() else {
         return Ok(busy("busy: frame dropped").into_response());
@@ -291,6 +313,7 @@ async fn frame(
             layer.node,
             &layer.name,
             decode_ms,
+            back,
         )?)
     })
     .await?;

@@ -97,7 +97,7 @@ impl Drop for Slot {
 impl App {
     /// Wraps `net`; with `db`, checks that the database was built with the same
     /// architecture and marks which layers it indexes.
-    pub fn new(net: Network, db: Option<PathBuf>) -> Result<App> {
+    pub fn new(mut net: Network, db: Option<PathBuf>) -> Result<App> {
         let mut indexed = Vec::new();
         if let Some(db) = &db {
             let store = Store::open_readonly(db)?;
@@ -113,6 +113,10 @@ impl App {
             }
             indexed = store.layers()?.into_iter().map(|l| l.node).collect();
         }
+        // Every tap can be differentiated before its activation (the projection pane
+        // follows a unit's ranking value, which a saturated ReLU6 does not cut).
+        let taps = net.arch.taps();
+        net.split_activations(&taps);
         let shapes = net.arch.output_shapes();
         let fields = crate::receptive::fields(&net.arch);
         let layers: Vec<LayerEntry> = net

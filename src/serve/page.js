@@ -3,12 +3,15 @@
 // near-square grid, the top-5 classes, and for a clicked channel its zoomed map, its
 // filter, its top-9 images from the index and what the index's labels say of it. A
 // concept picker goes to a concept's best unit; #layer=L&unit=U in the address opens
-// on that unit.
+// on that unit. With a unit selected, each frame also comes back with that unit's
+// projection on the input (backprop, guided backprop or deconvnet: the toolbox's
+// backprop pane), drawn beside its zoomed map.
 //
 // Labels and paths come from the index and may hold markup: they are only ever set
 // as textContent, never parsed as HTML.
 //
-// Reply format of POST /api/frame: u32 LE n, n bytes of JSON header, c*h*w bytes.
+// Reply format of POST /api/frame: u32 LE n, n bytes of JSON header, c*h*w bytes, and
+// with ?unit=U&mode=M the projection's size*size RGB pixels.
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
@@ -146,9 +149,15 @@ function grab(video) {
 // Sends one frame; resolves to 'ok', 'busy' or 'error'.
 async function send(blob) {
   const layer = state.layer;
+  const q = new URLSearchParams({ layer });
+  const mode = $('proj-mode').value;
+  if (state.unit !== null && mode) {
+    q.set('unit', String(state.unit));
+    q.set('mode', mode);
+  }
   let r;
   try {
-    r = await fetch(`/api/frame?layer=${encodeURIComponent(layer)}`, { method: 'POST', body: blob });
+    r = await fetch(`/api/frame?${q}`, { method: 'POST', body: blob });
   } catch (e) {
     status(`server unreachable: ${e.message}`, true);
     return 'error';
@@ -162,8 +171,12 @@ async function send(blob) {
   const buf = await r.arrayBuffer();
   const n = new DataView(buf).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
-  const maps = new Uint8Array(buf, 4 + n);
+  const size = header.c * header.h * header.w;
+  const maps = new Uint8Array(buf, 4 + n, size);
   if (header.layer !== state.layer) return 'ok'; // layer changed meanwhile
+  if (header.projection && header.projection.unit === state.unit) {
+    drawProjection(header.projection, new Uint8Array(buf, 4 + n + size));
+  }
   state.last = { header, maps };
   state.frames += 1;
   document.body.dataset.frames = String(state.frames);
@@ -345,6 +358,23 @@ function viridis(t) {
   return VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
 }
 
+// The unit's projection on this frame: RGB bytes, grey = 0.
+function drawProjection(p, rgb) {
+  const c = $('proj');
+  c.width = p.size;
+  c.height = p.size;
+  const img = c.getContext('2d').createImageData(p.size, p.size);
+  for (let i = 0, j = 0; i < p.size * p.size; i += 1, j += 3) {
+    img.data[4 * i] = rgb[j];
+    img.data[4 * i + 1] = rgb[j + 1];
+    img.data[4 * i + 2] = rgb[j + 2];
+    img.data[4 * i + 3] = 255;
+  }
+  c.getContext('2d').putImageData(img, 0, 0);
+  $('proj-note').textContent = `max ${p.value.toFixed(2)} at (${p.y}, ${p.x}) · ${p.ms.toFixed(0)} ms`;
+  document.body.dataset.projections = String(Number(document.body.dataset.projections || 0) + 1);
+}
+
 function drawTop5(top5) {
   const ol = $('top5');
   ol.replaceChildren(...top5.map((g) => {
@@ -406,6 +436,9 @@ async function selectUnit(u) {
   $('unit-notes').textContent = 'loading…';
   history.replaceState(null, '', `#${new URLSearchParams({ layer: state.layer, unit: u })}`);
   if (state.last) draw();
+  // A still is sent again for the new unit's projection (live sources send anyway).
+  $('proj-note').textContent = '';
+  if (state.source === 'still' && $('proj-mode').value) sendStill();
   const mine = ++unitRequest;
   let rep;
   try {
@@ -540,6 +573,12 @@ async function init() {
   sel.value = state.layer;
   sel.title = '★: indexed in the database (top-9 available)';
   sel.addEventListener('change', () => setLayer(sel.value));
+  $('proj-mode').addEventListener('change', () => {
+    const c = $('proj');
+    c.getContext('2d').clearRect(0, 0, c.width, c.height);
+    $('proj-note').textContent = '';
+    if (state.source === 'still' && state.unit !== null) sendStill();
+  });
   if (info.db) {
     // Not awaited: scoring a large index takes a while, the inputs need not wait.
     loadConcepts();

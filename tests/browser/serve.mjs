@@ -107,6 +107,17 @@ try {
   // The zoomed channel keeps updating with the camera.
   const f0 = await frames();
   await waitFor(page, (n) => Number(document.body.dataset.frames || 0) > n + 2, f0, 30000, 'updates after the click');
+  // The unit's guided projection comes with each frame (the default mode).
+  await waitFor(page, () => Number(document.body.dataset.projections || 0) >= 3, null, 30000, 'projections');
+  result.projections = await page.evaluate(() => Number(document.body.dataset.projections || 0));
+  result.projection_colours = await page.evaluate(() => {
+    const c = document.getElementById('proj');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return seen.size;
+  });
+  result.projection_note = await page.textContent('#proj-note');
   await page.waitForTimeout(300);
 
   result.screenshot = join(out, 'serve.png');
