@@ -210,14 +210,16 @@ mod tests {
                 decode_ms: 0.0,
                 forward_ms: 0.0,
                 total_ms: 0.0,
+                projection: None,
             },
             maps: vec![7, 9],
+            projection: vec![1, 2, 3],
         };
         let b = r.encode();
         let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
         let v: serde_json::Value = serde_json::from_slice(&b[4..4 + n]).unwrap();
         assert_eq!(v["layer"], "x");
-        assert_eq!(&b[4 + n..], &[7, 9]);
+        assert_eq!(&b[4 + n..], &[7, 9, 1, 2, 3]);
     }
 
     #[test]
