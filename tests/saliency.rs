@@ -122,3 +122,48 @@ fn the_picture_has_three_panels_and_nothing_asked_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to write"));
 }
+
+/// The effective receptive field (`top --mode erf`) lies inside the theoretical one
+/// (no pixel outside a unit's field reaches it, so its gradient is zero there), and
+/// at a deep layer it is much smaller.
+#[test]
+fn the_effective_field_lies_inside_the_theoretical_one_and_is_smaller() {
+    use neurodex::model::{Objective, Pick, Rule, Tap};
+    let net = Network::embedded_default().unwrap();
+    let node = net.arch.resolve("blocks.7").unwrap();
+    let field = neurodex::receptive::fields(&net.arch)[node];
+    let s = net.arch.recipe.size as usize;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images");
+    for name in [
+        "animals__Cat.jpg",
+        "people__astronaut.jpg",
+        "objects__coffee.jpg",
+    ] {
+        let img = neurodex::preprocess::open_image(&demo.join(name), u64::MAX).unwrap();
+        let (x, _) = neurodex::preprocess::prepare(&img, &net.arch.recipe);
+        let obj = [Objective {
+            unit: 10,
+            pick: Pick::Max,
+        }];
+        let g = net
+            .input_gradient(&x, (1, s, s), Tap::post(node), &obj, Rule::Gradient)
+            .unwrap();
+        let (y, xc) = g.at[0];
+        let b = field.unit_box(y, xc);
+        let clip = |v: f64| v.clamp(0.0, s as f64);
+        let theory = [clip(b[0]), clip(b[1]), clip(b[2]), clip(b[3])];
+        let erf = neurodex::render::gradient::mass_box(&g.data, s, s, 0.9).unwrap();
+        assert!(
+            erf[0] >= theory[0]
+                && erf[1] >= theory[1]
+                && erf[2] <= theory[2]
+                && erf[3] <= theory[3],
+            "{name}: effective field {erf:?} outside the theoretical {theory:?}"
+        );
+        let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+        assert!(
+            area(erf) < 0.5 * area(theory),
+            "{name}: effective field {erf:?} not much smaller than {theory:?}"
+        );
+    }
+}

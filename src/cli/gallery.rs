@@ -31,8 +31,9 @@ pub struct Args {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Unit pages also show each top image's gradient projection: backprop, guided or
-    /// deconv (one backward pass per top image: about 9 / 20 s per unit on 2 cores)
-    #[arg(long, value_name = "MODE", value_parser = ["backprop", "guided", "deconv"])]
+    /// deconv; or erf, the photo cut at the unit's effective receptive field (one
+    /// backward pass per top image: about 9 / 20 s per unit on 2 cores)
+    #[arg(long, value_name = "MODE", value_parser = ["backprop", "guided", "deconv", "erf"])]
     pub projections: Option<String>,
     /// First compute, and keep in the index, a feature visualisation of every firing
     /// unit of these layers that has none (about 30 s per unit on 2 cores, 512 steps;

@@ -529,10 +529,11 @@ fn unit_html(d: &Data, li: usize, u: usize) -> String {
     if let (Some(mode), true) = (d.projection_mode, d.projections[li][u]) {
         let _ = write!(
             s,
-            "<section class=\"projections\"><h2>{} of the top images</h2><img src=\"{root}{}\" alt=\"{} projections of unit {u}'s top images\"><p class=\"meta\">{} (grey = 0)</p></section>",
+            "<section class=\"projections\"><h2>{} of the top images</h2><img src=\"{root}{}\" alt=\"{} projections of unit {u}'s top images\"><p class=\"meta\">{}</p></section>",
             match mode.name() {
                 "backprop" => "Gradients",
                 "guided" => "Guided backprop",
+                "erf" => "Effective receptive fields",
                 _ => "Deconvnet projections",
             },
             url(&projection_file(&l.name, u)),

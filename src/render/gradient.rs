@@ -54,6 +54,47 @@ pub fn magnitude(g: &[f32], h: usize, w: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Where a gradient is significant, as a box `[x0, y0, x1, y1]` in its pixels: between
+/// the `(1 - mass) / 2` and `(1 + mass) / 2` quantiles of the magnitude's mass along
+/// each axis (`mass` = 0.9: the middle 90%). The effective receptive field (Luo et al.
+/// 2016) of the unit whose gradient it is, on this image; `None` for a zero gradient.
+pub fn mass_box(g: &[f32], h: usize, w: usize, mass: f64) -> Option<[f64; 4]> {
+    let m = magnitude(g, h, w);
+    let mut rows = vec![0f64; h];
+    let mut cols = vec![0f64; w];
+    for (k, &v) in m.iter().enumerate() {
+        if v.is_finite() {
+            rows[k / w] += v as f64;
+            cols[k % w] += v as f64;
+        }
+    }
+    let total: f64 = rows.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let lo = (1.0 - mass) / 2.0 * total;
+    let hi = (1.0 + mass) / 2.0 * total;
+    // The first cell where the running sum passes `at`, and the end of the last one.
+    let span = |marg: &[f64]| {
+        let mut acc = 0.0;
+        let mut first = None;
+        let mut last = marg.len();
+        for (i, &v) in marg.iter().enumerate() {
+            acc += v;
+            if first.is_none() && acc > lo {
+                first = Some(i);
+            }
+            if acc >= hi {
+                last = i + 1;
+                break;
+            }
+        }
+        (first.unwrap_or(0) as f64, last as f64)
+    };
+    let ((y0, y1), (x0, x1)) = (span(&rows), span(&cols));
+    Some([x0, y0, x1, y1])
+}
+
 /// `base` (the input as the network saw it) dimmed, under the magnitude of `g`
 /// colour-mapped from 0 to its high quantile (as `projection`), opaque where it is
 /// strong.
@@ -112,6 +153,21 @@ mod tests {
         // 1,000 values 1..=1000: the strongest 0.5% (996..1000) are clipped.
         let ramp: Vec<f32> = (1..=1000).map(|v| v as f32).collect();
         assert_eq!(high_magnitude(&ramp, 0.995), 995.0);
+    }
+
+    #[test]
+    fn the_mass_box_holds_the_middle_of_the_gradients_mass() {
+        // 10 x 10, one channel carrying mass: a block at rows 2..5, columns 6..9 and a
+        // faint speck at (9, 0) that holds 1% of it.
+        let mut g = vec![0f32; 3 * 100];
+        for y in 2..5 {
+            for x in 6..9 {
+                g[y * 10 + x] = 11.0;
+            }
+        }
+        g[90] = 1.0;
+        assert_eq!(mass_box(&g, 10, 10, 0.9), Some([6.0, 2.0, 9.0, 5.0]));
+        assert_eq!(mass_box(&[0.0; 12], 2, 2, 0.9), None);
     }
 
     #[test]

@@ -36,10 +36,14 @@ pub enum Mode {
     Guided,
     /// The same by the deconvnet (Zeiler & Fergus 2014).
     Deconv,
+    /// The photo cut where the gradient of the unit's peak is significant (the box
+    /// holding the middle 90% of its magnitude along each axis): the effective
+    /// receptive field (Luo et al. 2016), truer than the theoretical one.
+    Erf,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Crop,
         Mode::Region,
         Mode::Box,
@@ -47,6 +51,7 @@ impl Mode {
         Mode::Backprop,
         Mode::Guided,
         Mode::Deconv,
+        Mode::Erf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,7 @@ impl Mode {
             Mode::Backprop => "backprop",
             Mode::Guided => "guided",
             Mode::Deconv => "deconv",
+            Mode::Erf => "erf",
         }
     }
 
@@ -65,7 +71,7 @@ impl Mode {
     /// the image itself).
     pub fn rule(self) -> Option<Rule> {
         match self {
-            Mode::Backprop => Some(Rule::Gradient),
+            Mode::Backprop | Mode::Erf => Some(Rule::Gradient),
             Mode::Guided => Some(Rule::Guided),
             Mode::Deconv => Some(Rule::Deconv),
             _ => None,
@@ -88,6 +94,10 @@ impl Mode {
             }
             Mode::Guided => "the peak's guided-backprop projection, cut out likewise",
             Mode::Deconv => "the peak's deconvnet projection, cut out likewise",
+            Mode::Erf => {
+                "the photo where the gradient of the peak is significant (its effective \
+                 receptive field: the middle 90% of the gradient's mass on each axis)"
+            }
         }
     }
 }
@@ -126,7 +136,7 @@ pub fn needs_maps(mode: Mode, field: &Field, input_size: u32) -> bool {
     match mode {
         Mode::Heat | Mode::Region => true,
         Mode::Box | Mode::Backprop | Mode::Guided | Mode::Deconv => !fits(field, input_size),
-        Mode::Crop => false,
+        Mode::Crop | Mode::Erf => false,
     }
 }
 
@@ -175,6 +185,13 @@ pub fn shot_tile(
             let (x0, y0) = tile::to_input(&shot.transform, cut[0], cut[1]);
             let (x1, y1) = tile::to_input(&shot.transform, cut[2], cut[3]);
             tile::crop_padded(&pic, [x0, y0, x1, y1], side, side)
+        }
+        (Mode::Erf, _) => {
+            let s = input as usize;
+            let b = gradient::mass_box(shot.projection.as_deref()?, s, s, 0.9)
+                .map(|b| shot.transform.box_to_original(b).exact)
+                .unwrap_or(field);
+            tile::crop_padded(img, b, side, side)
         }
         (Mode::Heat, Some(m)) => tile::heat(
             img,
