@@ -159,39 +159,6 @@ fn conv(w: &str, cin: usize, cout: usize, k: usize, s: usize, pad: Pad) -> Op {
     Op::conv(w, cin, cout, k, s, pad).with_bias()
 }
 
-fn dilated(op: Op, d: usize) -> Op {
-    match op {
-        Op::Conv {
-            weight,
-            bn,
-            bn_eps,
-            in_ch,
-            out_ch,
-            kernel,
-            stride,
-            pad,
-            groups,
-            bias,
-            act,
-            ..
-        } => Op::Conv {
-            weight,
-            bn,
-            bn_eps,
-            in_ch,
-            out_ch,
-            kernel,
-            stride,
-            pad,
-            dilation: (d, d),
-            groups,
-            bias,
-            act,
-        },
-        other => other,
-    }
-}
-
 /// The unit whose map holds the largest value on the test input (a unit after a
 /// ReLU may be off everywhere, and its gradient all zero).
 fn alive(net: &Network, side: usize, tap: Tap) -> usize {
@@ -235,7 +202,10 @@ fn conv_net() -> Network {
             .with_bn("bn2", 1e-3)
             .with_act(Act::Relu6),
     );
-    b.then("dil", dilated(conv("dil", 8, 8, 3, 1, Pad::same(2)), 2));
+    b.then(
+        "dil",
+        conv("dil", 8, 8, 3, 1, Pad::same(2)).with_dilation(2),
+    );
     b.then("grp", conv("grp", 8, 12, 3, 1, Pad::same(1)).with_groups(4));
     b.then(
         "dw",

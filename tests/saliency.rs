@@ -10,6 +10,17 @@ fn neurodex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurodex"))
 }
 
+/// Runs `neurodex saliency` with `args` and asserts it succeeded; its stdout.
+fn saliency(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = neurodex().arg("saliency").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A stem unit's value before its ReLU6 at cell (y, x) is a 3x3 window of the input
 /// times the unit's (BatchNorm-folded) filter, plus a bias: its gradient is that
 /// filter, placed at rows 2y..2y+3 and columns 2x..2x+3 (stride 2, no padding at the
@@ -30,32 +41,22 @@ fn a_stem_units_gradient_is_its_filter_at_the_cell() {
     let (unit, y, xc) = (3, 40, 17);
     for mode in ["backprop", "guided", "deconv"] {
         let raw = dir.path().join(format!("{mode}.npy"));
-        let out = neurodex()
-            .args([
-                "saliency",
-                input.to_str().unwrap(),
-                "--layer",
-                "stem",
-                "--unit",
-                "3",
-            ])
-            .args([
-                "--at",
-                &format!("{y},{xc}"),
-                "--mode",
-                mode,
-                "--json",
-                "--raw",
-            ])
-            .arg(&raw)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let at = format!("{y},{xc}");
+        let stdout = saliency(&[
+            input.as_os_str(),
+            "--layer".as_ref(),
+            "stem".as_ref(),
+            "--unit".as_ref(),
+            "3".as_ref(),
+            "--at".as_ref(),
+            at.as_ref(),
+            "--mode".as_ref(),
+            mode.as_ref(),
+            "--json".as_ref(),
+            "--raw".as_ref(),
+            raw.as_os_str(),
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
         assert_eq!(json["images"][0]["y"], y);
         assert_eq!(json["stage"], "pre");
         let (shape, g) = neurodex::import::npy::read(&raw).unwrap();
@@ -84,26 +85,19 @@ fn the_picture_has_three_panels_and_nothing_asked_is_an_error() {
     let photo =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo/images/people__astronaut.jpg");
     let png = dir.path().join("s.png");
-    let out = neurodex()
-        .arg("saliency")
-        .arg(&photo)
-        .args([
-            "--layer",
-            "blocks.14",
-            "--unit",
-            "64",
-            "--mode",
-            "guided",
-            "-o",
-        ])
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "--layer",
+        "blocks.14",
+        "--unit",
+        "64",
+        "--mode",
+        "guided",
+        "-o",
+    ];
+    let mut all: Vec<&std::ffi::OsStr> = vec![photo.as_os_str()];
+    all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+    all.push(png.as_os_str());
+    saliency(&all);
     let img = image::open(&png).unwrap().to_rgb8();
     // Three 224-px panels in a row, and the projection is not all grey.
     assert!(

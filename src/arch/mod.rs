@@ -93,6 +93,13 @@ impl Op {
         self
     }
 
+    pub fn with_dilation(mut self, d: usize) -> Op {
+        if let Op::Conv { dilation, .. } = &mut self {
+            *dilation = (d, d);
+        }
+        self
+    }
+
     pub fn with_groups(mut self, g: usize) -> Op {
         if let Op::Conv { groups, .. } = &mut self {
             *groups = g;
