@@ -95,7 +95,7 @@ fn the_picture_has_three_panels_and_nothing_asked_is_an_error() {
         "-o",
     ];
     let mut all: Vec<&std::ffi::OsStr> = vec![photo.as_os_str()];
-    all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+    all.extend(args.iter().map(std::ffi::OsStr::new));
     all.push(png.as_os_str());
     saliency(&all);
     let img = image::open(&png).unwrap().to_rgb8();
