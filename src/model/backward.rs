@@ -139,7 +139,31 @@ impl Network {
                 }
             }
         }
-        let keep: Vec<usize> = (1..=target).filter(|&i| needed[i]).collect();
+        // Of those, the outputs the way back reads: a rectifier's (its mask), a max
+        // pool's and a softmax's; and the inputs of functions, products, quotients,
+        // max pools and norms. A conv without activation (a projection) keeps nothing.
+        let mut read = vec![false; target + 1];
+        for i in (1..=target).filter(|&i| needed[i]) {
+            let layer = &self.layers[i];
+            if self.act_of(i) != Act::None
+                || matches!(layer, Layer::MaxPool { .. } | Layer::Softmax)
+            {
+                read[i] = true;
+            }
+            if matches!(
+                layer,
+                Layer::Unary(_)
+                    | Layer::Mul
+                    | Layer::Binary(_)
+                    | Layer::MaxPool { .. }
+                    | Layer::ChannelNorm { .. }
+            ) {
+                for &j in &nodes[i].inputs {
+                    read[j] = true;
+                }
+            }
+        }
+        let keep: Vec<usize> = (1..=target).filter(|&i| read[i]).collect();
         let mut taps: Vec<Tap> = keep.iter().map(|&i| Tap::post(i)).collect();
         taps.push(tap);
         let mut maps = self.forward_taps_hw(input, n, h, w, &taps)?;
@@ -190,7 +214,7 @@ impl Network {
             };
             let node = &nodes[i];
             let act = self.act_of(i);
-            if !(i == target && pre) {
+            if act != Act::None && !(i == target && pre) {
                 let y = outs[i].as_deref().expect("kept for the way back");
                 rectify(&mut g, y, act, rule);
             }
