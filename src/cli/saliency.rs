@@ -87,7 +87,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         n
     ];
-    let g = net.input_gradient(&input.x, (n, h, w), Tap::new(node, pre), &objs, rule)?;
+    // A few images at a time: a pass keeps the outputs the way back reads.
+    let per = 3 * h * w;
+    let mut g = neurodex::model::InputGradient {
+        data: Vec::with_capacity(input.x.len()),
+        n,
+        h,
+        w,
+        values: Vec::with_capacity(n),
+        at: Vec::with_capacity(n),
+    };
+    for (x, objs) in input.x.chunks(8 * per).zip(objs.chunks(8)) {
+        let part = net.input_gradient(x, (objs.len(), h, w), Tap::new(node, pre), objs, rule)?;
+        g.data.extend(part.data);
+        g.values.extend(part.values);
+        g.at.extend(part.at);
+    }
     let stage = match net.arch.nodes[node].op.act() {
         neurodex::arch::Act::None => String::new(),
         a if pre => format!(" before {}", a.name()),

@@ -13,13 +13,16 @@ use neurodex::model::{Network, Tap, DEFAULT_MODEL};
 use neurodex::render::{self, grid};
 use neurodex::visualize::{self, Settings};
 
+/// Units optimised together at most.
+const BATCH: usize = 16;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Layer name (see `neurodex layers`); the classifier's output (`logits`) gives
     /// class visualisations
     #[arg(long)]
     pub layer: String,
-    /// Units (channels, or classes), comma-separated: optimised together in one batch
+    /// Units (channels, or classes), comma-separated: optimised together, 16 at a time
     #[arg(long, value_delimiter = ',', required = true)]
     pub unit: Vec<usize>,
     /// Output picture: .png, .jpg or .jpeg (one tile per unit)
@@ -91,11 +94,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let t = Instant::now();
-    let out = visualize::visualize(&net, Tap::new(node, pre), &args.unit, &settings, |i, v| {
-        let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
-        bar.set_position(i as u64 + 1);
-        bar.set_message(format!("objective {mean:.3}"));
-    })?;
+    // Batches of at most BATCH units: the memory of a pass grows with the batch.
+    let batches = args.unit.len().div_ceil(BATCH);
+    bar.set_length((args.steps * batches) as u64);
+    let mut out = Vec::with_capacity(args.unit.len());
+    for (b, units) in args.unit.chunks(BATCH).enumerate() {
+        out.extend(visualize::visualize(
+            &net,
+            Tap::new(node, pre),
+            units,
+            &settings,
+            |i, v| {
+                let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
+                bar.set_position((b * args.steps + i) as u64 + 1);
+                bar.set_message(format!("objective {mean:.3}"));
+            },
+        )?);
+    }
     bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
     let stage = if pre { " before the activation" } else { "" };
