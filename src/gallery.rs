@@ -359,7 +359,14 @@ pub fn build(store: &Store, opts: &Options) -> Result<Summary> {
     let visuals = write_visuals(store, &opts.out, &chosen.layers, &chosen.dead)?;
     summary.tiles += visuals.iter().flatten().filter(|&&v| v).count();
     let projections = match opts.projections.filter(|m| m.rule().is_some()) {
-        Some(mode) => write_projections(store, opts, mode, &chosen.layers, &chosen.tops)?,
+        Some(mode) => write_projections(
+            store,
+            opts,
+            mode,
+            &chosen.layers,
+            &chosen.tops,
+            &mut summary.warnings,
+        )?,
         None => chosen
             .layers
             .iter()
@@ -724,9 +731,11 @@ fn write_projections(
     mode: Mode,
     layers: &[LayerInfo],
     tops: &[Vec<Vec<TopHit>>],
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<Vec<bool>>> {
     let rule = mode.rule().expect("a projection mode");
-    let (net, _) = shots::index_network(store, opts.weights.as_deref())?;
+    let (net, warn) = shots::index_network(store, opts.weights.as_deref())?;
+    warnings.extend(warn);
     let input = store.run_info()?.input_size();
     let mut written = Vec::with_capacity(layers.len());
     for (l, tops) in layers.iter().zip(tops) {
@@ -736,8 +745,14 @@ fn write_projections(
             if hits.is_empty() {
                 continue;
             }
-            let mut unit = shots::for_unit(store, &l.name, u, hits, maps, opts.weights.as_deref())?;
-            shots::recompute_projections(&net, Tap::new(l.node, l.pre), u, rule, &mut unit.shots)?;
+            // The maps (for region cuts) from the network already loaded, not a new one.
+            let tap = Tap::new(l.node, l.pre);
+            let mut unit = shots::for_unit(store, &l.name, u, hits, false, None)?;
+            if maps {
+                warnings.extend(shots::recompute_maps(&net, tap, u, &mut unit.shots)?);
+            }
+            warnings.extend(std::mem::take(&mut unit.warnings));
+            shots::recompute_projections(&net, tap, u, rule, &mut unit.shots)?;
             let tiles: Vec<Tile> = unit
                 .shots
                 .iter()
@@ -772,6 +787,12 @@ pub fn visualise_missing(
 ) -> Result<usize> {
     let store = Store::open(db)?;
     let (mut net, _) = shots::index_network(&store, weights)?;
+    // At the index's input size, as many units together as that size allows.
+    let settings = &crate::visualize::Settings {
+        size: store.run_info()?.input_size() as usize,
+        ..settings.clone()
+    };
+    let batch = batch.min(crate::visualize::batch_for(settings.size));
     let mut todo: Vec<(LayerInfo, Vec<usize>)> = Vec::new();
     for name in layers {
         let l = query::layer(&store, name)?;

@@ -41,6 +41,12 @@ impl Default for Settings {
     }
 }
 
+/// How many units to optimise together at `size` px: 16 at 224 px, fewer for larger
+/// images (a batch's memory grows with its pixels), at least 1.
+pub fn batch_for(size: usize) -> usize {
+    (16 * 224 * 224 / (size * size).max(1)).clamp(1, 16)
+}
+
 /// One unit's visualisation.
 #[derive(Clone, Debug)]
 pub struct Visualisation {
@@ -347,8 +353,8 @@ impl Warp {
     }
 }
 
-/// RGB in 0..1 (`[b, 3, hw]`) as the network's input, by its recipe (channels in
-/// its order).
+/// RGB in 0..1 (`[b, 3, hw]`) as the network's input, by its recipe (channels, and
+/// the recipe's per-channel terms, in the network's order).
 fn normalise(rgb: &[f32], hw: usize, recipe: &crate::arch::Recipe) -> Vec<f32> {
     let mut out = vec![0f32; rgb.len()];
     for (o, x) in out.chunks_mut(3 * hw).zip(rgb.chunks(3 * hw)) {
@@ -358,7 +364,7 @@ fn normalise(rgb: &[f32], hw: usize, recipe: &crate::arch::Recipe) -> Vec<f32> {
             for (d, &v) in dst.iter_mut().zip(&x[ch * hw..(ch + 1) * hw]) {
                 *d = match recipe.norm {
                     Norm::Affine { sub, div } => (v * 255.0 - sub) / div,
-                    Norm::MeanStd { mean, std } => (v - mean[ch]) / std[ch],
+                    Norm::MeanStd { mean, std } => (v - mean[to]) / std[to],
                 };
             }
         }
@@ -374,7 +380,7 @@ fn normalise_backward(g: &[f32], hw: usize, recipe: &crate::arch::Recipe) -> Vec
             let from = if recipe.bgr { 2 - ch } else { ch };
             let slope = match recipe.norm {
                 Norm::Affine { div, .. } => 255.0 / div,
-                Norm::MeanStd { std, .. } => 1.0 / std[ch],
+                Norm::MeanStd { std, .. } => 1.0 / std[from],
             };
             let dst = &mut o[ch * hw..(ch + 1) * hw];
             for (d, &v) in dst.iter_mut().zip(&x[from * hw..(from + 1) * hw]) {
@@ -522,6 +528,27 @@ mod tests {
             };
             let (l, r) = (dot(&ax, &y), dot(&x, &warp.adjoint(&y, s)));
             assert!((l - r).abs() <= 1e-4 * l.abs().max(1.0), "{l} vs {r}");
+        }
+    }
+
+    /// A flat-coloured photo prepared by `preprocess` gives the input `normalise`
+    /// gives for its colour, for every recipe (BGR ones included).
+    #[test]
+    fn normalising_is_what_preprocessing_does() {
+        let rgb = [200u8, 100, 50];
+        let img = RgbImage::from_pixel(40, 30, Rgb(rgb));
+        for name in crate::arch::recipes::NAMES {
+            let recipe = crate::arch::recipes::preset(name, 16).unwrap();
+            let want = crate::preprocess::prepare(&img, &recipe).0;
+            let x: Vec<f32> = rgb
+                .iter()
+                .flat_map(|&c| std::iter::repeat_n(c as f32 / 255.0, 256))
+                .collect();
+            let got = normalise(&x, 256, &recipe);
+            for c in 0..3 {
+                let (a, b) = (got[c * 256], want[c * 256]);
+                assert!((a - b).abs() < 1e-4, "{name} channel {c}: {a} vs {b}");
+            }
         }
     }
 

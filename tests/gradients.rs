@@ -475,6 +475,13 @@ fn fully_connected_layers() {
             &logit(unit),
         );
     }
+    // An input of another size flattens into another feature count: refused, not a panic.
+    let x = input(12, 1);
+    let err = net
+        .input_gradient(&x, (N, 12, 12), Tap::post(fc2), &logit(0), Rule::Gradient)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("features"), "{err}");
     let fc1 = net.arch.resolve("fc1").unwrap();
     check(
         "fc1",

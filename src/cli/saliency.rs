@@ -75,6 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let input = super::read_input(&args.input, &net)?;
     let (n, h, w) = (input.n, input.h, input.w);
+    if n * h * w == 0 {
+        anyhow::bail!(
+            "{}: an empty input ({n} x 3 x {h} x {w})",
+            args.input.display()
+        );
+    }
     let rule = Rule::from_name(&args.mode).expect("clap checked the mode");
     let pick = match args.at {
         Some((y, x)) => Pick::At { y, x },

@@ -13,9 +13,6 @@ use neurodex::model::{Network, Tap, DEFAULT_MODEL};
 use neurodex::render::{self, grid};
 use neurodex::visualize::{self, Settings};
 
-/// Units optimised together at most.
-const BATCH: usize = 16;
-
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Layer name (see `neurodex layers`); the classifier's output (`logits`) gives
@@ -23,6 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub layer: String,
     /// Units (channels, or classes), comma-separated: optimised together, 16 at a time
+    /// at 224 px (fewer for larger images)
     #[arg(long, value_delimiter = ',', required = true)]
     pub unit: Vec<usize>,
     /// Output picture: .png, .jpg or .jpeg (one tile per unit)
@@ -94,11 +92,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let t = Instant::now();
-    // Batches of at most BATCH units: the memory of a pass grows with the batch.
-    let batches = args.unit.len().div_ceil(BATCH);
+    // Batches of a few units: the memory of a pass grows with the batch.
+    let batch = visualize::batch_for(args.size);
+    let batches = args.unit.len().div_ceil(batch);
     bar.set_length((args.steps * batches) as u64);
     let mut out = Vec::with_capacity(args.unit.len());
-    for (b, units) in args.unit.chunks(BATCH).enumerate() {
+    for (b, units) in args.unit.chunks(batch).enumerate() {
         out.extend(visualize::visualize(
             &net,
             Tap::new(node, pre),

@@ -53,6 +53,20 @@ impl Plan {
                 net.arch.name, nodes[i].name
             )));
         }
+        // A fully connected layer takes as many features as it was made for: an input of
+        // another size flattens into another count (a graph without adaptive pooling).
+        for i in 1..=last {
+            if let Layer::Linear(lin) = &net.layers[i] {
+                let got: usize = shapes[nodes[i].inputs[0]].iter().product();
+                if got != lin.in_features() {
+                    return Err(Error::Shape(format!(
+                        "a {h}x{w} input gives {} {got} features, made for {}",
+                        nodes[i].name,
+                        lin.in_features()
+                    )));
+                }
+            }
+        }
         let mut want_pre = vec![false; last + 1];
         let mut uses = vec![0usize; last + 1];
         for node in &nodes[start.min(last + 1)..=last] {

@@ -174,8 +174,9 @@ pub fn shot_tile(
         (Mode::Box, _) | (Mode::Heat, None) => tile::with_box(img, field, side, side),
         (Mode::Backprop | Mode::Guided | Mode::Deconv, _) => {
             // The projection lives on the network input: the cut, mapped there.
-            let s = input as usize;
-            let pic = gradient::projection(shot.projection.as_deref()?, s, s, false);
+            let g = shot.projection.as_deref()?;
+            let s = side_of(g)?;
+            let pic = gradient::projection(g, s, s, false);
             let fitted = fits(&geo.field, input);
             let cut = if fitted {
                 field
@@ -187,8 +188,9 @@ pub fn shot_tile(
             tile::crop_padded(&pic, [x0, y0, x1, y1], side, side)
         }
         (Mode::Erf, _) => {
-            let s = input as usize;
-            let b = gradient::mass_box(shot.projection.as_deref()?, s, s, 0.9)
+            let g = shot.projection.as_deref()?;
+            let s = side_of(g)?;
+            let b = gradient::mass_box(g, s, s, 0.9)
                 .map(|b| shot.transform.box_to_original(b).exact)
                 .unwrap_or(field);
             tile::crop_padded(img, b, side, side)
@@ -207,6 +209,12 @@ pub fn shot_tile(
             (side, side),
         ),
     })
+}
+
+/// The side of a square `[3, s, s]` projection (`None` for another length).
+fn side_of(g: &[f32]) -> Option<usize> {
+    let s = ((g.len() / 3) as f64).sqrt().round() as usize;
+    (3 * s * s == g.len() && s > 0).then_some(s)
 }
 
 /// The heat scale of a unit: from 0 to its highest peak over the indexed images
