@@ -572,7 +572,7 @@ fn databases_ranked_after_the_activation_stay_readable() {
     copy_into(&root, &demo_images(3));
     let db = dir.path().join("old.db");
     assert_eq!(index(&root, &db, &["--layers", "stem"]).0, 0);
-    // Back to schema 2: what 0003_pre_activation and 0004_labels added goes.
+    // Back to schema 2: what 0003_pre_activation and the later migrations added goes.
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch(
@@ -581,7 +581,7 @@ fn databases_ranked_after_the_activation_stay_readable() {
              DROP TABLE image_label; DROP TABLE concept; DROP TABLE label_set;
              ALTER TABLE run DROP COLUMN shard_index; ALTER TABLE run DROP COLUMN shard_count;
              ALTER TABLE run DROP COLUMN batch_images; ALTER TABLE session DROP COLUMN isa;
-             DROP TABLE merged_input;
+             DROP TABLE merged_input; DROP TABLE visualisation;
              DELETE FROM schema_migrations WHERE version >= 3;",
         )
         .unwrap();
