@@ -153,6 +153,8 @@ pub struct Network {
     plans: Mutex<Vec<std::sync::Arc<plan::Plan>>>,
     /// Per conv node, its transpose for the way back (`backward`), made on first use.
     transposes: Vec<std::sync::OnceLock<kernels::ConvTranspose>>,
+    /// Buffers the last backward pass let go of, for the next one.
+    grad_pool: Mutex<Vec<Vec<f32>>>,
 }
 
 /// Upper bound on what the buffer pool keeps between calls (numbers; 256 MB).
@@ -459,6 +461,7 @@ impl Network {
             labels: Labels::for_outputs(arch.classes),
             split: vec![Act::None; layers.len()],
             transposes: (0..layers.len()).map(|_| Default::default()).collect(),
+            grad_pool: Mutex::new(Vec::new()),
             arch,
             layers,
             weights_id: String::new(),

@@ -206,7 +206,9 @@ impl Network {
         grads[target] = Some(seed);
         // Buffers the way back lets go of, for the next layers' gradients: fresh
         // multi-MB allocations cost page faults comparable to a layer's work.
-        let mut pool = Pool::default();
+        let mut pool = Pool(std::mem::take(
+            &mut *self.grad_pool.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
         let mut scratch = Default::default();
         for i in (1..=target).rev() {
             let Some(mut g) = grads[i].take() else {
@@ -431,6 +433,17 @@ impl Network {
             }
         }
         let data = grads[0].take().unwrap_or_else(|| vec![0.0; input.len()]);
+        // The buffers stay for the next call (a visualisation makes hundreds), the
+        // largest first, within the forward pool's limit.
+        let mut keep = pool.0;
+        keep.extend(outs.into_iter().flatten());
+        keep.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        let mut kept = 0;
+        keep.retain(|b| {
+            kept += b.capacity();
+            kept <= super::POOL_LIMIT
+        });
+        *self.grad_pool.lock().unwrap_or_else(|e| e.into_inner()) = keep;
         Ok(InputGradient {
             data,
             n,
