@@ -816,23 +816,36 @@ pub fn visualise_missing(
             let tap = Tap::new(l.node, l.pre);
             let made = crate::visualize::visualize(&net, tap, chunk, settings, |_, _| {})?;
             for v in made {
-                store.put_visual(&crate::store::StoredVisual {
-                    layer: l.name.clone(),
-                    unit: v.unit,
-                    stage: if l.pre { "pre" } else { "post" }.into(),
-                    steps: settings.steps,
-                    size: settings.size,
-                    seed: settings.seed,
-                    weights_id: net.weights_id().to_string(),
-                    value: v.value,
-                    png: crate::render::png_bytes(&v.image)?,
-                })?;
+                keep_visual(&store, &net, &l.name, l.pre, settings, &v)?;
             }
             done += chunk.len();
             progress(done, total);
         }
     }
     Ok(done)
+}
+
+/// Keeps `v`, made for `layer` (before its activation where `pre`) with `settings`
+/// on `net`, in the index, replacing an earlier one.
+pub fn keep_visual(
+    store: &Store,
+    net: &crate::model::Network,
+    layer: &str,
+    pre: bool,
+    settings: &crate::visualize::Settings,
+    v: &crate::visualize::Visualisation,
+) -> Result<()> {
+    store.put_visual(&crate::store::StoredVisual {
+        layer: layer.to_string(),
+        unit: v.unit,
+        stage: if pre { "pre" } else { "post" }.into(),
+        steps: settings.steps,
+        size: settings.size,
+        seed: settings.seed,
+        weights_id: net.weights_id().to_string(),
+        value: v.value,
+        png: crate::render::png_bytes(&v.image)?,
+    })
 }
 
 /// Filters, where one picture shows a unit's filter (RGB or single-input); per layer

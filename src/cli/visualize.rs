@@ -140,17 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(st) = &store {
         let name = &net.arch.nodes[node].name;
         for v in &out {
-            st.put_visual(&neurodex::store::StoredVisual {
-                layer: name.clone(),
-                unit: v.unit,
-                stage: if pre { "pre" } else { "post" }.into(),
-                steps: args.steps,
-                size: args.size,
-                seed: args.seed,
-                weights_id: net.weights_id().to_string(),
-                value: v.value,
-                png: render::png_bytes(&v.image)?,
-            })?;
+            neurodex::gallery::keep_visual(st, &net, name, pre, &settings, v)?;
         }
     }
     if args.json {
