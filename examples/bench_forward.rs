@@ -3,6 +3,7 @@
 //!
 //!   bench_forward arch MODEL                        architecture description as JSON
 //!   bench_forward weights MODEL OUT.safetensors     seeded random weights (torch names)
+//!   bench_forward isa                               the instruction set the kernels run on
 //!   bench_forward serve MODEL WEIGHTS               answer the driver on stdin (scripts/bench/common.py):
 //!                                                   forward (`time`) and forward + backward (`grad`)
 //!   bench_forward layers MODEL WEIGHTS BATCH REPS   per node: name, ms, MFLOP, description
@@ -324,6 +325,11 @@ fn main() -> anyhow::Result<()> {
     match a.as_slice() {
         ["arch", model] => println!("{}", serde_json::to_string(&arch::by_name(model)?)?),
         ["weights", model, out] => write_weights(model, out)?,
+        ["isa"] => println!(
+            "neurodex's kernels on {} (the CPU's best: {})",
+            neurodex::kernels::isa::isa().name(),
+            neurodex::kernels::isa::detected().name()
+        ),
         ["serve", model, weights] => serve(&open(model, weights)?)?,
         ["layers", model, weights, batch, reps] => layers(
             &open(model, weights)?,
@@ -331,7 +337,7 @@ fn main() -> anyhow::Result<()> {
             batch.parse()?,
             reps.parse()?,
         )?,
-        _ => bail!("usage: bench_forward arch|weights|serve|layers ... (see the file's doc)"),
+        _ => bail!("usage: bench_forward arch|weights|isa|serve|layers ... (see the file's doc)"),
     }
     Ok(())
 }

@@ -42,6 +42,11 @@
 #                                          against PyTorch's autograd on the same network, batch 1
 #                                          and 16 (default efficientnet-lite0, blocks.14 unit 40):
 #                                            RATIO backward <model> b<batch> neurodex=.. pytorch=.. ratio=..
+#   scripts/bench.sh --cpu avx2 [...]     any of the above with AVX-512 hidden from every process
+#                                          (an LD_PRELOAD library, scripts/bench/cpuid_mask.c, makes
+#                                          cpuid answer without it): neurodex, the gemm crate,
+#                                          onnxruntime and PyTorch all on their AVX2 kernels, as
+#                                          on an AVX2-only machine of the same clock and caches
 #   scripts/bench.sh --merge DIR [N]       DIR indexed whole and as N shards (default 8), the
 #                                          shards merged, the result checked against the whole
 #                                          index; the merge's cost per image (scripts/bench-merge.sh)
@@ -54,11 +59,13 @@ caller_dir=$PWD
 cd "$(dirname "$0")/.."
 runs=15
 mode=speed
+hide_avx512=
 models=efficientnet-lite0,resnet18,alexnet
 usage() { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case $1 in
         --quick) runs=5 ;;
+        --cpu) [[ ${2:-} == avx2 ]] || { echo "--cpu takes avx2" >&2; exit 2; }; hide_avx512=1; shift ;;
         --models) models=${2:?--models needs a list}; shift ;;
         --concepts) shift; RAYON_NUM_THREADS=2 exec cargo run --release --quiet --example bench_concepts -- "$@" ;;
         --merge) shift; [ $# -ge 1 ] || usage; d=$(cd "$caller_dir" && realpath "$1"); shift
@@ -94,6 +101,16 @@ elif ! "$torch_py" -c "import torch, numpy" 2>/dev/null; then
     torch_py=
 fi
 mkdir -p target/bench
+if [[ -n $hide_avx512 ]]; then
+    grep -qw cpuid_fault /proc/cpuinfo ||
+        { echo "--cpu avx2 needs CPUID faulting (cpuid_fault in /proc/cpuinfo)" >&2; exit 2; }
+    cc -O2 -shared -fPIC -o target/bench/cpuid_mask.so scripts/bench/cpuid_mask.c
+    cargo build --release --quiet --bin neurodex --example decode_only
+    # Every process from here on: the runtimes, Python, glibc's string functions.
+    export LD_PRELOAD=$PWD/target/bench/cpuid_mask.so
+    export GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD
+    echo "AVX-512 hidden from every process (scripts/bench/cpuid_mask.c): $("$B" isa)"
+fi
 
 # Prints MODEL:ARCH.json:WEIGHTS, writing the files it needs.
 prepare() {
