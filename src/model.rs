@@ -677,7 +677,10 @@ impl Network {
         early.extend_from_slice(&feeds);
         mask.resize(early.len(), false);
         let one = |image: &[f32]| self.forward_chunk(image, 1, h, w, &early, &mask);
-        let mut parts: Vec<Vec<TapOut>> = if n == 1 || rayon::current_num_threads() <= 1 {
+        let mut parts: Vec<Vec<TapOut>> = if n == 1 {
+            // One image: its kernels split each layer over the pool.
+            vec![kernels::keep_pool_awake(|| one(input))?]
+        } else if rayon::current_num_threads() <= 1 {
             input.chunks(per_image).map(one).collect::<Result<_>>()?
         } else {
             input

@@ -310,8 +310,15 @@ fn taps_before_relu_on_convs_sums_and_fully_connected_layers() {
             .iter()
             .flat_map(|&n| [Tap::pre(n), Tap::post(n)])
             .collect();
-        let got = pool.install(|| split.forward_taps_hw(&batch, 2, side, side, &taps).unwrap());
-        let want = pool.install(|| plain.forward_hw(&batch, 2, side, side, &nodes).unwrap());
+        // Both on one ISA: the parity tests beside this one force others meanwhile,
+        // and two ISAs agree only to rounding (seen: 1 run in 10 failed the 1e-6 below).
+        let isa = neurodex::kernels::isa::detected();
+        let (got, want) = neurodex::kernels::isa::with_isa(isa, || {
+            (
+                pool.install(|| split.forward_taps_hw(&batch, 2, side, side, &taps).unwrap()),
+                pool.install(|| plain.forward_hw(&batch, 2, side, side, &nodes).unwrap()),
+            )
+        });
         for (k, name) in names.iter().enumerate() {
             let (pre, post) = (&got[2 * k].data, &got[2 * k + 1].data);
             assert!(

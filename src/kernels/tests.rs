@@ -927,6 +927,42 @@ fn single_thread_pool_gives_the_same_results() {
 }
 
 #[test]
+fn kernels_with_the_pool_kept_awake_match_the_reference_and_the_helpers_stop() {
+    // A single image's layers split over a 3-thread pool whose other threads spin
+    // for jobs: the results as without; the call returns (helpers told to stop)
+    // after f returns, after f panics, and when called from inside the pool.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut rng = Rng(77);
+    pool.install(|| {
+        let r = super::keep_pool_awake(|| {
+            assert_eq!(super::threads(), 3);
+            for (g, h, w) in [
+                (geom(40, 56, (1, 1), (1, 1), Pad::default(), (1, 1), 1), 14, 14),
+                (geom(32, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 32), 17, 9),
+                (geom(3, 16, (3, 3), (2, 2), Pad::same(1), (1, 1), 1), 33, 31),
+            ] {
+                check_conv(&mut rng, g, 1, h, w, Act::Relu6, true);
+            }
+            7
+        });
+        assert_eq!(r, 7);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::keep_pool_awake(|| panic!("inside"))
+        }));
+        assert!(caught.is_err());
+        // Nested inside a parallel loop, and once more after the panic.
+        (0..3).into_par_iter().for_each(|k| {
+            assert_eq!(super::keep_pool_awake(|| k * 2), k * 2);
+        });
+    });
+    // Called from outside any pool (the global one's threads then spin).
+    assert_eq!(super::keep_pool_awake(|| 5), 5);
+}
+
+#[test]
 fn serial_kernels_match_the_reference_inside_a_busy_pool() {
     // One image per task on a 2-thread pool, as Network::forward_hw runs a batch: the
     // GEMM paths then run single-threaded (1x1 and im2col layers, one image and two).
