@@ -236,6 +236,21 @@ pub fn is_onnx(model: &str) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
+/// Whether node `i`'s output has been through a ReLU or ReLU6 (its own activation,
+/// or a max pool's or a flatten's input): mostly zeros deep in a network, which a 1x1
+/// conv reading it can skip ([`Conv2d::set_sparse_input`]).
+fn comes_out_of_a_relu(arch: &Arch, i: usize) -> bool {
+    let node = &arch.nodes[i];
+    match &node.op {
+        Op::Conv { act, .. } | Op::Add { act } | Op::Linear { act, .. } => *act != Act::None,
+        Op::MaxPool { .. } | Op::Flatten => node
+            .inputs
+            .first()
+            .is_some_and(|&j| comes_out_of_a_relu(arch, j)),
+        _ => false,
+    }
+}
+
 /// The kernels' geometry of a described conv layer; `None` for other layers.
 pub fn conv_geom(op: &Op) -> Option<ConvGeom> {
     match op {
@@ -456,6 +471,11 @@ impl Network {
                     *act,
                 )),
             });
+        }
+        for (node, layer) in arch.nodes.iter().zip(layers.iter_mut()) {
+            if let (Layer::Conv(conv), Some(&from)) = (layer, node.inputs.first()) {
+                conv.set_sparse_input(comes_out_of_a_relu(&arch, from));
+            }
         }
         Ok(Network {
             labels: Labels::for_outputs(arch.classes),

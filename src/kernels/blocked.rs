@@ -580,6 +580,11 @@ pub(crate) fn pointwise(
         p,
         act,
         then,
+        // Finding the live channels reads a pass's input once; a tile of each output
+        // block reads it again: with fewer than 4 blocks (Lite0's first layers, 16-40
+        // channels, whose inputs are also less sparse) the search cost more than the
+        // skipping saved.
+        skip: conv.sparse_input() && g.out_ch.div_ceil(LANES) >= 4,
     };
     let (in_img, out_img) = (image_len(g.in_ch, p), image_len(g.out_ch, p));
     let threads = super::threads();
@@ -624,6 +629,7 @@ struct PwJob<'a> {
     p: usize,
     act: Act,
     then: Act,
+    skip: bool,
 }
 
 impl PwJob<'_> {
@@ -666,6 +672,8 @@ impl Kernel for PwRun<'_> {
         } = self;
         let (bmax, px_for) = pw_tiles(V::ACC);
         let stride = job.p * LANES;
+        let mut rows = [(0usize, 0usize); KC_BLOCKS * LANES];
+        let (mut scan, mut dense_run) = (job.skip, 0);
         let cbi = job.ci.div_ceil(LANES);
         // Passes of up to PASS_PX pixels, of equal size as far as possible.
         let passes = (p1 - p0).div_ceil(PASS_PX);
@@ -677,6 +685,25 @@ impl Kernel for PwRun<'_> {
             let k1 = (k0 + KC_BLOCKS).min(cbi);
             for pass in 0..passes {
                 let (a, b) = (pass_edge(pass), pass_edge(pass + 1));
+                let n = if scan {
+                    // SAFETY: the pass's pixels of blocks k0..k1 lie inside `x`.
+                    unsafe {
+                        live_channels::<V>(x.as_ptr(), stride, job.ci, k0, k1, a, b, &mut rows)
+                    }
+                } else {
+                    0
+                };
+                // Worth its indirection when an eighth of the channels or more are out.
+                let all = (k1 * LANES).min(job.ci) - k0 * LANES;
+                let live =
+                    (scan && n * 8 <= all * 7).then(|| &rows[..n] as *const [(usize, usize)]);
+                // Two passes in a row with next to nothing to skip: no more searching.
+                dense_run = if scan && live.is_none() {
+                    dense_run + 1
+                } else {
+                    0
+                };
+                scan &= dense_run < 2;
                 let mut w = job.pk.weights.as_ptr();
                 for ob0 in (0..job.cbo).step_by(NB) {
                     // The group's weights are packed for nb blocks; a tile takes up
@@ -702,6 +729,7 @@ impl Kernel for PwRun<'_> {
                                 res: res.map(|r| r.add((ob0 + sb) * stride)),
                                 act: job.act,
                                 then: job.then,
+                                live,
                             }
                         };
                         // Tiles of equal width as far as possible (49 pixels: 4 x 6
@@ -785,6 +813,8 @@ struct Tile {
     res: Option<*const f32>,
     act: Act,
     then: Act,
+    /// The input channels to sum, where some are left out (`live_channels`).
+    live: Option<*const [(usize, usize)]>,
 }
 
 impl Tile {
@@ -808,13 +838,25 @@ impl Tile {
                     };
                 }
             }
+            if let Some(live) = self.live {
+                // Only the channels some pixel of the pass has nonzero.
+                let xq = self.x.add(q * LANES);
+                for &(xo, row) in &*live {
+                    pw_step(0, xq.add(xo), self.w.add(row * self.pitch), &mut acc);
+                }
+            }
             let mut w = self.w;
             let full = self.ci / LANES;
-            for cb in self.k0..self.k1 {
+            let dense = if self.live.is_some() {
+                self.k0..self.k0
+            } else {
+                self.k0..self.k1
+            };
+            for cb in dense {
                 let xb = self.x.add(cb * self.stride + q * LANES);
                 let lanes = if cb < full { LANES } else { self.ci % LANES };
-                // A constant trip count for whole blocks, so the loop unrolls.
                 if lanes == LANES {
+                    // A constant trip count for whole blocks, so the loop unrolls.
                     for l in 0..LANES {
                         pw_step(l, xb, w.add(l * self.pitch), &mut acc);
                     }
@@ -843,6 +885,47 @@ impl Tile {
             }
         }
     }
+}
+
+/// The input channels of blocks `k0..k1` that are nonzero at one of pixels `a..b`
+/// at least, into `rows` as (offset of the channel's pixel 0 from the image's input,
+/// its row in the packed weights from block `k0`); returns how many. A channel
+/// that is zero over the pass adds +-0 to each sum there: leaving it out changes
+/// nothing (with finite weights; at most the sign of a sum that is exactly zero).
+///
+/// # Safety
+/// Pixels `a..b` of blocks `k0..k1` readable from `x` (blocks `stride` apart).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn live_channels<V: V16>(
+    x: *const f32,
+    stride: usize,
+    ci: usize,
+    k0: usize,
+    k1: usize,
+    a: usize,
+    b: usize,
+    rows: &mut [(usize, usize); KC_BLOCKS * LANES],
+) -> usize {
+    let mut n = 0;
+    for cb in k0..k1 {
+        let lanes = (ci - cb * LANES).min(LANES);
+        // SAFETY: by the contract.
+        let xb = unsafe { x.add(cb * stride) };
+        let mut any = V::zero();
+        for q in a..b {
+            // SAFETY: by the contract.
+            any = any.or_bits(unsafe { V::load(xb.add(q * LANES)) });
+        }
+        let mut m = any.nonzero_lanes() & ((1u32 << lanes) - 1);
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            rows[n] = (cb * stride + l, (cb - k0) * LANES + l);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// One input channel (lane `l` of the block at `xb`) into a 1x1 tile's

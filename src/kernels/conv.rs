@@ -119,6 +119,9 @@ pub struct Conv2d {
     /// Weights packed for the channel-blocked kernels, made on first use.
     blocked_pw: std::sync::OnceLock<blocked::Pointwise>,
     blocked_by_output: std::sync::OnceLock<blocked::ByOutput>,
+    /// Whether the input is expected to be mostly zeros (it comes out of a ReLU):
+    /// kernels that can then skip input channels that are zero over a whole tile.
+    sparse_input: bool,
 }
 
 impl Conv2d {
@@ -163,7 +166,20 @@ impl Conv2d {
             direct: Default::default(),
             blocked_pw: Default::default(),
             blocked_by_output: Default::default(),
+            sparse_input: false,
         }
+    }
+
+    /// Tells the layer its input comes out of a ReLU (or ReLU6), so that it is
+    /// mostly zeros deep in a network (70-78% at Lite0's last blocks): the blocked
+    /// 1x1 kernel then skips each input channel that is zero over all pixels of a
+    /// tile. Speed only: the sums are the same, in the same order.
+    pub fn set_sparse_input(&mut self, sparse: bool) {
+        self.sparse_input = sparse;
+    }
+
+    pub(crate) fn sparse_input(&self) -> bool {
+        self.sparse_input
     }
 
     pub fn geom(&self) -> &ConvGeom {

@@ -940,8 +940,16 @@ fn kernels_with_the_pool_kept_awake_match_the_reference_and_the_helpers_stop() {
         let r = super::keep_pool_awake(|| {
             assert_eq!(super::threads(), 3);
             for (g, h, w) in [
-                (geom(40, 56, (1, 1), (1, 1), Pad::default(), (1, 1), 1), 14, 14),
-                (geom(32, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 32), 17, 9),
+                (
+                    geom(40, 56, (1, 1), (1, 1), Pad::default(), (1, 1), 1),
+                    14,
+                    14,
+                ),
+                (
+                    geom(32, 32, (3, 3), (1, 1), Pad::same(1), (1, 1), 32),
+                    17,
+                    9,
+                ),
                 (geom(3, 16, (3, 3), (2, 2), Pad::same(1), (1, 1), 1), 33, 31),
             ] {
                 check_conv(&mut rng, g, 1, h, w, Act::Relu6, true);
@@ -1220,6 +1228,65 @@ fn blocked_pointwise_matches_reference() {
                 &scale,
                 &format!("{what} + residual, then {then:?}"),
             );
+        }
+    });
+}
+
+#[test]
+fn blocked_pointwise_skipping_zero_channels_gives_the_dense_sums() {
+    // Inputs as a ReLU leaves them: whole channels zero, channels zero over some
+    // pixels (runs longer and shorter than a pass), -0.0, one NaN; channel counts
+    // over several 128-channel chunks with a partial last block, outputs of 4+
+    // blocks (the skipping path) and fewer. Told its input is sparse, the layer
+    // must give what it gives dense (the same sums in the same order: equal values)
+    // and the reference.
+    on_every_isa(|isa| {
+        let mut rng = Rng(91);
+        for (ci, co, h, w, n) in [
+            (1152, 192, 7, 7, 1),
+            (300, 80, 14, 14, 2),
+            (672, 112, 14, 14, 1),
+            (40, 70, 9, 23, 1),
+            (144, 24, 12, 12, 1),
+        ] {
+            let g = geom(ci, co, (1, 1), (1, 1), Pad::default(), (1, 1), 1);
+            let wt = rng.vec(co * ci);
+            let bias = Some(rng.vec(co));
+            let mut x = rng.vec(n * ci * h * w);
+            let hw = h * w;
+            for (i, v) in x.iter_mut().enumerate() {
+                let (c, p) = (i / hw % ci, i % hw);
+                let dead = c % 3 == 0 || (c % 5 == 1 && p < hw / 2) || (c % 7 == 2 && p > 60);
+                if dead || *v < 0.0 {
+                    *v = if c % 11 == 4 { -0.0 } else { 0.0 };
+                }
+            }
+            let nan_at = x.len() / 2 + 3;
+            if ci == 300 {
+                x[nan_at] = f32::NAN;
+            }
+            let mut conv = Conv2d::new(g.clone(), wt.clone(), bias.clone(), Act::Relu6);
+            let dense = blocked_forward(&conv, &x, n, h, w, None);
+            conv.set_sparse_input(true);
+            let sparse = blocked_forward(&conv, &x, n, h, w, None);
+            let what = format!("{} 1x1 {ci}->{co} n={n} {h}x{w}", isa.name());
+            for (i, (a, b)) in dense.iter().zip(&sparse).enumerate() {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{what}: {a} dense vs {b} skipping at {i}"
+                );
+            }
+            if ci == 300 {
+                // The NaN's pixel, every output channel: kept, not skipped.
+                let (img, p) = (nan_at / (ci * hw), nan_at % hw);
+                assert!(
+                    (0..co).all(|o| sparse[(img * co + o) * hw + p].is_nan()),
+                    "{what}: NaN"
+                );
+                continue;
+            }
+            let (want, scale) = conv_ref(&g, &wt, bias.as_deref(), Act::Relu6, &x, n, h, w);
+            assert_close(&sparse, &want, &scale, &what);
         }
     });
 }

@@ -133,6 +133,20 @@ impl V16 for F32x16 {
     }
 
     #[inline(always)]
+    fn or_bits(self, o: Self) -> Self {
+        unsafe { F32x16(_mm256_or_ps(self.0, o.0), _mm256_or_ps(self.1, o.1)) }
+    }
+    #[inline(always)]
+    fn nonzero_lanes(self) -> u32 {
+        unsafe {
+            let z = _mm256_setzero_ps();
+            let lo = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, z)) as u32;
+            let hi = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(self.1, z)) as u32;
+            lo | hi << 8
+        }
+    }
+
+    #[inline(always)]
     fn transpose(r: &mut [Self; 16]) {
         // Four 8 x 8 blocks: [[A, B], [C, D]] -> [[At, Ct], [Bt, Dt]].
         let (mut a, mut b, mut c, mut d) = ([r[0].0; 8], [r[0].1; 8], [r[8].0; 8], [r[8].1; 8]);

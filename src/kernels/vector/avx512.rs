@@ -65,6 +65,21 @@ impl V16 for F32x16 {
     }
 
     #[inline(always)]
+    fn or_bits(self, o: Self) -> Self {
+        // The float OR is AVX512DQ; the integer one is in AVX512F.
+        unsafe {
+            F32x16(_mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_castps_si512(self.0),
+                _mm512_castps_si512(o.0),
+            )))
+        }
+    }
+    #[inline(always)]
+    fn nonzero_lanes(self) -> u32 {
+        unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps()) as u32 }
+    }
+
+    #[inline(always)]
     fn transpose(r: &mut [Self; 16]) {
         unsafe {
             // 32-bit, then 64-bit interleaves within each 128-bit lane: u[4b + q]

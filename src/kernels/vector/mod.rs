@@ -55,6 +55,37 @@ pub(crate) trait V16: Copy {
     /// the optimised function back into its caller, which keeps that).
     fn apart<K: Apart<Self>>(k: K) -> K::Out;
 
+    /// Bitwise OR of the lanes' bit patterns: a lane is +-0.0 only if it is in both.
+    #[inline(always)]
+    fn or_bits(self, o: Self) -> Self {
+        let (mut a, mut b) = ([0f32; 16], [0f32; 16]);
+        // SAFETY: local arrays of 16.
+        unsafe {
+            self.store(a.as_mut_ptr());
+            o.store(b.as_mut_ptr());
+        }
+        for (a, b) in a.iter_mut().zip(b) {
+            *a = f32::from_bits(a.to_bits() | b.to_bits());
+        }
+        // SAFETY: a local array of 16.
+        unsafe { Self::load(a.as_ptr()) }
+    }
+
+    /// Bit `l` set where lane `l` is not +-0.0 (a NaN is not zero).
+    #[inline(always)]
+    fn nonzero_lanes(self) -> u32 {
+        let mut a = [0f32; 16];
+        // SAFETY: a local array of 16.
+        unsafe { self.store(a.as_mut_ptr()) };
+        let mut m = 0;
+        for (l, v) in a.iter().enumerate() {
+            if *v != 0.0 {
+                m |= 1 << l;
+            }
+        }
+        m
+    }
+
     /// In-register transpose of 16 x 16: row i becomes column i.
     #[inline(always)]
     fn transpose(r: &mut [Self; 16]) {
@@ -274,6 +305,28 @@ mod tests {
                 &|l| crate::kernels::clamp(c[l], -1.0, 2.0),
                 "clamp",
             );
+            let mut z = [0f32; 16];
+            (z[2], z[9], z[11], z[15]) = (-0.0, 1e-40, f32::NAN, -3.0);
+            // SAFETY: 16 floats.
+            let vz = unsafe { V::load(z.as_ptr()) };
+            assert_eq!(
+                vz.nonzero_lanes(),
+                (1 << 9) | (1 << 11) | (1 << 15),
+                "nonzero_lanes"
+            );
+            assert_eq!(V::zero().nonzero_lanes(), 0, "nonzero_lanes of zeros");
+            let mut y = [0f32; 16];
+            (y[2], y[4]) = (0.0, 2.0);
+            // SAFETY: 16 floats.
+            let vy = unsafe { V::load(y.as_ptr()) };
+            let or = get(vz.or_bits(vy));
+            for l in 0..16 {
+                assert_eq!(
+                    or[l].to_bits(),
+                    z[l].to_bits() | y[l].to_bits(),
+                    "or_bits lane {l}"
+                );
+            }
             for (lo, hi) in [(0, 16), (0, 5), (3, 16), (4, 9), (6, 6)] {
                 // SAFETY: lanes lo..hi of a lie inside it.
                 let v = unsafe { V::load_lanes(a.as_ptr(), lo, hi) };

@@ -69,4 +69,25 @@ impl V16 for F32x16 {
             vminq_f32(hi.0[i], vmaxq_f32(lo.0[i], self.0[i]))
         }))
     }
+
+    #[inline(always)]
+    fn or_bits(self, o: Self) -> Self {
+        F32x16(std::array::from_fn(|i| unsafe {
+            vreinterpretq_f32_u32(vorrq_u32(
+                vreinterpretq_u32_f32(self.0[i]),
+                vreinterpretq_u32_f32(o.0[i]),
+            ))
+        }))
+    }
+    #[inline(always)]
+    fn nonzero_lanes(self) -> u32 {
+        // Lanes equal to zero (a NaN is not) as all ones, narrowed to one bit each.
+        let mut m = 0;
+        for i in 0..4 {
+            let z = unsafe { vceqzq_f32(self.0[i]) };
+            let bits = unsafe { vandq_u32(z, vld1q_u32([1u32, 2, 4, 8].as_ptr())) };
+            m |= (15 & !unsafe { vaddvq_u32(bits) }) << (4 * i);
+        }
+        m
+    }
 }
