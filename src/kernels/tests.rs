@@ -706,8 +706,9 @@ fn adaptive_avg_pool_matches_reference_down_and_up() {
 fn linear_matches_reference() {
     on_every_isa(|_| {
         let mut rng = Rng(11);
-        // Batches up to 4 take the streaming kernel, larger ones GEMM (blocked on
-        // AVX-512: blocks of 1024 inputs x 64 outputs, groups of 6 images).
+        // Batches up to 4 take the streaming kernel, larger ones the blocked one
+        // (blocks of 1024 inputs x 64 outputs, groups of 6 images by 4 or 1 vectors of
+        // outputs; partial vectors and blocks) or, on the portable type, GEMM.
         for (n, inf, outf) in [
             (1, 1, 1),
             (1, 1280, 1000),
