@@ -6,7 +6,7 @@
 //! once into the padded phase-split layout `depthwise` uses, where every kernel tap
 //! of a row of output pixels is one contiguous run, and 8 output channels x 32
 //! pixels are accumulated in registers over all taps and input channels (on
-//! AVX-512; 4 or 2 channels x 16 pixels where `V16::ACC` is smaller).
+//! AVX-512; 6 or 2 channels x 16 pixels where `V16::ACC` is smaller).
 
 use rayon::prelude::*;
 
@@ -14,18 +14,19 @@ use super::depthwise::{fill_phased_dispatch, Layout};
 use super::vector::{dispatch, load_each, Kernel, V16};
 use super::{act_bounds, Conv2d, ConvGeom};
 
-/// Output channels per packed group (and per register block on AVX-512).
-const G: usize = 8;
+/// Output channels per packed group: a multiple of every register block's channels
+/// (8 on AVX-512, 6 on AVX2 and NEON, 2 on the portable type).
+const G: usize = 24;
 /// 16-pixel vectors per register block, at most.
 const P: usize = 2;
 
 /// A dense layer on at most 4 input channels with a real spatial kernel.
 pub(super) fn suits(g: &ConvGeom) -> bool {
-    g.groups == 1 && g.in_ch <= 4 && g.out_ch >= G && g.kernel.0 * g.kernel.1 > 1
+    g.groups == 1 && g.in_ch <= 4 && g.out_ch >= 8 && g.kernel.0 * g.kernel.1 > 1
 }
 
-/// Weights regrouped as `[out_ch / 8][in_ch][tap][8]` (zero-padded to whole groups):
-/// the 8 weights a loaded input vector meets are adjacent.
+/// Weights regrouped as `[out_ch / G][in_ch][tap][G]` (zero-padded to whole groups):
+/// the weights a loaded input vector meets are adjacent.
 pub(super) fn pack(g: &ConvGeom, weight: &[f32]) -> Vec<f32> {
     let taps = g.kernel.0 * g.kernel.1;
     let groups = g.out_ch.div_ceil(G);
@@ -146,9 +147,11 @@ impl Kernel for Rows<'_> {
     #[inline(always)]
     fn run<V: V16>(self) {
         // Channels x 16-pixel vectors per register block.
+        // (AVX2: 6 x 1 is 12 of its 16 registers; 4 x 1 left too few sums in flight
+        // to keep both FMA units busy.)
         match V::ACC {
             24.. => self.blocks::<V, 8, 2>(),
-            6.. => self.blocks::<V, 4, 1>(),
+            6.. => self.blocks::<V, 6, 1>(),
             _ => self.blocks::<V, 2, 1>(),
         }
     }

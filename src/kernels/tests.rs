@@ -396,7 +396,8 @@ fn winograd_f2_and_f4_match_reference_whichever_the_layer_would_pick() {
 fn stems_on_few_input_channels_match_reference() {
     on_every_isa(|_| {
         // Layers with <= 4 input channels are convolved directly: the
-        // three stems' geometries, output channels not a multiple of 8, dilation,
+        // three stems' geometries, output channels over several 24-channel groups and
+        // not a multiple of any register block's 8, 6 or 2, dilation,
         // asymmetric padding, rows wider than one 32-pixel block, one image split
         // over threads and a batch.
         let mut rng = Rng(3);
@@ -408,6 +409,8 @@ fn stems_on_few_input_channels_match_reference() {
             (3, 32, (3, 3), (2, 2), Pad::asym(0, 1), (1, 1), 37, 41, 1),
             (3, 20, (7, 7), (2, 2), Pad::same(3), (1, 1), 45, 70, 2),
             (3, 16, (11, 11), (4, 4), Pad::same(2), (1, 1), 39, 39, 3),
+            (3, 64, (11, 11), (4, 4), Pad::same(2), (1, 1), 47, 43, 2),
+            (2, 53, (5, 5), (2, 2), Pad::same(2), (1, 1), 21, 36, 1),
             (1, 8, (3, 5), (1, 2), Pad::same(2), (2, 1), 12, 40, 1),
             (4, 9, (2, 2), (1, 1), Pad::default(), (1, 1), 5, 67, 2),
         ] {
