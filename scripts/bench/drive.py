@@ -24,7 +24,10 @@ import numpy as np
 BATCHES = (1, 16)
 IMAGES_PER_RUN = 16  # a b1 run is 16 forwards, a b16 run one
 TICKS = os.sysconf("SC_CLK_TCK")
-TARGETS = {("efficientnet-lite0", 16): 1.0, ("resnet18", 16): 0.8, ("alexnet", 16): 0.8}
+# The ratios neurodex / onnxruntime aimed for on an AVX2-only machine (the fast-paths
+# issue; bench.sh --cpu avx2 stands in for one on a CPU with AVX-512).
+TARGETS = {("efficientnet-lite0", 16): 1.1, ("efficientnet-lite0", 1): 0.8,
+           ("resnet18", 16): 0.9, ("alexnet", 16): 0.9}
 
 
 class Peer:
