@@ -74,12 +74,24 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
 /// rayon worker falls asleep after some 20 microseconds, and waking it again for the
 /// next layer took 30-60 microseconds on a 2-core VM (measured: a parallel step of
 /// two halves cost 11-75 us more than its work, called from outside the pool; 2-6 us
-/// this way), more than some late layers take. `f` runs on a worker of the pool.
+/// this way), more than some late layers take. `f` runs on a worker of the pool; a
+/// call inside `f` just runs its own closure ([`pool_kept_awake`] says so).
 pub fn keep_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
+    // `f` with this thread marked as running inside such a call, however it ends.
+    let marked = || {
+        struct Unmark(bool);
+        impl Drop for Unmark {
+            fn drop(&mut self) {
+                AWAKE.with(|a| a.set(self.0));
+            }
+        }
+        let _unmark = Unmark(AWAKE.with(|a| a.replace(true)));
+        f()
+    };
     let helpers = rayon::current_num_threads().saturating_sub(1);
-    if helpers == 0 || SERIAL.with(|s| s.get()) {
-        return f();
+    if helpers == 0 || SERIAL.with(|s| s.get()) || pool_kept_awake() {
+        return marked();
     }
     let done = AtomicBool::new(false);
     rayon::scope(|s| {
@@ -100,8 +112,17 @@ pub fn keep_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             }
         }
         let _done = Done(&done);
-        f()
+        marked()
     })
+}
+
+thread_local! {
+    static AWAKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs inside [`keep_pool_awake`].
+pub fn pool_kept_awake() -> bool {
+    AWAKE.with(|a| a.get())
 }
 
 /// Threads a kernel called from here may split its work over.

@@ -965,10 +965,17 @@ fn kernels_with_the_pool_kept_awake_match_the_reference_and_the_helpers_stop() {
             super::keep_pool_awake(|| panic!("inside"))
         }));
         assert!(caught.is_err());
-        // Nested inside a parallel loop, and once more after the panic.
+        // Nested inside a parallel loop, and once more after the panic; inside a call,
+        // a call just runs its closure, and the mark is gone after each.
         (0..3).into_par_iter().for_each(|k| {
             assert_eq!(super::keep_pool_awake(|| k * 2), k * 2);
         });
+        assert!(!super::pool_kept_awake());
+        let inner = super::keep_pool_awake(|| {
+            assert!(super::pool_kept_awake());
+            super::keep_pool_awake(super::pool_kept_awake)
+        });
+        assert!(inner && !super::pool_kept_awake());
     });
     // Called from outside any pool (the global one's threads then spin).
     assert_eq!(super::keep_pool_awake(|| 5), 5);

@@ -105,22 +105,11 @@ impl Network {
     ) -> Result<InputGradient> {
         // One image: each layer, forward and back, split over a pool kept awake. (At
         // batch 16 that was slower and erratic: Lite0 22.6 -> 15-19 images/s.)
-        let run = || self.gradient_in_pool(input, (n, h, w), tap, objectives, rule);
-        if n == 1 {
-            kernels::keep_pool_awake(run)
-        } else {
-            run()
+        if n == 1 && !kernels::pool_kept_awake() {
+            return kernels::keep_pool_awake(|| {
+                self.input_gradient(input, (n, h, w), tap, objectives, rule)
+            });
         }
-    }
-
-    fn gradient_in_pool(
-        &self,
-        input: &[f32],
-        (n, h, w): (usize, usize, usize),
-        tap: Tap,
-        objectives: &[Objective],
-        rule: Rule,
-    ) -> Result<InputGradient> {
         let nodes = &self.arch.nodes;
         let target = tap.node;
         if target == 0 || target >= nodes.len() {
